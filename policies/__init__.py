@@ -1,0 +1,1 @@
+"""Policies: actor-critic models, their normalizers and the PPO trainer."""

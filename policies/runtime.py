@@ -1,0 +1,109 @@
+"""PolicyRuntime: run an exported policy on a robot with onnxruntime and numpy only.
+
+Loads the ONNX file, reads its PolicyContract from the metadata, checks it
+against the robot's spec (refusing a mismatch, naming the field), and turns a
+RobotState into a Command with the same observation terms and action mapping
+the simulator used in training. No torch, no MuJoCo: this is what runs on the
+robot computer.
+
+    runtime = PolicyRuntime("cartpole.onnx", spec=robot_spec("cartpole"))
+    command = runtime.step(state)                     # RobotState (num_joints,) → Command
+    commands = runtime.step(batch_state, inputs)      # batched: (N, num_joints) → (N, A)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from s2r.contract import METADATA_KEY, ContractError, PolicyContract
+from s2r.observations import LAST_ACTION, ObservationHistory, build_observation
+from s2r.spec import RobotSpec
+from s2r.state import Command, RobotState
+
+OBS_INPUT = "obs"
+ACTION_OUTPUT = "action"
+
+
+def read_contract(path: str | Path) -> PolicyContract:
+    """The contract stored in an ONNX file's metadata; ContractError if absent or unreadable."""
+    session = _session(path)
+    return _contract_of(session, path)
+
+
+def _session(path: str | Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types for unreadable files
+        raise ContractError(f"{path}: not a loadable ONNX model ({error})") from None
+
+
+def _contract_of(session: ort.InferenceSession, path: str | Path) -> PolicyContract:
+    metadata = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in metadata:
+        raise ContractError(f"{path}: no policy contract in the ONNX metadata (key {METADATA_KEY!r}); "
+                            "export it with `s2r export`")
+    try:
+        return PolicyContract.from_json(metadata[METADATA_KEY])
+    except ContractError as error:
+        raise ContractError(f"{path}: {error}") from None
+
+
+class PolicyRuntime:
+    """One exported policy, ready to turn robot states into commands."""
+
+    def __init__(self, path: str | Path, *, spec: RobotSpec, num_envs: int = 1) -> None:
+        self.path = Path(path)
+        self.session = _session(self.path)
+        self.contract = _contract_of(self.session, self.path)
+        if self.contract.kind != "mlp":
+            raise ContractError(f"{self.path}: contract kind {self.contract.kind!r}: this runtime runs 'mlp' policies")
+        self.warnings = self.contract.check(spec)
+        self.spec = spec
+        self.mapping = self.contract.action
+        self.num_envs = num_envs
+        self.history = ObservationHistory(self.contract.history_length, self.contract.obs_dim, num_envs)
+        self.last_action = np.zeros((num_envs, self.mapping.num_actions))
+
+    def reset(self, ids: np.ndarray | None = None) -> None:
+        """Forget the history and last action of rows `ids` (all for None), at an episode start."""
+        rows = slice(None) if ids is None else ids
+        self.last_action[rows] = 0.0
+        self.history.reset(ids)
+
+    def observe(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """The policy's input for a batched state (num_envs, num_joints): (num_envs, obs_dim * history) float32."""
+        task_inputs = {LAST_ACTION: self.last_action, **(inputs or {})}
+        for name, size in self.contract.inputs.items():
+            value = task_inputs.get(name)
+            if value is None or np.shape(value)[-1] != size:
+                raise ContractError(f"{self.path}: input {name!r}: the policy needs {size} values per step, "
+                                    f"got {None if value is None else np.shape(value)}")
+        frame = build_observation(self.contract.observation, state, task_inputs, self.spec)
+        return self.history.push(frame).astype(np.float32)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Raw actions for observations (n, obs_dim * history): (n, num_actions) float64."""
+        return self.session.run([ACTION_OUTPUT], {OBS_INPUT: obs.astype(np.float32, copy=False)})[0].astype(np.float64)
+
+    def step(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> Command:
+        """Observation → inference → action mapping. Unbatched states give an unbatched Command."""
+        single = state.q.ndim == 1
+        if single:
+            state = RobotState(state.stamp, state.q[None], state.dq[None], state.tau[None],
+                               None if state.base_quat is None else state.base_quat[None],
+                               None if state.base_ang_vel is None else state.base_ang_vel[None])
+            inputs = {k: np.asarray(v)[None] for k, v in (inputs or {}).items()}
+        action = self.mapping.clip_action(self.act(self.observe(state, inputs)))
+        self.last_action[:] = action
+        command = self.mapping.to_command(action)
+        if single:
+            command = Command(*(getattr(command, f)[0] for f in ("q", "dq", "kp", "kd", "tau_ff")))
+        return command

@@ -1,0 +1,1 @@
+"""Robots (MJCF + RobotSpec YAML), tasks and batched simulation backends."""

@@ -1,0 +1,207 @@
+"""BatchEnv: N worlds of one task on `mujoco.batch.Batch` (the `cpu` backend).
+
+Steps every world on MuJoCo's C thread pool, bit-identical to a loop over one
+MjData per world, and returns torch tensors. Observations are built with the
+shared terms of `s2r.observations` and actions go through the shared
+`ActionMapping`, exactly as on the robot. Worlds that finish an episode reset
+themselves; `info["final_critic_obs"]` keeps what they ended in.
+
+    env = BatchEnv(make_task("cartpole"), num_envs=1024, seed=0)
+    obs = env.reset()                                    # {"policy": (N, P), "critic": (N, C)}
+    obs, reward, terminated, truncated, info = env.step(actions)   # actions: (N, A)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mujoco
+import mujoco.batch
+import numpy as np
+import torch
+
+from s2r.actions import ActionMapping
+from s2r.contract import PolicyContract
+from s2r.observations import INPUT_SIZES, LAST_ACTION, ObservationHistory, build_observation, term_sizes
+from s2r.spec import RobotSpec, robot_spec
+from s2r.state import RobotState
+from sim.model import compile_model
+from sim.privileged import PRIVILEGED
+from sim.tasks import Task
+
+
+class BatchEnv:
+    """A batched environment of `num_envs` worlds running one task."""
+
+    def __init__(self, task: Task, num_envs: int, *, seed: int = 0, nthread: int = 0,
+                 spec: RobotSpec | None = None, device: str = "cpu") -> None:
+        cfg = task.config
+        for name in cfg.privileged_terms:
+            if name not in PRIVILEGED:
+                raise ValueError(f"task {cfg.name}: privileged term {name!r} is unknown; known: {', '.join(PRIVILEGED)}")
+        self.task = task
+        self.spec = spec or robot_spec(cfg.robot)
+        self.num_envs = num_envs
+        self.device = torch.device(device)
+        self.action_mapping = ActionMapping.for_robot(self.spec, cfg.action_mode, cfg.action_scale, clip=cfg.action_clip)
+        self.num_actions = self.action_mapping.num_actions
+        self.model = compile_model(self.spec, cfg.action_mode)
+        self.decimation = round(self.spec.control_period / self.model.opt.timestep)
+        if abs(self.decimation * self.model.opt.timestep - self.spec.control_period) > 1e-9:
+            raise ValueError(
+                f"{self.spec.source}: control_period {self.spec.control_period} s is not a multiple of "
+                f"the MJCF timestep {self.model.opt.timestep} s"
+            )
+        self.max_episode_length = round(cfg.episode_length_s / self.spec.control_period)
+        self.success_window = round(cfg.success_window_s / self.spec.control_period)
+        self.batch = mujoco.batch.Batch(self.model, nsim=num_envs, nthread=nthread)
+
+        joint_ids = [self.model.joint(n).id for n in self.spec.joint_names]
+        self.qpos_index = self.model.jnt_qposadr[joint_ids]
+        self.dof_index = self.model.jnt_dofadr[joint_ids]
+        self._qpos = self.batch.bind("qpos")
+        self._qvel = self.batch.bind("qvel")
+        self._ctrl = self.batch.bind("ctrl")
+        self._qfrc_actuator = self.batch.bind("qfrc_actuator")
+        self._site_xpos = self.batch.bind("site_xpos")
+        self._mocap_pos = self.batch.bind("mocap_pos") if self.model.nmocap else None
+
+        self.inputs: dict[str, np.ndarray] = {LAST_ACTION: np.zeros((num_envs, self.num_actions))}
+        for name, size in cfg.inputs.items():
+            self.inputs[name] = np.zeros((num_envs, size))
+        frame = sum(term_sizes(cfg.policy_terms, self.spec))
+        self.history = ObservationHistory(cfg.history_length, frame, num_envs)
+        self.rng = np.random.default_rng(seed)
+        self.episode_return = np.zeros(num_envs)
+        self.episode_length = np.zeros(num_envs, dtype=np.int64)
+        self.success_held = np.zeros(num_envs, dtype=np.int64)
+        self.task.bind(self)
+        self.obs_dims = {"policy": frame * cfg.history_length, "critic": self._critic_dim()}
+        self._obs: dict[str, torch.Tensor] | None = None
+
+    # --- model access, for tasks and the calibration layer -------------------------------
+    def site_id(self, name: str) -> int:
+        return self.model.site(name).id
+
+    def site_pos(self, site: int) -> np.ndarray:
+        """World position of a site in every world, (num_envs, 3), current after each step."""
+        return self._site_xpos[:, site]
+
+    def set_mocap(self, ids: np.ndarray, pos: np.ndarray) -> None:
+        if self._mocap_pos is not None:
+            self._mocap_pos[ids, 0] = pos
+
+    def model_field(self, name: str) -> np.ndarray:
+        """A model field made per-world, (num_envs, ...), live: writes take effect at the next step."""
+        return self.batch.expand(name)
+
+    def model_value(self, name: str) -> np.ndarray:
+        """A model field's per-world values, read-only, (num_envs, ...), expanded or shared."""
+        values = self.batch.expanded(name)
+        if values is None:
+            shared = getattr(self.model, name)
+            return np.broadcast_to(shared, (self.num_envs, *shared.shape))
+        return values
+
+    def contract(self, provenance: dict[str, Any] | None = None) -> PolicyContract:
+        """The contract a policy trained on this env carries."""
+        cfg = self.task.config
+        return PolicyContract.build(spec=self.spec, terms=cfg.policy_terms, action=self.action_mapping,
+                                    history_length=cfg.history_length, provenance=provenance)
+
+    # --- the loop -------------------------------------------------------------------------
+    def read_state(self) -> RobotState:
+        """Every world's RobotState: (num_envs, num_joints) arrays."""
+        return RobotState(
+            stamp=0.0,
+            q=self._qpos[:, self.qpos_index],
+            dq=self._qvel[:, self.dof_index],
+            tau=self._qfrc_actuator[:, self.dof_index],
+        )
+
+    def reset(self, seed: int | None = None) -> dict[str, torch.Tensor]:
+        """Reset every world; returns the first observations."""
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self._reset_worlds(np.arange(self.num_envs))
+        policy, critic = self._observe(self.read_state(), None)
+        self._obs = {"policy": self._tensor(policy), "critic": self._tensor(critic)}
+        return self._obs
+
+    def step(self, actions: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """Apply raw actions (num_envs, A) for one control period; auto-reset finished worlds."""
+        action = self.action_mapping.clip_action(actions.detach().cpu().numpy().astype(np.float64))
+        self._ctrl[:] = self.action_mapping.targets(action)
+        self.batch.step(nstep=self.decimation, stage=mujoco.mjtStage.mjSTAGE_POS)
+
+        state = self.read_state()
+        reward = self.task.reward(self, state, action)
+        terminated = self.task.terminated(self, state)
+        self.episode_length += 1
+        truncated = (self.episode_length >= self.max_episode_length) & ~terminated
+        self.success_held = np.where(self.task.success_condition(self, state), self.success_held + 1, 0)
+        self.episode_return += reward
+        self.inputs[LAST_ACTION][:] = action
+        policy, critic = self._observe(state, None)
+
+        info: dict[str, Any] = {"final_critic_obs": None, "episode": None}
+        done = np.flatnonzero(terminated | truncated)
+        if len(done):
+            info["final_critic_obs"] = self._tensor(critic.copy())
+            success = truncated[done] & (self.success_held[done] >= self.success_window)
+            info["episode"] = {
+                "return": torch.from_numpy(self.episode_return[done].astype(np.float32)),
+                "length": torch.from_numpy(self.episode_length[done].astype(np.float32)),
+                "success": torch.from_numpy(success.astype(np.float32)),
+            }
+            self._reset_worlds(done)
+            policy[done], critic[done] = self._observe(self.read_state().take(done), done)
+        self._obs = {"policy": self._tensor(policy), "critic": self._tensor(critic)}
+        return (self._obs, self._tensor(reward), torch.from_numpy(terminated),
+                torch.from_numpy(truncated), info)
+
+    def close(self) -> None:
+        """Release the batch (its thread pool)."""
+        self.batch = None
+
+    # --- internals --------------------------------------------------------------------------
+    def _reset_worlds(self, ids: np.ndarray) -> None:
+        self.batch.reset(ids, stage=mujoco.mjtStage.mjSTAGE_NONE)
+        q, dq = self.task.reset(self, ids, self.rng)
+        self._qpos[np.ix_(ids, self.qpos_index)] = q
+        self._qvel[np.ix_(ids, self.dof_index)] = dq
+        self.batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_POS)
+        self.inputs[LAST_ACTION][ids] = 0.0
+        self.history.reset(ids)
+        self.episode_return[ids] = 0.0
+        self.episode_length[ids] = 0
+        self.success_held[ids] = 0
+
+    def _observe(self, state: RobotState, ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Policy (noisy, stacked) and critic (clean + privileged) observations of rows `ids` (all for None)."""
+        cfg = self.task.config
+        inputs = self.inputs if ids is None else {k: v[ids] for k, v in self.inputs.items()}
+        policy = self.history.push(build_observation(cfg.policy_terms, state, inputs, self.spec, rng=self.rng), ids)
+        clean = build_observation(cfg.policy_terms, state, inputs, self.spec)
+        privileged = [PRIVILEGED[name](self) for name in cfg.privileged_terms]
+        if ids is not None:
+            privileged = [p[ids] for p in privileged]
+        critic = np.concatenate([clean, *privileged], axis=-1) if privileged else clean
+        return policy, critic
+
+    def _critic_dim(self) -> int:
+        cfg = self.task.config
+        frame = sum(term_sizes(cfg.policy_terms, self.spec))
+        return frame + sum(PRIVILEGED[name](self).shape[-1] for name in cfg.privileged_terms)
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self.device)
+
+
+def make_env(task_name: str, num_envs: int, *, seed: int = 0, backend: str = "cpu") -> BatchEnv:
+    """The env for a task on a backend; only `cpu` exists so far."""
+    from sim.tasks import make_task
+
+    if backend != "cpu":
+        raise ValueError(f"backend {backend!r} is not available; use --backend cpu")
+    return BatchEnv(make_task(task_name), num_envs, seed=seed)

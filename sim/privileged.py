@@ -1,0 +1,38 @@
+"""Privileged critic terms: what the simulator knows and the robot cannot measure.
+
+Each term is `fn(env) -> (num_envs, size)`; per-world model values come from
+the batch's expanded fields when the calibration layer randomized them, else
+from the shared model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sim.env import BatchEnv
+
+
+def joint_damping(env: BatchEnv) -> np.ndarray:
+    """Damping of each joint's dof, (num_envs, num_joints) N·m·s/rad."""
+    return env.model_value("dof_damping")[:, env.dof_index]
+
+
+def body_mass(env: BatchEnv) -> np.ndarray:
+    """Mass of every body but the world, (num_envs, nbody - 1) kg."""
+    return env.model_value("body_mass")[:, 1:]
+
+
+def ee_error(env: BatchEnv) -> np.ndarray:
+    """End effector minus target, (num_envs, 3) m (tasks with an `ee_error` method)."""
+    return env.task.ee_error(env)
+
+
+PRIVILEGED: dict[str, Callable[[BatchEnv], np.ndarray]] = {
+    "joint_damping": joint_damping,
+    "body_mass": body_mass,
+    "ee_error": ee_error,
+}

@@ -1,0 +1,205 @@
+"""Tasks: what the robot should do, as vectorized functions over the batch.
+
+A task names its robot, its action mapping, its observation terms (the shared
+ones in `s2r.observations`, plus privileged critic terms from
+`sim.privileged`), and defines reset, reward, termination and success. Every
+method works on all worlds at once, (num_envs, ...) numpy arrays.
+
+Success is one rule for every task: the task's success condition held for the
+last `success_window_s` seconds of an episode that timed out.
+
+    task = make_task("cartpole")
+    env = BatchEnv(task, num_envs=1024)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from s2r.actions import ActionMode
+from s2r.observations import LAST_ACTION, TARGET, ObsTerm, wrap_to_pi
+from s2r.state import RobotState
+
+if TYPE_CHECKING:
+    from sim.env import BatchEnv
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The declarative part of a task."""
+
+    name: str
+    robot: str
+    """A robot shipped in sim/robots, or a path to a spec YAML."""
+    action_mode: ActionMode
+    action_scale: float
+    """rad (or m) per unit action in position mode; N·m (or N) in torque mode."""
+    policy_terms: tuple[ObsTerm, ...]
+    """What the robot can measure, in order; the critic sees these without noise."""
+    privileged_terms: tuple[str, ...] = ()
+    """Sim-only critic terms from sim.privileged."""
+    action_clip: float = 1.0
+    history_length: int = 1
+    """Policy observation frames stacked, oldest first."""
+    episode_length_s: float = 5.0
+    success_window_s: float = 1.0
+    inputs: dict[str, int] = field(default_factory=dict)
+    """Task inputs the env keeps per world besides the last action (name → size)."""
+
+
+class Task:
+    """Base class: subclasses set `config` and define the four vectorized methods."""
+
+    config: TaskConfig
+
+    def bind(self, env: BatchEnv) -> None:
+        """Resolve model ids once, after the env has built its batch."""
+
+    def reset(self, env: BatchEnv, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Initial joint positions and velocities for worlds `ids`, each (n, num_joints); may set env.inputs."""
+        raise NotImplementedError
+
+    def reward(self, env: BatchEnv, state: RobotState, action: np.ndarray) -> np.ndarray:
+        """(num_envs,) reward for the step that led to `state` under clipped `action` (num_envs, A)."""
+        raise NotImplementedError
+
+    def terminated(self, env: BatchEnv, state: RobotState) -> np.ndarray:
+        """(num_envs,) bool: the episode failed and ends now."""
+        return np.zeros(len(state.q), dtype=bool)
+
+    def success_condition(self, env: BatchEnv, state: RobotState) -> np.ndarray:
+        """(num_envs,) bool: the goal holds in this state."""
+        raise NotImplementedError
+
+
+class PendulumSwingUp(Task):
+    """Swing a torque-limited pendulum up from any angle and hold it upright."""
+
+    config = TaskConfig(
+        name="pendulum",
+        robot="pendulum",
+        action_mode="torque",
+        action_scale=2.5,
+        policy_terms=(ObsTerm("joint_pos_sincos"), ObsTerm("joint_vel", scale=0.2, noise=0.05), ObsTerm("last_action")),
+        privileged_terms=("joint_damping", "body_mass"),
+        episode_length_s=5.0,
+        success_window_s=1.0,
+    )
+
+    def reset(self, env, ids, rng):
+        q = rng.uniform(-np.pi, np.pi, size=(len(ids), 1))
+        dq = rng.uniform(-1.0, 1.0, size=(len(ids), 1))
+        return q, dq
+
+    def reward(self, env, state, action):
+        angle = wrap_to_pi(state.q[:, 0])
+        # upright in [0, 1], with small penalties on speed and effort
+        return 0.5 * (1 + np.cos(angle)) - 0.01 * state.dq[:, 0] ** 2 - 0.01 * action[:, 0] ** 2
+
+    def success_condition(self, env, state):
+        return (np.abs(wrap_to_pi(state.q[:, 0])) < 0.3) & (np.abs(state.dq[:, 0]) < 2.0)
+
+
+class CartpoleSwingUp(Task):
+    """Swing the passive pole up by moving the cart, then balance it near the rail's centre."""
+
+    config = TaskConfig(
+        name="cartpole",
+        robot="cartpole",
+        action_mode="torque",
+        action_scale=20.0,
+        policy_terms=(
+            ObsTerm("joint_pos", noise=0.005),
+            ObsTerm("joint_pos_sincos"),
+            ObsTerm("joint_vel", scale=0.2, noise=0.05),
+            ObsTerm("last_action"),
+        ),
+        privileged_terms=("joint_damping", "body_mass"),
+        episode_length_s=6.0,
+        success_window_s=2.0,
+    )
+
+    def reset(self, env, ids, rng):
+        n = len(ids)
+        q = np.stack([rng.uniform(-0.3, 0.3, n), np.pi + rng.uniform(-0.3, 0.3, n)], axis=-1)
+        dq = rng.uniform(-0.1, 0.1, size=(n, 2))
+        return q, dq
+
+    def reward(self, env, state, action):
+        x, angle = state.q[:, 0], wrap_to_pi(state.q[:, 1])
+        upright = 0.5 * (1 + np.cos(angle))
+        centered = 0.5 * (1 + np.exp(-x**2))
+        return upright * centered - 0.01 * action[:, 0] ** 2 - 0.002 * state.dq[:, 1] ** 2
+
+    def terminated(self, env, state):
+        return np.abs(state.q[:, 0]) > 1.75
+
+    def success_condition(self, env, state):
+        return (np.abs(wrap_to_pi(state.q[:, 1])) < 0.25) & (np.abs(state.q[:, 0]) < 1.0)
+
+
+class ArmReach(Task):
+    """Move the arm's end effector to a random reachable target and hold it there."""
+
+    config = TaskConfig(
+        name="reach",
+        robot="arm",
+        action_mode="position",
+        action_scale=1.0,
+        action_clip=2.0,
+        policy_terms=(
+            ObsTerm("joint_pos", noise=0.01),
+            ObsTerm("joint_vel", scale=0.2, noise=0.05),
+            ObsTerm("target"),
+            ObsTerm("last_action"),
+        ),
+        privileged_terms=("ee_error", "joint_damping", "body_mass"),
+        episode_length_s=3.0,
+        success_window_s=0.5,
+        inputs={TARGET: 3},
+    )
+    success_radius = 0.05
+    """Metres between end effector and target that count as reached."""
+    shoulder = np.array([0.0, 0.0, 0.2])
+    """The shoulder's position in the base frame: the centre of the sampled target shell."""
+
+    def bind(self, env):
+        self.ee = env.site_id("ee")
+
+    def reset(self, env, ids, rng):
+        n = len(ids)
+        radius = rng.uniform(0.2, 0.5, n)
+        elevation = rng.uniform(-0.3, 0.9, n)
+        azimuth = rng.uniform(-1.5, 1.5, n)
+        target = self.shoulder + radius[:, None] * np.stack(
+            [np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)], axis=-1
+        )
+        env.inputs[TARGET][ids] = target
+        env.set_mocap(ids, target)
+        q = env.spec.default_q + rng.uniform(-0.3, 0.3, size=(n, 3))
+        return q, np.zeros((n, 3))
+
+    def ee_error(self, env) -> np.ndarray:
+        """End effector minus target, (num_envs, 3) m."""
+        return env.site_pos(self.ee) - env.inputs[TARGET]
+
+    def reward(self, env, state, action):
+        distance = np.linalg.norm(self.ee_error(env), axis=-1)
+        smooth = np.sum((action - env.inputs[LAST_ACTION]) ** 2, axis=-1)
+        return 1.0 - np.tanh(distance / 0.1) - 0.01 * smooth - 0.001 * np.sum(state.dq**2, axis=-1)
+
+    def success_condition(self, env, state):
+        return np.linalg.norm(self.ee_error(env), axis=-1) < self.success_radius
+
+
+TASKS: dict[str, type[Task]] = {"pendulum": PendulumSwingUp, "cartpole": CartpoleSwingUp, "reach": ArmReach}
+
+
+def make_task(name: str) -> Task:
+    """A fresh task by name: `pendulum`, `cartpole` or `reach`."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return TASKS[name]()
