@@ -12,14 +12,13 @@ global generators when built, so build and train one run before the next.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
 import time
 from collections import deque
-from dataclasses import asdict
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -100,8 +99,6 @@ class OnPolicyRunner:
         self.writer = None
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
-            config = {"seed": seed, "ppo": asdict(ppo), "model": asdict(model)}
-            (log_dir / "config.json").write_text(json.dumps(config, indent=2))
             self.writer = SummaryWriter(log_dir)
 
     @property
@@ -109,12 +106,14 @@ class OnPolicyRunner:
         """The model being trained."""
         return self.alg.policy
 
-    def learn(self, num_iterations: int) -> dict[str, float]:
-        """Runs `num_iterations` rollout-and-update iterations; returns this call's summary.
+    def learn(self, num_iterations: int, *, callback: Callable[[dict[str, float]], bool] | None = None) -> dict[str, float]:
+        """Runs up to `num_iterations` rollout-and-update iterations; returns this call's summary.
 
         The summary holds `mean_return`, `success_rate` (over the last
         `EPISODE_WINDOW` episodes, NaN before any ended), `env_steps`, `wall_s`,
-        `env_steps_per_s` and `iterations` of this call.
+        `env_steps_per_s` and `iterations` of this call. `callback`, if given,
+        gets the running summary after every iteration and stops training by
+        returning True.
         """
         obs = self._obs if self._obs is not None else self._reset()
         steps_per_iteration = self.env.num_envs * self.cfg.num_steps_per_env
@@ -122,7 +121,8 @@ class OnPolicyRunner:
         self.policy.train()
         with self._progress_bar() as bar:
             task = bar.add_task("PPO", total=num_iterations, ret=math.nan, success=math.nan)
-            for _ in range(num_iterations):
+            done = 0
+            while done < num_iterations:
                 iteration_start = time.perf_counter()
                 with torch.no_grad():
                     for _ in range(self.cfg.num_steps_per_env):
@@ -137,17 +137,24 @@ class OnPolicyRunner:
                 self.current_iteration += 1
                 self._log(metrics)
                 bar.update(task, advance=1, ret=_mean(self.episode_returns), success=_mean(self.episode_successes))
+                done += 1
+                if callback is not None and callback(self._summary(done, steps_per_iteration, start)):
+                    break
         self._obs = obs
-        wall_s = time.perf_counter() - start
         if self.writer is not None:
             self.writer.flush()
+        return self._summary(done, steps_per_iteration, start)
+
+    def _summary(self, iterations: int, steps_per_iteration: int, start: float) -> dict[str, float]:
+        wall_s = time.perf_counter() - start
         return {
             "mean_return": _mean(self.episode_returns),
             "success_rate": _mean(self.episode_successes),
-            "env_steps": num_iterations * steps_per_iteration,
+            "env_steps": iterations * steps_per_iteration,
             "wall_s": wall_s,
-            "env_steps_per_s": num_iterations * steps_per_iteration / wall_s,
-            "iterations": num_iterations,
+            "env_steps_per_s": iterations * steps_per_iteration / wall_s,
+            "iterations": iterations,
+            "iteration": self.current_iteration,
         }
 
     def save(self, path: Path, extra: dict[str, Any]) -> None:

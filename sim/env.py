@@ -144,16 +144,17 @@ class BatchEnv:
         self.inputs[LAST_ACTION][:] = action
         policy, critic = self._observe(state, None)
 
-        info: dict[str, Any] = {"final_critic_obs": None, "episode": None}
         done = np.flatnonzero(terminated | truncated)
-        if len(done):
-            info["final_critic_obs"] = self._tensor(critic.copy())
-            success = truncated[done] & (self.success_held[done] >= self.success_window)
-            info["episode"] = {
+        success = truncated[done] & (self.success_held[done] >= self.success_window)
+        info: dict[str, Any] = {
+            "final_critic_obs": self._tensor(critic),
+            "episode": {
                 "return": torch.from_numpy(self.episode_return[done].astype(np.float32)),
                 "length": torch.from_numpy(self.episode_length[done].astype(np.float32)),
                 "success": torch.from_numpy(success.astype(np.float32)),
-            }
+            },
+        }
+        if len(done):
             self._reset_worlds(done)
             policy[done], critic[done] = self._observe(self.read_state().take(done), done)
         self._obs = {"policy": self._tensor(policy), "critic": self._tensor(critic)}

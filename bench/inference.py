@@ -1,0 +1,129 @@
+"""Policy latency on the robot: the ONNX runtime's full step against the torch actor's forward alone.
+
+s2r: `PolicyRuntime.step(state)` on one unbatched `RobotState`: observation terms, history,
+onnxruntime inference (one thread) and the action mapping to a `Command`, the whole tick a
+robot pays. Peer: the same actor in torch, its forward alone on a batch of one, under
+`torch.inference_mode()` with one torch thread. The two are timed alternately, call by call,
+in one process run, so that the shared machine's noise falls on both; the result is the p50
+and p99 of each in microseconds and the ratio of the medians.
+
+    result = run("cartpole.onnx", robot_spec("cartpole"), actor=actor, obs_dim=7)
+    result["ratio_p50"]        # runtime step / torch forward
+
+    PYTHONPATH=. python -m bench.inference --task cartpole
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from bench.report import machine, report
+from policies.ppo import ActorCritic, ActorCriticConfig
+from policies.runtime import ACTION_OUTPUT, OBS_INPUT, PolicyRuntime
+from s2r.contract import METADATA_KEY, PolicyContract
+from s2r.spec import RobotSpec
+from s2r.state import RobotState
+from sim.env import make_env
+
+WARMUP_CALLS = 100
+"""Untimed calls of each before timing (session and allocator warm-up)."""
+
+
+def run(onnx_path: str | Path, spec: RobotSpec, *, actor: nn.Module, obs_dim: int,
+        iterations: int = 2000) -> dict[str, Any]:
+    """p50/p99 µs of `PolicyRuntime.step` on `onnx_path` and of `actor`'s forward on a (1, obs_dim) input.
+
+    `actor` maps policy observations (N, obs_dim) to raw actions (N, A): the network the ONNX
+    file was exported from, normalizer included.
+    """
+    runtime = PolicyRuntime(onnx_path, spec=spec)
+    state = RobotState(stamp=0.0, q=np.asarray(spec.default_q, dtype=np.float64),
+                       dq=np.zeros(spec.num_joints), tau=np.zeros(spec.num_joints))
+    inputs = {name: np.zeros(size) for name, size in runtime.contract.inputs.items()}
+    obs = torch.zeros(1, obs_dim)
+    actor.eval()
+
+    runtime_us, torch_us = np.empty(iterations), np.empty(iterations)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            for _ in range(WARMUP_CALLS):
+                runtime.step(state, inputs)
+                actor(obs)
+            for i in range(iterations):
+                runtime_us[i] = _microseconds(lambda: runtime.step(state, inputs))
+                torch_us[i] = _microseconds(lambda: actor(obs))
+    finally:
+        torch.set_num_threads(threads)
+
+    runtime_p50, runtime_p99 = np.percentile(runtime_us, [50, 99])
+    torch_p50, torch_p99 = np.percentile(torch_us, [50, 99])
+    return {
+        "robot": spec.name,
+        "iterations": iterations,
+        "runtime_step_p50_us": float(runtime_p50),
+        "runtime_step_p99_us": float(runtime_p99),
+        "torch_forward_p50_us": float(torch_p50),
+        "torch_forward_p99_us": float(torch_p99),
+        "ratio_p50": float(runtime_p50 / torch_p50),
+        "machine": machine(),
+    }
+
+
+def _microseconds(call: Callable[[], object]) -> float:
+    start = time.perf_counter_ns()
+    call()
+    return (time.perf_counter_ns() - start) / 1e3
+
+
+def export_with_contract(actor: nn.Module, obs_dim: int, contract: PolicyContract, path: str | Path) -> None:
+    """Writes `actor` as ONNX (input "obs" (N, obs_dim), output "action") with `contract` in its metadata.
+
+    A minimal stand-in for `policies.export.export_onnx`, so that this benchmark and its test
+    need no trained policy.
+    """
+    torch.onnx.export(actor.eval(), (torch.zeros(1, obs_dim),), str(path), input_names=[OBS_INPUT],
+                      output_names=[ACTION_OUTPUT], dynamic_axes={OBS_INPUT: {0: "batch"}, ACTION_OUTPUT: {0: "batch"}},
+                      dynamo=False)
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {METADATA_KEY: contract.to_json()})
+    onnx.save(model, str(path))
+
+
+def main(args: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default="cartpole", help="pendulum, cartpole or reach")
+    parser.add_argument("--iterations", type=int, default=2000, help="timed calls of each")
+    opts = parser.parse_args(args)
+
+    env = make_env(opts.task, num_envs=1)
+    obs_dim = env.obs_dims["policy"]
+    policy = ActorCritic(ActorCriticConfig(), num_policy_obs=obs_dim, num_critic_obs=env.obs_dims["critic"],
+                         num_actions=env.num_actions)
+    actor = nn.Sequential(policy.actor_normalizer, policy.actor)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{opts.task}.onnx"
+        export_with_contract(actor, obs_dim, env.contract(), path)
+        r = run(path, env.spec, actor=actor, obs_dim=obs_dim, iterations=opts.iterations)
+    r["task"] = opts.task
+    rows = [
+        ("s2r PolicyRuntime.step p50 / p99", f"{r['runtime_step_p50_us']:.1f} / {r['runtime_step_p99_us']:.1f} µs"),
+        ("torch actor forward p50 / p99", f"{r['torch_forward_p50_us']:.1f} / {r['torch_forward_p99_us']:.1f} µs"),
+        ("runtime step / torch forward (p50)", f"{r['ratio_p50']:.2f}"),
+    ]
+    report(f"inference_{opts.task}", f"policy latency: {opts.task}, batch 1, one thread", rows, r)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Export a trained actor to ONNX with its normalizer and its PolicyContract.
+
+The graph maps raw observations `obs` (batch, obs_dim) float32 to raw actions
+`action` (batch, num_actions): the observation normalizer is inside, the
+action mapping is not (it lives in the contract, applied by the runtime, the
+same code the simulator used). The batch axis is dynamic.
+
+    export_onnx(runner.policy, env.contract(provenance), "policy.onnx")
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from policies.ppo import ActorCritic
+from policies.runtime import ACTION_OUTPUT, OBS_INPUT
+from s2r.contract import METADATA_KEY, PolicyContract
+
+OPSET = 18
+
+
+class ExportedActor(nn.Module):
+    """Normalizer then actor MLP: the deterministic policy as it runs on the robot."""
+
+    def __init__(self, policy: ActorCritic) -> None:
+        super().__init__()
+        self.normalizer = policy.actor_normalizer
+        self.actor = policy.actor
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor(self.normalizer(obs))
+
+
+def export_onnx(policy: ActorCritic, contract: PolicyContract, path: str | Path) -> Path:
+    """Write the actor to `path` (atomically) with the contract JSON in its metadata."""
+    path = Path(path)
+    obs_dim = contract.obs_dim * contract.history_length
+    actor = ExportedActor(policy).eval()
+    example = torch.zeros(2, obs_dim)
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(
+            actor, (example,), buffer, input_names=[OBS_INPUT], output_names=[ACTION_OUTPUT],
+            dynamic_axes={OBS_INPUT: {0: "batch"}, ACTION_OUTPUT: {0: "batch"}}, opset_version=OPSET, dynamo=False,
+        )
+    model = onnx.load_from_string(buffer.getvalue())
+    onnx.helper.set_model_props(model, {METADATA_KEY: contract.to_json()})
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save(model, tmp)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,164 @@
+"""Train a task end to end: env + PPO → checkpoint, resolved config, metrics and a training curve.
+
+A run directory holds everything needed to resume, export and evaluate:
+
+    DIR/checkpoint.pt        model, optimizer, iteration, task, configs, contract
+    DIR/config.yaml          the resolved TrainConfig
+    DIR/metrics.json         mean_return, success_rate, env_steps, wall_s, env_steps_per_s
+    DIR/training_curve.png   return and success rate per iteration
+    DIR/events.*             TensorBoard scalars
+
+    metrics = train(TrainConfig(task="cartpole"), Path("runs/cartpole"))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from policies.ppo import ActorCritic, ActorCriticConfig, PPOConfig
+from policies.runner import OnPolicyRunner
+from s2r.contract import PolicyContract
+from sim.env import make_env
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class CheckpointError(ValueError):
+    """A run directory or checkpoint that cannot be used for what was asked."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run."""
+
+    task: str
+    """Task name: pendulum, cartpole or reach."""
+    backend: str = "cpu"
+    """Simulation backend."""
+    num_envs: int = 512
+    """Parallel worlds."""
+    iterations: int = 300
+    """PPO iterations (rollout + update)."""
+    seed: int = 0
+    """Seeds the env, torch and numpy: equal seeds give equal runs."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    model: ActorCriticConfig = field(default_factory=ActorCriticConfig)
+
+
+_STABLE_PPO = PPOConfig(max_learning_rate=1e-3)
+
+TASK_DEFAULTS: dict[str, TrainConfig] = {
+    "pendulum": TrainConfig(task="pendulum", num_envs=256, iterations=120, ppo=_STABLE_PPO),
+    "cartpole": TrainConfig(task="cartpole", num_envs=512, iterations=300, ppo=_STABLE_PPO),
+    "reach": TrainConfig(task="reach", num_envs=512, iterations=200, ppo=_STABLE_PPO),
+}
+
+
+def default_config(task: str, **overrides: Any) -> TrainConfig:
+    """The task's tuned defaults with `overrides` (None values ignored)."""
+    if task not in TASK_DEFAULTS:
+        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASK_DEFAULTS)}")
+    return replace(TASK_DEFAULTS[task], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    ppo = PPOConfig(**data.get("ppo", {}))
+    model = ActorCriticConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.get("model", {}).items()})
+    return TrainConfig(**{**{k: v for k, v in data.items() if k not in ("ppo", "model")}, "ppo": ppo, "model": model})
+
+
+def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool = True) -> dict[str, float]:
+    """Train `cfg` into run directory `out`; with `resume`, continue from `out/checkpoint.pt`."""
+    out.mkdir(parents=True, exist_ok=True)
+    env = make_env(cfg.task, cfg.num_envs, seed=cfg.seed, backend=cfg.backend)
+    runner = OnPolicyRunner(env, ppo=cfg.ppo, model=cfg.model, log_dir=out, seed=cfg.seed, progress=progress)
+    if resume:
+        extra = runner.load(_checkpoint_path(out))
+        if extra["task"] != cfg.task:
+            raise CheckpointError(f"{out / CHECKPOINT}: task: checkpoint is for {extra['task']!r}, asked to train {cfg.task!r}")
+    (out / "config.yaml").write_text(yaml.safe_dump(_plain(asdict(cfg)), sort_keys=False))
+    curve: list[dict[str, float]] = []
+    start = time.perf_counter()
+
+    def record(summary: dict[str, float]) -> bool:
+        curve.append({"iteration": summary["iteration"], "mean_return": summary["mean_return"],
+                      "success_rate": summary["success_rate"], "wall_s": time.perf_counter() - start})
+        return False
+
+    summary = runner.learn(cfg.iterations, callback=record)
+    contract = env.contract(provenance={
+        "task": cfg.task, "seed": cfg.seed, "iterations": runner.current_iteration, "num_envs": cfg.num_envs,
+        "backend": cfg.backend, "trainer": "s2r.ppo", "s2r_version": _version(),
+    })
+    runner.save(out / CHECKPOINT, extra={"task": cfg.task, "config": _plain(asdict(cfg)), "contract": contract.to_dict()})
+    runner.close()
+    env.close()
+    metrics = {k: summary[k] for k in ("mean_return", "success_rate", "env_steps", "wall_s", "env_steps_per_s")}
+    metrics["iterations"] = runner.current_iteration
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_training_curve(curve, out / "training_curve.png", title=f"{cfg.task}: PPO, {cfg.num_envs} worlds")
+    return metrics
+
+
+def load_policy(run_dir: Path, *, task: str | None = None) -> tuple[ActorCritic, PolicyContract, TrainConfig]:
+    """The trained policy, its contract and config from a run directory; refuses another task's checkpoint."""
+    checkpoint = torch.load(_checkpoint_path(run_dir), weights_only=True)
+    extra = checkpoint["extra"]
+    if task is not None and extra["task"] != task:
+        raise CheckpointError(f"{run_dir / CHECKPOINT}: task: checkpoint is for {extra['task']!r}, not {task!r}")
+    cfg = config_from_dict(extra["config"])
+    contract = PolicyContract.from_dict(extra["contract"])
+    sizes = checkpoint["model"]
+    policy = ActorCritic(cfg.model, num_policy_obs=sizes["actor_normalizer.mean"].shape[0],
+                         num_critic_obs=sizes["critic_normalizer.mean"].shape[0], num_actions=contract.action.num_actions)
+    policy.load_state_dict(checkpoint["model"])
+    return policy.eval(), contract, cfg
+
+
+def _checkpoint_path(run_dir: Path) -> Path:
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir}: no {CHECKPOINT} (train one with `s2r train TASK --out {run_dir}`)")
+    return path
+
+
+def plot_training_curve(curve: list[dict[str, float]], path: Path, *, title: str) -> None:
+    """Mean episode return and success rate against iterations, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    its = [c["iteration"] for c in curve]
+    fig, (ax_ret, ax_succ) = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax_ret.plot(its, [c["mean_return"] for c in curve])
+    ax_ret.set(xlabel="iteration", ylabel="mean episode return")
+    ax_succ.plot(its, [0.0 if math.isnan(c["success_rate"]) else c["success_rate"] for c in curve], color="tab:green")
+    ax_succ.set(xlabel="iteration", ylabel="success rate", ylim=(-0.02, 1.02))
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively, for YAML and weights_only checkpoints."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _version() -> str:
+    from s2r import __version__
+
+    return __version__
