@@ -2,13 +2,16 @@
 
 s2r: `PolicyRuntime.step(state)` on one unbatched `RobotState`: observation terms, history,
 onnxruntime inference (one thread) and the action mapping to a `Command`, the whole tick a
-robot pays. Peer: the same actor in torch, its forward alone on a batch of one, under
+robot pays. Peer: the same actor in torch (`policies.export.ExportedActor`, normalizer included), its forward alone on a batch of one, under
 `torch.inference_mode()` with one torch thread. The two are timed alternately, call by call,
 in one process run, so that the shared machine's noise falls on both; the result is the p50
 and p99 of each in microseconds and the ratio of the medians.
 
     result = run("cartpole.onnx", robot_spec("cartpole"), actor=actor, obs_dim=7)
     result["ratio_p50"]        # runtime step / torch forward
+
+The command line benchmarks an untrained policy of the default shape (128-128): latency does
+not depend on the weights.
 
     PYTHONPATH=. python -m bench.inference --task cartpole
 """
@@ -23,14 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 from torch import nn
 
 from bench.report import machine, report
+from policies.export import ExportedActor, export_onnx
 from policies.ppo import ActorCritic, ActorCriticConfig
-from policies.runtime import ACTION_OUTPUT, OBS_INPUT, PolicyRuntime
-from s2r.contract import METADATA_KEY, PolicyContract
+from policies.runtime import PolicyRuntime
 from s2r.spec import RobotSpec
 from s2r.state import RobotState
 from sim.env import make_env
@@ -87,20 +89,6 @@ def _microseconds(call: Callable[[], object]) -> float:
     return (time.perf_counter_ns() - start) / 1e3
 
 
-def export_with_contract(actor: nn.Module, obs_dim: int, contract: PolicyContract, path: str | Path) -> None:
-    """Writes `actor` as ONNX (input "obs" (N, obs_dim), output "action") with `contract` in its metadata.
-
-    A minimal stand-in for `policies.export.export_onnx`, so that this benchmark and its test
-    need no trained policy.
-    """
-    torch.onnx.export(actor.eval(), (torch.zeros(1, obs_dim),), str(path), input_names=[OBS_INPUT],
-                      output_names=[ACTION_OUTPUT], dynamic_axes={OBS_INPUT: {0: "batch"}, ACTION_OUTPUT: {0: "batch"}},
-                      dynamo=False)
-    model = onnx.load(str(path))
-    onnx.helper.set_model_props(model, {METADATA_KEY: contract.to_json()})
-    onnx.save(model, str(path))
-
-
 def main(args: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="cartpole", help="pendulum, cartpole or reach")
@@ -111,11 +99,9 @@ def main(args: list[str] | None = None) -> None:
     obs_dim = env.obs_dims["policy"]
     policy = ActorCritic(ActorCriticConfig(), num_policy_obs=obs_dim, num_critic_obs=env.obs_dims["critic"],
                          num_actions=env.num_actions)
-    actor = nn.Sequential(policy.actor_normalizer, policy.actor)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{opts.task}.onnx"
-        export_with_contract(actor, obs_dim, env.contract(), path)
-        r = run(path, env.spec, actor=actor, obs_dim=obs_dim, iterations=opts.iterations)
+        path = export_onnx(policy, env.contract(), Path(tmp) / f"{opts.task}.onnx")
+        r = run(path, env.spec, actor=ExportedActor(policy), obs_dim=obs_dim, iterations=opts.iterations)
     r["task"] = opts.task
     rows = [
         ("s2r PolicyRuntime.step p50 / p99", f"{r['runtime_step_p50_us']:.1f} / {r['runtime_step_p99_us']:.1f} µs"),

@@ -82,14 +82,19 @@ def run(task: str = "cartpole", *, num_envs: int = 512, max_iterations: int = 30
         "ratio": peer.wall_s / s2r.wall_s,
         "s2r_iterations": s2r.iterations,
         "peer_iterations": peer.iterations,
-        "s2r_success_rate": s2r.success_rate,
-        "peer_success_rate": peer.success_rate,
+        "s2r_success_rate": _none_if_nan(s2r.success_rate),
+        "peer_success_rate": _none_if_nan(peer.success_rate),
         "s2r_reached": s2r.reached,
         "peer_reached": peer.reached,
         "s2r_s_per_iteration": s2r.wall_s / s2r.iterations,
         "peer_s_per_iteration": peer.wall_s / peer.iterations,
         "machine": machine(),
     }
+
+
+def _none_if_nan(value: float) -> float | None:
+    """JSON has no NaN: a success rate before any episode ended is reported as null."""
+    return None if math.isnan(value) else value
 
 
 def _train_s2r(env: BatchEnv, ppo: PPOConfig, model: ActorCriticConfig, seed: int, threshold: float,
@@ -203,8 +208,9 @@ def main(args: list[str] | None = None) -> None:
 
     def outcome(side: str) -> str:
         reached = "reached" if r[f"{side}_reached"] else "not reached"
+        success = r[f"{side}_success_rate"]
         return (f"{r[f'{side}_wall_s']:.1f} s, {r[f'{side}_iterations']} it, "
-                f"success {r[f'{side}_success_rate']:.0%} ({reached})")
+                f"success {'n/a' if success is None else f'{success:.0%}'} ({reached})")
 
     rows = [
         ("s2r OnPolicyRunner", outcome("s2r")),

@@ -10,7 +10,6 @@ same code the simulator used). The batch axis is dynamic.
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -43,13 +42,12 @@ def export_onnx(policy: ActorCritic, contract: PolicyContract, path: str | Path)
     obs_dim = contract.obs_dim * contract.history_length
     actor = ExportedActor(policy).eval()
     example = torch.zeros(2, obs_dim)
-    buffer = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(
-            actor, (example,), buffer, input_names=[OBS_INPUT], output_names=[ACTION_OUTPUT],
-            dynamic_axes={OBS_INPUT: {0: "batch"}, ACTION_OUTPUT: {0: "batch"}}, opset_version=OPSET, dynamo=False,
+        program = torch.onnx.export(
+            actor, (example,), input_names=[OBS_INPUT], output_names=[ACTION_OUTPUT],
+            dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=OPSET, dynamo=True, verbose=False,
         )
-    model = onnx.load_from_string(buffer.getvalue())
+    model = program.model_proto
     onnx.helper.set_model_props(model, {METADATA_KEY: contract.to_json()})
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)

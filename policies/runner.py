@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
@@ -249,7 +250,7 @@ class OnPolicyRunner:
         return Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("return {task.fields[ret]:.2f}  success {task.fields[success]:.0%}"), TimeRemainingColumn(),
-            disable=not self.show_progress,
+            console=Console(stderr=True), disable=not self.show_progress,
         )
 
 

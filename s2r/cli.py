@@ -1,0 +1,154 @@
+"""The `s2r` command line: train, export, info, eval, bench, demo.
+
+Every command that takes `--json` prints one JSON object as the last line of
+stdout; tables and progress go elsewhere (tables before it, progress to stderr).
+Heavy modules (torch, MuJoCo) are imported inside the commands that need them,
+so `s2r info` works on a robot computer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from s2r.contract import ContractError
+from s2r.spec import SpecError
+
+
+def _emit(result: dict[str, Any], as_json: bool, title: str) -> None:
+    if as_json:
+        print(json.dumps(result, default=float))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    for key, value in result.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from policies.train import default_config, train
+
+    cfg = default_config(args.task, backend=args.backend, num_envs=args.num_envs, iterations=args.iterations, seed=args.seed)
+    from policies.runner import TrainingDivergedError
+
+    out = Path(args.out or f"runs/{args.task}")
+    try:
+        metrics = train(cfg, out, resume=args.resume, progress=not args.json)
+    except TrainingDivergedError as error:
+        raise SystemExit(f"s2r train: training diverged: {error}") from None
+    _emit({"task": args.task, "out": str(out), **metrics}, args.json, f"trained {args.task} → {out}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from policies.export import export_onnx
+    from policies.train import load_policy
+
+    policy, contract, _ = load_policy(Path(args.run_dir))
+    path = export_onnx(policy, contract, Path(args.out))
+    print(f"wrote {path} (robot {contract.robot}, obs {contract.obs_dim}×{contract.history_length}, "
+          f"{contract.action.num_actions} {contract.action.mode} actions)")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from policies.runtime import read_contract
+
+    contract = read_contract(Path(args.file))
+    if args.json:
+        print(json.dumps(contract.to_dict()))
+    else:
+        print(contract.to_json())
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from policies.evaluate import evaluate
+
+    result = evaluate(Path(args.source), task=args.task, episodes=args.episodes, seed=args.seed, backend=args.backend)
+    _emit(result, args.json, f"evaluation of {args.source}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    if args.what == "sim":
+        from bench.sim import run
+
+        result = run(task=args.task or "cartpole", num_envs=args.num_envs or 1024)
+    elif args.what == "train":
+        from bench.train import run
+
+        result = run(task=args.task or "cartpole")
+    else:
+        raise SystemExit(f"s2r bench: unknown benchmark {args.what!r} (sim, train)")
+    _emit(result, args.json, f"s2r bench {args.what}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from s2r.demo import run_demo
+
+    run_demo(Path(args.out), iterations=args.iterations)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="s2r", description="Sim-to-real control stack: train, export, evaluate, deploy.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a task with PPO on the batched simulator")
+    p.add_argument("task", help="pendulum, cartpole or reach")
+    p.add_argument("--backend", default="cpu", choices=["cpu"], help="simulation backend")
+    p.add_argument("--num-envs", type=int, help="parallel worlds (task default if omitted)")
+    p.add_argument("--iterations", type=int, help="PPO iterations (task default if omitted)")
+    p.add_argument("--seed", type=int, help="seed (0 if omitted)")
+    p.add_argument("--out", help="run directory (default runs/TASK)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--json", action="store_true", help="print metrics as one JSON line")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("export", help="export a run's policy to ONNX with its contract")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("info", help="print the contract stored in an ONNX policy")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_info)
+
+    p = sub.add_parser("eval", help="evaluate an ONNX file or a run directory in simulation")
+    p.add_argument("source", help="FILE.onnx or a run directory")
+    p.add_argument("--task", help="task (default: the one the policy was trained on)")
+    p.add_argument("--episodes", type=int, default=64)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--backend", default="cpu", choices=["cpu"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("bench", help="benchmarks against peers, measured in one run")
+    p.add_argument("what", choices=["sim", "train"])
+    p.add_argument("--task")
+    p.add_argument("--num-envs", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("demo", help="train cartpole, export, evaluate the ONNX file and report")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--iterations", type=int, help="PPO iterations (task default if omitted)")
+    p.set_defaults(fn=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (SpecError, ContractError, ValueError, FileNotFoundError) as error:
+        print(f"s2r {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

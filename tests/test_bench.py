@@ -1,0 +1,61 @@
+"""The benchmarks run end to end at tiny sizes and report what they document.
+
+Timings are not asserted: on a shared machine they are notes, and the benchmarks
+themselves report ratios measured in one run.
+"""
+
+from __future__ import annotations
+
+import json
+
+import bench.report
+from bench import inference, sim, train
+from policies.export import ExportedActor, export_onnx
+from policies.ppo import ActorCritic, ActorCriticConfig
+from sim.env import make_env
+
+
+def test_sim_benchmark_reports_s2r_ceiling_and_gymnasium_throughput():
+    result = sim.run("cartpole", num_envs=8, steps=5, peer_envs=4, peer_steps=3)
+    for key in ("s2r_steps_per_s", "ceiling_steps_per_s", "peer_steps_per_s", "ratio_vs_ceiling", "ratio_vs_peer"):
+        assert result[key] > 0, key
+    assert result["task"] == "cartpole" and result["num_envs"] == 8 and result["machine"]
+
+
+def test_sim_benchmark_prints_its_json_last_and_writes_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench.report, "RESULTS_DIR", tmp_path)
+    sim.main(["--task", "pendulum", "--num-envs", "4", "--steps", "3"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == json.loads((tmp_path / "sim_pendulum.json").read_text())
+    assert printed["s2r_steps_per_s"] > 0
+
+
+def test_inference_benchmark_times_the_runtime_step_and_the_torch_forward_of_one_policy(tmp_path):
+    env = make_env("cartpole", num_envs=1)
+    obs_dim = env.obs_dims["policy"]
+    policy = ActorCritic(ActorCriticConfig(actor_hidden=(16,), critic_hidden=(16,)), num_policy_obs=obs_dim,
+                         num_critic_obs=env.obs_dims["critic"], num_actions=env.num_actions)
+    path = export_onnx(policy, env.contract(), tmp_path / "tiny.onnx")
+
+    result = inference.run(path, env.spec, actor=ExportedActor(policy), obs_dim=obs_dim, iterations=50)
+    for key in ("runtime_step_p50_us", "runtime_step_p99_us", "torch_forward_p50_us", "torch_forward_p99_us",
+                "ratio_p50"):
+        assert result[key] > 0, key
+    assert result["runtime_step_p99_us"] >= result["runtime_step_p50_us"]
+
+
+def test_train_benchmark_runs_both_trainers_on_the_same_env_configuration():
+    result = train.run("cartpole", num_envs=16, max_iterations=2, success_threshold=0.8)
+    for key in ("s2r_wall_s", "peer_wall_s", "ratio", "s2r_iterations", "peer_iterations"):
+        assert result[key] > 0, key
+    assert result["s2r_iterations"] == result["peer_iterations"] == 2  # nothing learns cartpole in 2 iterations
+    for key in ("s2r_success_rate", "peer_success_rate"):
+        assert result[key] is None or 0.0 <= result[key] <= 1.0, key
+    assert not result["s2r_reached"] and not result["peer_reached"]
+
+
+def test_train_benchmark_stops_each_trainer_once_the_threshold_is_met():
+    result = train.run("pendulum", num_envs=16, max_iterations=30, success_threshold=0.0)  # met at the first episode end
+    assert result["s2r_reached"] and result["peer_reached"]
+    assert result["s2r_iterations"] < 30 and result["peer_iterations"] < 30
+    assert result["s2r_success_rate"] is not None and result["peer_success_rate"] is not None

@@ -1,0 +1,114 @@
+"""Robot specs and policy contracts: bad files are refused with the file and the field named."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from s2r import ActionMapping, ContractError, ObsTerm, PolicyContract, SpecError, load_robot_spec, robot_spec
+from s2r.spec import ROBOTS_DIR
+
+
+def write_spec(tmp_path: Path, edit) -> Path:
+    data = yaml.safe_load((ROBOTS_DIR / "arm" / "arm.yaml").read_text())
+    data["mjcf"] = str(ROBOTS_DIR / "arm" / "arm.xml")
+    edit(data)
+    path = tmp_path / "robot.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_shipped_robots_load():
+    for name in ("pendulum", "cartpole", "arm"):
+        spec = robot_spec(name)
+        assert spec.name == name and spec.num_joints >= 1 and len(spec.hash) == 16
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda d: d["joints"][1].pop("kp"), "joints[1].kp: missing"),
+        (lambda d: d["joints"][0].update(kd="soft"), "joints[0].kd: expected float"),
+        (lambda d: d["joints"][2].update(defualt_position=0.0), "joints[2].defualt_position: unknown field"),
+        (lambda d: d.update(control_period=-0.01), "control_period"),
+        (lambda d: d["joints"][0].update(limits=[1.0, -1.0]), "joints[0].limits"),
+        (lambda d: d["joints"][1].update(name="yaw"), "joints[1].name: duplicate"),
+        (lambda d: d.pop("name"), "name: missing"),
+        (lambda d: d.update(mjcf="missing.xml"), "mjcf"),
+    ],
+)
+def test_a_malformed_robot_yaml_names_the_file_and_the_field(tmp_path, edit, field):
+    path = write_spec(tmp_path, edit)
+    with pytest.raises(SpecError) as error:
+        load_robot_spec(path)
+    assert str(path) in str(error.value) and field in str(error.value)
+
+
+def test_a_yaml_that_is_not_yaml_is_refused(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_robot_spec(path)
+
+
+def arm_contract() -> PolicyContract:
+    spec = robot_spec("arm")
+    terms = (ObsTerm("joint_pos", noise=0.01), ObsTerm("joint_vel", 0.2), ObsTerm("target"), ObsTerm("last_action"))
+    return PolicyContract.build(spec=spec, terms=terms, action=ActionMapping.for_robot(spec, "position", 1.0),
+                                provenance={"task": "reach"})
+
+
+def test_contract_round_trips_through_json():
+    contract = arm_contract()
+    assert PolicyContract.from_json(contract.to_json()) == contract
+    assert contract.inputs == {"target": 3, "last_action": 3}
+    assert contract.check(robot_spec("arm")) == []
+
+
+def test_a_policy_for_the_arm_refuses_a_robot_whose_joint_order_differs(tmp_path):
+    def swap(d):
+        d["joints"][0], d["joints"][1] = d["joints"][1], d["joints"][0]
+
+    spec = load_robot_spec(write_spec(tmp_path, swap))
+    with pytest.raises(ContractError, match=r"joint_names\[0\]: policy expects 'yaw', the robot has 'shoulder'"):
+        arm_contract().check(spec)
+
+
+def test_a_contract_whose_observation_sizes_differ_is_refused():
+    contract = replace(arm_contract(), observation_sizes=(3, 3, 3, 4))
+    with pytest.raises(ContractError, match=r"observation\[3\] \(last_action\)\.size: policy expects 4, the robot gives 3"):
+        contract.check(robot_spec("arm"))
+
+
+def test_a_contract_for_another_robot_is_refused():
+    with pytest.raises(ContractError, match="robot: policy expects 'arm', spec is 'cartpole'"):
+        arm_contract().check(robot_spec("cartpole"))
+
+
+def test_changed_gains_are_a_warning_not_a_refusal(tmp_path):
+    spec = load_robot_spec(write_spec(tmp_path, lambda d: d["joints"][0].update(kp=45.0)))
+    warnings = arm_contract().check(spec)
+    assert len(warnings) == 1 and "robot_spec_hash" in warnings[0]
+
+
+def test_unknown_contract_versions_and_missing_fields_are_refused():
+    data = arm_contract().to_dict()
+    with pytest.raises(ContractError, match="contract version: 99 is not supported"):
+        PolicyContract.from_dict({**data, "version": 99})
+    del data["action"]
+    with pytest.raises(ContractError, match="'action': missing"):
+        PolicyContract.from_dict(data)
+    with pytest.raises(ContractError, match="not valid JSON"):
+        PolicyContract.from_json("{")
+
+
+def test_action_mapping_scales_offsets_and_clips():
+    spec = robot_spec("arm")
+    mapping = ActionMapping.for_robot(spec, "position", 0.5, clip=1.0)
+    command = mapping.to_command(np.array([[2.0, -0.5, 0.0]]))
+    assert command.q.tolist() == [[0.5, -0.75, 1.0]]
+    assert command.kp.tolist() == [[40.0, 60.0, 40.0]] and command.tau_ff.tolist() == [[0.0, 0.0, 0.0]]
+    torque = ActionMapping.for_robot(robot_spec("cartpole"), "torque", 20.0).to_command(np.array([0.25]))
+    assert torque.tau_ff.tolist() == [5.0] and torque.kp.tolist() == [0.0]
