@@ -125,7 +125,7 @@ def test_an_onnx_file_without_a_contract_is_refused(tmp_path):
         [onnx.helper.make_tensor_value_info("obs", onnx.TensorProto.FLOAT, [None, 4])],
         [onnx.helper.make_tensor_value_info("action", onnx.TensorProto.FLOAT, [None, 4])],
     )
-    onnx.save(onnx.helper.make_model(graph), path)
+    onnx.save(onnx.helper.make_model(graph, ir_version=10, opset_imports=[onnx.helper.make_opsetid("", 18)]), path)
     with pytest.raises(ContractError, match="no policy contract in the ONNX metadata"):
         read_contract(path)
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
