@@ -82,7 +82,7 @@ class ActorCritic(nn.Module):
     def distribution(self, policy_obs: Tensor) -> Normal:
         """Diagonal Gaussian over actions `(N, A)`."""
         mean = self.act_inference(policy_obs)
-        return Normal(mean, self.noise_std.expand_as(mean))
+        return Normal(mean, self.noise_std.expand_as(mean), validate_args=False)
 
     def act(self, policy_obs: Tensor) -> tuple[Tensor, Tensor]:
         """Sampled actions `(N, A)` and their log-probabilities `(N,)`."""

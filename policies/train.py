@@ -81,9 +81,11 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool =
     env = make_env(cfg.task, cfg.num_envs, seed=cfg.seed, backend=cfg.backend)
     runner = OnPolicyRunner(env, ppo=cfg.ppo, model=cfg.model, log_dir=out, seed=cfg.seed, progress=progress)
     if resume:
-        extra = runner.load(_checkpoint_path(out))
-        if extra["task"] != cfg.task:
-            raise CheckpointError(f"{out / CHECKPOINT}: task: checkpoint is for {extra['task']!r}, asked to train {cfg.task!r}")
+        path = _checkpoint_path(out)
+        task = torch.load(path, weights_only=True)["extra"]["task"]
+        if task != cfg.task:
+            raise CheckpointError(f"{path}: task: checkpoint is for {task!r}, asked to train {cfg.task!r}")
+        runner.load(path)
     (out / "config.yaml").write_text(yaml.safe_dump(_plain(asdict(cfg)), sort_keys=False))
     curve: list[dict[str, float]] = []
     start = time.perf_counter()

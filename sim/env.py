@@ -65,6 +65,9 @@ class BatchEnv:
         self._qfrc_actuator = self.batch.bind("qfrc_actuator")
         self._site_xpos = self.batch.bind("site_xpos")
         self._mocap_pos = self.batch.bind("mocap_pos") if self.model.nmocap else None
+        self._time = self.batch.bind("time")
+        self.diverged_total = 0
+        """Worlds whose physics blew up (NaN/Inf) and that MuJoCo reset; each ended its episode as a failure."""
 
         self.inputs: dict[str, np.ndarray] = {LAST_ACTION: np.zeros((num_envs, self.num_actions))}
         for name, size in cfg.inputs.items():
@@ -136,8 +139,11 @@ class BatchEnv:
 
         state = self.read_state()
         reward = self.task.reward(self, state, action)
-        terminated = self.task.terminated(self, state)
         self.episode_length += 1
+        # MuJoCo resets a world whose state turns NaN/Inf, clock included: catch it by its clock.
+        diverged = np.abs(self._time - self.episode_length * self.spec.control_period) > 0.5 * self.model.opt.timestep
+        self.diverged_total += int(diverged.sum())
+        terminated = self.task.terminated(self, state) | diverged
         truncated = (self.episode_length >= self.max_episode_length) & ~terminated
         self.success_held = np.where(self.task.success_condition(self, state), self.success_held + 1, 0)
         self.episode_return += reward
@@ -147,6 +153,7 @@ class BatchEnv:
         done = np.flatnonzero(terminated | truncated)
         success = truncated[done] & (self.success_held[done] >= self.success_window)
         info: dict[str, Any] = {
+            "diverged": int(diverged.sum()),
             "final_critic_obs": self._tensor(critic),
             "episode": {
                 "return": torch.from_numpy(self.episode_return[done].astype(np.float32)),
