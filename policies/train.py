@@ -49,6 +49,8 @@ class TrainConfig:
     """PPO iterations (rollout + update)."""
     seed: int = 0
     """Seeds the env, torch and numpy: equal seeds give equal runs."""
+    torch_threads: int = 1
+    """Intra-op threads for the networks; small MLPs lose badly to a busy core with more."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     model: ActorCriticConfig = field(default_factory=ActorCriticConfig)
 
@@ -78,6 +80,7 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
 def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool = True) -> dict[str, float]:
     """Train `cfg` into run directory `out`; with `resume`, continue from `out/checkpoint.pt`."""
     out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.torch_threads)
     env = make_env(cfg.task, cfg.num_envs, seed=cfg.seed, backend=cfg.backend)
     runner = OnPolicyRunner(env, ppo=cfg.ppo, model=cfg.model, log_dir=out, seed=cfg.seed, progress=progress)
     if resume:

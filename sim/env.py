@@ -66,6 +66,7 @@ class BatchEnv:
         self._site_xpos = self.batch.bind("site_xpos")
         self._mocap_pos = self.batch.bind("mocap_pos") if self.model.nmocap else None
         self._time = self.batch.bind("time")
+        self._stage = mujoco.mjtStage.mjSTAGE_POS if cfg.kinematics else mujoco.mjtStage.mjSTAGE_NONE
         self.diverged_total = 0
         """Worlds whose physics blew up (NaN/Inf) and that MuJoCo reset; each ended its episode as a failure."""
 
@@ -135,7 +136,7 @@ class BatchEnv:
         """Apply raw actions (num_envs, A) for one control period; auto-reset finished worlds."""
         action = self.action_mapping.clip_action(actions.detach().cpu().numpy().astype(np.float64))
         self._ctrl[:] = self.action_mapping.targets(action)
-        self.batch.step(nstep=self.decimation, stage=mujoco.mjtStage.mjSTAGE_POS)
+        self.batch.step(nstep=self.decimation, stage=self._stage)
 
         state = self.read_state()
         reward = self.task.reward(self, state, action)

@@ -48,6 +48,8 @@ class TaskConfig:
     success_window_s: float = 1.0
     inputs: dict[str, int] = field(default_factory=dict)
     """Task inputs the env keeps per world besides the last action (name → size)."""
+    kinematics: bool = False
+    """Whether reward or success read positions (site_xpos) that must be current after each step."""
 
 
 class Task:
@@ -160,6 +162,7 @@ class ArmReach(Task):
         episode_length_s=3.0,
         success_window_s=0.5,
         inputs={TARGET: 3},
+        kinematics=True,
     )
     success_radius = 0.05
     """Metres between end effector and target that count as reached."""
