@@ -24,14 +24,18 @@ from sim.env import make_env
 
 
 def evaluate(source: Path, *, task: str | None = None, episodes: int = 64, seed: int = 1,
-             backend: str = "cpu") -> dict[str, float | int | str]:
-    """Run `episodes` episodes (one per world) and report mean return and success rate."""
+             backend: str = "cpu", randomize: str | None = None) -> dict[str, float | int | str]:
+    """Run `episodes` episodes (one per world) and report mean return and success rate.
+
+    `randomize` evaluates on perturbed worlds: "default" (the task's training randomization)
+    or a randomization YAML, e.g. a fixed perturbed robot.
+    """
     if source.suffix == ".onnx":
         contract = read_contract(source)
         task = task or contract.provenance.get("task")
         if task is None:
             raise ContractError(f"{source}: the contract names no task; pass --task")
-        env = make_env(task, episodes, seed=seed, backend=backend)
+        env = make_env(task, episodes, seed=seed, backend=backend, randomize=randomize)
         runtime = PolicyRuntime(source, spec=env.spec, num_envs=episodes)
 
         def act(obs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -44,7 +48,7 @@ def evaluate(source: Path, *, task: str | None = None, episodes: int = 64, seed:
     else:
         policy, contract, cfg = load_policy(source, task=task)
         task = cfg.task
-        env = make_env(task, episodes, seed=seed, backend=backend)
+        env = make_env(task, episodes, seed=seed, backend=backend, randomize=randomize)
 
         def act(obs: dict[str, torch.Tensor]) -> torch.Tensor:
             with torch.no_grad():

@@ -49,6 +49,8 @@ class TrainConfig:
     """PPO iterations (rollout + update)."""
     seed: int = 0
     """Seeds the env, torch and numpy: equal seeds give equal runs."""
+    randomize: str | None = None
+    """Domain randomization: None (off), "default" (the task's terms) or a randomization YAML path."""
     torch_threads: int = 1
     """Intra-op threads for the networks; small MLPs lose badly to a busy core with more."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
@@ -81,8 +83,11 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool =
     """Train `cfg` into run directory `out`; with `resume`, continue from `out/checkpoint.pt`."""
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.torch_threads)
-    env = make_env(cfg.task, cfg.num_envs, seed=cfg.seed, backend=cfg.backend)
+    env = make_env(cfg.task, cfg.num_envs, seed=cfg.seed, backend=cfg.backend, randomize=cfg.randomize)
     runner = OnPolicyRunner(env, ppo=cfg.ppo, model=cfg.model, log_dir=out, seed=cfg.seed, progress=progress)
+    if env.randomizer is not None and runner.writer is not None:
+        for name, values in env.randomizer.histograms().items():
+            runner.writer.add_histogram(name, values, runner.current_iteration)
     if resume:
         path = _checkpoint_path(out)
         task = torch.load(path, weights_only=True)["extra"]["task"]
@@ -101,7 +106,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool =
     summary = runner.learn(cfg.iterations, callback=record)
     contract = env.contract(provenance={
         "task": cfg.task, "seed": cfg.seed, "iterations": runner.current_iteration, "num_envs": cfg.num_envs,
-        "backend": cfg.backend, "trainer": "s2r.ppo", "s2r_version": _version(),
+        "backend": cfg.backend, "randomize": cfg.randomize, "trainer": "s2r.ppo", "s2r_version": _version(),
     })
     runner.save(out / CHECKPOINT, extra={"task": cfg.task, "config": _plain(asdict(cfg)), "contract": contract.to_dict()})
     runner.close()

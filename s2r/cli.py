@@ -34,7 +34,8 @@ def _emit(result: dict[str, Any], as_json: bool, title: str) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from policies.train import default_config, train
 
-    cfg = default_config(args.task, backend=args.backend, num_envs=args.num_envs, iterations=args.iterations, seed=args.seed)
+    cfg = default_config(args.task, backend=args.backend, num_envs=args.num_envs, iterations=args.iterations,
+                         seed=args.seed, randomize=args.randomize)
     from policies.runner import TrainingDivergedError
 
     out = Path(args.out or f"runs/{args.task}")
@@ -68,7 +69,8 @@ def cmd_info(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from policies.evaluate import evaluate
 
-    result = evaluate(Path(args.source), task=args.task, episodes=args.episodes, seed=args.seed, backend=args.backend)
+    result = evaluate(Path(args.source), task=args.task, episodes=args.episodes, seed=args.seed, backend=args.backend,
+                      randomize=args.randomize)
     _emit(result, args.json, f"evaluation of {args.source}")
 
 
@@ -104,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed (0 if omitted)")
     p.add_argument("--out", help="run directory (default runs/TASK)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--randomize", nargs="?", const="default", metavar="FILE.yaml",
+                   help="domain randomization: the task's default terms, or a randomization YAML")
     p.add_argument("--json", action="store_true", help="print metrics as one JSON line")
     p.set_defaults(fn=cmd_train)
 
@@ -123,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=64)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--backend", default="cpu", choices=["cpu"])
+    p.add_argument("--randomize", nargs="?", const="default", metavar="FILE.yaml",
+                   help="evaluate on perturbed worlds: the task's randomization, or a YAML (e.g. a perturbed robot)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_eval)
 

@@ -13,6 +13,7 @@ themselves; `info["final_critic_obs"]` keeps what they ended in.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import mujoco
@@ -20,6 +21,7 @@ import mujoco.batch
 import numpy as np
 import torch
 
+from calibration.randomization import Randomize, Randomizer
 from s2r.actions import ActionMapping
 from s2r.contract import PolicyContract
 from s2r.observations import INPUT_SIZES, LAST_ACTION, ObservationHistory, build_observation, term_sizes
@@ -34,7 +36,8 @@ class BatchEnv:
     """A batched environment of `num_envs` worlds running one task."""
 
     def __init__(self, task: Task, num_envs: int, *, seed: int = 0, nthread: int = 0,
-                 spec: RobotSpec | None = None, device: str = "cpu") -> None:
+                 spec: RobotSpec | None = None, device: str = "cpu",
+                 randomization: tuple[Randomize, ...] = ()) -> None:
         cfg = task.config
         for name in cfg.privileged_terms:
             if name not in PRIVILEGED:
@@ -79,7 +82,13 @@ class BatchEnv:
         self.episode_return = np.zeros(num_envs)
         self.episode_length = np.zeros(num_envs, dtype=np.int64)
         self.success_held = np.zeros(num_envs, dtype=np.int64)
+        self.action_delay = np.zeros(num_envs, dtype=np.int64)
+        """Physics steps each world applies the previous action before this one (randomized latency)."""
+        self.encoder_offset = np.zeros((num_envs, self.spec.num_joints))
+        """Added to the joint positions the policy measures (randomized encoder bias)."""
+        self._last_ctrl = np.zeros((num_envs, self.model.nu))
         self.task.bind(self)
+        self.randomizer = Randomizer(self, randomization, seed) if randomization else None
         self.obs_dims = {"policy": frame * cfg.history_length, "critic": self._critic_dim()}
         self._obs: dict[str, torch.Tensor] | None = None
 
@@ -98,6 +107,10 @@ class BatchEnv:
     def model_field(self, name: str) -> np.ndarray:
         """A model field made per-world, (num_envs, ...), live: writes take effect at the next step."""
         return self.batch.expand(name)
+
+    def data_field(self, name: str) -> np.ndarray:
+        """A live (num_envs, ...) view of an MjData field (state fields such as xfrc_applied are writable)."""
+        return self.batch.bind(name)
 
     def model_value(self, name: str) -> np.ndarray:
         """A model field's per-world values, read-only, (num_envs, ...), expanded or shared."""
@@ -135,8 +148,19 @@ class BatchEnv:
     def step(self, actions: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """Apply raw actions (num_envs, A) for one control period; auto-reset finished worlds."""
         action = self.action_mapping.clip_action(actions.detach().cpu().numpy().astype(np.float64))
-        self._ctrl[:] = self.action_mapping.targets(action)
-        self.batch.step(nstep=self.decimation, stage=self._stage)
+        targets = self.action_mapping.targets(action)
+        if self.randomizer is not None:
+            self.randomizer.on_step()
+        if self.action_delay.any():
+            # Latency: world i applies the previous targets for its first action_delay[i] physics steps.
+            for substep in range(self.decimation):
+                self._ctrl[:] = np.where((substep < self.action_delay)[:, None], self._last_ctrl, targets)
+                last = substep == self.decimation - 1
+                self.batch.step(nstep=1, stage=self._stage if last else mujoco.mjtStage.mjSTAGE_NONE)
+        else:
+            self._ctrl[:] = targets
+            self.batch.step(nstep=self.decimation, stage=self._stage)
+        self._last_ctrl[:] = targets
 
         state = self.read_state()
         reward = self.task.reward(self, state, action)
@@ -176,11 +200,14 @@ class BatchEnv:
     # --- internals --------------------------------------------------------------------------
     def _reset_worlds(self, ids: np.ndarray) -> None:
         self.batch.reset(ids, stage=mujoco.mjtStage.mjSTAGE_NONE)
+        if self.randomizer is not None:
+            self.randomizer.on_reset(ids)
         q, dq = self.task.reset(self, ids, self.rng)
         self._qpos[np.ix_(ids, self.qpos_index)] = q
         self._qvel[np.ix_(ids, self.dof_index)] = dq
         self.batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_POS)
         self.inputs[LAST_ACTION][ids] = 0.0
+        self._last_ctrl[ids] = self.action_mapping.targets(np.zeros((len(ids), self.num_actions)))
         self.history.reset(ids)
         self.episode_return[ids] = 0.0
         self.episode_length[ids] = 0
@@ -190,9 +217,13 @@ class BatchEnv:
         """Policy (noisy, stacked) and critic (clean + privileged) observations of rows `ids` (all for None)."""
         cfg = self.task.config
         inputs = self.inputs if ids is None else {k: v[ids] for k, v in self.inputs.items()}
-        policy = self.history.push(build_observation(cfg.policy_terms, state, inputs, self.spec, rng=self.rng), ids)
+        offset = self.encoder_offset if ids is None else self.encoder_offset[ids]
+        measured = replace(state, q=state.q + offset)
+        policy = self.history.push(build_observation(cfg.policy_terms, measured, inputs, self.spec, rng=self.rng), ids)
         clean = build_observation(cfg.policy_terms, state, inputs, self.spec)
         privileged = [PRIVILEGED[name](self) for name in cfg.privileged_terms]
+        if self.randomizer is not None:
+            privileged.append(self.randomizer.observation())
         if ids is not None:
             privileged = [p[ids] for p in privileged]
         critic = np.concatenate([clean, *privileged], axis=-1) if privileged else clean
@@ -201,16 +232,30 @@ class BatchEnv:
     def _critic_dim(self) -> int:
         cfg = self.task.config
         frame = sum(term_sizes(cfg.policy_terms, self.spec))
-        return frame + sum(PRIVILEGED[name](self).shape[-1] for name in cfg.privileged_terms)
+        randomized = self.randomizer.dim if self.randomizer is not None else 0
+        return frame + randomized + sum(PRIVILEGED[name](self).shape[-1] for name in cfg.privileged_terms)
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self.device)
 
 
-def make_env(task_name: str, num_envs: int, *, seed: int = 0, backend: str = "cpu") -> BatchEnv:
-    """The env for a task on a backend; only `cpu` exists so far."""
+def make_env(task_name: str, num_envs: int, *, seed: int = 0, backend: str = "cpu",
+             randomize: str | None = None) -> BatchEnv:
+    """The env for a task on a backend (only `cpu` so far).
+
+    `randomize`: None for the nominal model, "default" for the task's own randomization
+    terms, or the path of a randomization YAML.
+    """
+    from calibration.randomization import load_randomization
     from sim.tasks import make_task
 
     if backend != "cpu":
         raise ValueError(f"backend {backend!r} is not available; use --backend cpu")
-    return BatchEnv(make_task(task_name), num_envs, seed=seed)
+    task = make_task(task_name)
+    if randomize is None:
+        terms: tuple[Randomize, ...] = ()
+    elif randomize == "default":
+        terms = task.config.randomization
+    else:
+        terms = load_randomization(randomize)
+    return BatchEnv(task, num_envs, seed=seed, randomization=terms)

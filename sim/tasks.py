@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from calibration.randomization import Dist, Randomize
 from s2r.actions import ActionMode
 from s2r.observations import LAST_ACTION, TARGET, ObsTerm, wrap_to_pi
 from s2r.state import RobotState
@@ -50,6 +51,8 @@ class TaskConfig:
     """Task inputs the env keeps per world besides the last action (name → size)."""
     kinematics: bool = False
     """Whether reward or success read positions (site_xpos) that must be current after each step."""
+    randomization: tuple[Randomize, ...] = ()
+    """The task's default domain randomization (`s2r train TASK --randomize`)."""
 
 
 class Task:
@@ -89,6 +92,12 @@ class PendulumSwingUp(Task):
         privileged_terms=("joint_damping", "body_mass"),
         episode_length_s=5.0,
         success_window_s=1.0,
+        randomization=(
+            Randomize("mass", Dist("uniform", 0.8, 1.2)),
+            Randomize("damping", Dist("log_uniform", 0.5, 2.0)),
+            Randomize("motor_strength", Dist("uniform", 0.85, 1.15)),
+            Randomize("action_delay", Dist("uniform", 0, 2), "set"),
+        ),
     )
 
     def reset(self, env, ids, rng):
@@ -122,6 +131,13 @@ class CartpoleSwingUp(Task):
         privileged_terms=("joint_damping", "body_mass"),
         episode_length_s=6.0,
         success_window_s=2.0,
+        randomization=(
+            Randomize("mass", Dist("uniform", 0.8, 1.2)),
+            Randomize("damping", Dist("log_uniform", 0.5, 2.0)),
+            Randomize("frictionloss", Dist("uniform", 0.0, 0.03), "add", names=("slider",)),
+            Randomize("motor_strength", Dist("uniform", 0.85, 1.15)),
+            Randomize("action_delay", Dist("uniform", 0, 2), "set"),
+        ),
     )
 
     def reset(self, env, ids, rng):
@@ -163,6 +179,18 @@ class ArmReach(Task):
         success_window_s=0.5,
         inputs={TARGET: 3},
         kinematics=True,
+        randomization=(
+            Randomize("mass", Dist("uniform", 0.8, 1.2)),
+            Randomize("mass", Dist("uniform", 0.0, 0.4), "add", names=("link3",)),  # payload
+            Randomize("damping", Dist("log_uniform", 0.5, 2.5)),
+            Randomize("armature", Dist("uniform", 0.7, 1.5)),
+            Randomize("frictionloss", Dist("uniform", 0.0, 0.1), "add"),
+            Randomize("kp", Dist("uniform", 0.6, 1.2)),
+            Randomize("kd", Dist("uniform", 0.6, 1.4)),
+            Randomize("encoder_offset", Dist("uniform", -0.03, 0.03), "add"),
+            Randomize("action_delay", Dist("uniform", 0, 3), "set"),
+            Randomize("push", Dist("uniform", 2.0, 8.0), "set", mode="interval", names=("link3",)),
+        ),
     )
     success_radius = 0.05
     """Metres between end effector and target that count as reached."""

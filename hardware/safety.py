@@ -1,0 +1,266 @@
+"""SafetyFilter: the only path from a policy to the motors.
+
+Called once per control period with the policy's command (None when there is
+none this tick) and the newest measured state, it returns a command that never
+exceeds a limit of the robot's spec:
+
+    safety = SafetyFilter(spec, spec.control_period)
+    command = safety.filter(policy_command, robot.read_state(), time.time())
+    robot.write_command(command)
+    safety.report()    # {"mode": "running", "nan_guard": 0, "watchdog": 2, ...}
+
+What it guarantees for every command it returns, per actuated joint:
+- every value is finite; 0 <= kp <= kp_max and 0 <= kd <= kd_max;
+- lower <= q* <= upper, and |q* - previous q*| <= max_position_step;
+- |dq*| <= velocity_limit and |tau_ff| <= effort_limit;
+- the position term it implies stays within the effort limit, |kp (q* - q_meas)| <= effort_limit
+  (q* is first pulled within effort/kp of the measured position; if the joint and rate
+  limits keep it farther, kp is lowered). The damping term kd (dq* - dq) is left to the
+  driver's effort clamp: lowering kd would remove damping when it is needed most.
+
+And how it behaves over time:
+
+    no state, or state older than watchdog_periods periods ─► damping (kp = 0, kd > 0)
+    estop() ─────────────────────────────────────────────────► damping, latched until reset_estop()
+    fresh state after construction, reset(), recovery:
+    │ ramp: q* from the measured pose to the default pose   │ fade: blend to the policy's   │ running
+    │ with the spec's kp, kd (joints with spec kp > 0)       │ command, linear in time       │
+    0 ──────────────────────────────────────────── soft_start_s ─────────────── + fade_in_s ──►
+    A robot without position gains (kp = 0 in its spec, a torque-controlled robot) skips the
+    ramp and fades tau_ff in from zero torque. The fade starts with the first policy command
+    after the ramp; until then the ramp's end command is held. A policy whose commands stop for
+    more than watchdog_periods periods after the fade began gets damping and a new soft start.
+
+Every tick on which an intervention acts increments `events[name]` (once per tick whatever
+the number of joints; clamps of q* count only on joints with kp > 0, where q* matters).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from s2r.observations import wrap_to_pi
+from s2r.spec import RobotSpec
+from s2r.state import Command, RobotState
+
+Mode = Literal["soft_start", "running", "damping", "estop"]
+EVENTS = ("nan_guard", "position_clamp", "rate_limit", "velocity_clamp", "effort_clamp", "gain_clamp",
+          "watchdog", "estop", "soft_start")
+"""The interventions `SafetyFilter.events` counts."""
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    """How the SafetyFilter intervenes; the limits themselves come from the RobotSpec."""
+
+    watchdog_periods: int = 3
+    """State (or, once running, policy commands) older than this many control periods → damping."""
+    damping_kd: float | None = None
+    """kd of the damping command (N·m·s/rad or N·s/m); None: the spec's kd where > 0, else 1.0."""
+    soft_start_s: float = 1.0
+    """Seconds of the ramp from the measured pose to the default pose (joints with spec kp > 0)."""
+    fade_in_s: float = 1.0
+    """Seconds of the linear blend from the ramp's end (or zero torque) to the policy's command."""
+    max_gain_ratio: float = 2.0
+    """kp_max = max_gain_ratio × spec kp; kd_max = max(max_gain_ratio × spec kd, damping kd)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.watchdog_periods, bool) or not isinstance(self.watchdog_periods, int) \
+                or self.watchdog_periods < 1:
+            raise ValueError(f"SafetyConfig.watchdog_periods: expected an integer >= 1, got {self.watchdog_periods!r}")
+        if self.damping_kd is not None and not (math.isfinite(self.damping_kd) and self.damping_kd > 0):
+            raise ValueError(f"SafetyConfig.damping_kd: expected None or a finite kd > 0, got {self.damping_kd!r}")
+        for key in ("soft_start_s", "fade_in_s", "max_gain_ratio"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"SafetyConfig.{key}: expected a finite number >= 0, got {value!r}")
+
+
+class SafetyFilter:
+    """Limits, watchdog, e-stop and soft start between a policy and a robot's actuated joints.
+
+    Arrays are per actuated joint in spec order, (num_actuated,).
+    """
+
+    def __init__(self, spec: RobotSpec, control_period: float, config: SafetyConfig = SafetyConfig()) -> None:
+        if not (math.isfinite(control_period) and control_period > 0):
+            raise ValueError(f"SafetyFilter control_period: expected seconds > 0, got {control_period!r}")
+        self.spec = spec
+        self.control_period = control_period
+        self.config = config
+        actuated = spec.actuated_index
+        self.lower = spec.lower[actuated]
+        self.upper = spec.upper[actuated]
+        self.default_q = spec.default_q[actuated]
+        self.velocity_limit = spec.joint_array("velocity_limit", actuated_only=True)
+        self.effort_limit = spec.joint_array("effort_limit", actuated_only=True)
+        self.max_position_step = self.velocity_limit * control_period
+        """Rate limit on q* per call, velocity_limit × control_period."""
+        self.spec_kp = spec.joint_array("kp", actuated_only=True)
+        self.spec_kd = spec.joint_array("kd", actuated_only=True)
+        self.damping_kd = (np.where(self.spec_kd > 0, self.spec_kd, 1.0) if config.damping_kd is None
+                           else np.full(len(actuated), float(config.damping_kd)))
+        self.kp_max = config.max_gain_ratio * self.spec_kp
+        self.kd_max = np.maximum(config.max_gain_ratio * self.spec_kd, self.damping_kd)
+        self._continuous = spec.continuous_mask[actuated]
+        self._ramp_s = config.soft_start_s if (self.spec_kp > 0).any() else 0.0
+        self._zeros = np.zeros(len(actuated))
+
+        self.events: dict[str, int] = dict.fromkeys(EVENTS, 0)
+        self.mode: Mode = "soft_start"
+        self._estopped = False
+        self._last_q: np.ndarray | None = None
+        """The previous output's q*, for the rate limit."""
+        self.reset()
+
+    # --- the tick -----------------------------------------------------------------------------
+    def filter(self, command: Command | None, state: RobotState | None, now: float) -> Command:
+        """The command to send this tick; `now` in seconds on the clock of `state.stamp`."""
+        q_meas = self._measured(state)
+        if command is not None:
+            self._policy, self._policy_time = self._arrays(command), now
+        window = self.config.watchdog_periods * self.control_period
+        policy = self._policy if now - self._policy_time <= window else None
+
+        if self._estopped:
+            return self._safe(state, q_meas, "estop", "estop")
+        if q_meas is None or now - state.stamp > window:
+            self._restart()
+            return self._safe(state, q_meas, "watchdog", "damping")
+        if self._start_time is None:
+            self._start_time, self._start_q = now, q_meas
+        elapsed = now - self._start_time
+        if elapsed < self._ramp_s or (policy is None and self._fade_start is None):
+            self.events["soft_start"] += 1
+            self.mode = "soft_start"
+            return self._limited(self._hold(elapsed), q_meas)
+        if policy is None:
+            self._restart()
+            return self._safe(state, q_meas, "watchdog", "damping")
+        if not all(np.isfinite(value).all() for value in vars(policy).values()):
+            return self._safe(state, q_meas, "nan_guard", "damping")
+        if self._fade_start is None:
+            self._fade_start = now
+        fade = self.config.fade_in_s
+        alpha = min((now - self._fade_start) / fade, 1.0) if fade > 0 else 1.0
+        if alpha < 1.0:
+            self.events["soft_start"] += 1
+            self.mode = "soft_start"
+            hold = self._hold(elapsed)
+            policy = Command(**{k: (1 - alpha) * getattr(hold, k) + alpha * v for k, v in vars(policy).items()})
+        else:
+            self.mode = "running"
+        return self._limited(policy, q_meas)
+
+    def damping_command(self, state: RobotState | None) -> Command:
+        """kp = 0, kd = damping kd, q* at the measured pose (else the last q*, else the default), dq* = tau_ff = 0."""
+        q_meas = self._measured(state)
+        q = q_meas if q_meas is not None else self._last_q if self._last_q is not None else self.default_q
+        return Command(q=q.copy(), dq=self._zeros.copy(), kp=self._zeros.copy(), kd=self.damping_kd.copy(),
+                       tau_ff=self._zeros.copy())
+
+    # --- operator actions ---------------------------------------------------------------------
+    def estop(self) -> None:
+        """Latch the e-stop: damping from the next tick until `reset_estop()`."""
+        self._estopped = True
+        self.mode = "estop"
+
+    def reset_estop(self) -> None:
+        """Release the e-stop; the robot soft-starts again from its measured pose."""
+        self._estopped = False
+        self.reset()
+
+    def reset(self) -> None:
+        """Soft-start again at the next fresh state (call it after enabling the robot); forget the
+        held policy command. The e-stop latch and the event counts stay."""
+        self._restart()
+        self._policy: Command | None = None
+        self._policy_time = -math.inf
+        if not self._estopped:
+            self.mode = "soft_start"
+
+    def report(self) -> dict[str, str | int]:
+        """The mode and every event count, flat: {"mode": ..., "nan_guard": n, ...}."""
+        return {"mode": self.mode, **self.events}
+
+    # --- internals ----------------------------------------------------------------------------
+    def _restart(self) -> None:
+        self._start_time: float | None = None
+        self._start_q: np.ndarray | None = None
+        self._fade_start: float | None = None
+
+    def _safe(self, state: RobotState | None, q_meas: np.ndarray | None, event: str, mode: Mode) -> Command:
+        self.events[event] += 1
+        self.mode = mode
+        return self._limited(self.damping_command(state), q_meas)
+
+    def _hold(self, elapsed: float) -> Command:
+        """The soft start's command `elapsed` seconds after it began: the ramp, or zero torque."""
+        if self._ramp_s == 0:
+            return Command(q=self._start_q, dq=self._zeros, kp=self._zeros, kd=self._zeros, tau_ff=self._zeros)
+        to_default = self.default_q - self._start_q
+        to_default = np.where(self._continuous, wrap_to_pi(to_default), to_default)
+        s = min(elapsed / self._ramp_s, 1.0)
+        return Command(q=self._start_q + s * to_default, dq=self._zeros, kp=self.spec_kp, kd=self.spec_kd,
+                       tau_ff=self._zeros)
+
+    def _limited(self, command: Command, q_meas: np.ndarray | None) -> Command:
+        """The command with every limit applied, in the order that keeps each one true at the end."""
+        kp = np.clip(command.kp, 0.0, self.kp_max)
+        kd = np.clip(command.kd, 0.0, self.kd_max)
+        self._count("gain_clamp", (kp != command.kp) | (kd != command.kd))
+        dq = np.clip(command.dq, -self.velocity_limit, self.velocity_limit)
+        self._count("velocity_clamp", dq != command.dq)
+        tau_ff = np.clip(command.tau_ff, -self.effort_limit, self.effort_limit)
+        effort_clamped = tau_ff != command.tau_ff
+        q = command.q
+        if q_meas is not None:
+            with np.errstate(divide="ignore"):
+                band = np.where(kp > 0, self.effort_limit / kp, np.inf)
+            banded = np.clip(q, q_meas - band, q_meas + band)
+            effort_clamped |= (banded != q) & (kp > 0)
+            q = banded
+        limited = np.clip(q, self.lower, self.upper)
+        self._count("position_clamp", (limited != q) & (kp > 0))
+        q = limited
+        if self._last_q is not None:
+            limited = np.clip(q, self._last_q - self.max_position_step, self._last_q + self.max_position_step)
+            self._count("rate_limit", (limited != q) & (kp > 0))
+            q = limited
+        if q_meas is not None:
+            error = np.abs(q - q_meas)
+            over = kp * error > self.effort_limit
+            kp = np.where(over, self.effort_limit / np.where(over, error, 1.0), kp)
+            effort_clamped |= over
+        self._count("effort_clamp", effort_clamped)
+        self._last_q = q
+        return Command(q=q, dq=dq, kp=kp, kd=kd, tau_ff=tau_ff)
+
+    def _count(self, event: str, changed: np.ndarray) -> None:
+        if changed.any():
+            self.events[event] += 1
+
+    def _measured(self, state: RobotState | None) -> np.ndarray | None:
+        """The actuated joints' measured positions, or None without a usable (finite) state."""
+        if state is None:
+            return None
+        q = np.asarray(state.q, dtype=np.float64)
+        if q.shape != (self.spec.num_joints,):
+            raise ValueError(f"RobotState.q: expected shape ({self.spec.num_joints},), got {q.shape}")
+        q = q[self.spec.actuated_index]
+        return q if np.isfinite(q).all() and math.isfinite(state.stamp) else None
+
+    def _arrays(self, command: Command) -> Command:
+        """The command as float64 (num_actuated,) arrays; ValueError naming the field otherwise."""
+        size = len(self._zeros)
+        fields = {}
+        for key in ("q", "dq", "kp", "kd", "tau_ff"):
+            value = np.asarray(getattr(command, key), dtype=np.float64)
+            if value.shape != (size,):
+                raise ValueError(f"Command.{key}: expected shape ({size},) for the actuated joints, got {value.shape}")
+            fields[key] = value
+        return Command(**fields)

@@ -1,0 +1,41 @@
+"""s2r_ros: the ROS 2 side of s2r, the nodes that run an exported policy on a robot.
+
+- `robot_node` owns one `hardware.RobotInterface`, publishes `joint_states`
+  (and `imu` for floating-base robots), takes `joint_command` through the
+  `SafetyFilter`, and serves `enable`, `disable`, `estop` and `reset_estop`.
+- `policy_node` runs a `PolicyRuntime` on a deadline loop of its own thread.
+- `recorder` writes every topic of interest to a chunked MCAP file.
+
+Importing this package costs nothing (no rclpy): `environment()` is what
+`s2r deploy`, the tests and the benchmarks use to keep DDS on loopback.
+
+    env = {**os.environ, **environment()}      # for a child process
+    subprocess.Popen([..., "s2r-robot-node", ...], env=env)
+"""
+
+from __future__ import annotations
+
+import random
+
+RMW_IMPLEMENTATION = "rmw_fastrtps_cpp"
+"""The RMW the `ros-rmw-fastrtps-cpp` wheel provides."""
+
+
+def environment(domain_id: int | None = None) -> dict[str, str]:
+    """The ROS 2 variables that keep DDS discovery and traffic on this machine's loopback.
+
+    `ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST` (Iron and later) and `ROS_LOCALHOST_ONLY=1`
+    (older RMWs) keep participants on 127.0.0.1; `ROS_DOMAIN_ID` is `domain_id` or a
+    random id in 1..100, so that concurrent deploys and tests on one machine do not hear
+    each other. Merge it over `os.environ` for every process that joins the graph.
+    """
+    if domain_id is None:
+        domain_id = random.SystemRandom().randint(1, 100)
+    if not 0 <= domain_id <= 101:
+        raise ValueError(f"domain_id: expected 0..101 (the range safe on every platform), got {domain_id}")
+    return {
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "ROS_LOCALHOST_ONLY": "1",
+        "RMW_IMPLEMENTATION": RMW_IMPLEMENTATION,
+        "ROS_DOMAIN_ID": str(domain_id),
+    }
