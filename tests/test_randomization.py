@@ -1,0 +1,96 @@
+"""Domain randomization perturbs each world reproducibly and shows the critic what it drew."""
+
+import numpy as np
+import pytest
+import torch
+
+from calibration.randomization import Dist, RandomizationError, Randomize, load_randomization
+from sim.env import BatchEnv, make_env
+from sim.tasks import make_task
+
+
+def arm(terms, seed=0, n=8):
+    env = BatchEnv(make_task("reach"), n, seed=seed, randomization=terms)
+    env.reset()
+    return env
+
+
+def test_the_same_seed_draws_the_same_worlds():
+    terms = make_task("reach").config.randomization
+    a, b, c = arm(terms, 3), arm(terms, 3), arm(terms, 4)
+    np.testing.assert_array_equal(a.randomizer.observation(), b.randomizer.observation())
+    assert not np.array_equal(a.randomizer.observation(), c.randomizer.observation())
+
+
+def test_model_fields_are_set_per_world_and_terms_compose():
+    env = arm((Randomize("mass", Dist("uniform", 0.5, 1.5)),
+               Randomize("mass", Dist("uniform", 0.1, 0.3), "add", names=("link3",)),
+               Randomize("kp", Dist("uniform", 0.5, 1.0)), Randomize("damping", Dist("uniform", 2.0, 2.0), "set")))
+    link3 = env.model.body("link3").id
+    nominal = env.model.body_mass[link3]
+    mass = env.model_value("body_mass")[:, link3]
+    scale, payload = env.randomizer.samples[0][:, list(env.randomizer.ids[0]).index(link3)], env.randomizer.samples[1][:, 0]
+    np.testing.assert_allclose(mass, nominal * scale + payload)
+    assert len(set(np.round(mass, 9))) == 8
+    gain, bias = env.model_value("actuator_gainprm")[:, :, 0], env.model_value("actuator_biasprm")[:, :, 1]
+    np.testing.assert_array_equal(bias, -gain)
+    assert np.all(env.model_value("dof_damping") == 2.0)
+    critic = env.step(torch.zeros(8, 3))[0]["critic"]
+    assert critic.shape[1] == env.obs_dims["critic"]
+    np.testing.assert_allclose(critic[:, -env.randomizer.dim:].numpy(), env.randomizer.observation(), rtol=1e-6)
+
+
+def test_action_latency_delays_the_motors_by_whole_physics_steps():
+    env = arm((Randomize("action_delay", Dist("uniform", 0, 0), "set", mode="startup"),), n=2)
+    env.action_delay[:] = [0, 3]
+    env._qpos[:] = env._qpos[0]
+    env._qvel[:] = 0
+    env.step(torch.full((2, 3), 1.5))
+    q = env.read_state().q
+    assert not np.allclose(q[0], q[1])
+    moved = np.abs(q - env.spec.default_q).sum(axis=1)
+    assert moved[1] < moved[0]
+
+
+def test_pushes_apply_a_force_for_their_duration_then_stop():
+    env = arm((Randomize("push", Dist("uniform", 10, 10), "set", mode="interval", names=("link3",),
+                         interval_s=(0.06, 0.06), duration_s=0.04),), n=2)
+    xfrc = env.data_field("xfrc_applied")[:, env.model.body("link3").id, :3]
+    for _ in range(3):  # the push fires at 0.06 s, the third control step
+        env.step(torch.zeros(2, 3))
+    np.testing.assert_allclose(np.linalg.norm(xfrc, axis=1), 10.0)
+    for _ in range(2):  # and ends 0.04 s later
+        env.step(torch.zeros(2, 3))
+    assert np.all(xfrc == 0)
+
+
+def test_encoder_bias_shifts_what_the_policy_measures_not_the_truth():
+    terms = (Randomize("encoder_offset", Dist("uniform", 0.1, 0.1), "add", names=("shoulder",)),)
+    biased, clean = arm(terms), arm(())
+    biased_obs, clean_obs = biased.step(torch.zeros(8, 3))[0], clean.step(torch.zeros(8, 3))[0]
+    np.testing.assert_allclose(biased_obs["critic"][:, :12], clean_obs["critic"][:, :12], atol=1e-6)
+    shift = (biased_obs["policy"] - clean_obs["policy"])[:, :3]
+    np.testing.assert_allclose(shift, np.tile([0.0, 0.1, 0.0], (8, 1)), atol=1e-6)
+
+
+def test_randomization_yaml_errors_name_the_file_and_field(tmp_path):
+    path = tmp_path / "dr.yaml"
+    path.write_text("- {target: mass, dist: [uniform, 0.8, 1.2], opperation: scale}\n")
+    with pytest.raises(RandomizationError, match=r"dr.yaml: \[0\]\.opperation: unknown field"):
+        load_randomization(path)
+    path.write_text("- {target: gravity, dist: [uniform, 0.8, 1.2]}\n")
+    with pytest.raises(RandomizationError, match="target 'gravity' is unknown"):
+        load_randomization(path)
+    path.write_text("- {target: mass, operation: add}\n")
+    with pytest.raises(RandomizationError, match=r"\[0\]\.dist: missing"):
+        load_randomization(path)
+    with pytest.raises(RandomizationError, match="no body 'gripper'"):
+        arm((Randomize("mass", Dist("uniform", 1, 1), names=("gripper",)),))
+
+
+def test_the_shipped_perturbed_arm_loads_and_applies():
+    env = make_env("reach", 4, randomize="calibration/perturbations/arm_perturbed.yaml")
+    env.reset()
+    assert np.all(env.action_delay == 2)
+    np.testing.assert_allclose(env.model_value("actuator_gainprm")[:, :, 0],
+                               np.broadcast_to(0.65 * env.model.actuator_gainprm[:, 0], (4, 3)))
