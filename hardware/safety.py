@@ -38,6 +38,7 @@ the number of joints; clamps of q* count only on joints with kp > 0, where q* ma
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -83,7 +84,8 @@ class SafetyConfig:
 class SafetyFilter:
     """Limits, watchdog, e-stop and soft start between a policy and a robot's actuated joints.
 
-    Arrays are per actuated joint in spec order, (num_actuated,).
+    Arrays are per actuated joint in spec order, (num_actuated,). Thread-safe: `estop()` may
+    come from a service thread while the control thread calls `filter`.
     """
 
     def __init__(self, spec: RobotSpec, control_period: float, config: SafetyConfig = SafetyConfig()) -> None:
@@ -109,6 +111,7 @@ class SafetyFilter:
         self._continuous = spec.continuous_mask[actuated]
         self._ramp_s = config.soft_start_s if (self.spec_kp > 0).any() else 0.0
         self._zeros = np.zeros(len(actuated))
+        self._lock = threading.RLock()
 
         self.events: dict[str, int] = dict.fromkeys(EVENTS, 0)
         self.mode: Mode = "soft_start"
@@ -120,6 +123,10 @@ class SafetyFilter:
     # --- the tick -----------------------------------------------------------------------------
     def filter(self, command: Command | None, state: RobotState | None, now: float) -> Command:
         """The command to send this tick; `now` in seconds on the clock of `state.stamp`."""
+        with self._lock:
+            return self._filter(command, state, now)
+
+    def _filter(self, command: Command | None, state: RobotState | None, now: float) -> Command:
         q_meas = self._measured(state)
         if command is not None:
             self._policy, self._policy_time = self._arrays(command), now
@@ -166,26 +173,30 @@ class SafetyFilter:
     # --- operator actions ---------------------------------------------------------------------
     def estop(self) -> None:
         """Latch the e-stop: damping from the next tick until `reset_estop()`."""
-        self._estopped = True
-        self.mode = "estop"
+        with self._lock:
+            self._estopped = True
+            self.mode = "estop"
 
     def reset_estop(self) -> None:
         """Release the e-stop; the robot soft-starts again from its measured pose."""
-        self._estopped = False
-        self.reset()
+        with self._lock:
+            self._estopped = False
+            self.reset()
 
     def reset(self) -> None:
         """Soft-start again at the next fresh state (call it after enabling the robot); forget the
         held policy command. The e-stop latch and the event counts stay."""
-        self._restart()
-        self._policy: Command | None = None
-        self._policy_time = -math.inf
-        if not self._estopped:
-            self.mode = "soft_start"
+        with self._lock:
+            self._restart()
+            self._policy: Command | None = None
+            self._policy_time = -math.inf
+            if not self._estopped:
+                self.mode = "soft_start"
 
     def report(self) -> dict[str, str | int]:
         """The mode and every event count, flat: {"mode": ..., "nan_guard": n, ...}."""
-        return {"mode": self.mode, **self.events}
+        with self._lock:
+            return {"mode": self.mode, **self.events}
 
     # --- internals ----------------------------------------------------------------------------
     def _restart(self) -> None:
@@ -219,7 +230,7 @@ class SafetyFilter:
         effort_clamped = tau_ff != command.tau_ff
         q = command.q
         if q_meas is not None:
-            with np.errstate(divide="ignore"):
+            with np.errstate(divide="ignore", over="ignore"):
                 band = np.where(kp > 0, self.effort_limit / kp, np.inf)
             banded = np.clip(q, q_meas - band, q_meas + band)
             effort_clamped |= (banded != q) & (kp > 0)

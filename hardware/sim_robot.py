@@ -47,8 +47,6 @@ JOINT_OVERRIDES = {"damping": "dof_damping", "armature": "dof_armature", "fricti
 """Joint parameters a config may override → the MjModel field they change."""
 BODY_OVERRIDES = ("mass",)
 """Body parameters a config may override; the inertia scales with the mass."""
-_DOFS_PER_JOINT = {mujoco.mjtJoint.mjJNT_FREE: 6, mujoco.mjtJoint.mjJNT_BALL: 3,
-                   mujoco.mjtJoint.mjJNT_SLIDE: 1, mujoco.mjtJoint.mjJNT_HINGE: 1}
 
 
 class SimRobotConfigError(ValueError):
@@ -122,7 +120,7 @@ class SimRobotConfig:
                     self._fail(where, f"expected {{scale: x}} or {{add: x}}, got {op!r}")
                 kind, value = next(iter(op.items()))
                 if self._number(f"{where}.{kind}", value) < 0 and kind == "scale":
-                    self._fail(f"{where}.scale", f"expected >= 0, got {value}")
+                    self._fail(f"{where}.scale", f"expected a factor >= 0, got {value}")
 
 
 def load_sim_robot_config(path: str | Path) -> SimRobotConfig:
@@ -345,7 +343,7 @@ def _apply_overrides(model: mujoco.MjModel, config: SimRobotConfig, spec: RobotS
         if joint < 0:
             known = ", ".join(model.joint(i).name for i in range(model.njnt))
             raise SimRobotConfigError(f"{config.where}: joints.{name}: no joint {name!r} in {mjcf} (joints: {known})")
-        dofs = slice(model.jnt_dofadr[joint], model.jnt_dofadr[joint] + _DOFS_PER_JOINT[model.jnt_type[joint]])
+        dofs = model.dof_jntid == joint
         for parameter, op in entries.items():
             values = getattr(model, JOINT_OVERRIDES[parameter])
             new = _overridden(values[dofs], op)

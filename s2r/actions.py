@@ -44,9 +44,12 @@ class ActionMapping:
                 raise ValueError(f"action mapping {key}: expected {n} values (one per joint), got {len(getattr(self, key))}")
         if not self.clip > 0:
             raise ValueError(f"action mapping clip: expected > 0, got {self.clip}")
-        # numpy copies for the hot path; frozen dataclass, so set through object.
+        # Plain floats (checkpoints and JSON hold them), numpy copies for the hot path; frozen, so set through object.
         for key in ("scale", "offset", "kp", "kd"):
+            object.__setattr__(self, key, tuple(float(x) for x in getattr(self, key)))
             object.__setattr__(self, f"_{key}", np.asarray(getattr(self, key), dtype=np.float64))
+        object.__setattr__(self, "joint_names", tuple(str(n) for n in self.joint_names))
+        object.__setattr__(self, "clip", float(self.clip))
 
     @property
     def num_actions(self) -> int:

@@ -12,6 +12,7 @@ drivers are told (Command.kp, Command.kd):
 from __future__ import annotations
 
 import mujoco
+import numpy as np
 
 from s2r.actions import ActionMode
 from s2r.spec import RobotSpec, SpecError
@@ -41,4 +42,12 @@ def compile_model(spec: RobotSpec, mode: ActionMode) -> mujoco.MjModel:
             act.set_to_motor()
             act.ctrllimited = True
             act.ctrlrange = [-joint.effort_limit, joint.effort_limit]
-    return mj.compile()
+    model = mj.compile()
+    for i, joint in enumerate(spec.joints):
+        jid = model.joint(joint.name).id
+        if model.jnt_limited[jid] and not np.allclose(model.jnt_range[jid], joint.limits, atol=1e-6):
+            raise SpecError(
+                f"{spec.source}: joints[{i}].limits: {list(joint.limits)} but {spec.mjcf.name} compiles range "
+                f"{model.jnt_range[jid].tolist()} (angles in degrees? add <compiler angle=\"radian\"/>)"
+            )
+    return model

@@ -112,3 +112,13 @@ def test_action_mapping_scales_offsets_and_clips():
     assert command.kp.tolist() == [[40.0, 60.0, 40.0]] and command.tau_ff.tolist() == [[0.0, 0.0, 0.0]]
     torque = ActionMapping.for_robot(robot_spec("cartpole"), "torque", 20.0).to_command(np.array([0.25]))
     assert torque.tau_ff.tolist() == [5.0] and torque.kp.tolist() == [0.0]
+
+
+def test_an_mjcf_whose_joint_ranges_disagree_with_the_spec_is_refused(tmp_path):
+    from sim.model import compile_model
+
+    xml = (ROBOTS_DIR / "arm" / "arm.xml").read_text().replace('<compiler angle="radian"/>', "")
+    (tmp_path / "arm.xml").write_text(xml)
+    spec = load_robot_spec(write_spec(tmp_path, lambda d: d.update(mjcf=str(tmp_path / "arm.xml"))))
+    with pytest.raises(SpecError, match=r"joints\[0\]\.limits: .* angles in degrees"):
+        compile_model(spec, "position")

@@ -1,0 +1,68 @@
+"""The one entry-point shape of every s2r node: init, build the node, spin, shut down cleanly.
+
+    def main(args=None):
+        return run_node(PolicyNode, args)
+
+SIGINT and SIGTERM (and a KeyboardInterrupt, and a context shut down from elsewhere) all
+end in the same place: the node's `close()`, which stops its threads and leaves the robot
+safe, before the node is destroyed and rclpy shut down. rclpy's own signal handlers are
+not installed: they shut the context down at once, before `close()` could still publish
+or log; ours only set a flag that the spin loop checks every `POLL_S`.
+
+A node whose construction raises `StartupError` (a contract that does not fit the robot, a
+bad parameter) logs the reason and the process exits with status 2.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+POLL_S = 0.1
+"""Seconds the executor waits before checking the stop flag again."""
+EXIT_STARTUP_ERROR = 2
+"""Exit status of a node that refused to start."""
+
+
+class StartupError(RuntimeError):
+    """A node cannot start: the message says which parameter or contract field is wrong."""
+
+
+def run_node(build: Callable[[], Node], args: list[str] | None = None, *, name: str) -> int:
+    """Run the node `build()` makes on a single-threaded executor until SIGINT/SIGTERM; exit status.
+
+    The node must have `close()`: stop its threads, leave the robot safe; safe to call twice.
+    """
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    node = None
+    status = 0
+    try:
+        node = build()
+        # One thread runs every subscription, service and timer callback: they are short,
+        # and serializing them needs no locks between callbacks. Control loops run on
+        # their own threads and share data with callbacks through locks.
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=POLL_S)
+    except StartupError as error:
+        print(f"{name}: refusing to start: {error}", file=sys.stderr, flush=True)
+        status = EXIT_STARTUP_ERROR
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return status
