@@ -120,5 +120,5 @@ def test_an_mjcf_whose_joint_ranges_disagree_with_the_spec_is_refused(tmp_path):
     xml = (ROBOTS_DIR / "arm" / "arm.xml").read_text().replace('<compiler angle="radian"/>', "")
     (tmp_path / "arm.xml").write_text(xml)
     spec = load_robot_spec(write_spec(tmp_path, lambda d: d.update(mjcf=str(tmp_path / "arm.xml"))))
-    with pytest.raises(SpecError, match=r"joints\[0\]\.limits: .* angles in degrees"):
+    with pytest.raises(SpecError, match=r"joints\[0\]\.limits: .*angles in degrees"):
         compile_model(spec, "position")
