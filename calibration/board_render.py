@@ -2,12 +2,12 @@
 
 The ground truth that camera calibration is checked against. A `BoardScene` holds a textured
 board (the image `BoardSpec.image()` draws, so exactly the board the detector looks for) and a
-pinhole camera mounted on a "gripper" body, both moved freely; it renders with
-`mujoco.Renderer` (off-screen; `MUJOCO_GL=egl` unless already set).
+pinhole camera mounted on a rig body (the gripper, or the robot base), both moved freely; it
+renders with `mujoco.Renderer` (off-screen; `MUJOCO_GL=egl` unless already set).
 
     camera = PinholeCamera(width=640, height=480, fovy_deg=50.0)
     paths = render_board_views(Path("shots"), board, camera, count=15)     # intrinsics
-    paths, poses = render_hand_eye_views(Path("hand_eye"), board, camera, mount=camera_to_gripper, count=12)
+    paths, poses_yaml = render_hand_eye_views(Path("he"), board, camera, mode="eye_in_hand", mount=camera_to_gripper, count=12)
     camera.camera_matrix                                                   # (3, 3) the true K
 
 MuJoCo's camera looks down its -z axis with y up; OpenCV's optical frame looks down +z with y
@@ -31,10 +31,12 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from calibration.camera import BoardSpec, matrix_to_quaternion  # noqa: E402
+from calibration.camera import BoardSpec, HandEyeMode, matrix_to_quaternion  # noqa: E402
 
 OPENCV_FROM_MUJOCO = np.diag([1.0, -1.0, -1.0])
 """Rotation between MuJoCo's camera frame and OpenCV's optical frame (its own inverse)."""
+BOARD_TO_GRIPPER = np.array([[1.0, 0, 0, -0.15], [0, 1, 0, -0.1], [0, 0, 1, 0.08], [0, 0, 0, 1]])
+"""Where the gripper holds the board in eye-to-hand views (any fixed pose will do)."""
 TEXTURE_PIXELS_PER_SQUARE = 96
 MARGIN_SQUARES = 1.0
 """White border around the squares, in squares: the quiet zone detectors need."""
@@ -72,11 +74,12 @@ class PinholeCamera:
 
 
 class BoardScene:
-    """A board and a gripper-mounted camera in an otherwise empty world, rendered off-screen.
+    """A board and a camera on a rig in an otherwise empty world, rendered off-screen.
 
-    mount: (4, 4) camera→gripper, the camera's optical frame in the gripper frame (identity
-    puts the camera at the gripper origin, looking along the gripper's +z). Owns a
-    `mujoco.Renderer`: use as a context manager or call `close()`.
+    mount: (4, 4) camera→rig, the camera's optical frame in the frame of the body that carries
+    it (the gripper for eye-in-hand, the base for eye-to-hand; identity puts the camera at the
+    rig origin, looking along its +z). Owns a `mujoco.Renderer`: use as a context manager or
+    call `close()`.
     """
 
     def __init__(self, board: BoardSpec, camera: PinholeCamera, *, mount: np.ndarray | None = None):
@@ -115,15 +118,15 @@ class BoardScene:
       <geom type="plane" material="board" contype="0" conaffinity="0"
             size="{width / 2 + margin:.9g} {height / 2 + margin:.9g} 1" pos="{width / 2:.9g} {height / 2:.9g} 0" euler="180 0 0"/>
     </body>
-    <body name="gripper" mocap="true">
+    <body name="rig" mocap="true">
       <camera name="camera" pos="{pos}" quat="{quat}" fovy="{self.camera.fovy_deg:.9g}"/>
     </body>
   </worldbody>
 </mujoco>"""
 
-    def render(self, *, board_to_world: np.ndarray, gripper_to_world: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB image with the board and the gripper at the given (4, 4) poses."""
-        for body, pose in (("board", board_to_world), ("gripper", gripper_to_world)):
+    def render(self, *, board_to_world: np.ndarray, rig_to_world: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB image with the board and the camera's rig at the given (4, 4) poses."""
+        for body, pose in (("board", board_to_world), ("rig", rig_to_world)):
             mocap = self.model.body(body).mocapid[0]
             self.data.mocap_pos[mocap] = pose[:3, 3]
             self.data.mocap_quat[mocap] = matrix_to_quaternion(pose[:3, :3])
@@ -132,8 +135,8 @@ class BoardScene:
         return self._renderer.render()
 
     def render_in_camera(self, board_to_camera: np.ndarray) -> np.ndarray:
-        """Render with the board at a (4, 4) pose in the camera's optical frame (gripper at the origin)."""
-        return self.render(board_to_world=self.mount @ board_to_camera, gripper_to_world=np.eye(4))
+        """Render with the board at a (4, 4) pose in the camera's optical frame (rig at the origin)."""
+        return self.render(board_to_world=self.mount @ board_to_camera, rig_to_world=np.eye(4))
 
     def board_outline(self) -> np.ndarray:
         """(4, 3) corners of the printed sheet (margin included) in the board frame, metres."""
@@ -180,34 +183,39 @@ def render_hand_eye_views(
     board: BoardSpec,
     camera: PinholeCamera,
     *,
+    mode: HandEyeMode,
     mount: np.ndarray,
     count: int,
     seed: int = 0,
     distance: tuple[float, float] = (0.35, 0.6),
     max_tilt_deg: float = 35.0,
 ) -> tuple[list[Path], Path]:
-    """Eye-in-hand views: the camera on the gripper (`mount`: camera→gripper), the board on the table.
+    """Views for hand-eye calibration with the true gripper poses; writes view_NNN.png and POSES.yaml.
 
-    The board lies printed side up, centred on the base origin; each view looks at it from a random
-    direction within `max_tilt_deg` of the vertical. Writes view_NNN.png and POSES.yaml (the true
-    gripper→base poses); returns (image paths, POSES.yaml path).
+    eye_in_hand: `mount` is camera→gripper; the board lies printed side up centred on the base
+    origin and each view looks at it from a random direction within `max_tilt_deg` of the
+    vertical. eye_to_hand: `mount` is camera→base; the board is held by the gripper
+    (`BOARD_TO_GRIPPER`) and shown to the camera at random poses. Returns (image paths,
+    POSES.yaml path); POSES.yaml holds the gripper→base pose of each image.
     """
     rng = np.random.default_rng(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     width, height = board.size
-    board_to_world = np.eye(4)
-    board_to_world[:3, :3] = np.diag([1.0, -1.0, -1.0])  # printed side (board -z) faces world +z
-    board_to_world[:3, 3] = [-width / 2, height / 2, 0.0]
+    board_on_table = np.eye(4)
+    board_on_table[:3, :3] = np.diag([1.0, -1.0, -1.0])  # printed side (board -z) faces world +z
+    board_on_table[:3, 3] = [-width / 2, height / 2, 0.0]
     paths, poses = [], {}
     with BoardScene(board, camera, mount=mount) as scene:
-        outline = _apply(board_to_world, scene.board_outline())
         for index in range(count):
-            while True:
-                camera_to_world = _look_at_board(rng, distance, max_tilt_deg)
-                if camera.sees(_apply(np.linalg.inv(camera_to_world), outline)):
-                    break
-            gripper_to_world = camera_to_world @ np.linalg.inv(mount)
-            path = _write(out_dir / f"view_{index:03d}.png", scene.render(board_to_world=board_to_world, gripper_to_world=gripper_to_world))
+            if mode == "eye_in_hand":
+                camera_to_world = _camera_over_board(scene, board_on_table, rng, distance, max_tilt_deg)
+                gripper_to_world = rig_to_world = camera_to_world @ np.linalg.inv(mount)
+                board_to_world = board_on_table
+            else:
+                rig_to_world = np.eye(4)
+                board_to_world = mount @ _random_board_pose(scene, rng, distance, max_tilt_deg)
+                gripper_to_world = board_to_world @ np.linalg.inv(BOARD_TO_GRIPPER)
+            path = _write(out_dir / f"view_{index:03d}.png", scene.render(board_to_world=board_to_world, rig_to_world=rig_to_world))
             paths.append(path)
             poses[path.name] = {
                 "position": [round(float(v), 9) for v in gripper_to_world[:3, 3]],
@@ -237,18 +245,22 @@ def _random_board_pose(scene: BoardScene, rng: np.random.Generator, distance: tu
             return pose
 
 
-def _look_at_board(rng: np.random.Generator, distance: tuple[float, float], max_tilt_deg: float) -> np.ndarray:
-    """(4, 4) camera→world: optical axis at a point near the origin, from above, with a random roll."""
-    polar, azimuth = np.radians(rng.uniform(0, max_tilt_deg)), rng.uniform(0, 2 * math.pi)
-    eye = rng.uniform(*distance) * np.array([math.sin(polar) * math.cos(azimuth), math.sin(polar) * math.sin(azimuth), math.cos(polar)])
-    z = rng.uniform(-0.03, 0.03, size=3) * [1, 1, 0] - eye
-    z /= np.linalg.norm(z)
-    up = np.array([math.cos(azimuth + rng.uniform(-1, 1)), math.sin(azimuth + rng.uniform(-1, 1)), 0.0])
-    x = np.cross(up, z)
-    x /= np.linalg.norm(x)
-    pose = np.eye(4)
-    pose[:3, :3], pose[:3, 3] = np.stack([x, np.cross(z, x), z], axis=1), eye
-    return pose
+def _camera_over_board(scene: BoardScene, board_to_world: np.ndarray, rng: np.random.Generator,
+                       distance: tuple[float, float], max_tilt_deg: float) -> np.ndarray:
+    """(4, 4) camera→world looking down at the board (centred on the origin) with a random roll, wholly in view."""
+    outline = _apply(board_to_world, scene.board_outline())
+    while True:
+        polar, azimuth = np.radians(rng.uniform(0, max_tilt_deg)), rng.uniform(0, 2 * math.pi)
+        eye = rng.uniform(*distance) * np.array([math.sin(polar) * math.cos(azimuth), math.sin(polar) * math.sin(azimuth), math.cos(polar)])
+        z = np.append(rng.uniform(-0.03, 0.03, size=2), 0.0) - eye
+        z /= np.linalg.norm(z)
+        heading = azimuth + rng.uniform(-1.0, 1.0)
+        x = np.cross([math.cos(heading), math.sin(heading), 0.0], z)
+        x /= np.linalg.norm(x)
+        pose = np.eye(4)
+        pose[:3, :3], pose[:3, 3] = np.stack([x, np.cross(z, x), z], axis=1), eye
+        if scene.camera.sees(_apply(np.linalg.inv(pose), outline)):
+            return pose
 
 
 def _apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -50,6 +51,7 @@ MIN_CORNERS = 6
 MIN_ROTATION_SPREAD_DEG = 5.0
 """The gripper must turn by at least this much about a second axis for hand-eye to be defined."""
 
+_SUBPIXEL_CRITERIA = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
 _HAND_EYE_METHODS = {
     "tsai": cv2.CALIB_HAND_EYE_TSAI,
     "park": cv2.CALIB_HAND_EYE_PARK,
@@ -81,30 +83,34 @@ class BoardSpec:
     square: float
     """Side of one square in metres, as measured on the print."""
     marker: float | None = None
-    """Side of a ChArUco marker in metres; None means 0.75 × square. Unused for a checkerboard."""
+    """Side of a ChArUco marker in metres; None means 0.75 × square. None for a checkerboard."""
     dictionary: str = "DICT_4X4_50"
     """ArUco dictionary of a ChArUco board's markers (a `cv2.aruco.DICT_*` name)."""
 
     def __post_init__(self) -> None:
         if self.kind not in ("charuco", "checkerboard"):
             raise CalibrationError(f"board: kind must be 'charuco' or 'checkerboard', got {self.kind!r}")
-        if self.rows < 2 or self.cols < 2 or (self.kind == "checkerboard" and self.rows * self.cols < 6):
-            raise CalibrationError(f"board: rows and cols count squares and must be at least 2 (3×2 for a checkerboard), got {self.rows}×{self.cols}")
+        fewest = 4 if self.kind == "checkerboard" else 2  # OpenCV's checkerboard finder needs 3×3 inner corners
+        if self.rows < fewest or self.cols < fewest:
+            raise CalibrationError(
+                f"board: rows and cols count squares; a {self.kind} needs at least {fewest} of each, got {self.rows}×{self.cols}"
+            )
         if not self.square > 0:
             raise CalibrationError(f"board: square must be a positive side in metres, got {self.square!r}")
+        if self.kind == "checkerboard":
+            object.__setattr__(self, "marker", None)
+        elif self.marker is None:
+            object.__setattr__(self, "marker", 0.75 * self.square)
         if self.kind == "charuco":
-            if not 0 < self.marker_side < self.square:
-                raise CalibrationError(f"board: marker must be between 0 and square ({self.square} m), got {self.marker_side!r}")
+            if not 0 < self.marker < self.square:
+                raise CalibrationError(f"board: marker must be between 0 and square ({self.square} m), got {self.marker!r}")
             if not self.dictionary.startswith("DICT_") or not hasattr(cv2.aruco, self.dictionary):
                 raise CalibrationError(f"board: unknown ArUco dictionary {self.dictionary!r} (e.g. DICT_4X4_50, DICT_5X5_100)")
             markers, available = self.rows * self.cols // 2, len(self._dictionary.bytesList)
             if markers > available:
-                raise CalibrationError(f"board: a {self.rows}×{self.cols} ChArUco board has {markers} markers; {self.dictionary} has only {available}")
-
-    @property
-    def marker_side(self) -> float:
-        """ChArUco marker side in metres."""
-        return self.square * 0.75 if self.marker is None else self.marker
+                raise CalibrationError(
+                    f"board: a {self.rows}×{self.cols} ChArUco board has {markers} markers; {self.dictionary} has only {available}"
+                )
 
     @property
     def size(self) -> tuple[float, float]:
@@ -137,24 +143,31 @@ class BoardSpec:
         Returns (object_points (N, 3) float32 in the board frame, metres;
         image_points (N, 2) float32, pixels). A ChArUco board may be seen in part.
         """
-        if self.kind == "checkerboard":
-            pattern = (self.cols - 1, self.rows - 1)
-            found, corners = cv2.findChessboardCorners(gray, pattern, flags=cv2.CALIB_CB_ADAPTIVE_THRESH | cv2.CALIB_CB_NORMALIZE_IMAGE)
-            if not found:
-                return None
-            # Refine within a window under half the smallest square seen, so that it never reaches
-            # a neighbouring corner (on rendered views: 0.07 px median, 0.15 px worst).
-            grid = corners.reshape(pattern[1], pattern[0], 2)
-            spacing = min(np.linalg.norm(np.diff(grid, axis=0), axis=2).min(), np.linalg.norm(np.diff(grid, axis=1), axis=2).min())
-            half_window = int(np.clip(spacing / 2 - 1, 2, 10))
-            criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
-            corners = cv2.cornerSubPix(gray, corners, (half_window, half_window), (-1, -1), criteria)
-            j, i = np.meshgrid(np.arange(pattern[0]), np.arange(pattern[1]))
-            object_points = np.stack([j.ravel(), i.ravel(), np.zeros(j.size)], axis=1) * self.square + [self.square, self.square, 0]
-            return object_points.astype(np.float32), corners.reshape(-1, 2).astype(np.float32)
+        return self._detect_checkerboard(gray) if self.kind == "checkerboard" else self._detect_charuco(gray)
+
+    def _detect_checkerboard(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        pattern = (self.cols - 1, self.rows - 1)
+        found, corners = cv2.findChessboardCorners(gray, pattern, flags=cv2.CALIB_CB_ADAPTIVE_THRESH | cv2.CALIB_CB_NORMALIZE_IMAGE)
+        if not found:
+            return None
+        # Refine within a window under half the smallest square seen, so that it never reaches a
+        # neighbouring corner. On rendered views: 0.07 px median error, 0.15 px worst, where
+        # findChessboardCornersSB's own refinement left up to 3 px on steep views.
+        grid = corners.reshape(pattern[1], pattern[0], 2)
+        spacing = min(np.linalg.norm(np.diff(grid, axis=0), axis=2).min(), np.linalg.norm(np.diff(grid, axis=1), axis=2).min())
+        half_window = int(np.clip(spacing / 2 - 1, 2, 10))
+        corners = cv2.cornerSubPix(gray, corners, (half_window, half_window), (-1, -1), _SUBPIXEL_CRITERIA)
+        j, i = np.meshgrid(np.arange(pattern[0]), np.arange(pattern[1]))
+        object_points = (np.stack([j.ravel(), i.ravel(), np.zeros(j.size)], axis=1) + [1, 1, 0]) * self.square
+        return object_points.astype(np.float32), corners.reshape(-1, 2).astype(np.float32)
+
+    def _detect_charuco(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         corners, ids, _, _ = self._charuco_detector.detectBoard(gray)
         if ids is None or len(ids) < MIN_CORNERS or self._charuco.checkCharucoCornersCollinear(ids):
             return None
+        # A second, 7×7-pixel refinement after OpenCV's own: on rendered views it cuts the corner
+        # error from 0.17 to 0.11 px RMS (0.6 to 0.24 px at the 99th percentile).
+        corners = cv2.cornerSubPix(gray, corners, (3, 3), (-1, -1), _SUBPIXEL_CRITERIA)
         object_points, image_points = self._charuco.matchImagePoints(corners, ids)
         return object_points.reshape(-1, 3).astype(np.float32), image_points.reshape(-1, 2).astype(np.float32)
 
@@ -162,7 +175,7 @@ class BoardSpec:
         """The board as saved in a calibration file."""
         board = {"type": self.kind, "rows": self.rows, "cols": self.cols, "square": self.square}
         if self.kind == "charuco":
-            board |= {"marker": self.marker_side, "dictionary": self.dictionary}
+            board |= {"marker": self.marker, "dictionary": self.dictionary}
         return board
 
     @classmethod
@@ -182,7 +195,7 @@ class BoardSpec:
 
     @cached_property
     def _charuco(self) -> cv2.aruco.CharucoBoard:
-        return cv2.aruco.CharucoBoard((self.cols, self.rows), self.square, self.marker_side, self._dictionary)
+        return cv2.aruco.CharucoBoard((self.cols, self.rows), self.square, self.marker, self._dictionary)
 
     @cached_property
     def _charuco_detector(self) -> cv2.aruco.CharucoDetector:
@@ -325,7 +338,7 @@ class CameraCalibration:
             doc["hand_eye"] = self.hand_eye.to_dict()
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
-        partial.write_text(yaml.safe_dump(doc, sort_keys=False))
+        partial.write_text(yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, allow_unicode=True))
         os.replace(partial, path)
         return path
 
@@ -520,7 +533,7 @@ def run_calibrate_camera(
         "fy": calibration.fy,
         "cx": calibration.cx,
         "cy": calibration.cy,
-        "distortion": _floats(calibration.dist_coeffs),
+        "distortion": _floats(calibration.dist_coeffs, digits=8),
         "reprojection_error_px": calibration.reprojection_error,
         "images_used": len(calibration.per_image_error),
         "images_rejected": dict(calibration.rejected),
@@ -529,9 +542,9 @@ def run_calibrate_camera(
         result = calibration.hand_eye
         summary |= {
             "hand_eye_mode": result.mode,
-            "hand_eye_translation_m": _floats(result.translation),
-            "hand_eye_rotation_deg": _floats(result.rpy_deg),
-            "hand_eye_quaternion_wxyz": _floats(result.quaternion_wxyz),
+            "hand_eye_translation_m": _floats(result.translation, digits=6),
+            "hand_eye_rotation_deg": _floats(result.rpy_deg, digits=4),
+            "hand_eye_quaternion_wxyz": _floats(result.quaternion_wxyz, digits=8),
             "hand_eye_residual_mm": 1000.0 * result.residual_translation,
             "hand_eye_residual_deg": result.residual_rotation_deg,
             "hand_eye_images_used": len(result.images_used),
@@ -598,25 +611,33 @@ def _find_boards(
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str], tuple[int, int]]:
     """Detect the board in each image: ({name: (object_points, image_points)}, {name: reason}, (w, h)).
 
-    The first readable image fixes the size when `image_size` is None; images of another size are rejected.
+    Images of another size than `image_size` are rejected; where it is None, the size most
+    images with a board share is taken.
     """
-    views, rejected = {}, {}
+    found, sizes, rejected = {}, {}, {}
     for path in paths:
         gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         if gray is None:
             rejected[path.name] = "unreadable image"
             continue
-        size = (gray.shape[1], gray.shape[0])
-        image_size = image_size or size
-        if size != image_size:
-            rejected[path.name] = f"size {size[0]}×{size[1]} differs from {image_size[0]}×{image_size[1]}"
+        sizes[path.name] = (gray.shape[1], gray.shape[0])
+        if image_size is not None and sizes[path.name] != image_size:
             continue
         detection = board.detect(gray)
         if detection is None:
             rejected[path.name] = "board not found"
             continue
-        views[path.name] = detection
-    return views, rejected, image_size or (0, 0)
+        found[path.name] = detection
+    if image_size is None:
+        counts = Counter(sizes[name] for name in found) or Counter(sizes.values())
+        image_size = max(counts, key=counts.get) if counts else (0, 0)
+    views = {}
+    for name, size in sizes.items():
+        if size != image_size:
+            rejected[name] = f"size {size[0]}×{size[1]} differs from {image_size[0]}×{image_size[1]}"
+        elif name in found:
+            views[name] = found[name]
+    return views, dict(sorted(rejected.items())), image_size
 
 
 def _board_pose(object_points: np.ndarray, image_points: np.ndarray, calibration: CameraCalibration) -> np.ndarray:
@@ -697,8 +718,9 @@ def _matrix_from_yaml(doc: dict, key: str, shape: tuple[int, int], source: str) 
         raise CalibrationError(f"{source}: {key}.data: expected numbers, got {data!r}") from None
 
 
-def _floats(values: np.ndarray) -> list[float]:
-    return [float(v) for v in np.ravel(values)]
+def _floats(values: np.ndarray, digits: int | None = None) -> list[float]:
+    """Plain floats for YAML and JSON, rounded to `digits` decimals where given."""
+    return [float(v) if digits is None else round(float(v), digits) for v in np.ravel(values)]
 
 
 def _listing(rejected: dict[str, str]) -> str:

@@ -91,6 +91,29 @@ def test_randomization_yaml_errors_name_the_file_and_field(tmp_path):
 def test_the_shipped_perturbed_arm_loads_and_applies():
     env = make_env("reach", 4, randomize="calibration/perturbations/arm_perturbed.yaml")
     env.reset()
-    assert np.all(env.action_delay == 2)
-    np.testing.assert_allclose(env.model_value("actuator_gainprm")[:, :, 0],
-                               np.broadcast_to(0.65 * env.model.actuator_gainprm[:, 0], (4, 3)))
+    assert np.all(env.action_delay == 3) and np.all(env.encoder_offset[:, 1] == 0.02)
+    link3 = env.model.body("link3").id
+    np.testing.assert_allclose(env.model_value("body_mass")[:, link3], env.model.body_mass[link3] + 0.3)
+
+
+def test_training_with_randomization_logs_each_worlds_draws(tmp_path):
+    from policies.train import default_config, train
+
+    metrics = train(default_config("reach", num_envs=16, iterations=2, randomize="default"), tmp_path, progress=False)
+    assert metrics["iterations"] == 2
+    events = next(tmp_path.glob("events.*")).read_bytes()
+    assert b"randomization/8_action_delay" in events
+
+
+@pytest.mark.slow
+def test_a_randomized_reach_policy_beats_a_nominal_one_on_the_perturbed_arm(tmp_path):
+    from policies.evaluate import evaluate
+    from policies.train import default_config, train
+
+    perturbed = "calibration/perturbations/arm_perturbed.yaml"
+    rates = {}
+    for randomize in (None, "default"):
+        run = tmp_path / str(randomize)
+        train(default_config("reach", randomize=randomize), run, progress=False)
+        rates[randomize] = evaluate(run, episodes=128, randomize=perturbed)["success_rate"]
+    assert rates["default"] >= 0.8 and rates["default"] > rates[None] + 0.2

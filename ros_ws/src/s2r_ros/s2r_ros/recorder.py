@@ -35,11 +35,11 @@ from mcap.well_known import MessageEncoding, Profile, SchemaEncoding
 from mcap.writer import CompressionType, Writer
 from mcap_ros2.decoder import DecoderFactory
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosidl_parser.definition import AbstractNestedType, NamespacedType
 from sensor_msgs.msg import Imu, JointState
 
 from s2r_ros.parameters import Param, declare, non_empty, positive
+from s2r_ros.qos import RECORD_QOS
 from s2r_ros.spin import StartupError, run_node
 
 TOPICS: dict[str, type] = {
@@ -50,11 +50,6 @@ TOPICS: dict[str, type] = {
     "/diagnostics": DiagnosticArray,
 }
 """The topics of a deploy run and their types."""
-
-# Best effort, so the recorder matches every publisher (a best-effort subscription hears
-# reliable and best-effort publishers alike); a deep queue, so a burst waits instead of
-# being dropped while a chunk is compressed.
-RECORD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 PARAMS = (
     Param("path", "", "The .mcap file to write (overwritten).", non_empty),

@@ -36,7 +36,6 @@ publish, the policy's wait for its deadline, inference and the way back.
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import threading
 import time
@@ -48,7 +47,6 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Imu, JointState
 from std_srvs.srv import Trigger
 
@@ -56,19 +54,12 @@ from hardware.interface import RobotError, RobotInterface
 from hardware.safety import SafetyConfig, SafetyFilter
 from s2r.spec import RobotSpec, SpecError, robot_spec
 from s2r.state import RobotState
-from s2r_ros.deadline import DeadlineLoop, SampleWindow, percentiles_us
+from s2r_ros.deadline import DeadlineLoop, set_realtime_priority
 from s2r_ros.messages import CommandReader, MessageError, imu_from_state, joint_state_from_state
 from s2r_ros.parameters import Param, declare, non_empty, non_negative, one_of, positive
+from s2r_ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, SENSOR_QOS
+from s2r_ros.reports import SampleWindow, diagnostic_text, percentiles_us, write_json
 from s2r_ros.spin import StartupError, run_node
-
-# Sensor data: best effort, keep only the newest. A state or command that is late is worth
-# less than the next one; a reliable stream would resend a lost sample behind newer ones and,
-# with a slow reader, make the writer wait. The SafetyFilter's watchdog covers lost commands.
-SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
-                        durability=DurabilityPolicy.VOLATILE)
-COMMAND_QOS = SENSOR_QOS
-# Diagnostics: reliable with a short history, as diagnostic aggregators expect.
-DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 MODE_CODES = {"soft_start": 0, "running": 1, "damping": 2, "estop": 3, "disabled": 4}
 """Mode of each trajectory sample, as stored in the trajectory file."""
@@ -99,6 +90,8 @@ PARAMS = (
     Param("shutdown_damping_s", 0.5, "Seconds of damping at shutdown before the motors are disabled.",
           non_negative),
     Param("autostart", True, "Configure, activate and enable at start, without a lifecycle manager."),
+    Param("realtime_priority", 50, "SCHED_FIFO priority of the control thread, 1..99; 0: normal scheduling.",
+          lambda v: None if 0 <= v <= 99 else "expected 0..99"),
     Param("diagnostics_period_s", 1.0, "Seconds between /diagnostics messages.", positive),
     Param("summary_path", "", "JSON written at shutdown: safety report, latencies, counters (empty: none)."),
     Param("trajectory_path", "", "NPZ written at shutdown: stamp, q, dq and mode of every tick (empty: none)."),
@@ -240,6 +233,9 @@ class RobotNode(LifecycleNode):
     # --- the loop -------------------------------------------------------------------------------
     def run_loop(self) -> None:
         """Every control period: read, publish, and tick the SafetyFilter when no command came."""
+        problem = set_realtime_priority(self.params["realtime_priority"])
+        if problem:
+            self.get_logger().warning(problem)
         while self.loop.wait(self.stop):
             try:
                 state = self.robot.read_state()
@@ -405,7 +401,7 @@ class RobotNode(LifecycleNode):
                   **percentiles_us(latency, "state_to_command"), "last_rejection": self.last_rejection}
         status = DiagnosticStatus(level=DIAGNOSTIC_LEVELS[mode], name=f"s2r robot_node: {self.spec.name}",
                                   hardware_id=f"{self.params['driver']}:{self.spec.name}", message=mode,
-                                  values=[KeyValue(key=k, value=_text(v)) for k, v in values.items()])
+                                  values=[KeyValue(key=k, value=diagnostic_text(v)) for k, v in values.items()])
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(msg)
@@ -436,7 +432,7 @@ class RobotNode(LifecycleNode):
         if self.spec is None:
             return
         if self.params["summary_path"]:
-            _write_atomic(Path(self.params["summary_path"]), json.dumps(self.summary(), indent=1, default=float))
+            write_json(self.params["summary_path"], self.summary())
         if self.params["trajectory_path"] and self.trajectory:
             stamp, q, dq, mode = zip(*self.trajectory)
             path = Path(self.params["trajectory_path"])
@@ -444,18 +440,6 @@ class RobotNode(LifecycleNode):
             np.savez(tmp, stamp=np.array(stamp), q=np.stack(q), dq=np.stack(dq), mode=np.array(mode, dtype=np.int8),
                      joint_names=np.array(self.spec.joint_names), modes=np.array(list(MODE_CODES)))
             tmp.replace(path)
-
-
-def _text(value: Any) -> str:
-    return f"{value:.1f}" if isinstance(value, float) else str(value)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def main(args: list[str] | None = None) -> int:

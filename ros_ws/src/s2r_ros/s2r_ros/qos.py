@@ -1,0 +1,23 @@
+"""The QoS of every s2r topic, chosen once, with the reason.
+
+Sensor data and commands: best effort, keep only the newest. A state or a command that is
+late is worth less than the next one, due a control period later; a reliable stream would
+resend a lost sample behind newer ones and, with a slow reader, hold the writer back. A lost
+command is covered by the SafetyFilter's watchdog, a lost state by the next one. A
+best-effort subscription also hears reliable publishers (a teleop tool's cmd_vel).
+
+Diagnostics: reliable with a short history, as diagnostic aggregators expect.
+"""
+
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                        durability=DurabilityPolicy.VOLATILE)
+"""joint_states, imu, cmd_vel, target."""
+COMMAND_QOS = SENSOR_QOS
+"""joint_command."""
+DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+"""/diagnostics."""
+RECORD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
+"""The recorder's subscriptions: best effort to match every publisher, a deep queue so that a
+burst waits instead of being dropped while a chunk is compressed."""
