@@ -86,6 +86,7 @@ class BoardScene:
         self.board = board
         self.camera = camera
         self.mount = np.eye(4) if mount is None else np.asarray(mount, np.float64)
+        _require_offscreen_gl()
         texture = board.image(TEXTURE_PIXELS_PER_SQUARE, MARGIN_SQUARES)
         ok, png = cv2.imencode(".png", texture)
         assert ok, "OpenCV failed to encode the board texture"
@@ -152,6 +153,21 @@ class BoardScene:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _require_offscreen_gl() -> None:
+    """Refuse, with the fix, a MuJoCo that picked another GL backend than MUJOCO_GL now asks for.
+
+    MuJoCo reads MUJOCO_GL once, when first imported; a process that imported it before this
+    module set the default gets GLFW, which aborts the whole process on a machine with no screen.
+    """
+    wanted, chosen = os.environ["MUJOCO_GL"], getattr(mujoco, "GLContext", None)
+    chosen_name = chosen.__module__.rsplit(".", 1)[-1] if chosen is not None else "none"
+    if wanted in ("egl", "osmesa") and chosen_name != wanted:
+        raise RuntimeError(
+            f"MuJoCo was imported with the {chosen_name} GL backend before MUJOCO_GL={wanted} was set; "
+            f"set MUJOCO_GL={wanted} in the environment, or before the first `import mujoco` (tests/conftest.py)"
+        )
 
 
 def render_board_views(

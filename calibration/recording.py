@@ -76,8 +76,10 @@ class RecordingWriter:
         self.path = Path(path)
         self.spec = spec
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Unbuffered: every finished chunk reaches the disk at once.
-        self._file = open(self.path, "wb", buffering=0)
+        # Buffered, not raw: the MCAP writer flushes the stream after every chunk, so each
+        # finished chunk reaches the disk at once (a raw file it would wrap in a buffer of its
+        # own and never flush the summary of).
+        self._file = open(self.path, "wb")
         self._writer = Writer(self._file, chunk_size=chunk_size, compression=CompressionType.ZSTD)
         self._joint_state = self._writer.register_msgdef("sensor_msgs/msg/JointState", JOINT_STATE_DEFINITION)
         self._string = self._writer.register_msgdef("std_msgs/msg/String", STRING_DEFINITION)
