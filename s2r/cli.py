@@ -1,4 +1,4 @@
-"""The `s2r` command line: train, export, info, eval, bench, demo.
+"""The `s2r` command line: train, export, info, eval, bench, demo, deploy.
 
 Every command that takes `--json` prints one JSON object as the last line of
 stdout; tables and progress go elsewhere (tables before it, progress to stderr).
@@ -83,9 +83,33 @@ def cmd_bench(args: argparse.Namespace) -> None:
         from bench.train import run
 
         result = run(task=args.task or "cartpole")
+    elif args.what == "loop":
+        from bench.loop import run
+
+        result = run(rate=args.rate, rt_priority=args.rt_priority)
     else:
-        raise SystemExit(f"s2r bench: unknown benchmark {args.what!r} (sim, train)")
+        raise SystemExit(f"s2r bench: unknown benchmark {args.what!r} (sim, train, loop)")
     _emit(result, args.json, f"s2r bench {args.what}")
+
+
+def cmd_deploy(args: argparse.Namespace) -> None:
+    from s2r.deploy import DeployError, deploy
+
+    try:
+        result = deploy(args.file, robot=args.robot, robot_config=args.robot_config, spec=args.spec,
+                        duration=args.duration, record=args.record, out_dir=args.out, rt_priority=args.rt_priority)
+    except DeployError as error:
+        raise SystemExit(f"s2r deploy: {error}") from None
+    _emit(result, args.json, f"deploy {args.file} on {args.robot}")
+
+
+def cmd_calibrate_camera(args: argparse.Namespace) -> None:
+    from calibration.camera import run_calibrate_camera
+
+    result = run_calibrate_camera(Path(args.images_dir), args.board, args.rows, args.cols, args.square, Path(args.out),
+                                  hand_eye=Path(args.hand_eye) if args.hand_eye else None, mode=args.mode,
+                                  marker=args.marker, dictionary=args.dictionary)
+    _emit(result, args.json, f"camera calibration → {args.out}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -133,11 +157,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("bench", help="benchmarks against peers, measured in one run")
-    p.add_argument("what", choices=["sim", "train"])
+    p.add_argument("what", choices=["sim", "train", "loop"])
     p.add_argument("--task")
     p.add_argument("--num-envs", type=int)
+    p.add_argument("--rate", type=float, default=500.0, help="loop: rate in Hz")
+    p.add_argument("--rt-priority", type=int, default=0, help="loop: SCHED_FIFO priority of the process; 0: normal")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("deploy", help="run an ONNX policy through ROS 2 nodes against a robot and report")
+    p.add_argument("file", help="the exported FILE.onnx")
+    p.add_argument("--robot", default="sim", choices=["sim"], help="robot driver (sim: SimRobot)")
+    p.add_argument("--robot-config", help="driver config: for sim, a SimRobot YAML (latency, noise, start pose)")
+    p.add_argument("--spec", help="robot spec name or YAML (default: the policy's robot)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of control after the first command")
+    p.add_argument("--record", help="write every topic to this MCAP file")
+    p.add_argument("--out", help="directory for the nodes' logs and summaries (default: a temporary one)")
+    p.add_argument("--rt-priority", type=int, default=50,
+                   help="SCHED_FIFO priority of the control threads where permitted; 0: normal scheduling")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_deploy)
+
+    p = sub.add_parser("calibrate-camera", help="camera intrinsics and distortion (and hand-eye) from images of a board")
+    p.add_argument("images_dir", help="folder of board images (.png, .jpg, .jpeg, .bmp, .tif)")
+    p.add_argument("--board", required=True, choices=["charuco", "checkerboard"])
+    p.add_argument("--rows", type=int, required=True, help="squares down the board (not inner corners)")
+    p.add_argument("--cols", type=int, required=True, help="squares across the board (not inner corners)")
+    p.add_argument("--square", type=float, required=True, help="square side in metres, measured on the print")
+    p.add_argument("--marker", type=float, help="ChArUco marker side in metres (default 0.75 × square)")
+    p.add_argument("--dictionary", default="DICT_4X4_50", help="ChArUco marker dictionary")
+    p.add_argument("--out", default="camera.yaml", help="calibration file to write (default camera.yaml)")
+    p.add_argument("--hand-eye", metavar="POSES.yaml", help="gripper pose of each image: also solve the camera's mount")
+    p.add_argument("--mode", default="eye_in_hand", choices=["eye_in_hand", "eye_to_hand"],
+                   help="with --hand-eye: camera on the gripper, or fixed")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    p.set_defaults(fn=cmd_calibrate_camera)
 
     p = sub.add_parser("demo", help="train cartpole, export, evaluate the ONNX file and report")
     p.add_argument("--out", default="runs/demo")

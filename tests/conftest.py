@@ -6,6 +6,8 @@ import pytest
 
 # Tests time nothing; keep torch from oversubscribing the 2-core CI machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# MuJoCo picks its GL backend at first import: off-screen software EGL, no display needed.
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "tests" / ".cache"
