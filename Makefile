@@ -12,6 +12,9 @@ DEMO_DIR ?= runs/demo
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@# Off-screen MuJoCo rendering (MUJOCO_GL=egl) needs Mesa's software EGL.
+	@ldconfig -p | grep -q libEGL.so.1 && ldconfig -p | grep -q libOpenGL.so.0 || \
+		(apt-get update -qq && apt-get install -y -qq libegl1 libopengl0 libgl1-mesa-dri)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)

@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task")
     p.add_argument("--num-envs", type=int)
     p.add_argument("--rate", type=float, default=500.0, help="loop: rate in Hz")
-    p.add_argument("--rt-priority", type=int, default=0, help="loop: SCHED_FIFO priority of the process; 0: normal")
+    p.add_argument("--rt-priority", type=int, default=50,
+                   help="loop: SCHED_FIFO priority of the process where permitted; 0: normal scheduling")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_bench)
 
