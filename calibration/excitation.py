@@ -34,9 +34,12 @@ import numpy as np
 from calibration.recording import RecordingWriter
 from hardware.interface import RobotInterface
 from hardware.safety import SafetyConfig, SafetyFilter
-from hardware.sim_robot import SimRobot
-from s2r.spec import RobotSpec
+from hardware.sim_robot import SimRobot, SimRobotConfig, load_sim_robot_config
+from s2r.spec import RobotSpec, robot_spec
 from s2r.state import Command
+
+DRIVERS = ("sim",)
+"""Robots `excite` can drive: `sim`, a SimRobot (with a SimRobot YAML for how it differs from the model)."""
 
 
 class ExcitationError(ValueError):
@@ -226,3 +229,33 @@ def run_excitation(robot: RobotInterface, spec: RobotSpec, *, duration_s: float,
         if state.stamp > last_stamp:
             writer.write_state(state)
     return Path(out)
+
+
+def excite(*, robot: str = "sim", spec: str, robot_config: str | Path | None = None, duration_s: float = 20.0,
+           rate_hz: float | None = None, seed: int = 0, joints: Sequence[str] | None = None, realtime: bool = False,
+           out: str | Path) -> dict[str, object]:
+    """`s2r excite`: build the robot, run the excitation, and summarize the recording it wrote.
+
+    robot: the driver (`sim`); spec: a shipped robot name or a spec YAML; robot_config: a
+    SimRobot YAML (latency, noise, parameter overrides). A SimRobot is stepped as fast as it
+    computes unless `realtime`.
+    """
+    from calibration.recording import read_recording
+
+    if robot not in DRIVERS:
+        raise ExcitationError(f"--robot: unknown driver {robot!r} (drivers: {', '.join(DRIVERS)})")
+    robot_spec_ = robot_spec(spec)
+    config = load_sim_robot_config(robot_config) if robot_config else SimRobotConfig()
+    config.realtime = realtime
+    start = time.perf_counter()
+    with SimRobot(robot_spec_, config) as sim:
+        path = run_excitation(sim, robot_spec_, duration_s=duration_s, rate_hz=rate_hz, seed=seed, out=Path(out),
+                              joints=joints)
+    wall = time.perf_counter() - start
+    recording = read_recording(path, robot_spec_)
+    excursion = np.ptp(recording.q, axis=0)
+    return {"out": str(path), "robot": robot_spec_.name, "driver": robot, "duration_s": recording.duration,
+            "states": len(recording.state_time), "commands": len(recording.command_time),
+            "excursion": dict(zip(robot_spec_.joint_names, excursion.round(4).tolist())),
+            "peak_velocity": dict(zip(robot_spec_.joint_names, np.abs(recording.dq).max(axis=0).round(3).tolist())),
+            "wall_s": wall}

@@ -103,6 +103,26 @@ def cmd_deploy(args: argparse.Namespace) -> None:
     _emit(result, args.json, f"deploy {args.file} on {args.robot}")
 
 
+def cmd_excite(args: argparse.Namespace) -> None:
+    from calibration.excitation import excite
+
+    result = excite(robot=args.robot, spec=args.spec, robot_config=args.robot_config, duration_s=args.duration,
+                    rate_hz=args.rate, seed=args.seed, joints=args.joints.split(",") if args.joints else None,
+                    realtime=args.realtime, out=args.out)
+    _emit(result, args.json, f"excitation → {args.out}")
+
+
+def cmd_sysid(args: argparse.Namespace) -> None:
+    from calibration.sysid import format_result, identify, parse_bounds
+    from s2r.spec import robot_spec
+
+    spec = robot_spec(args.robot)
+    out = Path(args.out) if args.out else Path(args.file).with_name(f"{spec.name}_calibrated.yaml")
+    result = identify(Path(args.file), spec, args.params.split(","), out=out, bounds=parse_bounds(args.bound),
+                      max_iters=args.max_iters)
+    print(json.dumps(result.to_dict()) if args.json else format_result(result))
+
+
 def cmd_calibrate_camera(args: argparse.Namespace) -> None:
     from calibration.camera import run_calibrate_camera
 
@@ -178,6 +198,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SCHED_FIFO priority of the control threads where permitted; 0: normal scheduling")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_deploy)
+
+    p = sub.add_parser("excite", help="drive a robot with a safe multisine and record commands and states (MCAP)")
+    p.add_argument("--robot", default="sim", choices=["sim"], help="robot driver (sim: SimRobot)")
+    p.add_argument("--spec", required=True, help="robot spec name (arm) or YAML")
+    p.add_argument("--robot-config", metavar="SIMROBOT.yaml",
+                   help="driver config: for sim, a SimRobot YAML (latency, noise, parameters unlike the model)")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of excitation, after a 1 s soft start")
+    p.add_argument("--rate", type=float, help="command rate in Hz (default: 1 / the spec's control period)")
+    p.add_argument("--joints", help="comma-separated joints to excite (default: every position-controlled joint)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the multisine's phases")
+    p.add_argument("--realtime", action="store_true", help="sim: step in real time (default: as fast as it computes)")
+    p.add_argument("--out", required=True, help="the .mcap file to write")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_excite)
+
+    p = sub.add_parser("sysid", help="identify a robot's model parameters from an MCAP recording (mujoco.sysid)")
+    p.add_argument("file", help="the FILE.mcap recording (from s2r excite or s2r deploy --record)")
+    p.add_argument("--robot", required=True, help="robot spec name (arm) or YAML of the recorded robot")
+    p.add_argument("--params", default="damping,armature,frictionloss,delay",
+                   help="comma-separated kinds to fit: damping, armature, frictionloss, kp, kd, delay")
+    p.add_argument("--bound", action="append", metavar="NAME=LO:HI",
+                   help="bounds of a kind or parameter, e.g. damping=0:3 or kp.elbow=20:60 (repeatable)")
+    p.add_argument("--max-iters", type=int, default=50, help="least-squares iterations at most")
+    p.add_argument("--out", help="calibrated spec YAML to write (default: ROBOT_calibrated.yaml beside FILE); "
+                                 "its MJCF, randomization YAML, fit figure and result JSON go beside it")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    p.set_defaults(fn=cmd_sysid)
 
     p = sub.add_parser("calibrate-camera", help="camera intrinsics and distortion (and hand-eye) from images of a board")
     p.add_argument("images_dir", help="folder of board images (.png, .jpg, .jpeg, .bmp, .tif)")
