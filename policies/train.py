@@ -49,6 +49,8 @@ class TrainConfig:
     """PPO iterations (rollout + update)."""
     seed: int = 0
     """Seeds the env, torch and numpy: equal seeds give equal runs."""
+    robot: str | None = None
+    """Another spec YAML for the task's robot (e.g. a calibrated one from `s2r sysid`); None: the shipped spec."""
     randomize: str | None = None
     """Domain randomization: None (off), "default" (the task's terms) or a randomization YAML path."""
     torch_threads: int = 1
@@ -83,7 +85,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool =
     """Train `cfg` into run directory `out`; with `resume`, continue from `out/checkpoint.pt`."""
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.torch_threads)
-    env = make_env(cfg.task, cfg.num_envs, seed=cfg.seed, backend=cfg.backend, randomize=cfg.randomize)
+    env = make_env(cfg.task, cfg.num_envs, seed=cfg.seed, backend=cfg.backend, randomize=cfg.randomize, robot=cfg.robot)
     runner = OnPolicyRunner(env, ppo=cfg.ppo, model=cfg.model, log_dir=out, seed=cfg.seed, progress=progress)
     if env.randomizer is not None and runner.writer is not None:
         for name, values in env.randomizer.histograms().items():

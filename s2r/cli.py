@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from s2r.spec import SpecError
 
 def _emit(result: dict[str, Any], as_json: bool, title: str) -> None:
     if as_json:
-        print(json.dumps(result, default=float))
+        # JSON has no NaN: a metric with no data yet (no finished episode) is null.
+        clean = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in result.items()}
+        print(json.dumps(clean, default=float))
         return
     from rich.console import Console
     from rich.table import Table
@@ -35,7 +38,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from policies.train import default_config, train
 
     cfg = default_config(args.task, backend=args.backend, num_envs=args.num_envs, iterations=args.iterations,
-                         seed=args.seed, randomize=args.randomize)
+                         seed=args.seed, randomize=args.randomize, robot=args.robot)
     from policies.runner import TrainingDivergedError
 
     out = Path(args.out or f"runs/{args.task}")
@@ -152,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--randomize", nargs="?", const="default", metavar="FILE.yaml",
                    help="domain randomization: the task's default terms, or a randomization YAML")
+    p.add_argument("--robot", metavar="SPEC.yaml", help="train on this spec of the task's robot (e.g. from s2r sysid)")
     p.add_argument("--json", action="store_true", help="print metrics as one JSON line")
     p.set_defaults(fn=cmd_train)
 

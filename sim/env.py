@@ -240,7 +240,7 @@ class BatchEnv:
 
 
 def make_env(task_name: str, num_envs: int, *, seed: int = 0, backend: str = "cpu",
-             randomize: str | None = None) -> BatchEnv:
+             randomize: str | None = None, robot: str | None = None) -> BatchEnv:
     """The env for a task on a backend (only `cpu` so far).
 
     `randomize`: None for the nominal model, "default" for the task's own randomization
@@ -258,4 +258,8 @@ def make_env(task_name: str, num_envs: int, *, seed: int = 0, backend: str = "cp
         terms = task.config.randomization
     else:
         terms = load_randomization(randomize)
-    return BatchEnv(task, num_envs, seed=seed, randomization=terms)
+    spec = robot_spec(robot) if robot is not None else None
+    if spec is not None and spec.joint_names != robot_spec(task.config.robot).joint_names:
+        raise ValueError(f"{robot}: joints {spec.joint_names} are not those of task {task_name}'s robot "
+                         f"{task.config.robot!r}")
+    return BatchEnv(task, num_envs, seed=seed, randomization=terms, spec=spec)
