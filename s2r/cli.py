@@ -126,6 +126,22 @@ def cmd_sysid(args: argparse.Namespace) -> None:
     print(json.dumps(result.to_dict()) if args.json else format_result(result))
 
 
+def cmd_demos(args: argparse.Namespace) -> None:
+    from sim.demos import record_demos
+
+    result = record_demos(args.task, expert=args.expert, episodes=args.episodes, out=Path(args.out), image=args.image,
+                          seed=args.seed, successful_only=args.successful_only, progress=not args.json)
+    _emit(result, args.json, f"{args.expert} demonstrations of {args.task} → {args.out}")
+
+
+def cmd_dataset(args: argparse.Namespace) -> None:
+    from s2r.dataset import check_dataset, dataset_info
+
+    root = Path(args.dataset)
+    report = dataset_info(root) if args.action == "info" else check_dataset(root, task=args.task)
+    print(json.dumps(report.to_dict()) if args.json else report.format())
+
+
 def cmd_calibrate_camera(args: argparse.Namespace) -> None:
     from calibration.camera import run_calibrate_camera
 
@@ -229,6 +245,25 @@ def build_parser() -> argparse.ArgumentParser:
                                  "its MJCF, randomization YAML, fit figure and result JSON go beside it")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     p.set_defaults(fn=cmd_sysid)
+
+    p = sub.add_parser("demos", help="record expert demonstrations of a task in simulation into a LeRobot v3 dataset")
+    p.add_argument("task", help="push_t")
+    p.add_argument("--expert", default="scripted", choices=["scripted"], help="who demonstrates")
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--out", required=True, help="dataset directory (appended to when it holds a dataset)")
+    p.add_argument("--image", action="store_true", help="also record the top camera, 96×96 (MUJOCO_GL=egl)")
+    p.add_argument("--successful-only", action="store_true", help="leave failed episodes out; run until N succeed")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    p.set_defaults(fn=cmd_demos)
+
+    p = sub.add_parser("dataset", help="inspect or validate a LeRobot v3 dataset")
+    p.add_argument("action", choices=["info", "check"],
+                   help="info: episodes, frames, fps and stats from meta/; check: validate every frame and video")
+    p.add_argument("dataset", help="the dataset directory")
+    p.add_argument("--task", help="check: also check robot, observation and action sizes against this task")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON line")
+    p.set_defaults(fn=cmd_dataset)
 
     p = sub.add_parser("calibrate-camera", help="camera intrinsics and distortion (and hand-eye) from images of a board")
     p.add_argument("images_dir", help="folder of board images (.png, .jpg, .jpeg, .bmp, .tif)")

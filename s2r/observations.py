@@ -3,7 +3,7 @@
 The simulator and the robot runtime call these very functions, so an
 observation is written once. Each term takes `(state, inputs, spec)` and
 returns `(..., size)` float64, batched or not. `inputs` maps task input names
-(`TARGET`, `CMD_VEL`, `LAST_ACTION`) to arrays. Terms are looked up by name
+(`TARGET`, `CMD_VEL`, `OBJECT_POSE`, `LAST_ACTION`) to arrays. Terms are looked up by name
 from `TERMS`; a policy's contract lists the terms it was trained on.
 
     obs = build_observation(contract_terms, state, {LAST_ACTION: a}, spec)
@@ -25,11 +25,14 @@ TARGET = "target"
 """A position target in the robot's base frame, (..., 3) m."""
 CMD_VEL = "cmd_vel"
 """A base velocity command (vx, vy, yaw rate), (..., 3)."""
+OBJECT_POSE = "object_pose"
+"""A manipulated object's planar pose in the robot's base frame (x, y, sin yaw, cos yaw), (..., 4)."""
 
 INPUT_SIZES: dict[str, Callable[[RobotSpec], int]] = {
     LAST_ACTION: lambda spec: len(spec.actuated_joint_names),
     TARGET: lambda spec: 3,
     CMD_VEL: lambda spec: 3,
+    OBJECT_POSE: lambda spec: 4,
 }
 
 Inputs = Mapping[str, np.ndarray]
@@ -110,6 +113,12 @@ def target(state: RobotState, inputs: Inputs, spec: RobotSpec) -> np.ndarray:
 def cmd_vel(state: RobotState, inputs: Inputs, spec: RobotSpec) -> np.ndarray:
     """The base velocity command."""
     return inputs[CMD_VEL]
+
+
+@_term(size=lambda spec: 4, inputs=(OBJECT_POSE,))
+def object_pose(state: RobotState, inputs: Inputs, spec: RobotSpec) -> np.ndarray:
+    """The manipulated object's planar pose (x, y, sin yaw, cos yaw), from the task's perception."""
+    return inputs[OBJECT_POSE]
 
 
 @_term(size=lambda spec: len(spec.actuated_joint_names), inputs=(LAST_ACTION,))

@@ -21,8 +21,9 @@ import numpy as np
 
 from calibration.randomization import Dist, Randomize
 from s2r.actions import ActionMode
-from s2r.observations import LAST_ACTION, TARGET, ObsTerm, wrap_to_pi
+from s2r.observations import LAST_ACTION, OBJECT_POSE, TARGET, ObsTerm, wrap_to_pi
 from s2r.state import RobotState
+from sim.push_t import PUSHER_RADIUS, coverage, t_distance, to_block_frame
 
 if TYPE_CHECKING:
     from sim.env import BatchEnv
@@ -226,11 +227,89 @@ class ArmReach(Task):
         return np.linalg.norm(self.ee_error(env), axis=-1) < self.success_radius
 
 
-TASKS: dict[str, type[Task]] = {"pendulum": PendulumSwingUp, "cartpole": CartpoleSwingUp, "reach": ArmReach}
+class PushT(Task):
+    """Push a T-shaped block across a table onto a fixed goal pose with a planar pusher (Diffusion Policy's Push-T).
+
+    The block slides on the table with Coulomb friction; the policy sees the pusher's
+    position and velocity and the block's pose (x, y, sin yaw, cos yaw), as a tracker or
+    a camera would report it, through the `object_pose` input. The reward is the coverage
+    of the goal T (`sim.push_t.coverage`); success, a coverage above 95 % for the last half
+    second.
+    """
+
+    config = TaskConfig(
+        name="push_t",
+        robot="pusher",
+        action_mode="position",
+        action_scale=0.25,
+        policy_terms=(ObsTerm("joint_pos"), ObsTerm("joint_vel"), ObsTerm("object_pose")),
+        episode_length_s=15.0,
+        success_window_s=0.5,
+        inputs={OBJECT_POSE: 4},
+    )
+    success_coverage = 0.95
+    """Coverage above which the block counts as placed."""
+    block_range = 0.15
+    """The block's initial position is uniform in ±block_range m on both axes; its yaw in [-π, π)."""
+    pusher_range = 0.2
+    """The pusher's initial position is uniform in ±pusher_range m, clear of the block."""
+
+    def bind(self, env):
+        joint = env.model.joint("block")
+        self.block_qpos = int(env.model.jnt_qposadr[joint.id])
+        self.qpos = env.data_field("qpos")
+
+    def block_pose(self, env) -> np.ndarray:
+        """Every world's block pose (x, y, yaw), (num_envs, 3), from its free joint."""
+        q = self.qpos[:, self.block_qpos:self.block_qpos + 7]
+        w, x, y, z = q[:, 3], q[:, 4], q[:, 5], q[:, 6]
+        yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+        return np.stack([q[:, 0], q[:, 1], yaw], axis=-1)
+
+    def coverage(self, env) -> np.ndarray:
+        """(num_envs,) fraction of the goal T the block covers."""
+        return coverage(self.block_pose(env))
+
+    def reset(self, env, ids, rng):
+        n = len(ids)
+        block = np.empty((n, 3))
+        pusher = np.empty((n, 2))
+        todo = np.arange(n)
+        while len(todo):  # rejection: start off the goal, the pusher clear of the block
+            block[todo, :2] = rng.uniform(-self.block_range, self.block_range, (len(todo), 2))
+            block[todo, 2] = rng.uniform(-np.pi, np.pi, len(todo))
+            pusher[todo] = rng.uniform(-self.pusher_range, self.pusher_range, (len(todo), 2))
+            clear = t_distance(to_block_frame(pusher[todo, None], block[todo]))[:, 0] > PUSHER_RADIUS + 0.01
+            todo = todo[~(clear & (coverage(block[todo]) < 0.5))]
+        qpos = self.qpos[ids]
+        qpos[:, self.block_qpos:self.block_qpos + 3] = np.column_stack([block[:, :2], np.full(n, 0.01)])
+        qpos[:, self.block_qpos + 3:self.block_qpos + 7] = np.column_stack(
+            [np.cos(block[:, 2] / 2), np.zeros(n), np.zeros(n), np.sin(block[:, 2] / 2)])
+        self.qpos[ids] = qpos
+        env.inputs[OBJECT_POSE][ids] = _planar_pose_input(block)
+        return pusher, np.zeros((n, 2))
+
+    def reward(self, env, state, action):
+        # The first hook after a step: refresh the block pose the observation reads.
+        pose = self.block_pose(env)
+        env.inputs[OBJECT_POSE][:] = _planar_pose_input(pose)
+        return coverage(pose)
+
+    def success_condition(self, env, state):
+        return self.coverage(env) > self.success_coverage
+
+
+def _planar_pose_input(pose: np.ndarray) -> np.ndarray:
+    """(x, y, yaw) poses (n, 3) as the `object_pose` input (x, y, sin yaw, cos yaw), (n, 4)."""
+    return np.column_stack([pose[:, 0], pose[:, 1], np.sin(pose[:, 2]), np.cos(pose[:, 2])])
+
+
+TASKS: dict[str, type[Task]] = {"pendulum": PendulumSwingUp, "cartpole": CartpoleSwingUp, "reach": ArmReach,
+                                "push_t": PushT}
 
 
 def make_task(name: str) -> Task:
-    """A fresh task by name: `pendulum`, `cartpole` or `reach`."""
+    """A fresh task by name: `pendulum`, `cartpole`, `reach` or `push_t`."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
     return TASKS[name]()

@@ -1,0 +1,250 @@
+"""Demonstrations in simulation: an expert drives the batched simulator and its episodes become a dataset.
+
+Each frame records what the policy will see (the task's policy observation, `observation.state`),
+the raw action the expert chose (`action`, before the action mapping, as a policy outputs it),
+optionally the top camera rendered off-screen (`observation.images.top`, MUJOCO_GL=egl), and the
+simulated time the frame was captured at. An episode ends when the task's success condition has
+held for its success window (a success), or when the episode times out (a failure).
+
+    result = record_demos("push_t", expert="scripted", episodes=100, out=Path("data/push_t"), image=True)
+    result["success_rate"], result["frames"]
+    evaluate_expert("push_t", episodes=50)["success_rate"]     # the task's own rule: success held at timeout
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from s2r.dataset import ACTION, IMAGES, OBS_STATE, DatasetWriter  # noqa: E402
+from s2r.observations import TERMS  # noqa: E402
+from s2r.spec import robot_spec  # noqa: E402
+from sim.env import BatchEnv  # noqa: E402
+from sim.push_t import ScriptedPushExpert  # noqa: E402
+from sim.tasks import make_task  # noqa: E402
+
+CAMERA = "top"
+"""The fixed camera every task scene names `top`."""
+IMAGE_SIZE = 96
+"""Rendered images are IMAGE_SIZE × IMAGE_SIZE pixels, as Diffusion Policy's Push-T."""
+TERM_NAMES: dict[str, tuple[str, ...]] = {"object_pose": ("x", "y", "sin_yaw", "cos_yaw")}
+"""Component names of terms whose components are not one per joint."""
+
+
+@dataclass(frozen=True)
+class Expert:
+    """An expert bound to an env: `act()` returns every world's raw action (num_envs, A)."""
+
+    act: Callable[[], np.ndarray]
+    reset: Callable[[np.ndarray | None], None]
+    """Forget the episode of worlds `ids` (all for None)."""
+
+
+def scripted_push_t(env: BatchEnv) -> Expert:
+    """The push_t scripted expert (sim.push_t.ScriptedPushExpert), its targets mapped back to raw actions."""
+    expert = ScriptedPushExpert(env.num_envs)
+    offset, scale = np.asarray(env.action_mapping.offset), np.asarray(env.action_mapping.scale)
+
+    def act() -> np.ndarray:
+        targets = expert(env.read_state().q, env.task.block_pose(env))
+        return (targets - offset) / scale
+
+    return Expert(act=act, reset=expert.reset)
+
+
+EXPERTS: dict[tuple[str, str], Callable[[BatchEnv], Expert]] = {("push_t", "scripted"): scripted_push_t}
+"""(task, expert name) → a factory of the expert for an env of that task."""
+
+
+def make_expert(task: str, name: str, env: BatchEnv) -> Expert:
+    if (task, name) not in EXPERTS:
+        known = ", ".join(f"{t} --expert {n}" for t, n in EXPERTS)
+        raise ValueError(f"no expert {name!r} for task {task!r}; known: {known}")
+    return EXPERTS[(task, name)](env)
+
+
+def task_features(task: str, *, image: bool = False) -> dict[str, dict[str, Any]]:
+    """The dataset features a task's demonstrations hold: its policy observation, its action, the camera."""
+    cfg = make_task(task).config
+    spec = robot_spec(cfg.robot)
+    if cfg.history_length != 1:
+        raise ValueError(f"task {task}: history_length {cfg.history_length}; a dataset stores single frames")
+    names = []
+    for term in cfg.policy_terms:
+        size = TERMS[term.name].size(spec)
+        parts = TERM_NAMES.get(term.name) or (spec.joint_names if size == spec.num_joints else range(size))
+        names += [f"{term.name}.{part}" for part in parts]
+    features = {
+        OBS_STATE: {"dtype": "float32", "shape": [len(names)], "names": names},
+        ACTION: {"dtype": "float32", "shape": [len(spec.actuated_joint_names)],
+                 "names": list(spec.actuated_joint_names)},
+    }
+    if image:
+        features[IMAGES + CAMERA] = {"dtype": "video", "shape": [IMAGE_SIZE, IMAGE_SIZE, 3]}
+    return features
+
+
+class CameraRenderer:
+    """Renders one camera of a BatchEnv's worlds off-screen: (n, H, W, 3) uint8. Owns a mujoco.Renderer."""
+
+    def __init__(self, env: BatchEnv, camera: str = CAMERA, *, height: int = IMAGE_SIZE,
+                 width: int = IMAGE_SIZE) -> None:
+        self.env = env
+        self.camera = camera
+        self.shape = (height, width, 3)
+        self._data = mujoco.MjData(env.model)
+        try:
+            self._renderer = mujoco.Renderer(env.model, height=height, width=width)
+        except Exception as error:  # GL backends fail with several types
+            raise RuntimeError(f"off-screen rendering failed ({error}); images need MUJOCO_GL=egl (or osmesa) "
+                               f"set before MuJoCo is first imported, and Mesa's EGL (make installs it)") from None
+
+    def render(self, ids: np.ndarray) -> np.ndarray:
+        """Images of worlds `ids`, (n, H, W, 3) uint8."""
+        images = np.empty((len(ids), *self.shape), dtype=np.uint8)
+        for k, i in enumerate(ids):
+            self.env.batch.get_data(int(i), self._data)
+            mujoco.mj_kinematics(self.env.model, self._data)
+            mujoco.mj_camlight(self.env.model, self._data)
+            self._renderer.update_scene(self._data, camera=self.camera)
+            images[k] = self._renderer.render()
+        return images
+
+    def close(self) -> None:
+        self._renderer.close()
+
+    def __enter__(self) -> CameraRenderer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class _Take:
+    """One world's episode as it is recorded."""
+
+    states: list[np.ndarray]
+    actions: list[np.ndarray]
+    images: list[np.ndarray]
+    stamps: list[float]
+    success: bool = False
+
+
+def record_demos(task: str = "push_t", *, expert: str = "scripted", episodes: int, out: Path, image: bool = False,
+                 seed: int = 0, num_envs: int = 16, successful_only: bool = False,
+                 progress: bool = False) -> dict[str, Any]:
+    """Record `episodes` expert episodes of `task` into the dataset at `out` (appending if it exists).
+
+    Worlds run in batches of `num_envs`; each batch's episodes are written in world order, so a
+    seed gives the same dataset. successful_only: keep running until `episodes` successful
+    ones are recorded, leaving the failures out. Returns the expert's success rate over the
+    episodes it attempted, the episodes and frames recorded, and the wall time.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes: expected >= 1, got {episodes}")
+    env = BatchEnv(make_task(task), min(num_envs, episodes), seed=seed, nthread=1)
+    driver = make_expert(task, expert, env)
+    camera = IMAGES + CAMERA
+    started = time.perf_counter()
+    recorded = attempted = succeeded = frames = 0
+    renderer = CameraRenderer(env) if image else None
+    try:
+        with DatasetWriter(Path(out), fps=1.0 / env.spec.control_period, features=task_features(task, image=image),
+                           robot=env.spec.name, task=task) as writer:
+            while recorded < episodes:
+                for take in _run_batch(env, driver, renderer):
+                    if recorded == episodes:
+                        break
+                    attempted += 1
+                    succeeded += take.success
+                    if successful_only and not take.success:
+                        continue
+                    for k, stamp in enumerate(take.stamps):
+                        frame = {OBS_STATE: take.states[k], ACTION: take.actions[k]}
+                        if image:
+                            frame[camera] = take.images[k]
+                        writer.add_frame(frame, timestamp=stamp)
+                    writer.end_episode(success=take.success)
+                    recorded += 1
+                    frames += len(take.stamps)
+                if progress:
+                    print(f"recorded {recorded}/{episodes} episodes ({succeeded}/{attempted} successful)",
+                          file=sys.stderr)
+                if successful_only and attempted >= 10 * episodes and succeeded == 0:
+                    raise RuntimeError(f"the {expert} expert succeeded in none of {attempted} episodes of {task}")
+    finally:
+        if renderer is not None:
+            renderer.close()
+        env.close()
+    return {"task": task, "expert": expert, "out": str(out), "episodes": recorded, "attempted": attempted,
+            "success_rate": succeeded / attempted, "frames": frames, "image": image,
+            "seconds": time.perf_counter() - started}
+
+
+def _run_batch(env: BatchEnv, driver: Expert, renderer: CameraRenderer | None) -> list[_Take]:
+    """One episode in every world, from a fresh reset; a world stops recording once its success held."""
+    period = env.spec.control_period
+    obs = env.reset()["policy"].numpy()
+    driver.reset(None)
+    takes = [_Take([], [], [], []) for _ in range(env.num_envs)]
+    active = np.ones(env.num_envs, dtype=bool)
+    for step in range(env.max_episode_length):
+        action = driver.act()
+        ids = np.flatnonzero(active)
+        images = renderer.render(ids) if renderer is not None else None
+        for k, i in enumerate(ids):
+            take = takes[i]
+            take.states.append(obs[i].copy())
+            take.actions.append(action[i].astype(np.float32))
+            take.stamps.append(step * period)
+            if images is not None:
+                take.images.append(images[k])
+        obs_t, _, terminated, truncated, info = env.step(torch.from_numpy(action))
+        obs = obs_t["policy"].numpy()
+        done = (terminated | truncated).numpy()
+        held = env.success_held >= env.success_window
+        if done.any():  # time out (or diverged): the env's rule decides, then the world restarts
+            for i, success in zip(np.flatnonzero(done), info["episode"]["success"].numpy(), strict=True):
+                if active[i]:
+                    takes[i].success = bool(success)
+            active &= ~done
+        for i in np.flatnonzero(active & held):
+            takes[i].success = True
+        active &= ~held
+        if not active.any():
+            break
+    return takes
+
+
+def evaluate_expert(task: str = "push_t", *, expert: str = "scripted", episodes: int = 50, seed: int = 1,
+                    num_envs: int = 50) -> dict[str, Any]:
+    """The expert's success rate under the task's own rule (success held at the episode's timeout).
+
+    For push_t, whose reward is the coverage, `mean_final_reward` is the mean final coverage.
+    """
+    successes, finals = [], []
+    while len(successes) < episodes:
+        env = BatchEnv(make_task(task), min(num_envs, episodes - len(successes)), seed=seed + len(successes), nthread=1)
+        driver = make_expert(task, expert, env)
+        env.reset()
+        driver.reset(None)
+        for _ in range(env.max_episode_length):
+            _, reward, _, _, info = env.step(torch.from_numpy(driver.act()))
+        successes += info["episode"]["success"].tolist()
+        finals += reward.tolist()
+        env.close()
+    return {"task": task, "expert": expert, "episodes": episodes, "success_rate": float(np.mean(successes)),
+            "mean_final_reward": float(np.mean(finals))}

@@ -1,0 +1,56 @@
+"""push_t: the T's coverage of the goal, the simulated task, and the scripted expert that demonstrates it."""
+
+import numpy as np
+import pytest
+import torch
+
+from s2r.observations import OBJECT_POSE
+from sim.demos import evaluate_expert
+from sim.env import BatchEnv
+from sim.push_t import GOAL_POSE, T_AREA, T_RECTS, coverage, rotate
+from sim.tasks import make_task
+
+
+def test_a_block_on_the_goal_covers_all_of_it_and_one_far_away_none():
+    assert coverage(GOAL_POSE[None]) == pytest.approx([1.0])
+    assert coverage(np.array([[0.2, -0.2, 0.3]])) == pytest.approx([0.0])
+    # The same T turned by a full turn is the same T.
+    assert coverage(GOAL_POSE + np.array([0.0, 0.0, 2 * np.pi])) == pytest.approx([1.0])
+
+
+def test_a_block_slid_26_25_mm_along_its_stem_covers_half_of_the_goal():
+    # Slid by d along the T's own y axis the overlap is 0.0063 m² − 0.12 m · d, half the area at d = 26.25 mm.
+    d = T_AREA / 2 / 0.12
+    shifted = GOAL_POSE + np.array([*rotate(np.array([0.0, d]), GOAL_POSE[2]), 0.0])
+    poses = np.stack([GOAL_POSE, shifted, [0.3, 0.3, 0.0]])
+    assert coverage(poses) == pytest.approx([1.0, 0.5, 0.0], abs=0.01)
+
+
+def test_the_scene_draws_the_t_and_the_goal_that_coverage_measures():
+    env = BatchEnv(make_task("push_t"), 1)
+    model = env.model
+    for name, (cx, cy, hx, hy) in zip(("block_bar", "block_stem"), T_RECTS, strict=True):
+        geom = model.geom(name)
+        assert np.allclose(geom.size[:2], [hx, hy]) and np.allclose(geom.pos[:2], [cx, cy])
+    goal = model.body("goal")
+    assert np.allclose(goal.pos[:2], GOAL_POSE[:2])
+    assert np.isclose(2 * np.arctan2(goal.quat[3], goal.quat[0]), GOAL_POSE[2])
+
+
+def test_the_policy_sees_the_pusher_and_the_block_pose_and_is_rewarded_with_coverage():
+    env = BatchEnv(make_task("push_t"), 4, seed=3)
+    obs = env.reset()["policy"].numpy()
+    assert obs.shape == (4, 8)
+    pose = env.task.block_pose(env)
+    assert np.allclose(obs[:, 4:], np.column_stack([pose[:, :2], np.sin(pose[:, 2]), np.cos(pose[:, 2])]), atol=1e-6)
+    assert (coverage(pose) < 0.5).all(), "episodes start away from the goal"
+    obs, reward, *_ = env.step(torch.zeros(4, 2))
+    assert np.allclose(obs["policy"].numpy()[:, 4:], env.inputs[OBJECT_POSE], atol=1e-6)
+    assert np.allclose(reward.numpy(), env.task.coverage(env), atol=1e-6)
+    assert np.allclose(obs["policy"].numpy()[:, :2], env.read_state().q, atol=1e-6)
+
+
+def test_the_scripted_expert_solves_most_push_t_episodes():
+    result = evaluate_expert("push_t", episodes=8, seed=5)
+    assert result["success_rate"] >= 0.5
+    assert result["mean_final_reward"] > 0.9
