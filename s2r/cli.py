@@ -142,6 +142,20 @@ def cmd_dataset(args: argparse.Namespace) -> None:
     print(json.dumps(report.to_dict()) if args.json else report.format())
 
 
+def cmd_teleop(args: argparse.Namespace) -> None:
+    from hardware.teleop import DeviceUnavailable, open_device
+    from hardware.teleop.session import run_teleop
+
+    try:
+        with open_device(args.device) as device:
+            result = run_teleop(args.task, device, out=Path(args.out) if args.out else None,
+                                episodes=args.episodes, progress=not args.json)
+    except DeviceUnavailable as error:
+        print(f"s2r teleop: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    _emit(result, args.json, f"teleoperated {args.task} with {args.device}")
+
+
 def cmd_calibrate_camera(args: argparse.Namespace) -> None:
     from calibration.camera import run_calibrate_camera
 
@@ -264,6 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="check: also check robot, observation and action sizes against this task")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line")
     p.set_defaults(fn=cmd_dataset)
+
+    p = sub.add_parser("teleop", help="teleoperate a task in simulation with a device, recording a LeRobot v3 dataset")
+    p.add_argument("task", choices=["push_t", "reach"])
+    p.add_argument("--device", required=True, choices=["keyboard", "gamepad", "spacemouse"])
+    p.add_argument("--out", help="dataset directory to record into (appended to if it holds one); none: no recording")
+    p.add_argument("--episodes", type=int, default=1, help="episodes to record; discarded ones do not count")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    p.set_defaults(fn=cmd_teleop)
 
     p = sub.add_parser("calibrate-camera", help="camera intrinsics and distortion (and hand-eye) from images of a board")
     p.add_argument("images_dir", help="folder of board images (.png, .jpg, .jpeg, .bmp, .tif)")
