@@ -21,8 +21,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]' $(TORCH)
 	touch $(STAMP)
 
+# Train, export and evaluate cartpole, then run the policy through ROS 2 (robot_node,
+# policy_node, recorder) against SimRobot with the pole hanging, and print the deploy figures.
 demo: $(STAMP)
 	$(BIN)/s2r demo --out $(DEMO_DIR)
+	$(BIN)/s2r deploy $(DEMO_DIR)/cartpole.onnx --robot sim --robot-config hardware/configs/cartpole_hanging.yaml \
+		--duration 8 --record $(DEMO_DIR)/deploy.mcap --out $(DEMO_DIR)/deploy
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

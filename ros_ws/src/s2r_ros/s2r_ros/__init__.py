@@ -15,10 +15,14 @@ Importing this package costs nothing (no rclpy): `environment()` is what
 
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 
 RMW_IMPLEMENTATION = "rmw_fastrtps_cpp"
 """The RMW the `ros-rmw-fastrtps-cpp` wheel provides."""
+FASTDDS_PROFILE = Path(__file__).resolve().parent / "fastdds.xml"
+"""Fast DDS participant defaults: faster discovery announcements (see the file)."""
 
 
 def environment(domain_id: int | None = None) -> dict[str, str]:
@@ -27,7 +31,8 @@ def environment(domain_id: int | None = None) -> dict[str, str]:
     `ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST` (Iron and later) and `ROS_LOCALHOST_ONLY=1`
     (older RMWs) keep participants on 127.0.0.1; `ROS_DOMAIN_ID` is `domain_id` or a
     random id in 1..100, so that concurrent deploys and tests on one machine do not hear
-    each other. Merge it over `os.environ` for every process that joins the graph.
+    each other; `FASTDDS_DEFAULT_PROFILES_FILE` is s2r's discovery profile unless one is
+    set already. Merge it over `os.environ` for every process that joins the graph.
     """
     if domain_id is None:
         domain_id = random.SystemRandom().randint(1, 100)
@@ -38,4 +43,5 @@ def environment(domain_id: int | None = None) -> dict[str, str]:
         "ROS_LOCALHOST_ONLY": "1",
         "RMW_IMPLEMENTATION": RMW_IMPLEMENTATION,
         "ROS_DOMAIN_ID": str(domain_id),
+        "FASTDDS_DEFAULT_PROFILES_FILE": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE)),
     }

@@ -14,7 +14,7 @@ bursting to catch up.
     loop.period_stats()            # {"period_p50_us": ..., "period_p99_us": ..., ...}
 
 `shift(seconds)` moves every later deadline, for a loop that locks its phase to a sensor.
-No rclpy, no numpy in the hot path: it runs on the robot computer.
+No rclpy: it runs on the robot computer.
 """
 
 from __future__ import annotations

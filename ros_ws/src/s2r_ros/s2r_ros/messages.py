@@ -55,8 +55,9 @@ def to_seconds(time: Time) -> float:
 class _NameOrder:
     """Maps a message's `name` list onto the spec's order, caching the last (valid) list seen."""
 
-    def __init__(self, topic: str, expected: Sequence[str]) -> None:
+    def __init__(self, topic: str, expected: Sequence[str], kind: str) -> None:
         self.topic = topic
+        self.kind = kind
         self.expected = tuple(expected)
         self.position = {name: i for i, name in enumerate(self.expected)}
         self.cached_names: list[str] | None = None
@@ -69,7 +70,7 @@ class _NameOrder:
         seen: dict[str, int] = {}
         for i, name in enumerate(names):
             if name not in self.position:
-                raise MessageError(f"{self.topic}: name[{i}] {name!r} is not a joint of this robot "
+                raise MessageError(f"{self.topic}: name[{i}] {name!r} is not {self.kind} of this robot "
                                    f"(expected {', '.join(self.expected)})")
             if name in seen:
                 raise MessageError(f"{self.topic}: name[{i}] {name!r} appears twice (first at name[{seen[name]}])")
@@ -102,7 +103,7 @@ class StateReader:
     def __init__(self, spec: RobotSpec, topic: str = "joint_states") -> None:
         self.spec = spec
         self.topic = topic
-        self.order = _NameOrder(topic, spec.joint_names)
+        self.order = _NameOrder(topic, spec.joint_names, "a joint")
 
     def __call__(self, msg: JointState, imu: Imu | None = None) -> RobotState:
         index = self.order.index(msg.name)
@@ -149,7 +150,7 @@ class CommandReader:
 
     def __init__(self, spec: RobotSpec, topic: str = "joint_command") -> None:
         self.topic = topic
-        self.order = _NameOrder(topic, spec.actuated_joint_names)
+        self.order = _NameOrder(topic, spec.actuated_joint_names, "an actuated joint")
         self.kp = spec.joint_array("kp", actuated_only=True)
         self.kd = spec.joint_array("kd", actuated_only=True)
         self.zeros = np.zeros(len(self.kp))

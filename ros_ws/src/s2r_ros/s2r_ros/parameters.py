@@ -59,6 +59,10 @@ def non_empty(value: str) -> str | None:
     return None if value else "required"
 
 
+def priority(value: int) -> str | None:
+    return None if isinstance(value, int) and 0 <= value <= 99 else "expected a SCHED_FIFO priority 1..99, or 0"
+
+
 def one_of(*choices: str) -> Check:
     def check(value: str) -> str | None:
         return None if value in choices else f"expected one of {', '.join(choices)}"

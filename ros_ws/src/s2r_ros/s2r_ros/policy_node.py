@@ -36,6 +36,7 @@ import math
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ from s2r.observations import CMD_VEL, LAST_ACTION, TARGET
 from s2r.spec import SpecError, robot_spec
 from s2r_ros.deadline import DEFAULT_SPIN_S, DeadlineLoop, set_realtime_priority
 from s2r_ros.messages import MessageError, StateReader, check_gains, joint_state_from_command
-from s2r_ros.parameters import Param, declare, non_empty, non_negative, positive
+from s2r_ros.parameters import Param, declare, non_empty, non_negative, positive, priority
 from s2r_ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, SENSOR_QOS
 from s2r_ros.reports import SampleWindow, diagnostic_text, percentiles_us, write_json
 from s2r_ros.spin import StartupError, run_node
@@ -72,12 +73,13 @@ PARAMS = (
     Param("robot", "", "Robot spec: a shipped robot name or a spec YAML; empty: the contract's robot."),
     Param("stale_state_periods", 3, "A state older than this many control periods is not acted on.", positive),
     Param("phase_lock", True, "Tick `phase_margin_s` after each state arrives (robot publishing once a period)."),
-    Param("phase_margin_s", 0.0003, "Seconds between a state's arrival and the tick that uses it.", non_negative),
+    Param("phase_margin_s", 0.001, "Seconds between a state's arrival and the tick that uses it: enough for the "
+          "executor thread to be done with the state message, so the tick does not wait for the GIL.", non_negative),
     Param("state_wait_s", 0.002, "With phase_lock: how long a tick waits for its period's state when it is late.",
           non_negative),
     Param("spin_s", DEFAULT_SPIN_S, "Seconds spun (not slept) before each deadline.", non_negative),
     Param("realtime_priority", 50, "SCHED_FIFO priority of the control thread, 1..99; 0: normal scheduling.",
-          lambda v: None if 0 <= v <= 99 else "expected 0..99"),
+          priority),
     Param("diagnostics_period_s", 1.0, "Seconds between /diagnostics messages.", positive),
     Param("summary_path", "", "JSON written at shutdown: loop and inference statistics (empty: none)."),
     Param("ready_path", "", "File created when the first command is published, for supervisors (empty: none)."),
@@ -116,6 +118,8 @@ class PolicyNode(Node):
         self.state_msg: JointState | None = None
         self.state_arrival = -math.inf
         """time.monotonic() when the newest state arrived."""
+        self.state_on_time = True
+        """Whether the last tick found its period's state (control thread only)."""
         self.imu_msg: Imu | None = None
         self.inputs = {name: np.zeros(self.contract.inputs[name]) for name in self.input_names}
         self.robot_status: dict[str, str] = {}
@@ -126,11 +130,13 @@ class PolicyNode(Node):
         self.inference = SampleWindow()
         self.phase_error = SampleWindow()
         """Seconds between the desired and the actual phase (tick time minus state arrival minus margin)."""
-        self.counters = {"commands_published": 0, "no_state_ticks": 0, "stale_state_ticks": 0, "bad_states": 0,
-                         "late_states": 0, "nonfinite_actions": 0}
+        self.counters = {"commands_published": 0, "stale_state_ticks": 0, "bad_states": 0, "late_states": 0,
+                         "nonfinite_actions": 0}
         self.window_start = {"periods": 0, "inference": 0, "overruns": 0}
         self.first_command_time: float | None = None
         self.closed = False
+        self.failure: str | None = None
+        """Set when the control thread died; the process then exits (the robot's watchdog damps)."""
 
         self.command_pub = self.create_publisher(JointState, "joint_command", COMMAND_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
@@ -185,20 +191,27 @@ class PolicyNode(Node):
             with self.lock:
                 arrival = self.state_arrival
             self.loop.start_at(arrival + self.period + self.params["phase_margin_s"])
-        while self.loop.wait(self.stop):
-            self.tick()
+        try:
+            while self.loop.wait(self.stop):
+                self.tick()
+        except Exception as error:
+            self.get_logger().fatal(f"control loop died: {traceback.format_exc()}")
+            self.failure = f"{type(error).__name__}: {error}"
 
     def tick(self) -> None:
+        """One control period: the newest state → the policy → a command stamped with that state's stamp."""
         wake = time.monotonic()
         phase_lock = self.params["phase_lock"]
         with self.lock:
-            if phase_lock and wake - self.state_arrival > self.period / 2:
+            if phase_lock and wake - self.state_arrival > self.period / 2 and self.state_on_time:
                 # This period's state is late: wait a little for it rather than act on the last one.
+                # Once a wait came to nothing, the stream has stopped: no more waits until it is back.
                 self.counters["late_states"] += 1
                 self.lock.wait_for(lambda: time.monotonic() - self.state_arrival < self.period / 2,
                                    timeout=self.params["state_wait_s"])
             msg, arrival, imu = self.state_msg, self.state_arrival, self.imu_msg
             inputs = dict(self.inputs)
+        self.state_on_time = time.monotonic() - arrival < self.period / 2
         if phase_lock and wake - arrival < 1.5 * self.period:
             self._correct_phase(wake - arrival)
         try:

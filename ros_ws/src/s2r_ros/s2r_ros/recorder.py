@@ -110,8 +110,7 @@ class McapRecording:
     def __init__(self, path: str | Path, *, chunk_size: int = 16384) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Unbuffered: every finished chunk reaches the file at once, not at the next flush.
-        self._file = open(self.path, "wb", buffering=0)
+        self._file = open(self.path, "wb")
         self._writer = Writer(self._file, chunk_size=chunk_size, compression=CompressionType.ZSTD)
         self._writer.start(profile=Profile.ROS2, library="s2r recorder")
         self._channels: dict[str, int] = {}
@@ -133,6 +132,9 @@ class McapRecording:
                                  publish_time=log_time_ns, sequence=self._sequence[topic])
         self._sequence[topic] += 1
         self.counts[topic] += 1
+        # A finished chunk reaches the file now, not when the buffer fills: what a kill can
+        # lose is the chunk being built. Flushing an empty buffer costs nothing.
+        self._file.flush()
 
     def close(self) -> None:
         """Write the last chunk, the index and the footer; safe to call twice."""

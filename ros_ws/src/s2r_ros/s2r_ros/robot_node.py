@@ -53,16 +53,19 @@ from std_srvs.srv import Trigger
 from hardware.interface import RobotError, RobotInterface
 from hardware.safety import SafetyConfig, SafetyFilter
 from s2r.spec import RobotSpec, SpecError, robot_spec
-from s2r.state import RobotState
+from s2r.state import Command, RobotState
 from s2r_ros.deadline import DeadlineLoop, set_realtime_priority
 from s2r_ros.messages import CommandReader, MessageError, imu_from_state, joint_state_from_state
-from s2r_ros.parameters import Param, declare, non_empty, non_negative, one_of, positive
+from s2r_ros.parameters import Param, declare, non_empty, non_negative, one_of, positive, priority
 from s2r_ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, SENSOR_QOS
 from s2r_ros.reports import SampleWindow, diagnostic_text, percentiles_us, write_json
 from s2r_ros.spin import StartupError, run_node
 
 MODE_CODES = {"soft_start": 0, "running": 1, "damping": 2, "estop": 3, "disabled": 4}
 """Mode of each trajectory sample, as stored in the trajectory file."""
+CAUSES = {"watchdog": "watchdog: no fresh state or policy command within the watchdog periods",
+          "nan_guard": "NaN guard: a non-finite command", "estop": "e-stop latched"}
+"""SafetyFilter events that put the robot in damping, and how the log says so."""
 DIAGNOSTIC_LEVELS = {"running": DiagnosticStatus.OK, "soft_start": DiagnosticStatus.OK,
                      "damping": DiagnosticStatus.WARN, "disabled": DiagnosticStatus.WARN,
                      "estop": DiagnosticStatus.ERROR}
@@ -91,7 +94,7 @@ PARAMS = (
           non_negative),
     Param("autostart", True, "Configure, activate and enable at start, without a lifecycle manager."),
     Param("realtime_priority", 50, "SCHED_FIFO priority of the control thread, 1..99; 0: normal scheduling.",
-          lambda v: None if 0 <= v <= 99 else "expected 0..99"),
+          priority),
     Param("diagnostics_period_s", 1.0, "Seconds between /diagnostics messages.", positive),
     Param("summary_path", "", "JSON written at shutdown: safety report, latencies, counters (empty: none)."),
     Param("trajectory_path", "", "NPZ written at shutdown: stamp, q, dq and mode of every tick (empty: none)."),
@@ -129,10 +132,15 @@ class RobotNode(LifecycleNode):
         self.enabled = False
         self.active = False
         self.closed = False
+        self.failure: str | None = None
+        """Set when the loop thread died; the process then shuts down (see s2r_ros.spin)."""
         self.state: RobotState | None = None
         self.commanded_since_tick = False
-        self.counters = {"commands_applied": 0, "commands_rejected": 0, "read_errors": 0, "states_published": 0}
+        self.counters = {"commands_applied": 0, "commands_rejected": 0, "read_errors": 0, "states_published": 0,
+                         "shutdown_damping_commands": 0}
         self.last_rejection = ""
+        self.events_seen: dict[str, int] = {}
+        """SafetyFilter event counts at the last mode check, to tell what caused a change."""
         self.mode_log: list[tuple[float, str]] = []
         """(time.time(), mode) at every change of the safety mode."""
         self.first_command_time: float | None = None
@@ -141,8 +149,10 @@ class RobotNode(LifecycleNode):
         """state stamp (ns) → time.time() it was published, for the last few states."""
         self.state_to_command = SampleWindow()
         self.publish_to_command = SampleWindow()
-        self.window_start = {"state_to_command": 0, "periods": 0}
+        self.window_start = {"state_to_command": 0}
+        """Sample counts at the last diagnostics message: each message covers what came since."""
         self.trajectory: list[tuple[float, np.ndarray, np.ndarray, int]] = []
+        """(stamp, q, dq, mode code) of every tick, kept only with a trajectory_path."""
         if self.params["autostart"]:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise StartupError(self.startup_error)
@@ -155,11 +165,11 @@ class RobotNode(LifecycleNode):
         p = self.params
         try:
             self.spec = robot_spec(p["robot"])
-            self.robot = DRIVERS[p["driver"]](self.spec, p["robot_config"])
-            self.robot.connect()
             config = SafetyConfig(watchdog_periods=p["watchdog_periods"], damping_kd=p["damping_kd"] or None,
                                   soft_start_s=p["soft_start_s"], fade_in_s=p["fade_in_s"])
             self.safety = SafetyFilter(self.spec, self.spec.control_period, config)
+            self.robot = DRIVERS[p["driver"]](self.spec, p["robot_config"])
+            self.robot.connect()
         except (SpecError, RobotError, ValueError, OSError) as error:
             self.startup_error = f"{type(error).__name__}: {error}"
             self.get_logger().error(f"configure failed: {self.startup_error}")
@@ -232,10 +242,20 @@ class RobotNode(LifecycleNode):
 
     # --- the loop -------------------------------------------------------------------------------
     def run_loop(self) -> None:
-        """Every control period: read, publish, and tick the SafetyFilter when no command came."""
+        """The loop thread: ticks until stopped; on an unexpected error, damping and a failure report."""
         problem = set_realtime_priority(self.params["realtime_priority"])
         if problem:
             self.get_logger().warning(problem)
+        try:
+            self.ticks()
+        except Exception as error:
+            self.get_logger().fatal(f"control loop died: {traceback.format_exc()}")
+            with self.lock:
+                self.robot.write_command(self.safety.damping_command(self.state))
+            self.failure = f"{type(error).__name__}: {error}"
+
+    def ticks(self) -> None:
+        """Every control period: read, publish, and tick the SafetyFilter when no command came."""
         while self.loop.wait(self.stop):
             try:
                 state = self.robot.read_state()
@@ -251,7 +271,7 @@ class RobotNode(LifecycleNode):
                     self._apply(None, time.time())
                 self.commanded_since_tick = False
                 mode = self._mode()
-            if state is not None:
+            if state is not None and self.params["trajectory_path"]:
                 self.trajectory.append((state.stamp, state.q.copy(), state.dq.copy(), MODE_CODES[mode]))
 
     def _publish(self, state: RobotState) -> None:
@@ -265,7 +285,7 @@ class RobotNode(LifecycleNode):
             self.imu_pub.publish(imu_from_state(state))
         self.counters["states_published"] += 1
 
-    def _apply(self, command, now: float) -> None:
+    def _apply(self, command: Command | None, now: float) -> None:
         """Filter `command` (None: this tick has none) against the newest state and write it. Holds the lock."""
         safe = self.safety.filter(command, self.state, now)
         if self.enabled:
@@ -274,15 +294,17 @@ class RobotNode(LifecycleNode):
     def _mode(self) -> str:
         """The safety mode ('disabled' while the motors are off); logs changes. Holds the lock."""
         mode = self.safety.mode if self.enabled else "disabled"
+        events = self.safety.events
+        causes = [CAUSES[k] for k in CAUSES if events[k] > self.events_seen.get(k, 0)]
+        self.events_seen = dict(events)
         if not self.mode_log or self.mode_log[-1][1] != mode:
             previous = self.mode_log[-1][1] if self.mode_log else "start"
             self.mode_log.append((time.time(), mode))
-            log = self.get_logger().warning if mode in ("damping", "estop") else self.get_logger().info
-            why = ""
-            if mode == "damping" and self.safety.events["watchdog"]:
-                why = (f" (watchdog: no fresh state or policy command for {self.safety.config.watchdog_periods} "
-                       f"periods; {self.safety.events['watchdog']} watchdog ticks so far)")
-            log(f"safety mode {previous} → {mode}{why}")
+            if mode in ("damping", "estop"):
+                why = f" ({'; '.join(causes)})" if causes else ""
+                self.get_logger().warning(f"safety mode {previous} → {mode}{why}")
+            else:
+                self.get_logger().info(f"safety mode {previous} → {mode}")
         return mode
 
     # --- commands -------------------------------------------------------------------------------
@@ -374,6 +396,7 @@ class RobotNode(LifecycleNode):
                     state = None
                 with self.lock:
                     self.robot.write_command(self.safety.damping_command(state))
+                    self.counters["shutdown_damping_commands"] += 1
                 if time.monotonic() >= end:
                     break
                 time.sleep(min(self.spec.control_period, max(end - time.monotonic(), 0.0)))

@@ -10,7 +10,9 @@ not installed: they shut the context down at once, before `close()` could still 
 or log; ours only set a flag that the spin loop checks every `POLL_S`.
 
 A node whose construction raises `StartupError` (a contract that does not fit the robot, a
-bad parameter) logs the reason and the process exits with status 2.
+bad parameter) logs the reason and the process exits with status 2. A node whose control
+thread dies sets its `failure` (after leaving the robot safe); the process then shuts down
+and exits with status 1, so that whoever supervises it sees the fault.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ A control thread that wakes while the executor thread runs Python would otherwis
 the default interval for the GIL; 200 µs bounds that delay for little extra switching."""
 POLL_S = 0.1
 """Seconds the executor waits before checking the stop flag again."""
+EXIT_FAILURE = 1
+"""Exit status of a node whose control thread failed."""
 EXIT_STARTUP_ERROR = 2
 """Exit status of a node that refused to start."""
 
@@ -43,6 +47,7 @@ def run_node(build: Callable[[], Node], args: list[str] | None = None, *, name: 
     """Run the node `build()` makes on a single-threaded executor until SIGINT/SIGTERM; exit status.
 
     The node must have `close()`: stop its threads, leave the robot safe; safe to call twice.
+    It may have `failure`: None while it is healthy, what went wrong once its control thread died.
     """
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -58,8 +63,11 @@ def run_node(build: Callable[[], Node], args: list[str] | None = None, *, name: 
         # their own threads and share data with callbacks through locks.
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while not stop.is_set() and rclpy.ok():
+        while not stop.is_set() and rclpy.ok() and getattr(node, "failure", None) is None:
             executor.spin_once(timeout_sec=POLL_S)
+        if getattr(node, "failure", None) is not None:
+            print(f"{name}: control thread failed: {node.failure}", file=sys.stderr, flush=True)
+            status = EXIT_FAILURE
     except StartupError as error:
         print(f"{name}: refusing to start: {error}", file=sys.stderr, flush=True)
         status = EXIT_STARTUP_ERROR

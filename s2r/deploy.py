@@ -1,0 +1,239 @@
+"""`s2r deploy`: run an exported policy through ROS 2 against a robot, and report how it went.
+
+It starts `robot_node`, `policy_node` and (with `record`) the recorder as separate processes
+on one private ROS domain on loopback (`s2r_ros.environment()`), waits until the policy sends
+its first command, lets them run for `duration` seconds, stops them with SIGINT (the robot
+first: it damps and disables its motors), and merges their summaries:
+
+    result = deploy("cartpole.onnx", robot="sim", robot_config="hardware/configs/cartpole_hanging.yaml",
+                    duration=8.0, record="run.mcap")
+    result["control_hz_achieved"], result["state_to_command_p99_us"], result["upright_fraction"]
+
+Figures: the control loop's rate and period (policy side), inference latency, state-to-command
+latency (a state's measurement stamp to the arrival of the command computed from it, at the
+robot node; `publish_to_command` is the ROS round trip alone, from the robot node's publish),
+overruns, the SafetyFilter's interventions, and the task's metric computed from the robot
+node's own samples. Each process's log, summary and the robot's trajectory stay in `out_dir`.
+
+With `rt_priority` > 0 (and the right to use it: root, CAP_SYS_NICE or an rtprio limit) the
+node processes run under SCHED_FIFO at `rt_priority - 10` and their control threads at
+`rt_priority`, as ros2_control does; on a loaded machine this is what keeps the loops on time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from s2r.contract import PolicyContract
+from s2r.observations import wrap_to_pi
+
+CONFIG = Path(__file__).resolve().parent.parent / "ros_ws" / "src" / "s2r_ros" / "config" / "deploy.yaml"
+"""The nodes' parameters (one ROS params file for all three); run-specific ones are set per run."""
+DRIVERS = ("sim",)
+STOP_TIMEOUT_S = 15.0
+"""Seconds a node gets to exit after SIGINT before it is killed."""
+
+
+class DeployError(RuntimeError):
+    """A node refused to start or died; the message carries the end of its log."""
+
+
+@dataclass(frozen=True)
+class UprightMetric:
+    """Fraction of robot-side samples with the continuous joint `joint` within `threshold` rad of upright."""
+
+    joint: str
+    threshold: float
+
+
+TASK_METRICS = {"cartpole": UprightMetric("hinge", 0.25), "pendulum": UprightMetric("hinge", 0.3)}
+"""Task (from the contract's provenance, else the robot) → its deploy metric."""
+
+
+def upright_fraction(trajectory: dict[str, np.ndarray], metric: UprightMetric, *, start: float = -math.inf) -> float:
+    """The fraction of samples stamped at or after `start` whose |wrap(q[joint])| < threshold."""
+    names = [str(n) for n in trajectory["joint_names"]]
+    keep = trajectory["stamp"] >= start
+    angle = wrap_to_pi(trajectory["q"][keep, names.index(metric.joint)])
+    return float(np.mean(np.abs(angle) < metric.threshold)) if len(angle) else math.nan
+
+
+def realtime_permitted() -> bool:
+    """Whether this user may start processes under SCHED_FIFO (chrt present and allowed)."""
+    chrt = shutil.which("chrt")
+    return chrt is not None and subprocess.run([chrt, "-f", "1", "true"], capture_output=True).returncode == 0
+
+
+class _Process:
+    """One node process with its log file."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.name, self.log = name, log
+        self._log_file = open(log, "w")
+        self.popen = subprocess.Popen(command, env=env, stdout=self._log_file, stderr=subprocess.STDOUT)
+
+    def tail(self, lines: int = 15) -> str:
+        self._log_file.flush()
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def interrupt(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)
+
+    def wait(self, timeout: float = STOP_TIMEOUT_S) -> int:
+        """Its exit status; SIGKILL if it is still running after `timeout`."""
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+        self._log_file.close()
+        return self.popen.returncode
+
+
+def deploy(policy: str | Path, *, robot: str = "sim", robot_config: str | Path | None = None,
+           spec: str | None = None, duration: float = 10.0, record: str | Path | None = None,
+           out_dir: str | Path | None = None, rt_priority: int = 50, domain_id: int | None = None,
+           startup_timeout: float = 60.0) -> dict[str, Any]:
+    """Run `policy` on the robot through ROS 2 for `duration` seconds after its first command; the figures.
+
+    `robot` is the driver (`sim`: SimRobot with `robot_config`, a SimRobot YAML); `spec` a
+    robot spec name or YAML (default: the contract's robot). Raises DeployError when a node
+    refuses to start (a contract mismatch names the field) or dies.
+    """
+    from policies.runtime import read_contract
+    from s2r_ros import environment
+
+    if robot not in DRIVERS:
+        raise ValueError(f"--robot: unknown driver {robot!r} (drivers: {', '.join(DRIVERS)})")
+    if not duration > 0:
+        raise ValueError(f"--duration: expected seconds > 0, got {duration}")
+    policy = Path(policy).resolve()
+    contract = read_contract(policy)
+    spec = spec or contract.robot
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="s2r-deploy-"))
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("robot_node.json", "policy_node.json", "trajectory.npz", "ready"):
+        (out / stale).unlink(missing_ok=True)
+    env = {**os.environ, **environment(domain_id)}
+    rt = rt_priority if rt_priority > 0 and realtime_permitted() else 0
+    prefix = ["chrt", "-f", str(max(rt - 10, 1))] if rt else []
+
+    def node(module: str, params: dict[str, Any]) -> list[str]:
+        args = [f"{k}:={v}" for k, v in params.items() if v != ""]
+        return [*prefix, sys.executable, "-m", f"s2r_ros.{module}", "--ros-args", "--params-file", str(CONFIG),
+                *[token for arg in args for token in ("-p", arg)]]
+
+    processes: list[_Process] = []
+    try:
+        if record:
+            record = Path(record).resolve()
+            processes.append(_Process("recorder", [sys.executable, "-m", "s2r_ros.recorder", "--ros-args",
+                                                   "--params-file", str(CONFIG), "-p", f"path:={record}"],
+                                      env, out / "recorder.log"))
+        # The policy first: it checks its contract against the robot while the robot starts,
+        # and a refusal is the error a user needs to see.
+        processes.append(_Process("policy_node", node("policy_node", {
+            "policy": policy, "robot": spec, "realtime_priority": rt, "summary_path": out / "policy_node.json",
+            "ready_path": out / "ready"}), env, out / "policy_node.log"))
+        processes.append(_Process("robot_node", node("robot_node", {
+            "robot": spec, "driver": robot, "robot_config": Path(robot_config).resolve() if robot_config else "",
+            "realtime_priority": rt, "summary_path": out / "robot_node.json",
+            "trajectory_path": out / "trajectory.npz"}), env, out / "robot_node.log"))
+        if not _watch(processes, startup_timeout, until=lambda: (out / "ready").exists()):
+            raise DeployError(f"no command from the policy within {startup_timeout:g} s; policy_node log:\n"
+                              f"{_by_name(processes, 'policy_node').tail()}")
+        _watch(processes, duration)
+    finally:
+        # The robot first: it stops its loop, damps and disables its motors while the policy
+        # still commands (stopping the policy first would trip the robot's watchdog).
+        codes = {}
+        for process in sorted(processes, key=lambda p: p.name != "robot_node"):
+            process.interrupt()
+            codes[process.name] = process.wait()
+    failed = {name: code for name, code in codes.items() if code != 0}
+    if failed:
+        raise DeployError("; ".join(f"{name} exited with status {code}:\n{_by_name(processes, name).tail()}"
+                                    for name, code in failed.items()))
+    return _report(out, contract, spec, robot, duration, record, rt)
+
+
+def _by_name(processes: list[_Process], name: str) -> _Process:
+    return next(p for p in processes if p.name == name)
+
+
+def _watch(processes: list[_Process], timeout: float, until: Callable[[], bool] | None = None) -> bool:
+    """Wait `timeout` seconds or until `until()`; whether `until()` came true. DeployError if a process exits."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for process in processes:
+            if process.popen.poll() is not None:
+                raise DeployError(f"{process.name} exited with status {process.popen.returncode}:\n{process.tail()}")
+        if until is not None and until():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _report(out: Path, contract: PolicyContract, spec: str, robot: str, duration: float, record: Path | None,
+            rt: int) -> dict[str, Any]:
+    policy = json.loads((out / "policy_node.json").read_text())
+    robot_side = json.loads((out / "robot_node.json").read_text())
+    result: dict[str, Any] = {
+        "policy": policy["policy"], "robot": robot_side["robot"], "driver": robot, "duration_s": duration,
+        "rt_priority": rt,
+        "control_hz_target": policy["control_hz_target"], "control_hz_achieved": policy["control_hz_achieved"],
+        "period_p50_us": policy["period_p50_us"], "period_p99_us": policy["period_p99_us"],
+        "period_max_us": policy["period_max_us"], "period_p99_error_us": policy["period_p99_error_us"],
+        "inference_p50_us": policy["inference_p50_us"], "inference_p99_us": policy["inference_p99_us"],
+        "state_to_command_p50_us": robot_side["state_to_command_p50_us"],
+        "state_to_command_p99_us": robot_side["state_to_command_p99_us"],
+        "publish_to_command_p50_us": robot_side["publish_to_command_p50_us"],
+        "publish_to_command_p99_us": robot_side["publish_to_command_p99_us"],
+        "overruns": policy["overruns"],
+        "safety_events": robot_side["safety_events"],
+        "commands_rejected": robot_side["commands_rejected"],
+    }
+    task = contract.provenance.get("task", contract.robot)
+    trajectory_path = out / "trajectory.npz"
+    if task in TASK_METRICS and trajectory_path.exists():
+        with np.load(trajectory_path) as trajectory:
+            result["upright_fraction"] = upright_fraction(dict(trajectory), TASK_METRICS[task],
+                                                          start=robot_side["first_command_time"] or -math.inf)
+    if record:
+        result["recording"] = str(record)
+        result["recording_messages"] = _message_counts(record)
+    result["run_dir"] = str(out)
+    return {k: _rounded(k, v) for k, v in result.items()}
+
+
+def _rounded(key: str, value: Any) -> Any:
+    """Microseconds as whole numbers (finer is noise), rates and fractions to 4 digits."""
+    if isinstance(value, float) and math.isfinite(value):
+        return round(value) if key.endswith("_us") else round(value, 4)
+    return value
+
+
+def _message_counts(path: Path) -> dict[str, int]:
+    """Messages per topic from a closed MCAP file's statistics."""
+    from mcap.reader import make_reader
+
+    with open(path, "rb") as stream:
+        summary = make_reader(stream).get_summary()
+    if summary is None or summary.statistics is None:
+        return {}
+    return {summary.channels[cid].topic: n for cid, n in summary.statistics.channel_message_counts.items()}
