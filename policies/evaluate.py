@@ -28,8 +28,14 @@ def evaluate(source: Path, *, task: str | None = None, episodes: int = 64, seed:
     """Run `episodes` episodes (one per world) and report mean return and success rate.
 
     `randomize` evaluates on perturbed worlds: "default" (the task's training randomization)
-    or a randomization YAML, e.g. a fixed perturbed robot.
+    or a randomization YAML, e.g. a fixed perturbed robot. Diffusion policies (an ONNX file of kind
+    "diffusion" or a diffusion run directory) go to `policies.diffusion.evaluate`, which adds `mean_coverage`.
     """
+    if _is_diffusion(source):
+        from policies.diffusion.evaluate import evaluate_diffusion
+
+        return evaluate_diffusion(source, task=task, episodes=episodes, seed=seed, backend=backend,
+                                  randomize=randomize)
     if source.suffix == ".onnx":
         contract = read_contract(source)
         task = task or contract.provenance.get("task")
@@ -69,3 +75,11 @@ def evaluate(source: Path, *, task: str | None = None, episodes: int = 64, seed:
     env.close()
     return {"task": task, "episodes": episodes, "mean_return": float(returns.mean()),
             "success_rate": float(successes.mean())}
+
+
+def _is_diffusion(source: Path) -> bool:
+    from policies.diffusion.train import CHECKPOINT
+
+    if source.suffix == ".onnx":
+        return read_contract(source).kind == "diffusion"
+    return (source / CHECKPOINT).is_file()
