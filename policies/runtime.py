@@ -56,6 +56,21 @@ def _contract_of(session: ort.InferenceSession, path: str | Path) -> PolicyContr
         raise ContractError(f"{path}: {error}") from None
 
 
+def observe(runtime: PolicyRuntime, state: RobotState, inputs: Mapping[str, np.ndarray] | None) -> np.ndarray:
+    """A runtime's stacked observation of a batched state, with its last action and the task inputs checked.
+
+    Shared by every runtime kind: `runtime` has `contract`, `path`, `spec`, `history` and `last_action`.
+    """
+    task_inputs = {LAST_ACTION: runtime.last_action, **(inputs or {})}
+    for name, size in runtime.contract.inputs.items():
+        value = task_inputs.get(name)
+        if value is None or np.shape(value)[-1] != size:
+            raise ContractError(f"{runtime.path}: input {name!r}: the policy needs {size} values per step, "
+                                f"got {None if value is None else np.shape(value)}")
+    frame = build_observation(runtime.contract.observation, state, task_inputs, runtime.spec)
+    return runtime.history.push(frame).astype(np.float32)
+
+
 class PolicyRuntime:
     """One exported policy, ready to turn robot states into commands."""
 
@@ -80,14 +95,7 @@ class PolicyRuntime:
 
     def observe(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         """The policy's input for a batched state (num_envs, num_joints): (num_envs, obs_dim * history) float32."""
-        task_inputs = {LAST_ACTION: self.last_action, **(inputs or {})}
-        for name, size in self.contract.inputs.items():
-            value = task_inputs.get(name)
-            if value is None or np.shape(value)[-1] != size:
-                raise ContractError(f"{self.path}: input {name!r}: the policy needs {size} values per step, "
-                                    f"got {None if value is None else np.shape(value)}")
-        frame = build_observation(self.contract.observation, state, task_inputs, self.spec)
-        return self.history.push(frame).astype(np.float32)
+        return observe(self, state, inputs)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Raw actions for observations (n, obs_dim * history): (n, num_actions) float64."""

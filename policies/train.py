@@ -96,7 +96,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool =
         if task != cfg.task:
             raise CheckpointError(f"{path}: task: checkpoint is for {task!r}, asked to train {cfg.task!r}")
         runner.load(path)
-    (out / "config.yaml").write_text(yaml.safe_dump(_plain(asdict(cfg)), sort_keys=False))
+    (out / "config.yaml").write_text(yaml.safe_dump(plain_data(asdict(cfg)), sort_keys=False))
     curve: list[dict[str, float]] = []
     start = time.perf_counter()
 
@@ -108,9 +108,9 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool =
     summary = runner.learn(cfg.iterations, callback=record)
     contract = env.contract(provenance={
         "task": cfg.task, "seed": cfg.seed, "iterations": runner.current_iteration, "num_envs": cfg.num_envs,
-        "backend": cfg.backend, "randomize": cfg.randomize, "trainer": "s2r.ppo", "s2r_version": _version(),
+        "backend": cfg.backend, "randomize": cfg.randomize, "trainer": "s2r.ppo", "s2r_version": s2r_version(),
     })
-    runner.save(out / CHECKPOINT, extra={"task": cfg.task, "config": _plain(asdict(cfg)), "contract": contract.to_dict()})
+    runner.save(out / CHECKPOINT, extra={"task": cfg.task, "config": plain_data(asdict(cfg)), "contract": contract.to_dict()})
     runner.close()
     env.close()
     metrics = {k: summary[k] for k in ("mean_return", "success_rate", "env_steps", "wall_s", "env_steps_per_s")}
@@ -161,16 +161,16 @@ def plot_training_curve(curve: list[dict[str, float]], path: Path, *, title: str
     plt.close(fig)
 
 
-def _plain(value: Any) -> Any:
+def plain_data(value: Any) -> Any:
     """Tuples to lists, recursively, for YAML and weights_only checkpoints."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain_data(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_data(v) for v in value]
     return value
 
 
-def _version() -> str:
+def s2r_version() -> str:
     from s2r import __version__
 
     return __version__

@@ -35,13 +35,15 @@ def _emit(result: dict[str, Any], as_json: bool, title: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    out = Path(args.out or f"runs/{args.task}")
+    if args.policy == "diffusion":
+        _train_diffusion(args, out)
+        return
+    from policies.runner import TrainingDivergedError
     from policies.train import default_config, train
 
     cfg = default_config(args.task, backend=args.backend, num_envs=args.num_envs, iterations=args.iterations,
                          seed=args.seed, randomize=args.randomize, robot=args.robot)
-    from policies.runner import TrainingDivergedError
-
-    out = Path(args.out or f"runs/{args.task}")
     try:
         metrics = train(cfg, out, resume=args.resume, progress=not args.json)
     except TrainingDivergedError as error:
@@ -49,10 +51,26 @@ def cmd_train(args: argparse.Namespace) -> None:
     _emit({"task": args.task, "out": str(out), **metrics}, args.json, f"trained {args.task} → {out}")
 
 
+def _train_diffusion(args: argparse.Namespace, out: Path) -> None:
+    from policies.diffusion.config import DiffusionConfig
+    from policies.diffusion.train import train_diffusion
+
+    if not args.dataset:
+        raise SystemExit("s2r train: --policy diffusion needs --dataset DATASET (record one with s2r demos)")
+    cfg = DiffusionConfig(task=args.task, seed=args.seed or 0, **({"epochs": args.epochs} if args.epochs else {}))
+    metrics = train_diffusion(cfg, Path(args.dataset), out, progress=not args.json)
+    _emit({"task": args.task, "out": str(out), **metrics}, args.json, f"trained a diffusion policy for {args.task} → {out}")
+
+
 def cmd_export(args: argparse.Namespace) -> None:
+    from policies.diffusion.export import export_diffusion
+    from policies.diffusion.train import is_diffusion_run
     from policies.export import export_onnx
     from policies.train import load_policy
 
+    if is_diffusion_run(Path(args.run_dir)):
+        print(f"wrote {export_diffusion(Path(args.run_dir), Path(args.out))} (diffusion policy)")
+        return
     policy, contract, _ = load_policy(Path(args.run_dir))
     path = export_onnx(policy, contract, Path(args.out))
     print(f"wrote {path} (robot {contract.robot}, obs {contract.obs_dim}×{contract.history_length}, "
@@ -186,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--randomize", nargs="?", const="default", metavar="FILE.yaml",
                    help="domain randomization: the task's default terms, or a randomization YAML")
     p.add_argument("--robot", metavar="SPEC.yaml", help="train on this spec of the task's robot (e.g. from s2r sysid)")
+    p.add_argument("--policy", default="ppo", choices=["ppo", "diffusion"],
+                   help="ppo: reinforcement learning in simulation; diffusion: imitation of a dataset")
+    p.add_argument("--dataset", help="diffusion: the LeRobot v3 dataset to imitate (from s2r demos or s2r teleop)")
+    p.add_argument("--epochs", type=int, help="diffusion: passes over the dataset")
     p.add_argument("--json", action="store_true", help="print metrics as one JSON line")
     p.set_defaults(fn=cmd_train)
 

@@ -24,7 +24,7 @@ import torch
 from calibration.randomization import Randomize, Randomizer
 from s2r.actions import ActionMapping
 from s2r.contract import PolicyContract
-from s2r.observations import INPUT_SIZES, LAST_ACTION, ObservationHistory, build_observation, term_sizes
+from s2r.observations import LAST_ACTION, ObservationHistory, build_observation, term_sizes
 from s2r.spec import RobotSpec, robot_spec
 from s2r.state import RobotState
 from sim.model import compile_model

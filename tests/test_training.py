@@ -1,7 +1,6 @@
 """Training on the real simulator: PPO learns, runs are reproducible, bad runs stop loudly."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

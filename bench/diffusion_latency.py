@@ -1,0 +1,153 @@
+"""Diffusion policy action-chunk latency on the CPU: s2r's ONNX runtime (numpy DDIM) vs diffusers' DDIMScheduler.
+
+s2r: `DiffusionRuntime.sample` on one observation window (batch 1): 10 DDIM steps, each one
+onnxruntime run (one thread) of the exported encoder + denoiser plus the numpy update, then
+the action unnormalization. Peer: the same trained EMA model in torch sampled with diffusers'
+`DDIMScheduler` configured to the same schedule (`set_timesteps` then `step` per timestep, as
+Diffusion Policy and LeRobot do), under `torch.inference_mode()` with one torch thread. Both
+are also timed in warm-start mode (the last `warm_start_steps` DDIM steps from the previous
+chunk shifted by the executed actions). Calls alternate, in one process run, so the shared
+machine's noise falls on both; p50 and p99 in milliseconds and the ratios of the medians.
+Then the success rate and mean final coverage over `--episodes` push_t episodes (batched
+worlds, numpy runtime) with full sampling and with warm starts, next to the scripted expert's.
+
+    PYTHONPATH=. python -m bench.diffusion_latency --run runs/dp          # a trained run
+    PYTHONPATH=. python -m bench.diffusion_latency                        # records 100 demos and trains first
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.report import machine, report
+from policies.diffusion.config import DiffusionConfig
+from policies.diffusion.evaluate import evaluate_diffusion
+from policies.diffusion.export import export_diffusion
+from policies.diffusion.runtime import DiffusionRuntime
+from policies.diffusion.sampler import NoiseSchedule
+from policies.diffusion.train import load_diffusion, train_diffusion
+from s2r.spec import robot_spec
+from sim.demos import evaluate_expert, record_demos
+
+WARMUP_CALLS = 20
+
+
+def latency(run_dir: Path, onnx_path: Path, *, iterations: int = 200) -> dict[str, Any]:
+    """p50/p99 ms of one action chunk, full and warm-started, s2r runtime vs diffusers in torch."""
+    from diffusers import DDIMScheduler
+
+    model, cfg, contract, action_norm = load_diffusion(run_dir)
+    runtime = DiffusionRuntime(onnx_path, spec=robot_spec(contract.robot))
+    schedule = NoiseSchedule(cfg.num_train_timesteps)
+    scheduler = DDIMScheduler(**schedule.diffusers_config(cfg.prediction))
+    half_range = torch.as_tensor((action_norm.high - action_norm.low) / 2, dtype=torch.float32)
+    warm_steps = cfg.warm_start_steps
+    rng = np.random.default_rng(0)
+    obs = rng.normal(0.0, 0.05, (1, cfg.obs_horizon * model.obs_dim)).astype(np.float32)
+    obs_t = torch.from_numpy(obs)
+    shape = (1, cfg.pred_horizon, model.action_dim)
+    # center + reference: what unnormalizing adds back (the reference is 0 for absolute actions)
+    center = torch.as_tensor(action_norm.center + runtime.reference_action(obs)[:, None], dtype=torch.float32)
+    previous = runtime.unnormalize(runtime.sample(obs), obs)
+    previous_t = torch.as_tensor(runtime.normalize(previous, obs), dtype=torch.float32)
+    generator = torch.Generator().manual_seed(0)
+
+    def diffusers_full() -> torch.Tensor:
+        scheduler.set_timesteps(cfg.num_inference_steps)
+        sample = torch.randn(shape, generator=generator)
+        for t in scheduler.timesteps:
+            sample = scheduler.step(model(obs_t, sample, t.expand(1)), t, sample).prev_sample
+        return sample * half_range + center
+
+    def diffusers_warm() -> torch.Tensor:
+        scheduler.set_timesteps(cfg.num_inference_steps)
+        steps = scheduler.timesteps[-warm_steps:]
+        shift = cfg.action_horizon
+        shifted = torch.cat([previous_t[:, shift:], previous_t[:, -1:].expand(-1, shift, -1)], dim=1)
+        sample = scheduler.add_noise(shifted, torch.randn(shape, generator=generator), steps[:1])
+        for t in steps:
+            sample = scheduler.step(model(obs_t, sample, t.expand(1)), t, sample).prev_sample
+        return sample * half_range + center
+
+    calls: dict[str, Callable[[], object]] = {
+        "s2r_full": lambda: runtime.unnormalize(runtime.sample(obs), obs),
+        "s2r_warm": lambda: runtime.unnormalize(runtime.warm_sample(obs, previous), obs),
+        "diffusers_full": diffusers_full,
+        "diffusers_warm": diffusers_warm,
+    }
+    times = {name: np.empty(iterations) for name in calls}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            for _ in range(WARMUP_CALLS):
+                for call in calls.values():
+                    call()
+            for i in range(iterations):
+                for name, call in calls.items():
+                    start = time.perf_counter_ns()
+                    call()
+                    times[name][i] = (time.perf_counter_ns() - start) / 1e6
+    finally:
+        torch.set_num_threads(threads)
+    result: dict[str, Any] = {"iterations": iterations, "denoiser": cfg.denoiser,
+                              "ddim_steps": cfg.num_inference_steps, "warm_start_steps": warm_steps}
+    for name, values in times.items():
+        result[f"{name}_p50_ms"], result[f"{name}_p99_ms"] = (float(v) for v in np.percentile(values, [50, 99]))
+    result["ratio_full_p50"] = result["s2r_full_p50_ms"] / result["diffusers_full_p50_ms"]
+    result["ratio_warm_p50"] = result["s2r_warm_p50_ms"] / result["diffusers_warm_p50_ms"]
+    result["s2r_warm_over_full_p50"] = result["s2r_warm_p50_ms"] / result["s2r_full_p50_ms"]
+    return result
+
+
+def main(args: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, help="a trained diffusion run directory (default: train one first)")
+    parser.add_argument("--demos", type=int, default=100, help="scripted demonstrations to train on, without --run")
+    parser.add_argument("--epochs", type=int, help="training epochs, without --run (config default if omitted)")
+    parser.add_argument("--episodes", type=int, default=50, help="push_t evaluation episodes for the success rates")
+    parser.add_argument("--iterations", type=int, default=200, help="timed chunks of each")
+    opts = parser.parse_args(args)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir, train_metrics = opts.run, None
+        if run_dir is None:
+            record_demos("push_t", expert="scripted", episodes=opts.demos, out=Path(tmp) / "demos")
+            cfg = DiffusionConfig() if opts.epochs is None else DiffusionConfig(epochs=opts.epochs)
+            run_dir = Path(tmp) / "run"
+            train_metrics = train_diffusion(cfg, Path(tmp) / "demos", run_dir, progress=False)
+        onnx_path = export_diffusion(run_dir, Path(tmp) / "policy.onnx")
+        r = latency(run_dir, onnx_path, iterations=opts.iterations)
+        full = evaluate_diffusion(onnx_path, episodes=opts.episodes)
+        warm = evaluate_diffusion(onnx_path, episodes=opts.episodes, warm_start=True)
+    expert = evaluate_expert("push_t", episodes=opts.episodes)
+    r.update({"task": "push_t", "episodes": opts.episodes, "success_rate_full": full["success_rate"],
+              "mean_coverage_full": full["mean_coverage"], "success_rate_warm": warm["success_rate"],
+              "mean_coverage_warm": warm["mean_coverage"], "success_rate_expert": expert["success_rate"],
+              "train": train_metrics, "machine": machine()})
+    rows = [
+        (f"s2r runtime DDIM-{r['ddim_steps']} p50 / p99", f"{r['s2r_full_p50_ms']:.2f} / {r['s2r_full_p99_ms']:.2f} ms"),
+        (f"diffusers DDIMScheduler-{r['ddim_steps']} p50 / p99",
+         f"{r['diffusers_full_p50_ms']:.2f} / {r['diffusers_full_p99_ms']:.2f} ms"),
+        ("s2r / diffusers, full (p50)", f"{r['ratio_full_p50']:.2f}"),
+        (f"s2r warm start ({r['warm_start_steps']} steps) p50", f"{r['s2r_warm_p50_ms']:.2f} ms"),
+        (f"diffusers warm start ({r['warm_start_steps']} steps) p50", f"{r['diffusers_warm_p50_ms']:.2f} ms"),
+        ("s2r / diffusers, warm (p50)", f"{r['ratio_warm_p50']:.2f}"),
+        (f"success rate full / warm / expert ({opts.episodes} episodes)",
+         f"{r['success_rate_full']:.2f} / {r['success_rate_warm']:.2f} / {r['success_rate_expert']:.2f}"),
+        ("mean final coverage full / warm", f"{r['mean_coverage_full']:.3f} / {r['mean_coverage_warm']:.3f}"),
+    ]
+    report("diffusion_latency_push_t", "diffusion policy: action-chunk latency (batch 1, one thread) and success",
+           rows, r)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""DiffusionRuntime: run an exported diffusion policy with onnxruntime and a numpy DDIM loop (no torch).
+
+It loads the ONNX file, checks its contract (kind "diffusion") against the robot, keeps the
+last `obs_horizon` observations of each world, and executes chunks with a receding horizon:
+every `action_horizon` steps it samples a chunk of `pred_horizon` actions and executes
+chunk[obs_horizon-1 : obs_horizon-1+action_horizon] (the timing diagram is in
+`policies.diffusion.config`). Each DDIM step is one session run over every world that plans.
+
+Chunks are raw actions; with relative actions (the default) the network predicts them relative to
+the newest measured joint positions, normalized per chunk index, and `unnormalize` adds the
+reference back (`policies.diffusion.processing.ActionReference`).
+
+Warm start (`warm_start=True`): a world that has a previous chunk starts from it shifted by the
+executed steps (its tail padded with the last action), noised to the level of the schedule's
+last `warm_start_steps` DDIM steps, and runs only those steps; a world after a reset samples in
+full. The DDIM update (η = 0) is that of `policies.diffusion.sampler`:
+
+    x̂0 = clip((x_t - √(1-ᾱ_t) ε̂) / √ᾱ_t, -1, 1);   x_prev = √ᾱ_prev x̂0 + √(1-ᾱ_prev) ε̂
+
+    runtime = DiffusionRuntime("dp.onnx", spec=robot_spec("pusher"), num_envs=50)
+    action = runtime.act(runtime.observe(state, {"object_pose": pose}))   # (50, A) raw actions
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from policies.diffusion.processing import ActionReference
+from policies.runtime import _contract_of, _session, observe
+from s2r.contract import ContractError
+from s2r.observations import ObservationHistory
+from s2r.spec import RobotSpec
+from s2r.state import Command, RobotState
+
+OBS_INPUT = "obs"
+SAMPLE_INPUT = "sample"
+TIMESTEP_INPUT = "timestep"
+EPS_OUTPUT = "eps"
+DIFFUSION_KEY = "s2r_diffusion"
+"""The ONNX metadata_props key that holds the sampler's metadata (horizons, schedule, action normalizer)."""
+
+
+class DiffusionRuntime:
+    """One exported diffusion policy over `num_envs` worlds, executing action chunks."""
+
+    def __init__(self, path: str | Path, *, spec: RobotSpec, num_envs: int = 1, warm_start: bool = False,
+                 warm_start_steps: int | None = None, seed: int = 0) -> None:
+        self.path = Path(path)
+        self.session = _session(self.path)
+        self.contract = _contract_of(self.session, self.path)
+        if self.contract.kind != "diffusion":
+            raise ContractError(f"{self.path}: contract kind {self.contract.kind!r}: this runtime runs "
+                                "'diffusion' policies (use policies.runtime.PolicyRuntime for 'mlp')")
+        self.warnings = self.contract.check(spec)
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if DIFFUSION_KEY not in metadata:
+            raise ContractError(f"{self.path}: no sampler metadata (key {DIFFUSION_KEY!r}); "
+                                "export it with policies.diffusion.export")
+        meta = json.loads(metadata[DIFFUSION_KEY])
+        self.spec = spec
+        self.mapping = self.contract.action
+        self.num_envs = num_envs
+        self.obs_horizon = int(meta["obs_horizon"])
+        self.pred_horizon = int(meta["pred_horizon"])
+        self.action_horizon = int(meta["action_horizon"])
+        self.alphas_cumprod = [float(a) for a in meta["alphas_cumprod"]]
+        self.timesteps = [int(t) for t in meta["timesteps"]]
+        """DDIM steps of a full sampling, noisiest first."""
+        self.warm_start = warm_start
+        self.warm_start_steps = int(warm_start_steps or meta["warm_start_steps"])
+        if not 1 <= self.warm_start_steps <= len(self.timesteps):
+            raise ValueError(f"warm_start_steps: {self.warm_start_steps} not in [1, {len(self.timesteps)}]")
+        self.clip_sample = float(meta["clip_sample"])
+        self.prediction = meta.get("prediction", "epsilon")
+        """What the network outputs: the noise ε̂ ("epsilon") or the clean chunk x̂0 ("sample")."""
+        low, high = np.asarray(meta["action_norm"]["low"]), np.asarray(meta["action_norm"]["high"])
+        self._action_center, self._action_half_range = (high + low) / 2, (high - low) / 2
+        reference = meta.get("action_reference")
+        self.reference = None if reference is None else ActionReference.from_dict(reference)
+        """Relative actions: chunks are predicted relative to the newest joint positions (as a raw action)."""
+        self.rng = np.random.default_rng(seed)
+        self.history = ObservationHistory(self.obs_horizon, self.contract.obs_dim, num_envs)
+        self.actions = np.zeros((num_envs, self.pred_horizon, self.mapping.num_actions))
+        """Each world's current chunk of raw actions."""
+        self.cursor = np.full(num_envs, self.pred_horizon)
+        """Index in `actions` of each world's next action; a world plans when it is past the executed span."""
+        self.has_chunk = np.zeros(num_envs, dtype=bool)
+        self.last_action = np.zeros((num_envs, self.mapping.num_actions))
+
+    def reset(self, ids: np.ndarray | None = None) -> None:
+        """Forget the observation history and chunk of rows `ids` (all for None), at an episode start."""
+        rows = slice(None) if ids is None else ids
+        self.history.reset(ids)
+        self.cursor[rows] = self.pred_horizon
+        self.has_chunk[rows] = False
+        self.last_action[rows] = 0.0
+
+    def observe(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """The policy's input for a batched state (num_envs, num_joints): (num_envs, obs_horizon * obs_dim) float32."""
+        return observe(self, state, inputs)
+
+    # --- sampling -------------------------------------------------------------------------
+    def denoise(self, obs: np.ndarray, sample: np.ndarray, timesteps: list[int]) -> np.ndarray:
+        """DDIM from `sample` (n, Tp, A) through `timesteps` (noisiest first) given obs (n, To*D): normalized chunk."""
+        obs = np.ascontiguousarray(obs, dtype=np.float32)
+        sample = np.asarray(sample, dtype=np.float32)
+        abar = self.alphas_cumprod
+        for i, t in enumerate(timesteps):
+            output = self.session.run([EPS_OUTPUT], {OBS_INPUT: obs, SAMPLE_INPUT: sample,
+                                                     TIMESTEP_INPUT: np.full(len(obs), t, dtype=np.int64)})[0]
+            abar_prev = abar[timesteps[i + 1]] if i + 1 < len(timesteps) else 1.0
+            if self.prediction == "epsilon":
+                eps = output
+                x0 = (sample - np.float32(np.sqrt(1 - abar[t])) * eps) / np.float32(np.sqrt(abar[t]))
+            else:
+                x0 = output
+                eps = (sample - np.float32(np.sqrt(abar[t])) * x0) / np.float32(np.sqrt(1 - abar[t]))
+            x0 = np.clip(x0, -self.clip_sample, self.clip_sample)
+            sample = np.float32(np.sqrt(abar_prev)) * x0 + np.float32(np.sqrt(1 - abar_prev)) * eps
+        return sample
+
+    def sample(self, obs: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        """A full DDIM sampling from `noise` (n, Tp, A) (drawn if None): normalized chunk (n, Tp, A)."""
+        if noise is None:
+            noise = self._noise(len(obs))
+        return self.denoise(obs, noise, self.timesteps)
+
+    def warm_sample(self, obs: np.ndarray, previous: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        """The last `warm_start_steps` DDIM steps from the previous raw chunk (n, Tp, A), shifted by
+        action_horizon (tail padded with its last action), normalized for `obs` and noised to the level
+        of the first of those steps. Returns the normalized chunk (n, Tp, A)."""
+        shift = self.action_horizon
+        shifted = np.concatenate([previous[:, shift:], np.repeat(previous[:, -1:], shift, axis=1)], axis=1)
+        steps = self.timesteps[-self.warm_start_steps:]
+        abar = self.alphas_cumprod[steps[0]]
+        if noise is None:
+            noise = self._noise(len(obs))
+        start = np.float32(np.sqrt(abar)) * self.normalize(shifted, obs) + np.float32(np.sqrt(1 - abar)) * noise
+        return self.denoise(obs, start.astype(np.float32), steps)
+
+    def reference_action(self, obs: np.ndarray) -> np.ndarray:
+        """(n, A) raw action the chunks of observation windows (n, To*D) are relative to (0 if absolute)."""
+        if self.reference is None:
+            return np.zeros((len(obs), self.mapping.num_actions))
+        return self.reference(obs[:, -self.contract.obs_dim:].astype(np.float64))
+
+    def unnormalize(self, chunk: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        """Normalized chunk (n, Tp, A) sampled for windows `obs` (n, To*D) → raw actions, float64."""
+        return chunk.astype(np.float64) * self._action_half_range + self._action_center \
+            + self.reference_action(obs)[:, None]
+
+    def normalize(self, actions: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        """Raw actions (n, Tp, A) → the normalized chunk for windows `obs`, the inverse of `unnormalize`."""
+        relative = actions - self.reference_action(obs)[:, None]
+        return (relative - self._action_center) / np.where(self._action_half_range > 0, self._action_half_range, 1.0)
+
+    def _noise(self, n: int) -> np.ndarray:
+        return self.rng.standard_normal((n, self.pred_horizon, self.mapping.num_actions), dtype=np.float32)
+
+    # --- execution ------------------------------------------------------------------------
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """This step's raw actions (num_envs, A) float64 for stacked observations (num_envs, To*D), clipped;
+        worlds past their chunk's executed span plan a new chunk first."""
+        plan = self.cursor >= self.obs_horizon - 1 + self.action_horizon
+        warm = plan & self.has_chunk & self.warm_start
+        cold = plan & ~warm
+        if cold.any():
+            self.actions[cold] = self.unnormalize(self.sample(obs[cold]), obs[cold])
+        if warm.any():
+            self.actions[warm] = self.unnormalize(self.warm_sample(obs[warm], self.actions[warm]), obs[warm])
+        self.cursor[plan] = self.obs_horizon - 1
+        self.has_chunk |= plan
+        rows = np.arange(self.num_envs)
+        action = self.mapping.clip_action(self.actions[rows, self.cursor])
+        self.cursor += 1
+        self.last_action[:] = action
+        return action
+
+    def step(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> Command:
+        """Observation → chunk (when due) → this step's command. Unbatched states give an unbatched Command."""
+        single = state.q.ndim == 1
+        if single:
+            state = RobotState(state.stamp, state.q[None], state.dq[None], state.tau[None],
+                               None if state.base_quat is None else state.base_quat[None],
+                               None if state.base_ang_vel is None else state.base_ang_vel[None])
+            inputs = {k: np.asarray(v)[None] for k, v in (inputs or {}).items()}
+        command = self.mapping.to_command(self.act(self.observe(state, inputs)))
+        if single:
+            command = Command(*(getattr(command, f)[0] for f in ("q", "dq", "kp", "kd", "tau_ff")))
+        return command
