@@ -56,6 +56,22 @@ def _contract_of(session: ort.InferenceSession, path: str | Path) -> PolicyContr
         raise ContractError(f"{path}: {error}") from None
 
 
+def as_batch(state: RobotState, inputs: Mapping[str, np.ndarray] | None
+             ) -> tuple[RobotState, Mapping[str, np.ndarray] | None, bool]:
+    """An unbatched state (num_joints,) and its inputs as a batch of one; the flag says whether it was unbatched."""
+    if state.q.ndim != 1:
+        return state, inputs, False
+    add = lambda a: None if a is None else np.asarray(a)[None]  # noqa: E731
+    batched = RobotState(state.stamp, add(state.q), add(state.dq), add(state.tau), add(state.base_quat),
+                         add(state.base_ang_vel))
+    return batched, {k: add(v) for k, v in (inputs or {}).items()}, True
+
+
+def first_row(command: Command) -> Command:
+    """Row 0 of a batched Command."""
+    return Command(command.q[0], command.dq[0], command.kp[0], command.kd[0], command.tau_ff[0])
+
+
 def observe(runtime: PolicyRuntime, state: RobotState, inputs: Mapping[str, np.ndarray] | None) -> np.ndarray:
     """A runtime's stacked observation of a batched state, with its last action and the task inputs checked.
 
@@ -103,15 +119,8 @@ class PolicyRuntime:
 
     def step(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> Command:
         """Observation → inference → action mapping. Unbatched states give an unbatched Command."""
-        single = state.q.ndim == 1
-        if single:
-            state = RobotState(state.stamp, state.q[None], state.dq[None], state.tau[None],
-                               None if state.base_quat is None else state.base_quat[None],
-                               None if state.base_ang_vel is None else state.base_ang_vel[None])
-            inputs = {k: np.asarray(v)[None] for k, v in (inputs or {}).items()}
+        state, inputs, single = as_batch(state, inputs)
         action = self.mapping.clip_action(self.act(self.observe(state, inputs)))
         self.last_action[:] = action
         command = self.mapping.to_command(action)
-        if single:
-            command = Command(*(getattr(command, f)[0] for f in ("q", "dq", "kp", "kd", "tau_ff")))
-        return command
+        return first_row(command) if single else command

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from policies.diffusion.processing import ActionReference
-from policies.runtime import _contract_of, _session, observe
+from policies.runtime import _contract_of, _session, as_batch, first_row, observe
 from s2r.contract import ContractError
 from s2r.observations import ObservationHistory
 from s2r.spec import RobotSpec
@@ -182,13 +182,6 @@ class DiffusionRuntime:
 
     def step(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> Command:
         """Observation → chunk (when due) → this step's command. Unbatched states give an unbatched Command."""
-        single = state.q.ndim == 1
-        if single:
-            state = RobotState(state.stamp, state.q[None], state.dq[None], state.tau[None],
-                               None if state.base_quat is None else state.base_quat[None],
-                               None if state.base_ang_vel is None else state.base_ang_vel[None])
-            inputs = {k: np.asarray(v)[None] for k, v in (inputs or {}).items()}
+        state, inputs, single = as_batch(state, inputs)
         command = self.mapping.to_command(self.act(self.observe(state, inputs)))
-        if single:
-            command = Command(*(getattr(command, f)[0] for f in ("q", "dq", "kp", "kd", "tau_ff")))
-        return command
+        return first_row(command) if single else command
