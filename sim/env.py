@@ -163,6 +163,7 @@ class BatchEnv:
         self._last_ctrl[:] = targets
 
         state = self.read_state()
+        self.task.update(self)
         reward = self.task.reward(self, state, action)
         self.episode_length += 1
         # MuJoCo resets a world whose state turns NaN/Inf, clock included: catch it by its clock.

@@ -68,6 +68,9 @@ class Task:
         """Initial joint positions and velocities for worlds `ids`, each (n, num_joints); may set env.inputs."""
         raise NotImplementedError
 
+    def update(self, env: BatchEnv) -> None:
+        """Refresh task inputs and quantities that follow from the new physics state; called after every step."""
+
     def reward(self, env: BatchEnv, state: RobotState, action: np.ndarray) -> np.ndarray:
         """(num_envs,) reward for the step that led to `state` under clipped `action` (num_envs, A)."""
         raise NotImplementedError
@@ -258,6 +261,8 @@ class PushT(Task):
         joint = env.model.joint("block")
         self.block_qpos = int(env.model.jnt_qposadr[joint.id])
         self.qpos = env.data_field("qpos")
+        self.current_coverage = np.zeros(env.num_envs)
+        """(num_envs,) coverage after the last step, shared by reward and success."""
 
     def block_pose(self, env) -> np.ndarray:
         """Every world's block pose (x, y, yaw), (num_envs, 3), from its free joint."""
@@ -289,14 +294,16 @@ class PushT(Task):
         env.inputs[OBJECT_POSE][ids] = _planar_pose_input(block)
         return pusher, np.zeros((n, 2))
 
-    def reward(self, env, state, action):
-        # The first hook after a step: refresh the block pose the observation reads.
+    def update(self, env):
         pose = self.block_pose(env)
         env.inputs[OBJECT_POSE][:] = _planar_pose_input(pose)
-        return coverage(pose)
+        self.current_coverage = coverage(pose)
+
+    def reward(self, env, state, action):
+        return self.current_coverage
 
     def success_condition(self, env, state):
-        return self.coverage(env) > self.success_coverage
+        return self.current_coverage > self.success_coverage
 
 
 def _planar_pose_input(pose: np.ndarray) -> np.ndarray:
