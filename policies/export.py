@@ -47,8 +47,12 @@ def export_onnx(policy: ActorCritic, contract: PolicyContract, path: str | Path)
             actor, (example,), input_names=[OBS_INPUT], output_names=[ACTION_OUTPUT],
             dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=OPSET, dynamo=True, verbose=False,
         )
-    model = program.model_proto
-    onnx.helper.set_model_props(model, {METADATA_KEY: contract.to_json()})
+    return save_onnx(program.model_proto, {METADATA_KEY: contract.to_json()}, path)
+
+
+def save_onnx(model: onnx.ModelProto, metadata: dict[str, str], path: Path) -> Path:
+    """Check `model`, put `metadata` in its properties and write it to `path` atomically."""
+    onnx.helper.set_model_props(model, metadata)
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -14,10 +14,8 @@ warm-start step count, the action normalizer and, for relative actions, their re
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-import onnx
 import torch
 
 from policies.diffusion.config import DiffusionConfig
@@ -25,9 +23,9 @@ from policies.diffusion.model import DiffusionModel
 from policies.diffusion.processing import ActionReference, RangeNormalizer
 from policies.diffusion.runtime import DIFFUSION_KEY, EPS_OUTPUT, OBS_INPUT, SAMPLE_INPUT, TIMESTEP_INPUT
 from policies.diffusion.sampler import NoiseSchedule
+from policies.export import OPSET, save_onnx
 from s2r.contract import METADATA_KEY, PolicyContract
 
-OPSET = 18
 
 
 def sampler_metadata(cfg: DiffusionConfig, contract: PolicyContract, action_norm: RangeNormalizer) -> dict:
@@ -56,15 +54,9 @@ def export_diffusion_model(model: DiffusionModel, cfg: DiffusionConfig, contract
             model, example, input_names=[OBS_INPUT, SAMPLE_INPUT, TIMESTEP_INPUT], output_names=[EPS_OUTPUT],
             dynamic_shapes=({0: batch}, {0: batch}, {0: batch}), opset_version=OPSET, dynamo=True, verbose=False,
         )
-    proto = program.model_proto
-    onnx.helper.set_model_props(proto, {METADATA_KEY: contract.to_json(),
-                                        DIFFUSION_KEY: json.dumps(sampler_metadata(cfg, contract, action_norm))})
-    onnx.checker.check_model(proto)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    onnx.save(proto, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_onnx(program.model_proto, {METADATA_KEY: contract.to_json(),
+                                           DIFFUSION_KEY: json.dumps(sampler_metadata(cfg, contract, action_norm))},
+                     path)
 
 
 def export_diffusion(run_dir: Path, path: Path) -> Path:
