@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from policies.diffusion.train import CHECKPOINT as DIFFUSION_CHECKPOINT
 from policies.runtime import PolicyRuntime, read_contract
 from policies.train import load_policy
 from s2r.contract import ContractError
@@ -31,13 +32,14 @@ def evaluate(source: Path, *, task: str | None = None, episodes: int = 64, seed:
     or a randomization YAML, e.g. a fixed perturbed robot. Diffusion policies (an ONNX file of kind
     "diffusion" or a diffusion run directory) go to `policies.diffusion.evaluate`, which adds `mean_coverage`.
     """
-    if _is_diffusion(source):
+    contract = read_contract(source) if source.suffix == ".onnx" else None
+    diffusion = contract.kind == "diffusion" if contract is not None else (source / DIFFUSION_CHECKPOINT).is_file()
+    if diffusion:
         from policies.diffusion.evaluate import evaluate_diffusion
 
         return evaluate_diffusion(source, task=task, episodes=episodes, seed=seed, backend=backend,
                                   randomize=randomize)
-    if source.suffix == ".onnx":
-        contract = read_contract(source)
+    if contract is not None:
         task = task or contract.provenance.get("task")
         if task is None:
             raise ContractError(f"{source}: the contract names no task; pass --task")
@@ -46,9 +48,7 @@ def evaluate(source: Path, *, task: str | None = None, episodes: int = 64, seed:
 
         def act(obs: dict[str, torch.Tensor]) -> torch.Tensor:
             inputs = {k: v for k, v in env.inputs.items() if k != LAST_ACTION}
-            action = runtime.mapping.clip_action(runtime.act(runtime.observe(env.read_state(), inputs)))
-            runtime.last_action[:] = action
-            return torch.from_numpy(action)
+            return torch.from_numpy(runtime.action(env.read_state(), inputs))
 
         on_reset = runtime.reset
     else:
@@ -76,10 +76,3 @@ def evaluate(source: Path, *, task: str | None = None, episodes: int = 64, seed:
     return {"task": task, "episodes": episodes, "mean_return": float(returns.mean()),
             "success_rate": float(successes.mean())}
 
-
-def _is_diffusion(source: Path) -> bool:
-    from policies.diffusion.train import CHECKPOINT
-
-    if source.suffix == ".onnx":
-        return read_contract(source).kind == "diffusion"
-    return (source / CHECKPOINT).is_file()

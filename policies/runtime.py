@@ -120,7 +120,11 @@ class PolicyRuntime:
     def step(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> Command:
         """Observation → inference → action mapping. Unbatched states give an unbatched Command."""
         state, inputs, single = as_batch(state, inputs)
+        command = self.mapping.to_command(self.action(state, inputs))
+        return first_row(command) if single else command
+
+    def action(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """The clipped raw action for a batched state, (num_envs, num_actions); remembered as the last action."""
         action = self.mapping.clip_action(self.act(self.observe(state, inputs)))
         self.last_action[:] = action
-        command = self.mapping.to_command(action)
-        return first_row(command) if single else command
+        return action
