@@ -1,7 +1,8 @@
-"""BatchEnv: N worlds of one task on `mujoco.batch.Batch` (the `cpu` backend).
+"""BatchEnv: N worlds of one task, on `mujoco.batch.Batch` (`cpu`) or MuJoCo Warp (`warp`).
 
-Steps every world on MuJoCo's C thread pool, bit-identical to a loop over one
-MjData per world, and returns torch tensors. Observations are built with the
+The `cpu` backend steps every world on MuJoCo's C thread pool, bit-identical to a
+loop over one MjData per world; the `warp` backend (`sim.warp_batch.WarpBatch`)
+steps them in Warp kernels on a GPU. Both return torch tensors. Observations are built with the
 shared terms of `s2r.observations` and actions go through the shared
 `ActionMapping`, exactly as on the robot. Worlds that finish an episode reset
 themselves; `info["final_critic_obs"]` keeps what they ended in.
@@ -14,7 +15,7 @@ themselves; `info["final_critic_obs"]` keeps what they ended in.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import mujoco
 import mujoco.batch
@@ -31,13 +32,19 @@ from sim.model import compile_model
 from sim.privileged import PRIVILEGED
 from sim.tasks import Task
 
+Backend = Literal["cpu", "warp"]
+BACKENDS: tuple[Backend, ...] = ("cpu", "warp")
+
 
 class BatchEnv:
     """A batched environment of `num_envs` worlds running one task."""
 
     def __init__(self, task: Task, num_envs: int, *, seed: int = 0, nthread: int = 0,
                  spec: RobotSpec | None = None, device: str = "cpu",
-                 randomization: tuple[Randomize, ...] = ()) -> None:
+                 randomization: tuple[Randomize, ...] = (), backend: Backend = "cpu",
+                 nconmax: int | None = None, njmax: int | None = None) -> None:
+        """`nthread`: the cpu backend's threads (0: all cores). `nconmax`/`njmax`: the warp backend's
+        contact and constraint buffers per world (MuJoCo Warp's defaults if None)."""
         cfg = task.config
         for name in cfg.privileged_terms:
             if name not in PRIVILEGED:
@@ -57,7 +64,15 @@ class BatchEnv:
             )
         self.max_episode_length = round(cfg.episode_length_s / self.spec.control_period)
         self.success_window = round(cfg.success_window_s / self.spec.control_period)
-        self.batch = mujoco.batch.Batch(self.model, nsim=num_envs, nthread=nthread)
+        self.backend = backend
+        if backend == "cpu":
+            self.batch = mujoco.batch.Batch(self.model, nsim=num_envs, nthread=nthread)
+        elif backend == "warp":
+            from sim.warp_batch import WarpBatch
+
+            self.batch = WarpBatch(self.model, num_envs, nconmax=nconmax, njmax=njmax, source=str(self.spec.mjcf))
+        else:
+            raise ValueError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
 
         joint_ids = [self.model.joint(n).id for n in self.spec.joint_names]
         self.qpos_index = self.model.jnt_qposadr[joint_ids]
@@ -240,9 +255,10 @@ class BatchEnv:
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self.device)
 
 
-def make_env(task_name: str, num_envs: int, *, seed: int = 0, backend: str = "cpu",
-             randomize: str | None = None, robot: str | None = None) -> BatchEnv:
-    """The env for a task on a backend (only `cpu` so far).
+def make_env(task_name: str, num_envs: int, *, seed: int = 0, backend: Backend = "cpu",
+             randomize: str | None = None, robot: str | None = None, nconmax: int | None = None,
+             njmax: int | None = None) -> BatchEnv:
+    """The env for a task on a backend (`cpu` or `warp`; `nconmax`/`njmax`: warp's buffers per world).
 
     `randomize`: None for the nominal model, "default" for the task's own randomization
     terms, or the path of a randomization YAML.
@@ -250,8 +266,8 @@ def make_env(task_name: str, num_envs: int, *, seed: int = 0, backend: str = "cp
     from calibration.randomization import load_randomization
     from sim.tasks import make_task
 
-    if backend != "cpu":
-        raise ValueError(f"backend {backend!r} is not available; use --backend cpu")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     task = make_task(task_name)
     if randomize is None:
         terms: tuple[Randomize, ...] = ()
@@ -263,4 +279,5 @@ def make_env(task_name: str, num_envs: int, *, seed: int = 0, backend: str = "cp
     if spec is not None and spec.joint_names != robot_spec(task.config.robot).joint_names:
         raise ValueError(f"{robot}: joints {spec.joint_names} are not those of task {task_name}'s robot "
                          f"{task.config.robot!r}")
-    return BatchEnv(task, num_envs, seed=seed, randomization=terms, spec=spec)
+    return BatchEnv(task, num_envs, seed=seed, randomization=terms, spec=spec, backend=backend,
+                    nconmax=nconmax, njmax=njmax)
