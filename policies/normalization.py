@@ -4,7 +4,9 @@
 everything it has seen, merged batch by batch with Chan et al.'s parallel
 update in float64, and maps `x` to `clamp((x - mean) / sqrt(var + eps), ±clip)`.
 Statistics change only through `update` in training mode or an explicit
-`merge`; `forward` is plain tensor ops, so ONNX export bakes them in.
+`merge`; `forward` is plain tensor ops, so ONNX export bakes them in. In a
+torch.distributed job every update folds in the batches of all ranks, so
+every rank's statistics stay identical.
 
     norm = EmpiricalNormalization(3)
     norm.update(batch)   # batch: (N, 3); a no-op after norm.eval()
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from policies.distributed import batch_moments
 
 
 class EmpiricalNormalization(nn.Module):
@@ -42,8 +46,7 @@ class EmpiricalNormalization(nn.Module):
         """Folds a batch `(..., size)` into the statistics; does nothing in eval mode."""
         if not self.training:
             return
-        batch = x.reshape(-1, self.mean.shape[0]).double()
-        self.merge(batch.mean(0), batch.var(0, unbiased=False), batch.shape[0])
+        self.merge(*batch_moments(x.reshape(-1, self.mean.shape[0]).double()))
 
     @torch.no_grad()
     def merge(self, mean: Tensor, var: Tensor, count: int) -> None:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Normal
 
+from policies.distributed import Distributed
 from policies.normalization import EmpiricalNormalization
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh}
@@ -228,8 +229,10 @@ class PPOConfig:
 class PPO:
     """Collects transitions into a `RolloutStorage` and updates an `ActorCritic` with clipped PPO."""
 
-    def __init__(self, policy: ActorCritic, cfg: PPOConfig, *, num_envs: int) -> None:
-        self.policy, self.cfg = policy, cfg
+    def __init__(self, policy: ActorCritic, cfg: PPOConfig, *, num_envs: int,
+                 distributed: Distributed = Distributed()) -> None:
+        """`distributed`: average gradients and the adaptive-rate KL over its ranks (a no-op for one)."""
+        self.policy, self.cfg, self.distributed = policy, cfg, distributed
         self.learning_rate = cfg.learning_rate
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
         self.storage = RolloutStorage(cfg.num_steps_per_env, num_envs, num_policy_obs=policy.num_policy_obs,
@@ -270,7 +273,7 @@ class PPO:
             log_ratio = log_probs - mb.log_probs
             ratio = log_ratio.exp()
             with torch.no_grad():
-                approx_kl = ((ratio - 1) - log_ratio).mean().item()  # k3 estimator of KL(old ‖ new)
+                approx_kl = self.distributed.mean(((ratio - 1) - log_ratio).mean().item())  # k3 estimator of KL(old ‖ new)
                 clip_fraction = ((ratio - 1).abs() > cfg.clip_param).float().mean().item()
             if cfg.schedule == "adaptive":
                 self._adapt_learning_rate(approx_kl)
@@ -287,6 +290,7 @@ class PPO:
 
             self.optimizer.zero_grad()
             loss.backward()
+            self.distributed.average_gradients(list(self.policy.parameters()))
             nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
             self.optimizer.step()
 

@@ -4,6 +4,9 @@
 with a `TrainingDivergedError` at the first non-finite observation, reward or
 action, and is deterministic for a given seed and environment: it seeds the
 global generators when built, so build and train one run before the next.
+Given a `Distributed` of several ranks it trains data-parallel
+(`policies.distributed`): rank 0's parameters, averaged gradients, and a check
+after every update that the ranks still agree; only rank 0 logs.
 
     runner = OnPolicyRunner(env, ppo=PPOConfig(), model=ActorCriticConfig(), log_dir=Path("runs/x"), seed=0)
     summary = runner.learn(300)
@@ -28,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
+from policies.distributed import Distributed
 from policies.ppo import PPO, ActorCritic, ActorCriticConfig, PPOConfig
 
 POLICY_OBS = "policy"
@@ -83,22 +87,25 @@ class OnPolicyRunner:
     """Trains an `ActorCritic` with `PPO` on a `VecEnv`."""
 
     def __init__(self, env: VecEnv, *, ppo: PPOConfig, model: ActorCriticConfig, log_dir: Path | None,
-                 seed: int, progress: bool = True) -> None:
+                 seed: int, progress: bool = True, distributed: Distributed = Distributed()) -> None:
+        """`seed` seeds this process's generators (give each rank its own); `log_dir` is ignored off rank 0."""
         missing = {POLICY_OBS, CRITIC_OBS} - set(env.obs_dims)
         if missing:
             raise KeyError(f"env.obs_dims lacks {sorted(missing)}; it has {sorted(env.obs_dims)}")
         seed_everything(seed)
-        self.env, self.cfg, self.seed, self.show_progress = env, ppo, seed, progress
+        self.env, self.cfg, self.seed, self.distributed = env, ppo, seed, distributed
+        self.show_progress = progress and distributed.is_main
         policy = ActorCritic(model, num_policy_obs=env.obs_dims[POLICY_OBS], num_critic_obs=env.obs_dims[CRITIC_OBS],
                              num_actions=env.num_actions)
-        self.alg = PPO(policy, ppo, num_envs=env.num_envs)
+        distributed.broadcast_parameters(policy)
+        self.alg = PPO(policy, ppo, num_envs=env.num_envs, distributed=distributed)
         self.current_iteration = 0
         self.episode_returns: deque[float] = deque(maxlen=EPISODE_WINDOW)
         self.episode_lengths: deque[float] = deque(maxlen=EPISODE_WINDOW)
         self.episode_successes: deque[float] = deque(maxlen=EPISODE_WINDOW)
         self._obs: dict[str, Tensor] | None = None
         self.writer = None
-        if log_dir is not None:
+        if log_dir is not None and distributed.is_main:
             log_dir.mkdir(parents=True, exist_ok=True)
             self.writer = SummaryWriter(log_dir)
 
@@ -134,6 +141,7 @@ class OnPolicyRunner:
                         self._record_episodes(info["episode"])
                     self.alg.compute_returns(obs[CRITIC_OBS])
                 metrics = self.alg.update()
+                self.distributed.check_in_sync(self.policy, self.current_iteration)
                 metrics["perf/env_steps_per_s"] = steps_per_iteration / (time.perf_counter() - iteration_start)
                 self.current_iteration += 1
                 self._log(metrics)
@@ -189,6 +197,7 @@ class OnPolicyRunner:
         self.alg.optimizer.load_state_dict(checkpoint["optimizer"])
         self.alg.learning_rate = self.alg.optimizer.param_groups[0]["lr"]
         self.current_iteration = checkpoint["iteration"]
+        self.distributed.check_in_sync(self.policy, self.current_iteration)
         return checkpoint["extra"]
 
     def close(self) -> None:

@@ -9,6 +9,10 @@ A run directory holds everything needed to resume, export and evaluate:
     DIR/events.*             TensorBoard scalars
 
     metrics = train(TrainConfig(task="cartpole"), Path("runs/cartpole"))
+
+Under torchrun (or `s2r train --nproc N`) every rank runs `train` on its own worlds
+(`num_envs` each, seed `seed + rank`) and rank 0 writes the run directory
+(`policies.distributed`).
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from typing import Any
 import torch
 import yaml
 
+from policies.distributed import Distributed
 from policies.ppo import ActorCritic, ActorCriticConfig, PPOConfig
 from policies.runner import OnPolicyRunner
 from s2r.contract import PolicyContract
-from sim.env import make_env
+from sim.env import Backend, make_env
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -41,10 +46,10 @@ class TrainConfig:
 
     task: str
     """Task name: pendulum, cartpole or reach."""
-    backend: str = "cpu"
-    """Simulation backend."""
+    backend: Backend = "cpu"
+    """Simulation backend: `cpu` (MuJoCo's C engine) or `warp` (MuJoCo Warp on a GPU)."""
     num_envs: int = 512
-    """Parallel worlds."""
+    """Parallel worlds (per rank in a distributed run)."""
     iterations: int = 300
     """PPO iterations (rollout + update)."""
     seed: int = 0
@@ -83,10 +88,14 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
 
 def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool = True) -> dict[str, float]:
     """Train `cfg` into run directory `out`; with `resume`, continue from `out/checkpoint.pt`."""
+    distributed = Distributed.from_environment()
+    main = distributed.is_main
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.torch_threads)
-    env = make_env(cfg.task, cfg.num_envs, seed=cfg.seed, backend=cfg.backend, randomize=cfg.randomize, robot=cfg.robot)
-    runner = OnPolicyRunner(env, ppo=cfg.ppo, model=cfg.model, log_dir=out, seed=cfg.seed, progress=progress)
+    seed = cfg.seed + distributed.rank
+    env = make_env(cfg.task, cfg.num_envs, seed=seed, backend=cfg.backend, randomize=cfg.randomize, robot=cfg.robot)
+    runner = OnPolicyRunner(env, ppo=cfg.ppo, model=cfg.model, log_dir=out, seed=seed, progress=progress,
+                            distributed=distributed)
     if env.randomizer is not None and runner.writer is not None:
         for name, values in env.randomizer.histograms().items():
             runner.writer.add_histogram(name, values, runner.current_iteration)
@@ -96,7 +105,8 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool =
         if task != cfg.task:
             raise CheckpointError(f"{path}: task: checkpoint is for {task!r}, asked to train {cfg.task!r}")
         runner.load(path)
-    (out / "config.yaml").write_text(yaml.safe_dump(plain_data(asdict(cfg)), sort_keys=False))
+    if main:
+        (out / "config.yaml").write_text(yaml.safe_dump(plain_data(asdict(cfg)), sort_keys=False))
     curve: list[dict[str, float]] = []
     start = time.perf_counter()
 
@@ -109,14 +119,24 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool =
     contract = env.contract(provenance={
         "task": cfg.task, "seed": cfg.seed, "iterations": runner.current_iteration, "num_envs": cfg.num_envs,
         "backend": cfg.backend, "randomize": cfg.randomize, "trainer": "s2r.ppo", "s2r_version": s2r_version(),
+        "ranks": distributed.world_size,
     })
-    runner.save(out / CHECKPOINT, extra={"task": cfg.task, "config": plain_data(asdict(cfg)), "contract": contract.to_dict()})
+    metrics = {k: summary[k] for k in ("mean_return", "success_rate", "env_steps", "wall_s", "env_steps_per_s")}
+    for key in ("mean_return", "success_rate"):  # over every rank's last episodes
+        metrics[key] = distributed.mean(metrics[key])
+    metrics["env_steps"] *= distributed.world_size
+    metrics["env_steps_per_s"] *= distributed.world_size
+    metrics["iterations"] = runner.current_iteration
+    metrics["ranks"] = distributed.world_size
+    if main:
+        runner.save(out / CHECKPOINT, extra={"task": cfg.task, "config": plain_data(asdict(cfg)),
+                                             "contract": contract.to_dict()})
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        worlds = f"{distributed.world_size} × {cfg.num_envs}" if distributed.enabled else str(cfg.num_envs)
+        plot_training_curve(curve, out / "training_curve.png", title=f"{cfg.task}: PPO, {worlds} worlds")
     runner.close()
     env.close()
-    metrics = {k: summary[k] for k in ("mean_return", "success_rate", "env_steps", "wall_s", "env_steps_per_s")}
-    metrics["iterations"] = runner.current_iteration
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plot_training_curve(curve, out / "training_curve.png", title=f"{cfg.task}: PPO, {cfg.num_envs} worlds")
+    distributed.close()
     return metrics
 
 
