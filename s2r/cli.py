@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,16 @@ def _emit(result: dict[str, Any], as_json: bool, title: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    if args.nproc > 1:
+        from policies.distributed import launch
+
+        argv = sys.argv[1:]
+        i = argv.index("--nproc")
+        try:
+            code = launch(args.nproc, argv[:i] + argv[i + 2:])
+        except ValueError as error:
+            raise SystemExit(f"s2r train: {error}") from None
+        raise SystemExit(code)
     out = Path(args.out or f"runs/{args.task}")
     if args.policy == "diffusion":
         _train_diffusion(args, out)
@@ -48,6 +59,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         metrics = train(cfg, out, resume=args.resume, progress=not args.json)
     except TrainingDivergedError as error:
         raise SystemExit(f"s2r train: training diverged: {error}") from None
+    if os.environ.get("RANK", "0") != "0":
+        return  # a torchrun rank other than 0: rank 0 reports
     _emit({"task": args.task, "out": str(out), **metrics}, args.json, f"trained {args.task} → {out}")
 
 
@@ -96,7 +109,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    if args.what == "sim":
+    if args.what == "sim" and args.backend == "warp":
+        from bench.gpu_sim import run
+
+        result = run(task=args.task or "cartpole", num_envs=args.num_envs or 4096)
+    elif args.what == "sim":
         from bench.sim import run
 
         result = run(task=args.task or "cartpole", num_envs=args.num_envs or 1024)
@@ -148,7 +165,8 @@ def cmd_demos(args: argparse.Namespace) -> None:
     from sim.demos import record_demos
 
     result = record_demos(args.task, expert=args.expert, episodes=args.episodes, out=Path(args.out), image=args.image,
-                          seed=args.seed, successful_only=args.successful_only, progress=not args.json)
+                          seed=args.seed, successful_only=args.successful_only, action_noise=args.action_noise,
+                          progress=not args.json)
     _emit(result, args.json, f"{args.expert} demonstrations of {args.task} → {args.out}")
 
 
@@ -189,13 +207,19 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(Path(args.out), iterations=args.iterations)
 
 
+BACKENDS = ("cpu", "warp")  # sim.env.BACKENDS, without importing the simulator
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="s2r", description="Sim-to-real control stack: train, export, evaluate, deploy.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a task with PPO on the batched simulator")
     p.add_argument("task", help="pendulum, cartpole or reach")
-    p.add_argument("--backend", default="cpu", choices=["cpu"], help="simulation backend")
+    p.add_argument("--backend", default="cpu", choices=BACKENDS,
+                   help="simulation backend: cpu (MuJoCo), warp (MuJoCo Warp on an NVIDIA GPU)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel ranks on this machine (torchrun; one per GPU, else per CPU core)")
     p.add_argument("--num-envs", type=int, help="parallel worlds (task default if omitted)")
     p.add_argument("--iterations", type=int, help="PPO iterations (task default if omitted)")
     p.add_argument("--seed", type=int, help="seed (0 if omitted)")
@@ -226,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="task (default: the one the policy was trained on)")
     p.add_argument("--episodes", type=int, default=64)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--backend", default="cpu", choices=["cpu"])
+    p.add_argument("--backend", default="cpu", choices=BACKENDS)
     p.add_argument("--randomize", nargs="?", const="default", metavar="FILE.yaml",
                    help="evaluate on perturbed worlds: the task's randomization, or a YAML (e.g. a perturbed robot)")
     p.add_argument("--json", action="store_true")
@@ -236,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["sim", "train", "loop"])
     p.add_argument("--task")
     p.add_argument("--num-envs", type=int)
+    p.add_argument("--backend", default="cpu", choices=BACKENDS, help="sim: the backend to measure")
     p.add_argument("--rate", type=float, default=500.0, help="loop: rate in Hz")
     p.add_argument("--rt-priority", type=int, default=50,
                    help="loop: SCHED_FIFO priority of the process where permitted; 0: normal scheduling")
@@ -289,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="dataset directory (appended to when it holds a dataset)")
     p.add_argument("--image", action="store_true", help="also record the top camera, 96×96 (MUJOCO_GL=egl)")
     p.add_argument("--successful-only", action="store_true", help="leave failed episodes out; run until N succeed")
+    p.add_argument("--action-noise", type=float, default=0.0,
+                   help="std of gaussian noise (raw action units) added to the executed actions while the clean "
+                        "expert action is recorded (DART): the demos also show recoveries")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.set_defaults(fn=cmd_demos)
