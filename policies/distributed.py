@@ -58,6 +58,13 @@ class Distributed:
         return self
 
     @property
+    def device(self) -> torch.device:
+        """Where this rank computes and communicates: its GPU under NCCL, else the CPU."""
+        if self.enabled and dist.get_backend() == "nccl":
+            return torch.device("cuda", self.local_rank)
+        return torch.device("cpu")
+
+    @property
     def enabled(self) -> bool:
         return self.world_size > 1
 
@@ -89,7 +96,7 @@ class Distributed:
         """The mean of a scalar over the ranks."""
         if not self.enabled:
             return value
-        tensor = torch.tensor([value], dtype=torch.float64)
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return float(tensor) / self.world_size
 
@@ -100,7 +107,7 @@ class Distributed:
         flat = torch.cat([t.detach().reshape(-1).double() for t in [*module.parameters(), *module.buffers()]])
         reference = flat.clone()
         dist.broadcast(reference, src=0)
-        differs = torch.tensor([float(not torch.equal(flat, reference))])
+        differs = torch.tensor([float(not torch.equal(flat, reference))], device=flat.device)
         dist.all_reduce(differs, op=dist.ReduceOp.SUM)
         if differs.item():
             raise RanksDivergedError(f"iteration {iteration}: {int(differs.item())} rank(s) hold parameters that "
@@ -116,7 +123,7 @@ def batch_moments(batch: Tensor) -> tuple[Tensor, Tensor, int]:
     job, of every rank's batch together (one all-reduce)."""
     if not (dist.is_available() and dist.is_initialized()):
         return batch.mean(0), batch.var(0, unbiased=False), batch.shape[0]
-    count = torch.tensor([batch.shape[0]], dtype=torch.float64)
+    count = torch.tensor([batch.shape[0]], dtype=torch.float64, device=batch.device)
     total = torch.cat([count, batch.sum(0), (batch**2).sum(0)])
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     n = int(total[0])

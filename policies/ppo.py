@@ -130,17 +130,18 @@ class RolloutStorage:
     """Transitions of one iteration, shaped `(num_steps, num_envs, ...)`."""
 
     def __init__(self, num_steps: int, num_envs: int, *, num_policy_obs: int, num_critic_obs: int,
-                 num_actions: int) -> None:
-        self.num_steps, self.num_envs = num_steps, num_envs
-        self.policy_obs = torch.zeros(num_steps, num_envs, num_policy_obs)
-        self.critic_obs = torch.zeros(num_steps, num_envs, num_critic_obs)
-        self.actions = torch.zeros(num_steps, num_envs, num_actions)
-        self.log_probs = torch.zeros(num_steps, num_envs)
-        self.values = torch.zeros(num_steps, num_envs)
-        self.rewards = torch.zeros(num_steps, num_envs)
-        self.dones = torch.zeros(num_steps, num_envs, dtype=torch.bool)
-        self.returns = torch.zeros(num_steps, num_envs)
-        self.advantages = torch.zeros(num_steps, num_envs)
+                 num_actions: int, device: torch.device | str = "cpu") -> None:
+        self.num_steps, self.num_envs, self.device = num_steps, num_envs, torch.device(device)
+        zeros = lambda *shape, dtype=torch.float32: torch.zeros(*shape, dtype=dtype, device=self.device)  # noqa: E731
+        self.policy_obs = zeros(num_steps, num_envs, num_policy_obs)
+        self.critic_obs = zeros(num_steps, num_envs, num_critic_obs)
+        self.actions = zeros(num_steps, num_envs, num_actions)
+        self.log_probs = zeros(num_steps, num_envs)
+        self.values = zeros(num_steps, num_envs)
+        self.rewards = zeros(num_steps, num_envs)
+        self.dones = zeros(num_steps, num_envs, dtype=torch.bool)
+        self.returns = zeros(num_steps, num_envs)
+        self.advantages = zeros(num_steps, num_envs)
         self.step = 0
 
     def add(self, *, policy_obs: Tensor, critic_obs: Tensor, actions: Tensor, log_probs: Tensor,
@@ -161,7 +162,7 @@ class RolloutStorage:
         """GAE(γ, λ) advantages and returns from the values `(N,)` of the states after the last step."""
         if self.step != self.num_steps:
             raise RuntimeError(f"rollout holds {self.step} of {self.num_steps} steps; add the rest first")
-        advantage = torch.zeros(self.num_envs)
+        advantage = torch.zeros(self.num_envs, device=self.device)
         for t in reversed(range(self.num_steps)):
             next_values = last_values if t == self.num_steps - 1 else self.values[t + 1]
             not_done = 1.0 - self.dones[t].float()
@@ -178,7 +179,8 @@ class RolloutStorage:
         b_actions, b_log_probs, b_values = self.actions.flatten(0, 1), self.log_probs.flatten(), self.values.flatten()
         b_returns, b_advantages = self.returns.flatten(), self.advantages.flatten()
         for _ in range(num_epochs):
-            for mb_inds in torch.randperm(b_values.shape[0]).tensor_split(num_mini_batches):
+            # Drawn from the CPU generator on every device, so a seed gives the same minibatches everywhere.
+            for mb_inds in torch.randperm(b_values.shape[0]).to(self.device).tensor_split(num_mini_batches):
                 yield Minibatch(b_policy_obs[mb_inds], b_critic_obs[mb_inds], b_actions[mb_inds],
                                 b_log_probs[mb_inds], b_values[mb_inds], b_returns[mb_inds], b_advantages[mb_inds])
 
@@ -236,7 +238,8 @@ class PPO:
         self.learning_rate = cfg.learning_rate
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
         self.storage = RolloutStorage(cfg.num_steps_per_env, num_envs, num_policy_obs=policy.num_policy_obs,
-                                      num_critic_obs=policy.num_critic_obs, num_actions=policy.num_actions)
+                                      num_critic_obs=policy.num_critic_obs, num_actions=policy.num_actions,
+                                      device=next(policy.parameters()).device)
         self._pending: dict[str, Tensor] = {}
 
     @torch.no_grad()

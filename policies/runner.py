@@ -87,8 +87,10 @@ class OnPolicyRunner:
     """Trains an `ActorCritic` with `PPO` on a `VecEnv`."""
 
     def __init__(self, env: VecEnv, *, ppo: PPOConfig, model: ActorCriticConfig, log_dir: Path | None,
-                 seed: int, progress: bool = True, distributed: Distributed = Distributed()) -> None:
-        """`seed` seeds this process's generators (give each rank its own); `log_dir` is ignored off rank 0."""
+                 seed: int, progress: bool = True, distributed: Distributed = Distributed(),
+                 device: torch.device | str = "cpu") -> None:
+        """`seed` seeds this process's generators (give each rank its own); `log_dir` is ignored off rank 0;
+        `device` holds the networks and the rollout (the env's tensors must live there too)."""
         missing = {POLICY_OBS, CRITIC_OBS} - set(env.obs_dims)
         if missing:
             raise KeyError(f"env.obs_dims lacks {sorted(missing)}; it has {sorted(env.obs_dims)}")
@@ -96,7 +98,7 @@ class OnPolicyRunner:
         self.env, self.cfg, self.seed, self.distributed = env, ppo, seed, distributed
         self.show_progress = progress and distributed.is_main
         policy = ActorCritic(model, num_policy_obs=env.obs_dims[POLICY_OBS], num_critic_obs=env.obs_dims[CRITIC_OBS],
-                             num_actions=env.num_actions)
+                             num_actions=env.num_actions).to(device)
         distributed.broadcast_parameters(policy)
         self.alg = PPO(policy, ppo, num_envs=env.num_envs, distributed=distributed)
         self.current_iteration = 0
@@ -192,7 +194,7 @@ class OnPolicyRunner:
 
     def load(self, path: Path) -> dict[str, Any]:
         """Restores model, optimizer and iteration count from `path`; returns the checkpoint's `extra`."""
-        checkpoint = torch.load(path, weights_only=True)
+        checkpoint = torch.load(path, weights_only=True, map_location=next(self.policy.parameters()).device)
         self.policy.load_state_dict(checkpoint["model"])
         self.alg.optimizer.load_state_dict(checkpoint["optimizer"])
         self.alg.learning_rate = self.alg.optimizer.param_groups[0]["lr"]

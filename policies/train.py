@@ -50,6 +50,8 @@ class TrainConfig:
     """Simulation backend: `cpu` (MuJoCo's C engine) or `warp` (MuJoCo Warp on a GPU)."""
     num_envs: int = 512
     """Parallel worlds (per rank in a distributed run)."""
+    device: str = "cpu"
+    """Where the networks, the rollout and the env's output tensors live: "cpu" or "cuda" (this rank's GPU)."""
     iterations: int = 300
     """PPO iterations (rollout + update)."""
     seed: int = 0
@@ -93,15 +95,17 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool =
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.torch_threads)
     seed = cfg.seed + distributed.rank
-    env = make_env(cfg.task, cfg.num_envs, seed=seed, backend=cfg.backend, randomize=cfg.randomize, robot=cfg.robot)
+    device = _device(cfg, distributed)
+    env = make_env(cfg.task, cfg.num_envs, seed=seed, backend=cfg.backend, randomize=cfg.randomize, robot=cfg.robot,
+                   device=device)
     runner = OnPolicyRunner(env, ppo=cfg.ppo, model=cfg.model, log_dir=out, seed=seed, progress=progress,
-                            distributed=distributed)
+                            distributed=distributed, device=device)
     if env.randomizer is not None and runner.writer is not None:
         for name, values in env.randomizer.histograms().items():
             runner.writer.add_histogram(name, values, runner.current_iteration)
     if resume:
         path = _checkpoint_path(out)
-        task = torch.load(path, weights_only=True)["extra"]["task"]
+        task = torch.load(path, weights_only=True, map_location="cpu")["extra"]["task"]
         if task != cfg.task:
             raise CheckpointError(f"{path}: task: checkpoint is for {task!r}, asked to train {cfg.task!r}")
         runner.load(path)
@@ -142,7 +146,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool =
 
 def load_policy(run_dir: Path, *, task: str | None = None) -> tuple[ActorCritic, PolicyContract, TrainConfig]:
     """The trained policy, its contract and config from a run directory; refuses another task's checkpoint."""
-    checkpoint = torch.load(_checkpoint_path(run_dir), weights_only=True)
+    checkpoint = torch.load(_checkpoint_path(run_dir), weights_only=True, map_location="cpu")
     extra = checkpoint["extra"]
     if task is not None and extra["task"] != task:
         raise CheckpointError(f"{run_dir / CHECKPOINT}: task: checkpoint is for {extra['task']!r}, not {task!r}")
@@ -153,6 +157,16 @@ def load_policy(run_dir: Path, *, task: str | None = None) -> tuple[ActorCritic,
                          num_critic_obs=sizes["critic_normalizer.mean"].shape[0], num_actions=contract.action.num_actions)
     policy.load_state_dict(checkpoint["model"])
     return policy.eval(), contract, cfg
+
+
+def _device(cfg: TrainConfig, distributed: Distributed) -> torch.device:
+    if cfg.device == "cpu":
+        return torch.device("cpu")
+    if cfg.device != "cuda":
+        raise ValueError(f"TrainConfig.device: {cfg.device!r}; expected 'cpu' or 'cuda'")
+    if not torch.cuda.is_available():
+        raise ValueError("TrainConfig.device: 'cuda' but torch sees no CUDA device; use --device cpu")
+    return torch.device("cuda", distributed.local_rank)
 
 
 def _checkpoint_path(run_dir: Path) -> Path:

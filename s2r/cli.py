@@ -39,13 +39,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.nproc > 1:
         from policies.distributed import launch
 
-        argv = sys.argv[1:]
-        i = argv.index("--nproc")
-        try:
-            code = launch(args.nproc, argv[:i] + argv[i + 2:])
-        except ValueError as error:
-            raise SystemExit(f"s2r train: {error}") from None
-        raise SystemExit(code)
+        raise SystemExit(launch(args.nproc, _without_option(args.argv, "--nproc")))
     out = Path(args.out or f"runs/{args.task}")
     if args.policy == "diffusion":
         _train_diffusion(args, out)
@@ -53,8 +47,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from policies.runner import TrainingDivergedError
     from policies.train import default_config, train
 
-    cfg = default_config(args.task, backend=args.backend, num_envs=args.num_envs, iterations=args.iterations,
-                         seed=args.seed, randomize=args.randomize, robot=args.robot)
+    cfg = default_config(args.task, backend=args.backend, device=args.device, num_envs=args.num_envs,
+                         iterations=args.iterations, seed=args.seed, randomize=args.randomize, robot=args.robot)
     try:
         metrics = train(cfg, out, resume=args.resume, progress=not args.json)
     except TrainingDivergedError as error:
@@ -62,6 +56,19 @@ def cmd_train(args: argparse.Namespace) -> None:
     if os.environ.get("RANK", "0") != "0":
         return  # a torchrun rank other than 0: rank 0 reports
     _emit({"task": args.task, "out": str(out), **metrics}, args.json, f"trained {args.task} → {out}")
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """`argv` less `name VALUE` or `name=VALUE`."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return out
 
 
 def _train_diffusion(args: argparse.Namespace, out: Path) -> None:
@@ -218,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task", help="pendulum, cartpole or reach")
     p.add_argument("--backend", default="cpu", choices=BACKENDS,
                    help="simulation backend: cpu (MuJoCo), warp (MuJoCo Warp on an NVIDIA GPU)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="where the networks train (default cpu)")
     p.add_argument("--nproc", type=int, default=1,
                    help="data-parallel ranks on this machine (torchrun; one per GPU, else per CPU core)")
     p.add_argument("--num-envs", type=int, help="parallel worlds (task default if omitted)")
@@ -361,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args.fn(args)
     except (SpecError, ContractError, ValueError, FileNotFoundError) as error:

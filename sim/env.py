@@ -40,7 +40,7 @@ class BatchEnv:
     """A batched environment of `num_envs` worlds running one task."""
 
     def __init__(self, task: Task, num_envs: int, *, seed: int = 0, nthread: int = 0,
-                 spec: RobotSpec | None = None, device: str = "cpu",
+                 spec: RobotSpec | None = None, device: torch.device | str = "cpu",
                  randomization: tuple[Randomize, ...] = (), backend: Backend = "cpu",
                  nconmax: int | None = None, njmax: int | None = None) -> None:
         """`nthread`: the cpu backend's threads (0: all cores). `nconmax`/`njmax`: the warp backend's
@@ -206,8 +206,8 @@ class BatchEnv:
             self._reset_worlds(done)
             policy[done], critic[done] = self._observe(self.read_state().take(done), done)
         self._obs = {"policy": self._tensor(policy), "critic": self._tensor(critic)}
-        return (self._obs, self._tensor(reward), torch.from_numpy(terminated),
-                torch.from_numpy(truncated), info)
+        return (self._obs, self._tensor(reward), torch.from_numpy(terminated).to(self.device),
+                torch.from_numpy(truncated).to(self.device), info)
 
     def close(self) -> None:
         """Release the batch (its thread pool)."""
@@ -257,8 +257,9 @@ class BatchEnv:
 
 def make_env(task_name: str, num_envs: int, *, seed: int = 0, backend: Backend = "cpu",
              randomize: str | None = None, robot: str | None = None, nconmax: int | None = None,
-             njmax: int | None = None) -> BatchEnv:
-    """The env for a task on a backend (`cpu` or `warp`; `nconmax`/`njmax`: warp's buffers per world).
+             njmax: int | None = None, device: torch.device | str = "cpu") -> BatchEnv:
+    """The env for a task on a backend (`cpu` or `warp`; `nconmax`/`njmax`: warp's buffers per world),
+    returning its tensors on `device`.
 
     `randomize`: None for the nominal model, "default" for the task's own randomization
     terms, or the path of a randomization YAML.
@@ -280,4 +281,4 @@ def make_env(task_name: str, num_envs: int, *, seed: int = 0, backend: Backend =
         raise ValueError(f"{robot}: joints {spec.joint_names} are not those of task {task_name}'s robot "
                          f"{task.config.robot!r}")
     return BatchEnv(task, num_envs, seed=seed, randomization=terms, spec=spec, backend=backend,
-                    nconmax=nconmax, njmax=njmax)
+                    nconmax=nconmax, njmax=njmax, device=device)

@@ -81,4 +81,4 @@ def test_more_ranks_than_the_machine_has_is_refused_before_starting():
     with pytest.raises(ValueError, match=r"--nproc 4096: this machine has \d+ (CPU cores|CUDA devices)"):
         launch(4096, ["train", "pendulum"])
     result = s2r("train", "pendulum", "--nproc", "4096")
-    assert result.returncode != 0 and "s2r train: --nproc 4096: this machine has" in result.stderr
+    assert result.returncode != 0 and "s2r train: error: --nproc 4096: this machine has" in result.stderr
