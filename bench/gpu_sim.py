@@ -21,17 +21,14 @@ on Warp's CPU device, which is only a smoke test of the script: the numbers mean
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 import numpy as np
 import torch
 
 from bench.report import machine, report
+from bench.sim import WARMUP_STEPS, _seconds, _time_s2r
 from sim.env import BatchEnv, make_env
-
-WARMUP_STEPS = 10
-"""Untimed steps each loop takes first (kernel compilation, graph capture, allocations)."""
 
 
 def run(task: str = "cartpole", num_envs: int = 4096, steps: int = 200, seed: int = 0, *,
@@ -40,21 +37,19 @@ def run(task: str = "cartpole", num_envs: int = 4096, steps: int = 200, seed: in
 
     The cpu backend is timed over `min(steps, cpu_steps)` steps (it is the slow one at these sizes).
     """
-    import warp as wp
-
     env = make_env(task, num_envs, seed=seed, backend="warp")
     rng = np.random.default_rng(seed)
     actions = rng.standard_normal((WARMUP_STEPS + steps, num_envs, env.num_actions)).astype(np.float32)
     env.reset(seed=seed)
     qpos, qvel = env.data_field("qpos").copy(), env.data_field("qvel").copy()
 
-    warp_s = _time_env(env, torch.from_numpy(actions), seed, synchronize=wp.synchronize)
+    warp_s = _time_s2r(env, torch.from_numpy(actions), seed)  # each step reads its results back: synchronous
     ceiling_s = _time_bare_warp(env, actions, qpos, qvel)
     device = str(env.batch.device)
     env.close()
     cpu = make_env(task, num_envs, seed=seed, backend="cpu")
     n_cpu = min(steps, cpu_steps)
-    cpu_s = _time_env(cpu, torch.from_numpy(actions[: WARMUP_STEPS + n_cpu]), seed)
+    cpu_s = _time_s2r(cpu, torch.from_numpy(actions[: WARMUP_STEPS + n_cpu]), seed)
     cpu.close()
 
     warp_rate, ceiling_rate, cpu_rate = num_envs * steps / warp_s, num_envs * steps / ceiling_s, num_envs * n_cpu / cpu_s
@@ -85,22 +80,6 @@ def ppo_to_threshold(task: str = "cartpole", num_envs: int = 4096, *, threshold:
                          ActorCriticConfig(), seed, threshold, max_iterations)
     return {"task": task, "num_envs": num_envs, "success_threshold": threshold, "wall_s": outcome.wall_s,
             "iterations": outcome.iterations, "success_rate": outcome.success_rate, "reached": outcome.reached}
-
-
-def _seconds(step, actions, synchronize=lambda: None) -> float:
-    synchronize()
-    start = time.perf_counter()
-    for action in actions:
-        step(action)
-    synchronize()
-    return time.perf_counter() - start
-
-
-def _time_env(env: BatchEnv, actions: torch.Tensor, seed: int, synchronize=lambda: None) -> float:
-    """Seconds for `BatchEnv.step` over actions[WARMUP_STEPS:] after a warm-up and a reset."""
-    _seconds(env.step, actions[:WARMUP_STEPS], synchronize)
-    env.reset(seed=seed)
-    return _seconds(env.step, actions[WARMUP_STEPS:], synchronize)
 
 
 def _time_bare_warp(env: BatchEnv, actions: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> float:
@@ -140,6 +119,7 @@ def _time_bare_warp(env: BatchEnv, actions: np.ndarray, qpos: np.ndarray, qvel: 
         start_from_reset_states()
         _seconds(step, range(WARMUP_STEPS), wp.synchronize)
         start_from_reset_states()
+        wp.synchronize()
         return _seconds(step, range(WARMUP_STEPS, len(actions)), wp.synchronize)
 
 

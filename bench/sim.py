@@ -109,11 +109,12 @@ def run(task: str = "cartpole", num_envs: int = 1024, steps: int = 200, seed: in
     }
 
 
-def _seconds(step: Callable[[Any], object], actions: Any) -> float:
-    """Wall seconds for `step(action)` over the leading axis of `actions`."""
+def _seconds(step: Callable[[Any], object], actions: Any, finish: Callable[[], object] = lambda: None) -> float:
+    """Wall seconds for `step(action)` over the leading axis of `actions`, then `finish()` (a device sync)."""
     start = time.perf_counter()
     for action in actions:
         step(action)
+    finish()
     return time.perf_counter() - start
 
 

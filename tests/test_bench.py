@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import bench.report
-from bench import inference, sim, train
+from bench import gpu_sim, inference, sim, train
 from policies.export import ExportedActor, export_onnx
 from policies.ppo import ActorCritic, ActorCriticConfig
 from sim.env import make_env
@@ -28,6 +28,16 @@ def test_sim_benchmark_prints_its_json_last_and_writes_it(tmp_path, monkeypatch,
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed == json.loads((tmp_path / "sim_pendulum.json").read_text())
     assert printed["s2r_steps_per_s"] > 0
+
+
+def test_gpu_sim_benchmark_runs_on_warps_cpu_device_and_reports_every_size(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench.report, "RESULTS_DIR", tmp_path)
+    gpu_sim.main(["--tasks", "cartpole", "--num-envs", "4", "8", "--steps", "3", "--cpu-steps", "2"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["num_envs"] for r in printed["sim"]] == [4, 8] and printed["device"] == "cpu"
+    for r in printed["sim"]:
+        for key in ("warp_env_steps_per_s", "bare_warp_steps_per_s", "cpu_env_steps_per_s", "ratio_vs_bare_warp"):
+            assert r[key] > 0, key
 
 
 def test_inference_benchmark_times_the_runtime_step_and_the_torch_forward_of_one_policy(tmp_path):
