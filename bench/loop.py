@@ -3,8 +3,9 @@
 Both tick at `rate` Hz doing the same fixed work (`work_us` of CPU, the size of a small
 policy's inference), in one process, in alternating rounds so that the shared machine's noise
 falls on both. s2r: `s2r_ros.deadline.DeadlineLoop` on its own thread, as in policy_node,
-while the main thread spins the executor of an idle node. Peer: `node.create_timer(period)`
-spun by a SingleThreadedExecutor, the usual way an rclpy node runs a loop. Measured: the
+while the main thread spins an idle node on the EventsExecutor, as the nodes do. Peer:
+`node.create_timer(period)` spun by a SingleThreadedExecutor, the usual way an rclpy node
+runs a loop. Measured: the
 interval between consecutive wake-ups (the first line of the tick); its error is
 |interval - period|. Result: p50 and p99 of each loop's period error in microseconds and the
 ratio of the p99s (s2r / rclpy; below 1 is better).
@@ -99,6 +100,7 @@ def run(rate: float = 500.0, *, seconds: float = 6.0, min_ticks: int = 1000, rou
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.experimental import EventsExecutor
 
     if not rate > 0:
         raise ValueError(f"--rate: expected Hz > 0, got {rate}")
@@ -113,14 +115,18 @@ def run(rate: float = 500.0, *, seconds: float = 6.0, min_ticks: int = 1000, rou
     context = Context()
     rclpy.init(context=context, domain_id=int(settings["ROS_DOMAIN_ID"]))
     try:
+        idle = rclpy.create_node("bench_loop_idle", context=context)
+        events = EventsExecutor(context=context)
+        events.add_node(idle)
         node = rclpy.create_node("bench_loop", context=context)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         s2r_wakes, rclpy_wakes = [], []
         for _ in range(rounds):
-            s2r_wakes.append(_s2r_round(executor, period, ticks, work_s))
+            s2r_wakes.append(_s2r_round(events, period, ticks, work_s))
             rclpy_wakes.append(_rclpy_round(node, executor, period, ticks, work_s))
         node.destroy_node()
+        idle.destroy_node()
     finally:
         rclpy.shutdown(context=context)
     s2r_errors, rclpy_errors = _errors_us(s2r_wakes, period), _errors_us(rclpy_wakes, period)

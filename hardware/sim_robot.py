@@ -20,6 +20,14 @@ training model (damping, armature, friction, masses).
         robot.write_command(command)       # Command, (num_actuated,) arrays
         state = robot.read_state()         # RobotState, (num_joints,) arrays
 
+Each measurement is stamped with the wall-clock time it was taken and becomes readable
+`state_delay_s` later, exactly (not rounded to a physics step). Like a robot that streams
+its state, a SimRobot says when: `set_state_callback(callback, period=...)` calls back on
+the physics thread the moment a measurement becomes readable, one every `period` seconds
+(every physics step by default), so that a node can publish it without polling:
+
+    robot.set_state_callback(new_state.set, period=spec.control_period)
+
 With `realtime=False` there is no thread: `step(n)` advances the physics, and
 stamps and delays run on simulation time, which makes tests exact.
 """
@@ -30,6 +38,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +71,7 @@ class SimRobotConfig:
     command_delay_s: float = 0.0
     """Seconds from `write_command` until the motors apply the command."""
     state_delay_s: float = 0.0
-    """Age in seconds of the state `read_state` returns (sensor and bus latency)."""
+    """Seconds from a measurement (its stamp) until `read_state` returns it (sensor and bus latency)."""
     noise_q: float = 0.0
     """Standard deviation of Gaussian noise on measured positions (rad or m)."""
     noise_dq: float = 0.0
@@ -166,7 +175,12 @@ class SimRobot(RobotInterface):
         """Written commands with the simulation time they reach the motors, oldest first."""
         self._history: deque[tuple[float, RobotState]] = deque(
             maxlen=math.ceil(self.config.state_delay_s / self._timestep) + 2)
-        """Recent measurements with their simulation time, oldest first."""
+        """Recent measurements with the time they become readable (see `_now`), oldest first."""
+        self._callback: Callable[[], None] | None = None
+        self._callback_steps = 1
+        """Physics steps between the measurements announced to the callback."""
+        self._unannounced: deque[float] = deque()
+        """When each measurement still to be announced becomes readable (see `_now`), oldest first."""
         self._connected = False
         self._enabled = False
         self._stop = threading.Event()
@@ -198,9 +212,9 @@ class SimRobot(RobotInterface):
         """The newest measurement at least `state_delay_s` old; stamps are wall-clock (simulation time if not realtime)."""
         with self._lock:
             self._require_connected()
-            due = self._data.time - self.config.state_delay_s + 0.5 * self._timestep
-            measured = [state for t, state in self._history if t <= due]
-            return measured[-1] if measured else self._history[0][1]
+            now = self._now()
+            readable = [state for t, state in self._history if t <= now]
+            return readable[-1] if readable else self._history[0][1]
 
     def write_command(self, command: Command) -> None:
         """Queue a command for the actuated joints; it reaches the motors `command_delay_s` later."""
@@ -231,14 +245,34 @@ class SimRobot(RobotInterface):
             self._connected = False
 
     # --- simulation-only --------------------------------------------------------------------
+    def set_state_callback(self, callback: Callable[[], None] | None, *, period: float | None = None) -> None:
+        """Call `callback()` the moment a measurement becomes readable, for one measurement every
+        `period` seconds (a multiple of the timestep; None: every physics step); None: no more calls.
+
+        Announced are the measurements after physics step k·period/timestep (the states a
+        training environment hands its policy). The callback runs on the physics thread
+        (in `step()` without one), outside the robot's lock: it may call `read_state`, and
+        must return quickly, like a signal handler (set an event, notify a condition).
+        """
+        steps = 1
+        if period is not None:
+            steps = round(period / self._timestep)
+            if steps < 1 or abs(steps * self._timestep - period) > 1e-9 * max(period, 1.0):
+                raise RobotError(f"SimRobot({self.spec.name}).set_state_callback: period {period} s is not a "
+                                 f"multiple of the physics timestep {self._timestep} s")
+        with self._lock:
+            self._callback, self._callback_steps = callback, steps
+            self._unannounced.clear()
+
     def step(self, n: int = 1) -> None:
         """Advance the physics by `n` timesteps; only for a robot with `realtime=False`."""
         if self.config.realtime:
             raise RobotError(f"SimRobot({self.spec.name}).step: the robot steps itself in real time (realtime=True)")
-        with self._lock:
-            self._require_connected()
-            for _ in range(n):
+        for _ in range(n):
+            with self._lock:
+                self._require_connected()
                 self._step_once()
+            self._announce(until=-math.inf)
 
     def stats(self) -> dict[str, int]:
         """Counters: `physics_steps`, `overruns` (steps finished after their deadline),
@@ -253,18 +287,42 @@ class SimRobot(RobotInterface):
 
     # --- internals --------------------------------------------------------------------------
     def _run(self) -> None:
-        """The physics thread: one step per timestep at absolute deadlines, catching up when late."""
+        """The physics thread: one step per timestep at absolute deadlines, catching up when late;
+        in between, each announced measurement at the moment it becomes readable."""
         deadline = time.monotonic()
         while not self._stop.is_set():
             with self._lock:
                 self._step_once()
             deadline += self._timestep
+            self._announce(until=deadline)
             wait = deadline - time.monotonic()
             if wait > 0:
                 self._stop.wait(wait)
             else:
                 with self._lock:
                     self._stats["overruns"] += 1
+
+    def _announce(self, *, until: float) -> None:
+        """Call the callback for each measurement readable now or, waiting for it, readable before `until`."""
+        while True:
+            with self._lock:
+                if not self._unannounced or self._unannounced[0] > max(until, self._now()):
+                    return
+                readable = self._unannounced[0]
+            wait = readable - self._now()
+            if wait > 0 and self._stop.wait(wait):
+                return
+            with self._lock:
+                if not self._unannounced:  # the callback was replaced meanwhile
+                    return
+                self._unannounced.popleft()
+                callback = self._callback
+            callback()
+
+    def _now(self) -> float:
+        """The clock of `_history` and `_unannounced`: time.monotonic() in real time; otherwise the
+        simulation time plus half a step, so that a delay of whole steps is not lost to rounding."""
+        return time.monotonic() if self.config.realtime else self._data.time + 0.5 * self._timestep
 
     def _step_once(self) -> None:
         """Apply the commands now due, step the physics and measure. Holds the lock."""
@@ -291,8 +349,14 @@ class SimRobot(RobotInterface):
         if self.config.noise_dq:
             dq += self._rng.normal(0.0, self.config.noise_dq, dq.shape)
         tau = self._data.qfrc_actuator[self._dof_index].copy()
-        stamp = time.time() if self.config.realtime else self._data.time
-        self._history.append((self._data.time, RobotState(stamp=stamp, q=q, dq=dq, tau=tau)))
+        if self.config.realtime:
+            stamp, measured = time.time(), time.monotonic()
+        else:
+            stamp = measured = self._data.time
+        readable = measured + self.config.state_delay_s
+        self._history.append((readable, RobotState(stamp=stamp, q=q, dq=dq, tau=tau)))
+        if self._callback is not None and self._stats["physics_steps"] % self._callback_steps == 0:
+            self._unannounced.append(readable)
 
     def _zero_command(self) -> Command:
         zeros = np.zeros(len(self._actuators))

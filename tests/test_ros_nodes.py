@@ -31,6 +31,7 @@ from sensor_msgs.msg import JointState  # noqa: E402
 
 from s2r.spec import robot_spec  # noqa: E402
 from s2r_ros import environment  # noqa: E402
+from s2r_ros.deadline import DeadlineLoop, TickTrigger  # noqa: E402
 from s2r_ros.messages import CommandReader, MessageError, StateReader, joint_state_from_state  # noqa: E402
 from s2r_ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS  # noqa: E402
 
@@ -162,6 +163,33 @@ def test_joint_states_round_trip_in_spec_order_whatever_the_message_order():
     back = StateReader(spec)(msg)
     assert back.q.tolist() == [0.5, 3.0] and back.dq.tolist() == [0.1, -0.2]
     assert abs(back.stamp - state.stamp) < 1e-6
+
+
+# --- the deadline loop ------------------------------------------------------------------------
+def test_a_triggered_loop_ticks_on_each_arrival_and_at_its_deadline_when_one_is_lost():
+    period = 0.2
+    arrivals = TickTrigger()
+    loop = DeadlineLoop(period, trigger=arrivals, trigger_wait_s=0.08)
+    stop = threading.Event()
+    woken_by = []
+
+    def run():
+        triggered = 0
+        while loop.wait(stop):
+            woken_by.append("arrival" if loop.triggered > triggered else "deadline")
+            triggered = loop.triggered
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    start = time.monotonic()
+    for k in range(6):
+        time.sleep(max(start + k * period - time.monotonic(), 0.0))
+        if k != 3:  # the fourth input is lost
+            arrivals.fire()
+    time.sleep(0.5 * period)
+    stop.set()
+    thread.join()
+    assert woken_by == ["arrival"] * 3 + ["deadline"] + ["arrival"] * 2
 
 
 # --- the nodes --------------------------------------------------------------------------------

@@ -113,6 +113,34 @@ def test_command_and_state_delays_delay_the_response_by_the_configured_time():
     assert taus[-1] == pytest.approx(1.0)
 
 
+def test_the_robot_announces_one_measurement_per_period_the_moment_it_becomes_readable():
+    spec = robot_spec("pendulum")  # 5 ms physics steps, 20 ms control period
+    with manual(spec, state_delay_s=0.01) as robot:
+        announced = []
+        robot.set_state_callback(lambda: announced.append((robot.stats()["physics_steps"], robot.read_state().stamp)),
+                                 period=spec.control_period)
+        robot.step(20)
+        with pytest.raises(RobotError, match=r"period 0\.012 s is not a multiple of the physics timestep 0\.005 s"):
+            robot.set_state_callback(print, period=0.012)
+        robot.set_state_callback(None)
+        robot.step(8)
+    # Measured after steps 4, 8, ..., each announced 2 steps (10 ms) later, as read_state returns it.
+    assert [steps for steps, _ in announced] == [6, 10, 14, 18]
+    assert [stamp for _, stamp in announced] == pytest.approx([0.02, 0.04, 0.06, 0.08])
+
+
+def test_a_realtime_robot_announces_each_measurement_no_earlier_than_its_state_delay():
+    spec = robot_spec("cartpole")
+    announced = []
+    with SimRobot(spec, SimRobotConfig(state_delay_s=0.001)) as robot:
+        robot.set_state_callback(lambda: announced.append((time.time(), robot.read_state().stamp)),
+                                 period=spec.control_period)
+        time.sleep(0.3)
+    stamps = [stamp for _, stamp in announced]
+    assert len(stamps) >= 5 and len(set(stamps)) == len(stamps)
+    assert all(now - stamp >= 0.001 for now, stamp in announced)
+
+
 def test_a_disabled_robot_ignores_commands_until_enabled():
     spec = robot_spec("pendulum")
     with manual(spec, initial_q={"hinge": np.pi}) as robot:

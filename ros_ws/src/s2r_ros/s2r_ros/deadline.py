@@ -13,7 +13,22 @@ bursting to catch up.
         tick()
     loop.period_stats()            # {"period_p50_us": ..., "period_p99_us": ..., ...}
 
-`shift(seconds)` moves every later deadline, for a loop that locks its phase to a sensor.
+A loop that serves a periodic input (a robot's measurements, the states a policy answers)
+ticks the moment it arrives instead: with a `TickTrigger` that the input's thread fires, tick k
+wakes at the first arrival in the half period before its deadline, and only without one at
+the deadline itself, `trigger_wait_s` after the arrival was due. The deadlines stay absolute
+and lock onto the arrivals (the first one places them, a small correction each tick keeps
+them there: a software PLL that also follows a source whose clock drifts), so a late or
+missing input costs `trigger_wait_s`, never a stalled loop:
+
+    arrivals     │         ▼               ▼             (late: none)            ▼
+    deadlines  ──┼───────────|───────────────|───────────────|───────────────|──
+    ticks        │         ▲               ▲                 ▲ (deadline)    ▲
+                 │  window: ├──── period/2 ──┤ before each deadline
+
+    new_state = TickTrigger()      # on_state: new_state.fire()
+    loop = DeadlineLoop(0.02, trigger=new_state, trigger_wait_s=0.002)
+
 No rclpy: it runs on the robot computer.
 """
 
@@ -31,6 +46,10 @@ from s2r_ros.reports import SampleWindow, percentiles_us
 DEFAULT_SPIN_S = 0.0003
 """Seconds spun before each deadline: above the p99 oversleep of a 2-core Linux box under
 load (see docs/deploy.md), small enough to cost little CPU at 1 kHz."""
+PHASE_GAIN = 0.1
+"""Fraction of the measured phase error a triggered loop corrects per tick."""
+PHASE_STEP_MAX_S = 0.0005
+"""Largest phase correction of one tick, seconds."""
 
 
 def set_realtime_priority(priority: int) -> str | None:
@@ -50,16 +69,44 @@ def set_realtime_priority(priority: int) -> str | None:
     return None
 
 
-class DeadlineLoop:
-    """Absolute-deadline waits at `period` seconds with a final short spin; counts overruns."""
+class TickTrigger:
+    """Arrivals of a periodic input that a DeadlineLoop ticks on; `fire()` from the input's thread."""
 
-    def __init__(self, period: float, *, spin_s: float = DEFAULT_SPIN_S, window: int = 1 << 16) -> None:
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self.last = -math.inf
+        """time.monotonic() of the newest arrival."""
+
+    def fire(self) -> None:
+        """An arrival, now: wakes the loop waiting for it. Cheap and non-blocking."""
+        now = time.monotonic()
+        with self._condition:
+            self.last = now
+            self._condition.notify_all()
+
+    def wait(self, since: float, until: float) -> bool:
+        """Block until an arrival at or after `since` or until `until` (time.monotonic()); whether one came."""
+        with self._condition:
+            return self._condition.wait_for(lambda: self.last >= since, timeout=max(until - time.monotonic(), 0.0))
+
+
+class DeadlineLoop:
+    """Absolute-deadline waits at `period` seconds with a final short spin, or at a `trigger`'s
+    arrivals with the deadline `trigger_wait_s` after each as the fallback; counts overruns."""
+
+    def __init__(self, period: float, *, spin_s: float = DEFAULT_SPIN_S, trigger: TickTrigger | None = None,
+                 trigger_wait_s: float = 0.0, window: int = 1 << 16) -> None:
         if not (math.isfinite(period) and period > 0):
             raise ValueError(f"DeadlineLoop period: expected seconds > 0, got {period!r}")
         if not (math.isfinite(spin_s) and 0 <= spin_s < period):
             raise ValueError(f"DeadlineLoop spin_s: expected 0 <= spin_s < period ({period}), got {spin_s!r}")
+        if not (math.isfinite(trigger_wait_s) and 0 <= trigger_wait_s < period / 2):
+            raise ValueError(f"DeadlineLoop trigger_wait_s: expected 0 <= trigger_wait_s < period / 2 "
+                             f"({period / 2}), got {trigger_wait_s!r}")
         self.period = period
         self.spin_s = spin_s
+        self.trigger = trigger
+        self.trigger_wait_s = trigger_wait_s
         self.deadline: float | None = None
         """The next deadline, time.monotonic() seconds; None until the first wait."""
         self.ticks = 0
@@ -69,45 +116,47 @@ class DeadlineLoop:
         """Deadlines skipped entirely because a tick ran past more than one period."""
         self.periods = SampleWindow(window)
         """Seconds between consecutive wake-ups."""
+        self.triggered = 0
+        """Ticks woken by the trigger (the others woke at their deadline)."""
         self.lateness = SampleWindow(window)
-        """Seconds each wake-up came after its deadline."""
+        """Seconds each wake-up came after what it woke for: the trigger's arrival, or the deadline."""
+        self.phase_error = SampleWindow(window)
+        """With a trigger: seconds the deadline was off its place, `trigger_wait_s` after the newest arrival."""
         self.first_wake: float | None = None
         self.last_wake: float | None = None
 
-    def start_at(self, deadline: float) -> None:
-        """Make `deadline` (time.monotonic() seconds) the first one; default: the first wait's time."""
-        self.deadline = deadline
-
-    def shift(self, seconds: float) -> None:
-        """Move the next deadline, and with it every later one, by `seconds`."""
-        if self.deadline is not None:
-            self.deadline += seconds
-
     def wait(self, stop: threading.Event | None = None) -> bool:
-        """Block until the next deadline; False (at once) when `stop` is set."""
+        """Block until the next deadline, or the trigger's arrival before it; False once `stop` is set
+        (at once while sleeping, within half a period while waiting for an arrival).
+
+        With a trigger, the first wait lasts until the next arrival and ticks at it."""
+        if self.deadline is None and not self._place_first_deadline(stop):
+            return False
         now = time.monotonic()
-        if self.deadline is None:
-            self.deadline = now
         deadline = self.deadline
+        triggered = False
         if now > deadline and self.ticks:
             self.overruns += 1
             missed = int((now - deadline) // self.period)
             self.missed += missed
             deadline += missed * self.period
         else:
-            remaining = deadline - self.spin_s - now
-            if remaining > 0:
-                if stop is not None:
-                    if stop.wait(remaining):
-                        return False
-                else:
-                    time.sleep(remaining)
-            while time.monotonic() < deadline:
-                pass
+            if self.trigger is not None:
+                opens = deadline - self.period / 2
+                if not _sleep(opens - now, stop):
+                    return False
+                triggered = self.trigger.wait(since=opens, until=deadline - self.spin_s)
+            if not triggered:
+                if not _sleep(deadline - self.spin_s - time.monotonic(), stop):
+                    return False
+                while time.monotonic() < deadline:
+                    pass
         if stop is not None and stop.is_set():
             return False
         wake = time.monotonic()
-        self.lateness.add(wake - deadline)
+        if triggered:
+            self.triggered += 1
+        self.lateness.add(wake - (self.trigger.last if triggered else deadline))
         if self.last_wake is not None:
             self.periods.add(wake - self.last_wake)
         else:
@@ -115,7 +164,29 @@ class DeadlineLoop:
         self.last_wake = wake
         self.ticks += 1
         self.deadline = deadline + self.period
+        if self.trigger is not None:
+            self._lock_phase(deadline)
         return True
+
+    def _place_first_deadline(self, stop: threading.Event | None) -> bool:
+        """The first deadline: now, or with a trigger `trigger_wait_s` after its next arrival; False if stopped."""
+        if self.trigger is not None:
+            start = time.monotonic()
+            while not self.trigger.wait(since=start, until=time.monotonic() + self.period):
+                if stop is not None and stop.is_set():
+                    return False
+            self.deadline = self.trigger.last + self.trigger_wait_s
+        else:
+            self.deadline = time.monotonic()
+        return True
+
+    def _lock_phase(self, deadline: float) -> None:
+        """Move the deadlines toward `trigger_wait_s` after the arrivals (PHASE_GAIN of the error per tick)."""
+        since = deadline - self.trigger.last
+        if since < 1.5 * self.period:  # the input is flowing
+            error = (since - self.trigger_wait_s + self.period / 2) % self.period - self.period / 2
+            self.phase_error.add(error)
+            self.deadline -= float(np.clip(PHASE_GAIN * error, -PHASE_STEP_MAX_S, PHASE_STEP_MAX_S))
 
     def achieved_hz(self) -> float:
         """Ticks per second between the first and the last wake-up."""
@@ -130,3 +201,12 @@ class DeadlineLoop:
         stats["period_p99_error_us"] = (1e6 * float(np.percentile(np.abs(periods - self.period), 99))
                                         if len(periods) else math.nan)
         return stats
+
+
+def _sleep(seconds: float, stop: threading.Event | None) -> bool:
+    """Sleep `seconds` (nothing if <= 0), woken early by `stop`; False if `stop` is set."""
+    if seconds > 0:
+        if stop is not None:
+            return not stop.wait(seconds)
+        time.sleep(seconds)
+    return stop is None or not stop.is_set()

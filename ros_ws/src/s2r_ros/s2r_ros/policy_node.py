@@ -6,16 +6,16 @@ period, task inputs it can feed and (position mode) the PD gains the robot node 
 mismatch ends the process with status 2 and a message that names the field.
 
 The control loop runs on its own thread at absolute deadlines of the contract's control
-period (`DeadlineLoop`: sleep until just before the deadline, spin the rest), not on an
-rclpy timer, whose wake-ups wait behind every other callback of the executor. Each tick
-takes the newest state, runs the policy and publishes the command, stamped with the state's
-own stamp so the robot node measures state-to-command latency. Subscriptions, the
-diagnostics timer and services run on the executor thread and hand data over under a lock.
-
-Phase lock: the robot node publishes one state per control period. A policy that ticks at
-an arbitrary phase against it acts on a state up to a whole period old; with `phase_lock`
-the loop places its deadlines `phase_margin_s` after the states arrive, and keeps them there
-with a small correction each tick (a software PLL), so the state it acts on is fresh.
+period (`DeadlineLoop`), not on an rclpy timer, whose wake-ups wait behind every other
+callback of the executor. The robot node publishes one state per control period, the moment
+it is measured; the loop ticks when that state arrives (the subscription fires the loop's
+`TickTrigger`), so the state it acts on is as fresh as the robot made it. Its deadlines lock onto
+the states' arrivals, `state_wait_s` after each: a state that is late or lost costs that
+wait, after which the tick acts on the newest state it has (unless it is older than
+`stale_state_periods`: then no command, and the robot's watchdog takes over). Each tick runs
+the policy and publishes the command, stamped with the state's own stamp so the robot node
+measures state-to-command latency. Subscriptions, the diagnostics timer and services run on
+the executor thread and hand data over under a lock.
 
     joint_states  sensor_msgs/JointState          in   newest kept (best effort, depth 1)
     imu           sensor_msgs/Imu                 in   robots with an IMU
@@ -32,7 +32,6 @@ Task inputs are zero until their first message. At shutdown a JSON summary is wr
 
 from __future__ import annotations
 
-import math
 import sys
 import threading
 import time
@@ -50,7 +49,7 @@ from policies.runtime import PolicyRuntime, read_contract
 from s2r.contract import ContractError
 from s2r.observations import CMD_VEL, LAST_ACTION, TARGET
 from s2r.spec import SpecError, robot_spec
-from s2r_ros.deadline import DEFAULT_SPIN_S, DeadlineLoop, set_realtime_priority
+from s2r_ros.deadline import DEFAULT_SPIN_S, DeadlineLoop, TickTrigger, set_realtime_priority
 from s2r_ros.messages import MessageError, StateReader, check_gains, joint_state_from_command
 from s2r_ros.parameters import Param, declare, non_empty, non_negative, positive, priority
 from s2r_ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, SENSOR_QOS
@@ -63,20 +62,12 @@ INPUT_TOPICS = {
 }
 """Task input → (topic, message type, message → (size,) array)."""
 
-PHASE_GAIN = 0.1
-"""Fraction of the measured phase error corrected per tick."""
-PHASE_STEP_MAX_S = 0.0005
-"""Largest phase correction of one tick, seconds."""
-
 PARAMS = (
     Param("policy", "", "The exported .onnx policy (its contract is in the metadata).", non_empty),
     Param("robot", "", "Robot spec: a shipped robot name or a spec YAML; empty: the contract's robot."),
     Param("stale_state_periods", 3, "A state older than this many control periods is not acted on.", positive),
-    Param("phase_lock", True, "Tick `phase_margin_s` after each state arrives (robot publishing once a period)."),
-    Param("phase_margin_s", 0.001, "Seconds between a state's arrival and the tick that uses it: enough for the "
-          "executor thread to be done with the state message, so the tick does not wait for the GIL.", non_negative),
-    Param("state_wait_s", 0.002, "With phase_lock: how long a tick waits for its period's state when it is late.",
-          non_negative),
+    Param("state_wait_s", 0.002, "Seconds a tick waits past its state's expected arrival before it acts on the "
+          "newest state it has (below half the control period).", non_negative),
     Param("spin_s", DEFAULT_SPIN_S, "Seconds spun (not slept) before each deadline.", non_negative),
     Param("realtime_priority", 50, "SCHED_FIFO priority of the control thread, 1..99; 0: normal scheduling.",
           priority),
@@ -112,26 +103,25 @@ class PolicyNode(Node):
         if not p["spin_s"] < self.period:
             raise StartupError(f"parameter 'spin_s': expected below the control period {self.period} s "
                                f"(got {p['spin_s']})")
+        if not p["state_wait_s"] < self.period / 2:
+            raise StartupError(f"parameter 'state_wait_s': expected below half the control period "
+                               f"{self.period / 2} s (got {p['state_wait_s']})")
 
-        self.lock = threading.Condition()
-        """Guards what the executor hands to the control thread (newest state, IMU, inputs); notified on a state."""
+        self.lock = threading.Lock()
+        """Guards what the executor hands to the control thread (newest state, IMU, inputs)."""
         self.state_msg: JointState | None = None
-        self.state_arrival = -math.inf
-        """time.monotonic() when the newest state arrived."""
-        self.state_on_time = True
-        """Whether the last tick found its period's state (control thread only)."""
+        self.new_state = TickTrigger()
+        """Fired by each state's arrival: the control loop ticks on it."""
         self.imu_msg: Imu | None = None
         self.inputs = {name: np.zeros(self.contract.inputs[name]) for name in self.input_names}
         self.robot_status: dict[str, str] = {}
         """The robot node's newest diagnostic values (safety mode and events)."""
         self.to_state = StateReader(self.spec)
         self.command_msg = JointState(name=list(self.spec.actuated_joint_names))
-        self.loop = DeadlineLoop(self.period, spin_s=p["spin_s"])
+        self.loop = DeadlineLoop(self.period, spin_s=p["spin_s"], trigger=self.new_state,
+                                 trigger_wait_s=p["state_wait_s"])
         self.inference = SampleWindow()
-        self.phase_error = SampleWindow()
-        """Seconds between the desired and the actual phase (tick time minus state arrival minus margin)."""
-        self.counters = {"commands_published": 0, "stale_state_ticks": 0, "bad_states": 0, "late_states": 0,
-                         "nonfinite_actions": 0}
+        self.counters = {"commands_published": 0, "stale_state_ticks": 0, "bad_states": 0, "nonfinite_actions": 0}
         self.window_start = {"periods": 0, "inference": 0, "overruns": 0}
         self.first_command_time: float | None = None
         self.closed = False
@@ -160,10 +150,9 @@ class PolicyNode(Node):
 
     # --- executor callbacks ---------------------------------------------------------------------
     def on_state(self, msg: JointState) -> None:
-        arrival = time.monotonic()
         with self.lock:
-            self.state_msg, self.state_arrival = msg, arrival
-            self.lock.notify()
+            self.state_msg = msg
+        self.new_state.fire()
 
     def on_imu(self, msg: Imu) -> None:
         with self.lock:
@@ -180,17 +169,10 @@ class PolicyNode(Node):
 
     # --- the control loop -----------------------------------------------------------------------
     def run_loop(self) -> None:
-        """Wait for the first state, lock the phase to it, then tick at every deadline until stopped."""
+        """Tick at each state's arrival (the first one starts the loop) or at the deadline until stopped."""
         problem = set_realtime_priority(self.params["realtime_priority"])
         if problem:
             self.get_logger().warning(problem)
-        while self.state_msg is None:
-            if self.stop.wait(0.001):
-                return
-        if self.params["phase_lock"]:
-            with self.lock:
-                arrival = self.state_arrival
-            self.loop.start_at(arrival + self.period + self.params["phase_margin_s"])
         try:
             while self.loop.wait(self.stop):
                 self.tick()
@@ -200,20 +182,9 @@ class PolicyNode(Node):
 
     def tick(self) -> None:
         """One control period: the newest state → the policy → a command stamped with that state's stamp."""
-        wake = time.monotonic()
-        phase_lock = self.params["phase_lock"]
         with self.lock:
-            if phase_lock and wake - self.state_arrival > self.period / 2 and self.state_on_time:
-                # This period's state is late: wait a little for it rather than act on the last one.
-                # Once a wait came to nothing, the stream has stopped: no more waits until it is back.
-                self.counters["late_states"] += 1
-                self.lock.wait_for(lambda: time.monotonic() - self.state_arrival < self.period / 2,
-                                   timeout=self.params["state_wait_s"])
-            msg, arrival, imu = self.state_msg, self.state_arrival, self.imu_msg
+            msg, imu = self.state_msg, self.imu_msg
             inputs = dict(self.inputs)
-        self.state_on_time = time.monotonic() - arrival < self.period / 2
-        if phase_lock and wake - arrival < 1.5 * self.period:
-            self._correct_phase(wake - arrival)
         try:
             state = self.to_state(msg, imu)
         except MessageError as error:
@@ -239,13 +210,6 @@ class PolicyNode(Node):
             if self.params["ready_path"]:
                 Path(self.params["ready_path"]).write_text(f"{self.first_command_time}\n")
 
-    def _correct_phase(self, since_arrival: float) -> None:
-        """Move the deadlines so that ticks come `phase_margin_s` after a state arrives."""
-        error = since_arrival - self.params["phase_margin_s"]
-        error = (error + self.period / 2) % self.period - self.period / 2
-        self.phase_error.add(error)
-        self.loop.shift(float(np.clip(-PHASE_GAIN * error, -PHASE_STEP_MAX_S, PHASE_STEP_MAX_S)))
-
     # --- reports --------------------------------------------------------------------------------
     def loop_stats(self, *, since_periods: int = 0, since_inference: int = 0) -> dict[str, float]:
         return {**self.loop.period_stats(since_periods),
@@ -257,7 +221,8 @@ class PolicyNode(Node):
         new_overruns = self.loop.overruns - self.window_start["overruns"]
         self.window_start = {"periods": self.loop.periods.count, "inference": self.inference.count,
                              "overruns": self.loop.overruns}
-        values = {**stats, "overruns": self.loop.overruns, "missed_deadlines": self.loop.missed, **self.counters,
+        values = {**stats, "overruns": self.loop.overruns, "missed_deadlines": self.loop.missed,
+                  "late_states": self.loop.ticks - self.loop.triggered, **self.counters,
                   **{f"robot_{k}": v for k, v in self.robot_status.items()}}
         level = DiagnosticStatus.WARN if new_overruns or self.counters["stale_state_ticks"] else DiagnosticStatus.OK
         status = DiagnosticStatus(level=level, name=f"s2r policy_node: {Path(self.params['policy']).name}",
@@ -277,8 +242,9 @@ class PolicyNode(Node):
             "control_hz_achieved": self.loop.achieved_hz(),
             **self.loop_stats(),
             **percentiles_us(self.loop.lateness.values(), "wake_late"),
-            **percentiles_us(np.abs(self.phase_error.values()), "phase_error"),
+            **percentiles_us(np.abs(self.loop.phase_error.values()), "phase_error"),
             "ticks": self.loop.ticks,
+            "late_states": self.loop.ticks - self.loop.triggered,
             "overruns": self.loop.overruns,
             "missed_deadlines": self.loop.missed,
             **self.counters,

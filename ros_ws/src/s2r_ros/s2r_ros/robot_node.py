@@ -20,11 +20,16 @@ Topics and services (relative names, so a namespace can hold several robots):
     enable, disable, estop, reset_estop    std_srvs/Trigger
 
 The loop thread runs at the spec's control period, the SafetyFilter's period: it reads the
-state, publishes it, and, when no command came since its last tick, calls the filter without
-one, so the filter's watchdog drops to damping when the policy stops. A command is filtered
-and written the moment it arrives, on the executor thread: the motors get it within a
-fraction of a millisecond instead of at the next tick. Both paths share one lock; between
-them the filter is called about once per control period, as it expects.
+state, publishes it (each measurement once), and, when no command came since its last tick,
+calls the filter without one, so the filter's watchdog drops to damping when the policy
+stops. A robot that measures on its own clock and announces its measurements (SimRobot,
+`AnnouncesStates`) drives the loop: it ticks the moment the measurement of its period becomes
+readable, so a state leaves at the age the robot gave it; the loop's absolute deadlines,
+`state_wait_s` after each expected measurement, tick it when one is late or never comes (a
+stalled robot still gets its watchdog). Any other robot is read at the loop's deadlines.
+A command is filtered and written the moment it arrives, on the executor thread: the motors
+get it within a fraction of a millisecond instead of at the next tick. Both paths share one
+lock; between them the filter is called about once per control period, as it expects.
 
 `state_to_command` latency is measured here: a command's header.stamp is the stamp of the
 state it was computed from, and its arrival time minus that stamp covers sensor age, the
@@ -41,8 +46,9 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -54,7 +60,7 @@ from hardware.interface import RobotError, RobotInterface
 from hardware.safety import SafetyConfig, SafetyFilter
 from s2r.spec import RobotSpec, SpecError, robot_spec
 from s2r.state import Command, RobotState
-from s2r_ros.deadline import DeadlineLoop, set_realtime_priority
+from s2r_ros.deadline import DeadlineLoop, TickTrigger, set_realtime_priority
 from s2r_ros.messages import CommandReader, MessageError, imu_from_state, joint_state_from_state
 from s2r_ros.parameters import Param, declare, non_empty, non_negative, one_of, positive, priority
 from s2r_ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, SENSOR_QOS
@@ -81,10 +87,21 @@ def _sim_robot(spec: RobotSpec, config_path: str) -> RobotInterface:
 DRIVERS = {"sim": _sim_robot}
 """`driver` parameter → factory(spec, robot_config) of the RobotInterface."""
 
+
+@runtime_checkable
+class AnnouncesStates(Protocol):
+    """A robot that measures on its own clock and calls back the moment a measurement becomes
+    readable, one every `period` seconds (see `hardware.sim_robot.SimRobot.set_state_callback`)."""
+
+    def set_state_callback(self, callback: Callable[[], None] | None, *, period: float | None = None) -> None: ...
+
+
 PARAMS = (
     Param("robot", "cartpole", "Robot spec: a robot shipped with s2r or a spec YAML path.", non_empty),
     Param("driver", "sim", f"The RobotInterface: {', '.join(DRIVERS)}.", one_of(*DRIVERS)),
     Param("robot_config", "", "Driver config file; for sim, a SimRobot YAML (latency, noise, overrides)."),
+    Param("state_wait_s", 0.002, "Seconds the loop waits past a measurement's expected time before it ticks "
+          "without it (robots that announce their measurements; below half the control period).", non_negative),
     Param("watchdog_periods", 3, "State or policy commands older than this many control periods → damping.",
           positive),
     Param("soft_start_s", 1.0, "Seconds of the soft start's ramp to the default pose.", non_negative),
@@ -135,6 +152,9 @@ class RobotNode(LifecycleNode):
         self.failure: str | None = None
         """Set when the loop thread died; the process then shuts down (see s2r_ros.spin)."""
         self.state: RobotState | None = None
+        self.measured = TickTrigger()
+        """Fired by the robot when the measurement of a control period becomes readable."""
+        self.loop: DeadlineLoop | None = None
         self.commanded_since_tick = False
         self.counters = {"commands_applied": 0, "commands_rejected": 0, "read_errors": 0, "states_published": 0,
                          "shutdown_damping_commands": 0}
@@ -165,6 +185,9 @@ class RobotNode(LifecycleNode):
         p = self.params
         try:
             self.spec = robot_spec(p["robot"])
+            if not p["state_wait_s"] < self.spec.control_period / 2:
+                raise ValueError(f"parameter 'state_wait_s': expected below half the control period "
+                                 f"{self.spec.control_period / 2} s (got {p['state_wait_s']})")
             config = SafetyConfig(watchdog_periods=p["watchdog_periods"], damping_kd=p["damping_kd"] or None,
                                   soft_start_s=p["soft_start_s"], fade_in_s=p["fade_in_s"])
             self.safety = SafetyFilter(self.spec, self.spec.control_period, config)
@@ -175,7 +198,6 @@ class RobotNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {self.startup_error}")
             return TransitionCallbackReturn.FAILURE
         self.commands = CommandReader(self.spec)
-        self.loop = DeadlineLoop(self.spec.control_period)
         self.state_msg = JointState(name=list(self.spec.joint_names))
         self.state_pub = self.create_lifecycle_publisher(JointState, "joint_states", SENSOR_QOS)
         self.imu_pub = self.create_lifecycle_publisher(Imu, "imu", SENSOR_QOS) if self.spec.imu else None
@@ -198,6 +220,11 @@ class RobotNode(LifecycleNode):
             self.startup_error = f"RobotError: {error}"
             self.get_logger().error(f"activate failed: {error}")
             return TransitionCallbackReturn.FAILURE
+        announces = isinstance(self.robot, AnnouncesStates)
+        self.loop = DeadlineLoop(self.spec.control_period, trigger=self.measured if announces else None,
+                                 trigger_wait_s=self.params["state_wait_s"])
+        if announces:
+            self.robot.set_state_callback(self.measured.fire, period=self.spec.control_period)
         self.active = True
         self.stop.clear()
         self.thread = threading.Thread(target=self.run_loop, name="robot_node loop", daemon=True)
@@ -255,7 +282,8 @@ class RobotNode(LifecycleNode):
             self.failure = f"{type(error).__name__}: {error}"
 
     def ticks(self) -> None:
-        """Every control period: read, publish, and tick the SafetyFilter when no command came."""
+        """Every control period: read, publish a new measurement, and tick the SafetyFilter when no command came."""
+        last_stamp = None
         while self.loop.wait(self.stop):
             try:
                 state = self.robot.read_state()
@@ -263,15 +291,17 @@ class RobotNode(LifecycleNode):
                 state = None
                 self.counters["read_errors"] += 1
                 self.get_logger().error(f"read_state failed: {error}", throttle_duration_sec=1.0)
-            if state is not None:
+            new = state is not None and state.stamp != last_stamp
+            if new:
                 self._publish(state)
+                last_stamp = state.stamp
             with self.lock:
                 self.state = state
                 if not self.commanded_since_tick:
                     self._apply(None, time.time())
                 self.commanded_since_tick = False
                 mode = self._mode()
-            if state is not None and self.params["trajectory_path"]:
+            if new and self.params["trajectory_path"]:
                 self.trajectory.append((state.stamp, state.q.copy(), state.dq.copy(), MODE_CODES[mode]))
 
     def _publish(self, state: RobotState) -> None:
@@ -384,6 +414,8 @@ class RobotNode(LifecycleNode):
         if self.thread is not None:
             self.thread.join()
             self.thread = None
+        if isinstance(self.robot, AnnouncesStates):
+            self.robot.set_state_callback(None)
 
     def _damp_and_disable(self) -> None:
         """The damping command each control period for `shutdown_damping_s`, then motors off."""
@@ -446,7 +478,8 @@ class RobotNode(LifecycleNode):
             "last_command_time": self.last_command_time,
             **percentiles_us(self.state_to_command.values(), "state_to_command"),
             **percentiles_us(self.publish_to_command.values(), "publish_to_command"),
-            "loop_overruns": self.loop.overruns,
+            "loop_overruns": self.loop.overruns if self.loop else 0,
+            "late_measurements": self.loop.ticks - self.loop.triggered if self.loop and self.loop.trigger else 0,
             "robot_stats": getattr(self, "robot_stats", {}),
             "shutdown_damping_s": self.params["shutdown_damping_s"],
         }
