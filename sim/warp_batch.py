@@ -57,7 +57,7 @@ def warp_device() -> str:
     Warp's CPU device (slow)."""
     import warp as wp
 
-    wp.config.quiet = True
+    wp.config.log_level = wp.LOG_WARNING  # no greeting, no line per compiled module
     wp.init()
     if not wp.get_cuda_device_count():
         return "cpu"
@@ -68,10 +68,13 @@ class WarpBatch:
     """`nworld` copies of one MjModel stepped by MuJoCo Warp."""
 
     def __init__(self, model: mujoco.MjModel, nworld: int, *, device: str | None = None,
-                 nconmax: int | None = None, njmax: int | None = None, source: str = "model") -> None:
+                 nconmax: int | None = None, njmax: int | None = None, source: str = "model",
+                 host_mirrors: bool | None = None) -> None:
         """`nconmax`/`njmax`: contacts and constraint rows allocated per world (MuJoCo Warp's defaults if None).
-        `source` names the model in errors (its MJCF file)."""
-        device = device or warp_device()  # first: it quiets Warp before the import initializes it
+        `source` names the model in errors (its MJCF file). `host_mirrors`: serve `bind`/`expand` from host
+        copies synchronized around each call (None: on CUDA devices, where views cannot be zero-copy; True on
+        the CPU device runs the GPU's synchronization path, for tests)."""
+        device = device or warp_device()  # first: it quiets Warp before it initializes
         import mujoco_warp as mjw
         import warp as wp
 
@@ -87,7 +90,7 @@ class WarpBatch:
                     f"{source}: MuJoCo Warp does not support {error} Use --backend cpu for this model.") from error
             self.d = mjw.make_data(model, nworld=nworld, nconmax=nconmax, njmax=njmax)
         self.nconmax, self.njmax = self.d.naconmax // nworld, self.d.njmax
-        self._mirrored = self.device.is_cuda
+        self._mirrored = self.device.is_cuda if host_mirrors is None else host_mirrors
         self._data_views: dict[str, np.ndarray] = {}
         self._model_views: dict[str, np.ndarray] = {}
         self._graphs: dict[tuple[int, int], Any] = {}
@@ -141,7 +144,7 @@ class WarpBatch:
         else:
             self._step(nstep, stage)
         self._pull()
-        self._check()
+        self._check(stage)
 
     def reset(self, ids: np.ndarray, stage: mujoco.mjtStage = mujoco.mjtStage.mjSTAGE_NONE) -> None:
         """Reset worlds `ids` to the model's defaults, then compute stages up to `stage`."""
@@ -183,11 +186,11 @@ class WarpBatch:
         elif stage >= int(mujoco.mjtStage.mjSTAGE_POS):
             self._mjw.fwd_position(self.m, self.d)
 
-    def _check(self) -> None:
+    def _check(self, stage: mujoco.mjtStage) -> None:
         """Reset diverged worlds (as MuJoCo does) and refuse overflowed buffers."""
         bad = ~(np.isfinite(self._qpos).all(axis=1) & np.isfinite(self._qvel).all(axis=1))
         if bad.any():
-            self.reset(np.flatnonzero(bad))
+            self.reset(np.flatnonzero(bad), stage)
         from mujoco_warp import OverflowType
 
         buffers = int(OverflowType.ALL) & ~int(OverflowType.ITERATIONS | OverflowType.LS_ITERATIONS)

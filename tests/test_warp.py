@@ -56,6 +56,33 @@ def test_the_same_seed_gives_the_same_randomized_parameters_on_cpu_and_warp(task
     assert np.abs(q["cpu"] - q["warp"]).max() < TRAJECTORY_TOLERANCE
 
 
+def test_host_mirrors_the_gpu_uses_behave_like_zero_copy_views():
+    """Runs the CUDA path's push/pull synchronization on the CPU device: no GPU needed to catch its bugs."""
+    model = make_env("cartpole", 1).model
+
+    def drive(host_mirrors: bool) -> list[np.ndarray]:
+        batch = WarpBatch(model, 4, host_mirrors=host_mirrors)
+        qpos, qvel, ctrl = batch.bind("qpos"), batch.bind("qvel"), batch.bind("ctrl")
+        mass = batch.expand("body_mass")
+        mass[:, 2] *= np.array([0.5, 1.0, 1.5, 2.0])  # per-world pole masses
+        batch.set_const()
+        qpos[:, 1] = np.array([0.1, 0.2, 0.3, 0.4])
+        batch.forward(stage=mujoco.mjtStage.mjSTAGE_POS)
+        seen = []
+        for k, u in enumerate(np.random.default_rng(0).uniform(-1, 1, (30, 4, 1))):
+            ctrl[:] = u
+            if k == 10:
+                qvel[3] = np.nan  # diverges: reset by step
+            if k == 20:
+                batch.reset(np.array([0]))
+            batch.step(nstep=2, stage=mujoco.mjtStage.mjSTAGE_POS)
+            seen += [qpos.copy(), qvel.copy(), batch.bind("site_xpos").copy(), batch.bind("time").copy()]
+        return seen + [batch.expanded("body_mass"), batch.expanded("dof_invweight0")]
+
+    for mirrored, direct in zip(drive(True), drive(False), strict=True):
+        assert np.array_equal(mirrored, direct, equal_nan=True)
+
+
 def test_a_world_whose_state_turns_nan_is_reset_and_counted_as_diverged_on_warp():
     env = make_env("cartpole", 4, seed=0, backend="warp")
     env.reset()
