@@ -120,3 +120,11 @@ def test_warp_data_fields_are_torch_tensors_without_a_copy():
     assert isinstance(qpos, torch.Tensor) and qpos.shape == (3, 1)
     env.step(torch.ones(3, 1))
     assert np.allclose(qpos.numpy(), env.data_field("qpos"))
+
+
+def test_a_policy_trained_on_cpu_does_the_same_on_warp(cartpole_onnx):
+    from policies.evaluate import evaluate
+
+    results = {backend: evaluate(cartpole_onnx, episodes=4, backend=backend) for backend in ("cpu", "warp")}
+    assert results["cpu"]["success_rate"] == results["warp"]["success_rate"] == 1.0
+    assert abs(results["cpu"]["mean_return"] - results["warp"]["mean_return"]) < 1e-3 * abs(results["cpu"]["mean_return"])
