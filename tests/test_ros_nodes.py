@@ -25,12 +25,15 @@ import yaml
 rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 
 from s2r.spec import robot_spec  # noqa: E402
+from s2r.state import RobotState  # noqa: E402
 from s2r_ros import environment  # noqa: E402
+from s2r_ros.chunking import ChunkedPolicy  # noqa: E402
 from s2r_ros.deadline import DeadlineLoop, TickTrigger  # noqa: E402
 from s2r_ros.messages import CommandReader, MessageError, StateReader, joint_state_from_state  # noqa: E402
 from s2r_ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS  # noqa: E402
@@ -129,6 +132,22 @@ def summary(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+@pytest.fixture(scope="module")
+def diffusion_onnx(tmp_path_factory) -> Path:
+    """A tiny push_t diffusion policy (MLP denoiser, a few epochs on 4 scripted demos), exported: seconds to make."""
+    pytest.importorskip("torch")
+    from policies.diffusion.config import DiffusionConfig
+    from policies.diffusion.export import export_diffusion
+    from policies.diffusion.train import train_diffusion
+    from sim.demos import record_demos
+
+    out = tmp_path_factory.mktemp("diffusion")
+    record_demos("push_t", expert="scripted", episodes=4, out=out / "demos")
+    config = DiffusionConfig(hidden_dim=64, num_layers=2, time_embed_dim=32, epochs=3, batch_size=64)
+    train_diffusion(config, out / "demos", out / "run", progress=False)
+    return export_diffusion(out / "run", out / "push_t.onnx")
+
+
 # --- messages: pure conversions ---------------------------------------------------------------
 def test_a_command_is_reordered_by_name_and_gains_follow_the_fields_present():
     spec = robot_spec("arm")  # yaw, shoulder, elbow; position-controlled
@@ -190,6 +209,63 @@ def test_a_triggered_loop_ticks_on_each_arrival_and_at_its_deadline_when_one_is_
     stop.set()
     thread.join()
     assert woken_by == ["arrival"] * 3 + ["deadline"] + ["arrival"] * 2
+
+
+# --- diffusion chunks -------------------------------------------------------------------------
+def test_diffusion_chunks_run_time_aligned_while_the_next_samples_and_are_cross_faded_in(diffusion_onnx):
+    from policies.diffusion.runtime import DiffusionRuntime
+
+    runtime = DiffusionRuntime(diffusion_onnx, spec=robot_spec("pusher"), warm_start=True)
+    tokens = threading.Semaphore(0)  # one per chunk the test lets the planner finish
+    chunks = []
+    unnormalize = runtime.unnormalize
+
+    def gated(sample):
+        def wait_then_sample(*args):
+            tokens.acquire()
+            return sample(*args)
+        return wait_then_sample
+
+    def recorded(chunk, obs):
+        actions = unnormalize(chunk, obs)
+        chunks.append(actions[0])
+        return actions
+
+    runtime.sample, runtime.warm_sample, runtime.unnormalize = gated(runtime.sample), gated(runtime.warm_sample), recorded
+    policy = ChunkedPolicy(runtime, blend_steps=3)
+    state = RobotState(0.0, np.array([0.05, -0.02]), np.zeros(2), np.zeros(2))
+    inputs = {"object_pose": np.array([0.1, 0.1, 0.0, 1.0])}
+    executed = []
+
+    def step() -> None:
+        command = policy.step(state, inputs)
+        executed.append(None if command is None else runtime.last_action[0].copy())
+
+    try:
+        step()                                 # tick 0: chunk 0 planned, sampling
+        step()                                 # tick 1: still sampling: no command yet
+        tokens.release()
+        assert policy.ready.wait(30)
+        for _ in range(8):                     # ticks 2-9; chunk 1 planned at tick 8 and held back
+            step()
+        tokens.release()
+        assert policy.ready.wait(30)
+        for _ in range(6):                     # ticks 10-15
+            step()
+    finally:
+        tokens.release()
+        policy.close()
+    clip = lambda a: runtime.mapping.clip_action(a[None])[0]  # noqa: E731
+    first, second = chunks
+    assert executed[:2] == [None, None]
+    # Chunk 0 (window of tick 0) from tick 2 on: index 1 + 2, past the tick it could not act on.
+    assert np.allclose(executed[2:10], [clip(first[i]) for i in range(3, 11)])
+    # Chunk 1 (window of tick 8) taken at tick 10, at index 1 + 2, faded in over three ticks.
+    for tick, weight in zip(range(10, 13), (0.25, 0.5, 0.75)):
+        blend = (1 - weight) * first[1 + tick] + weight * second[1 + tick - 8]
+        assert np.allclose(executed[tick], clip(blend))
+    assert np.allclose(executed[13:16], [clip(second[i]) for i in range(6, 9)])
+    assert policy.stats()["chunks_planned"] == 2 and policy.stats()["blended_ticks"] == 3
 
 
 # --- the nodes --------------------------------------------------------------------------------
@@ -315,6 +391,35 @@ def test_sigterm_damps_the_robot_and_closes_the_recording_readable(ros, cartpole
     assert 0 < killed["joint_states"] <= counts["joint_states"], "a killed recorder's file lost its chunks"
 
 
+def test_a_diffusion_policy_drives_the_pusher_in_blended_chunks_with_the_object_pose_from_a_topic(ros, diffusion_onnx):
+    env, client, tmp = ros
+    poses = client.node.create_publisher(PoseStamped, "object_pose", COMMAND_QOS)
+    block = PoseStamped()
+    block.pose.position.x, block.pose.position.y, block.pose.orientation.w = 0.1, 0.1, 1.0
+    robot = Node("robot_node", {"robot": "pusher", "summary_path": tmp / "robot.json", **FAST}, env, tmp / "robot.log")
+    policy = Node("policy_node", {"policy": diffusion_onnx, "summary_path": tmp / "policy.json", "blend_steps": 3,
+                                  "realtime_priority": 0}, env, tmp / "policy.log")
+
+    def tracking(predicate):  # a tracker publishing the block's pose
+        poses.publish(block)
+        return predicate()
+
+    try:
+        client.wait_for(lambda: tracking(lambda: client.mode() == "running"), timeout=60,
+                        what="the diffusion policy to take over")
+        applied = int(client.robot_status["commands_applied"])
+        client.wait_for(lambda: tracking(lambda: int(client.robot_status["commands_applied"]) >= applied + 40),
+                        what="four more chunks of commands")
+    finally:
+        assert robot.stop() == 0, robot.output()
+        assert policy.stop() == 0, policy.output()
+    result = summary(tmp / "policy.json")
+    assert result["chunks_planned"] >= 6 and result["chunk_switches"] >= 5, result
+    assert result["blended_ticks"] >= 3 * (result["chunk_switches"] - 1), result
+    assert result["commands_published"] >= summary(tmp / "robot.json")["commands_applied"] >= 40
+    assert "→ damping" not in robot.output()
+
+
 def test_dds_traffic_needs_nothing_but_loopback(tmp_path):
     """Inside a network namespace that has only `lo`, the robot node's states reach a subscriber."""
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-rn", "true"]).returncode != 0:
@@ -355,6 +460,7 @@ def test_the_robot_side_imports_and_runs_without_torch_or_mujoco(cartpole_onnx):
         import numpy as np
         import s2r, policies.runtime, hardware, hardware.interface, hardware.safety
         import s2r_ros, s2r_ros.messages, s2r_ros.robot_node, s2r_ros.policy_node, s2r_ros.recorder
+        import policies.diffusion.runtime, s2r_ros.chunking
         from policies.runtime import PolicyRuntime
         from s2r.spec import robot_spec
         from s2r.state import RobotState

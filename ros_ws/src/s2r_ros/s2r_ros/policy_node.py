@@ -1,9 +1,12 @@
 """policy_node: an exported ONNX policy on a deadline loop, from `joint_states` to `joint_command`.
 
-At start it loads the ONNX file with `PolicyRuntime` and checks the contract in its metadata
-against the robot's spec: robot, joint order, action joints, observation sizes, control
-period, task inputs it can feed and (position mode) the PD gains the robot node applies. A
-mismatch ends the process with status 2 and a message that names the field.
+At start it loads the ONNX file by its contract's kind, `mlp` with `PolicyRuntime`,
+`diffusion` with `DiffusionRuntime` executed in chunks by `s2r_ros.chunking.ChunkedPolicy`
+(receding horizon, sampled off the control thread, chunks cross-faded over `blend_steps`
+ticks), and checks the contract in its metadata against the robot's spec: robot, joint
+order, action joints, observation sizes, control period, task inputs it can feed and
+(position mode) the PD gains the robot node applies. A mismatch ends the process with status
+2 and a message that names the field.
 
 The control loop runs on its own thread at absolute deadlines of the contract's control
 period (`DeadlineLoop`), not on an rclpy timer, whose wake-ups wait behind every other
@@ -21,10 +24,14 @@ the executor thread and hand data over under a lock.
     imu           sensor_msgs/Imu                 in   robots with an IMU
     cmd_vel       geometry_msgs/Twist             in   policies with a cmd_vel input (vx, vy, yaw rate)
     target        geometry_msgs/PointStamped      in   policies with a target input (x, y, z), base frame
+    object_pose   geometry_msgs/PoseStamped       in   policies with an object_pose input (push_t's block:
+                                                       x, y and the yaw of the orientation), from perception
     joint_command sensor_msgs/JointState          out  actuated joints, see s2r_ros.messages
     /diagnostics  diagnostic_msgs/DiagnosticArray out  ~1 Hz: period, inference, overruns, safety
 
-Task inputs are zero until their first message. At shutdown a JSON summary is written to
+Task inputs are zero until their first message. The robot cannot measure an object it
+manipulates: its pose comes from whatever tracks it (a camera tracker, motion capture), on
+`object_pose` in the robot's base frame. At shutdown a JSON summary is written to
 `summary_path` for `s2r deploy`.
 
     s2r-policy-node --ros-args -p policy:=cartpole.onnx -p summary_path:=policy.json
@@ -41,14 +48,16 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PointStamped, Twist
+from geometry_msgs.msg import PointStamped, PoseStamped, Twist
 from rclpy.node import Node
 from sensor_msgs.msg import Imu, JointState
 
+from policies.diffusion.runtime import DiffusionRuntime
 from policies.runtime import PolicyRuntime, read_contract
-from s2r.contract import ContractError
-from s2r.observations import CMD_VEL, LAST_ACTION, TARGET
-from s2r.spec import SpecError, robot_spec
+from s2r.contract import ContractError, PolicyContract
+from s2r.observations import CMD_VEL, LAST_ACTION, OBJECT_POSE, TARGET
+from s2r.spec import RobotSpec, SpecError, robot_spec
+from s2r_ros.chunking import ChunkedPolicy
 from s2r_ros.deadline import DEFAULT_SPIN_S, DeadlineLoop, TickTrigger, set_realtime_priority
 from s2r_ros.messages import MessageError, StateReader, check_gains, joint_state_from_command
 from s2r_ros.parameters import Param, declare, non_empty, non_negative, positive, priority
@@ -56,9 +65,17 @@ from s2r_ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, SENSOR_QOS
 from s2r_ros.reports import SampleWindow, diagnostic_text, percentiles_us, write_json
 from s2r_ros.spin import StartupError, run_node
 
+def _planar_pose(msg: PoseStamped) -> np.ndarray:
+    """(x, y, sin yaw, cos yaw) of a pose, yaw about z (the `object_pose` observation term)."""
+    o = msg.pose.orientation
+    yaw = np.arctan2(2.0 * (o.w * o.z + o.x * o.y), 1.0 - 2.0 * (o.y * o.y + o.z * o.z))
+    return np.array([msg.pose.position.x, msg.pose.position.y, np.sin(yaw), np.cos(yaw)])
+
+
 INPUT_TOPICS = {
     CMD_VEL: ("cmd_vel", Twist, lambda msg: np.array([msg.linear.x, msg.linear.y, msg.angular.z])),
     TARGET: ("target", PointStamped, lambda msg: np.array([msg.point.x, msg.point.y, msg.point.z])),
+    OBJECT_POSE: ("object_pose", PoseStamped, _planar_pose),
 }
 """Task input → (topic, message type, message → (size,) array)."""
 
@@ -69,6 +86,10 @@ PARAMS = (
     Param("state_wait_s", 0.002, "Seconds a tick waits past its state's expected arrival before it acts on the "
           "newest state it has (below half the control period).", non_negative),
     Param("spin_s", DEFAULT_SPIN_S, "Seconds spun (not slept) before each deadline.", non_negative),
+    Param("blend_steps", 3, "Diffusion policies: ticks over which a new chunk is cross-faded in (0: none).",
+          non_negative),
+    Param("warm_start", True, "Diffusion policies: sample each chunk from the previous one, shifted, with the "
+          "last denoising steps only."),
     Param("realtime_priority", 50, "SCHED_FIFO priority of the control thread, 1..99; 0: normal scheduling.",
           priority),
     Param("diagnostics_period_s", 1.0, "Seconds between /diagnostics messages.", positive),
@@ -86,9 +107,9 @@ class PolicyNode(Node):
         try:
             contract = read_contract(p["policy"])
             self.spec = robot_spec(p["robot"] or contract.robot)
-            self.runtime = PolicyRuntime(p["policy"], spec=self.spec)
+            self.runtime = self._runtime(contract, self.spec)
             check_gains(self.runtime.contract.action, self.spec)
-        except (ContractError, SpecError) as error:
+        except (ContractError, SpecError, ValueError) as error:
             raise StartupError(str(error)) from None
         self.contract = self.runtime.contract
         self.input_names = [name for name in self.contract.inputs if name != LAST_ACTION]
@@ -121,7 +142,8 @@ class PolicyNode(Node):
         self.loop = DeadlineLoop(self.period, spin_s=p["spin_s"], trigger=self.new_state,
                                  trigger_wait_s=p["state_wait_s"])
         self.inference = SampleWindow()
-        self.counters = {"commands_published": 0, "stale_state_ticks": 0, "bad_states": 0, "nonfinite_actions": 0}
+        self.counters = {"commands_published": 0, "stale_state_ticks": 0, "bad_states": 0, "nonfinite_actions": 0,
+                         "ticks_before_first_chunk": 0}
         self.window_start = {"periods": 0, "inference": 0, "overruns": 0}
         self.first_command_time: float | None = None
         self.closed = False
@@ -147,6 +169,16 @@ class PolicyNode(Node):
             f"policy {p['policy']} for {self.spec.name}: {self.contract.action.num_actions} "
             f"{self.contract.action.mode} actions at {1 / self.period:g} Hz"
             f"{', inputs ' + ', '.join(self.input_names) if self.input_names else ''}")
+
+    def _runtime(self, contract: PolicyContract, spec: RobotSpec) -> PolicyRuntime | ChunkedPolicy:
+        """The runtime for the contract's kind (`mlp` or `diffusion`)."""
+        path = self.params["policy"]
+        if contract.kind == "mlp":
+            return PolicyRuntime(path, spec=spec)
+        if contract.kind == "diffusion":
+            return ChunkedPolicy(DiffusionRuntime(path, spec=spec, warm_start=self.params["warm_start"]),
+                                 blend_steps=self.params["blend_steps"])
+        raise ContractError(f"{path}: kind: {contract.kind!r} is not a kind policy_node runs (mlp, diffusion)")
 
     # --- executor callbacks ---------------------------------------------------------------------
     def on_state(self, msg: JointState) -> None:
@@ -200,6 +232,9 @@ class PolicyNode(Node):
         start = time.perf_counter()
         command = self.runtime.step(state, inputs)
         self.inference.add(time.perf_counter() - start)
+        if command is None:  # a diffusion policy's first chunk is still being sampled
+            self.counters["ticks_before_first_chunk"] += 1
+            return
         if not np.isfinite(command.q).all() or not np.isfinite(command.tau_ff).all():
             self.counters["nonfinite_actions"] += 1
         self.command_pub.publish(joint_state_from_command(command, self.spec, self.contract.action.mode,
@@ -251,6 +286,7 @@ class PolicyNode(Node):
             "first_command_time": self.first_command_time,
             "robot_status": self.robot_status,
             "contract_warnings": self.runtime.warnings,
+            **(self.runtime.stats() if isinstance(self.runtime, ChunkedPolicy) else {}),
         }
 
     def close(self) -> None:
@@ -260,6 +296,8 @@ class PolicyNode(Node):
         self.closed = True
         self.stop.set()
         self.thread.join()
+        if isinstance(self.runtime, ChunkedPolicy):
+            self.runtime.close()
         summary = self.summary()
         self.get_logger().info(f"stopped after {summary['ticks']} ticks at {summary['control_hz_achieved']:.2f} Hz, "
                                f"period p99 {summary['period_p99_us']:.0f} µs, {summary['overruns']} overruns")

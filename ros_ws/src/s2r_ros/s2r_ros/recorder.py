@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import Twist
+from geometry_msgs.msg import PointStamped, PoseStamped, Twist
 from mcap.exceptions import EndOfFile
 from mcap.reader import NonSeekingReader, make_reader
 from mcap.well_known import MessageEncoding, Profile, SchemaEncoding
@@ -47,6 +47,8 @@ TOPICS: dict[str, type] = {
     "joint_command": JointState,
     "imu": Imu,
     "cmd_vel": Twist,
+    "target": PointStamped,
+    "object_pose": PoseStamped,
     "/diagnostics": DiagnosticArray,
 }
 """The topics of a deploy run and their types."""
