@@ -11,7 +11,8 @@ exceeds a limit of the robot's spec:
 
 What it guarantees for every command it returns, per actuated joint:
 - every value is finite; 0 <= kp <= kp_max and 0 <= kd <= kd_max;
-- lower <= q* <= upper, and |q* - previous q*| <= max_position_step;
+- lower <= q* <= upper, and |q* - previous q*| <= max_position_step; a continuous joint's
+  q* is the angle within π of its measured position (any target, however large, is wrapped);
 - |dq*| <= velocity_limit and |tau_ff| <= effort_limit;
 - the position term it implies stays within the effort limit, |kp (q* - q_meas)| <= effort_limit
   (q* is first pulled within effort/kp of the measured position; if the joint and rate
@@ -230,6 +231,11 @@ class SafetyFilter:
         effort_clamped = tau_ff != command.tau_ff
         q = command.q
         if q_meas is not None:
+            # A continuous joint's target is an angle: take the one within π of the measured angle, so that
+            # no target, however large, leaves the range where the rate limit below is exact.
+            far = self._continuous & (np.abs(q - q_meas) > np.pi)
+            self._count("position_clamp", far & (kp > 0))
+            q = np.where(far, q_meas + wrap_to_pi(q - q_meas), q)
             with np.errstate(divide="ignore", over="ignore"):
                 band = np.where(kp > 0, self.effort_limit / kp, np.inf)
             banded = np.clip(q, q_meas - band, q_meas + band)

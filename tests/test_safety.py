@@ -211,3 +211,16 @@ def test_the_robot_side_imports_without_torch_or_mujoco():
     code = ("import sys; sys.modules['torch'] = None; sys.modules['mujoco'] = None\n"
             "import hardware, hardware.interface, hardware.safety")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_a_huge_target_on_a_continuous_joint_becomes_the_nearest_angle_and_the_rate_limit_stays_exact():
+    spec = robot_spec("pendulum")  # one continuous joint, torque-controlled: q* passes with kp = 0
+    safety = SafetyFilter(spec, spec.control_period, SafetyConfig(soft_start_s=0.0, fade_in_s=0.0))
+    previous = None
+    for k, target in enumerate([1.1e15, -3e12, 1.1e15 + 7.0]):
+        now = 100.0 + k * spec.control_period
+        state = state_at(spec, [0.1 + 0.01 * k], now)
+        out = safety.filter(policy_command(spec, q=[target], kp=[0.0]), state, now)
+        assert abs(out.q[0] - state.q[0]) <= np.pi
+        assert_within_limits(safety, out, previous, state)
+        previous = out.q
