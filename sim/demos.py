@@ -4,7 +4,9 @@ Each frame records what the policy will see (the task's policy observation, `obs
 the raw action the expert chose (`action`, before the action mapping, as a policy outputs it),
 optionally the top camera rendered off-screen (`observation.images.top`, MUJOCO_GL=egl), and the
 simulated time the frame was captured at. An episode ends when the task's success condition has
-held for its success window (a success), or when the episode times out (a failure).
+held for its success window (a success), or when the episode times out (a failure). An expert is a
+function of the policy's observation frame alone (no hidden state), so its actions can be imitated;
+with `action_noise` the env executes perturbed actions while the clean expert action is recorded (DART).
 
     result = record_demos("push_t", expert="scripted", episodes=100, out=Path("data/push_t"), image=True)
     result["success_rate"], result["frames"]
@@ -29,7 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from s2r.dataset import ACTION, IMAGES, OBS_STATE, DatasetWriter  # noqa: E402
-from s2r.observations import TERMS  # noqa: E402
+from s2r.observations import TERMS, term_sizes  # noqa: E402
 from s2r.spec import robot_spec  # noqa: E402
 from sim.env import BatchEnv  # noqa: E402
 from sim.push_t import ScriptedPushExpert  # noqa: E402
@@ -43,25 +45,40 @@ TERM_NAMES: dict[str, tuple[str, ...]] = {"object_pose": ("x", "y", "sin_yaw", "
 """Component names of terms whose components are not one per joint."""
 
 
-@dataclass(frozen=True)
-class Expert:
-    """An expert bound to an env: `act()` returns every world's raw action (num_envs, A)."""
+Expert = Callable[[np.ndarray], np.ndarray]
+"""An expert bound to an env: every world's policy observation (num_envs, D) → its raw action (num_envs, A).
 
-    act: Callable[[], np.ndarray]
-    reset: Callable[[np.ndarray | None], None]
-    """Forget the episode of worlds `ids` (all for None)."""
+It sees exactly what the policy sees and keeps no state between calls, so the action it takes in a
+recorded frame is a function of that frame's observation: a policy can imitate it."""
+
+
+def _term_reader(env: BatchEnv, name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Reads the observation term `name` back out of policy observations (N, D), unscaled: (N, size)."""
+    terms = env.task.config.policy_terms
+    sizes = term_sizes(terms, env.spec)
+    names = [t.name for t in terms]
+    if name not in names:
+        raise ValueError(f"task {env.task.config.name}: an expert needs the observation term {name!r}; "
+                         f"the policy observes {names}")
+    i = names.index(name)
+    start, scale = sum(sizes[:i]), terms[i].scale
+    return lambda obs: obs[:, start:start + sizes[i]] / scale
 
 
 def scripted_push_t(env: BatchEnv) -> Expert:
-    """The push_t scripted expert (sim.push_t.ScriptedPushExpert), its targets mapped back to raw actions."""
-    expert = ScriptedPushExpert(env.num_envs)
+    """The push_t scripted expert (sim.push_t.ScriptedPushExpert) on the policy's observation, its targets
+    mapped back to raw actions."""
+    expert = ScriptedPushExpert()
+    pusher, block = _term_reader(env, "joint_pos"), _term_reader(env, "object_pose")
     offset, scale = np.asarray(env.action_mapping.offset), np.asarray(env.action_mapping.scale)
 
-    def act() -> np.ndarray:
-        targets = expert(env.read_state().q, env.task.block_pose(env))
+    def act(obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float64)
+        x, y, sin_yaw, cos_yaw = block(obs).T
+        targets = expert(pusher(obs), np.column_stack([x, y, np.arctan2(sin_yaw, cos_yaw)]))
         return (targets - offset) / scale
 
-    return Expert(act=act, reset=expert.reset)
+    return act
 
 
 EXPERTS: dict[tuple[str, str], Callable[[BatchEnv], Expert]] = {("push_t", "scripted"): scripted_push_t}
@@ -144,19 +161,25 @@ class _Take:
 
 
 def record_demos(task: str = "push_t", *, expert: str = "scripted", episodes: int, out: Path, image: bool = False,
-                 seed: int = 0, num_envs: int = 16, successful_only: bool = False,
+                 seed: int = 0, num_envs: int = 16, successful_only: bool = False, action_noise: float = 0.0,
                  progress: bool = False) -> dict[str, Any]:
     """Record `episodes` expert episodes of `task` into the dataset at `out` (appending if it exists).
 
     Worlds run in batches of `num_envs`; each batch's episodes are written in world order, so a
     seed gives the same dataset. successful_only: keep running until `episodes` successful
-    ones are recorded, leaving the failures out. Returns the expert's success rate over the
-    episodes it attempted, the episodes and frames recorded, and the wall time.
+    ones are recorded, leaving the failures out. action_noise: std of gaussian noise (raw action
+    units) added to the action the env executes, while the frame records the expert's clean
+    action (DART, Laskey et al. 2017): the demonstrations then also show how the expert recovers
+    from the small errors an imitator makes. Returns the success rate over the episodes
+    attempted (with the noise), the episodes and frames recorded, and the wall time.
     """
     if episodes < 1:
         raise ValueError(f"episodes: expected >= 1, got {episodes}")
+    if action_noise < 0:
+        raise ValueError(f"action_noise: expected >= 0, got {action_noise}")
     env = BatchEnv(make_task(task), min(num_envs, episodes), seed=seed, nthread=1)
     driver = make_expert(task, expert, env)
+    rng = np.random.default_rng(seed)
     camera = IMAGES + CAMERA
     started = time.perf_counter()
     recorded = attempted = succeeded = frames = 0
@@ -165,7 +188,7 @@ def record_demos(task: str = "push_t", *, expert: str = "scripted", episodes: in
         with DatasetWriter(Path(out), fps=1.0 / env.spec.control_period, features=task_features(task, image=image),
                            robot=env.spec.name, task=task) as writer:
             while recorded < episodes:
-                for take in _run_batch(env, driver, renderer):
+                for take in _run_batch(env, driver, renderer, rng, action_noise):
                     if recorded == episodes:
                         break
                     attempted += 1
@@ -190,19 +213,20 @@ def record_demos(task: str = "push_t", *, expert: str = "scripted", episodes: in
             renderer.close()
         env.close()
     return {"task": task, "expert": expert, "out": str(out), "episodes": recorded, "attempted": attempted,
-            "success_rate": succeeded / attempted, "frames": frames, "image": image,
+            "success_rate": succeeded / attempted, "frames": frames, "image": image, "action_noise": action_noise,
             "seconds": time.perf_counter() - started}
 
 
-def _run_batch(env: BatchEnv, driver: Expert, renderer: CameraRenderer | None) -> list[_Take]:
-    """One episode in every world, from a fresh reset; a world stops recording once its success held."""
+def _run_batch(env: BatchEnv, driver: Expert, renderer: CameraRenderer | None, rng: np.random.Generator,
+               action_noise: float) -> list[_Take]:
+    """One episode in every world, from a fresh reset; a world stops recording once its success held.
+    The env executes the expert's action plus `action_noise`; the frames hold the clean action."""
     period = env.spec.control_period
     obs = env.reset()["policy"].numpy()
-    driver.reset(None)
     takes = [_Take([], [], [], []) for _ in range(env.num_envs)]
     active = np.ones(env.num_envs, dtype=bool)
     for step in range(env.max_episode_length):
-        action = driver.act()
+        action = driver(obs)
         ids = np.flatnonzero(active)
         images = renderer.render(ids) if renderer is not None else None
         for k, i in enumerate(ids):
@@ -212,7 +236,8 @@ def _run_batch(env: BatchEnv, driver: Expert, renderer: CameraRenderer | None) -
             take.stamps.append(step * period)
             if images is not None:
                 take.images.append(images[k])
-        obs_t, _, terminated, truncated, info = env.step(torch.from_numpy(action))
+        executed = action + rng.normal(0.0, action_noise, action.shape) if action_noise else action
+        obs_t, _, terminated, truncated, info = env.step(torch.from_numpy(executed))
         obs = obs_t["policy"].numpy()
         done = (terminated | truncated).numpy()
         held = env.success_held >= env.success_window
@@ -239,10 +264,10 @@ def evaluate_expert(task: str = "push_t", *, expert: str = "scripted", episodes:
     while len(successes) < episodes:
         env = BatchEnv(make_task(task), min(num_envs, episodes - len(successes)), seed=seed + len(successes), nthread=1)
         driver = make_expert(task, expert, env)
-        env.reset()
-        driver.reset(None)
+        obs = env.reset()["policy"].numpy()
         for _ in range(env.max_episode_length):
-            _, reward, _, _, info = env.step(torch.from_numpy(driver.act()))
+            obs_t, reward, _, _, info = env.step(torch.from_numpy(driver(obs)))
+            obs = obs_t["policy"].numpy()
         successes += info["episode"]["success"].tolist()
         finals += reward.tolist()
         env.close()

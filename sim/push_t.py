@@ -11,7 +11,7 @@ computed on a 1 mm grid of points of the goal T (error about ±0.5 %), for every
 world at once:
 
     coverage(block_pose, GOAL_POSE)          # block_pose: (N, 3) → (N,) in [0, 1]
-    expert = ScriptedPushExpert(num_envs=N)
+    expert = ScriptedPushExpert()
     targets = expert(pusher_xy, block_pose)  # (N, 2) pusher position targets, m
 """
 
@@ -141,6 +141,11 @@ def _contact_candidates(radius: float, spacing: float = 0.005, margin: float = 0
 class ScriptedPushExpert:
     """A pushing strategy for push_t over N worlds: pick a contact, go around the block to it, push.
 
+    The expert is memoryless: its targets are a function of the pusher's position and the
+    block's pose alone, both of which the policy observes, so what it does in a state is what
+    an imitator that sees that state can learn (an expert with a hidden phase or plan would
+    teach contradicting actions for the same observation).
+
     Each control step it picks, among points on the T's outline, the push whose quasi-static
     effect best matches the motion still needed (translation of the centre of mass and
     rotation toward the goal, rotation weighted by `rotation_length`). Under an ellipsoidal
@@ -148,19 +153,18 @@ class ScriptedPushExpert:
     the block with twist ∝ (n, (r × n) / ρ²), ρ the T's mean distance from its centre of mass.
     The pusher reaches a staging point off that face (circling the block when the straight
     path would hit it), then pushes along n by a step that shrinks with the remaining error.
-    It keeps a contact while it stays nearly as good as the best one (hysteresis), and backs
-    off once coverage reaches `stop_coverage`, resuming below `resume_coverage`.
+    A pusher already in the corridor in front of a contact keeps pushing there while that push
+    stays nearly as good as the best one (`hysteresis`), so it does not dither between faces;
+    at `stop_coverage` it backs off the block and stays.
 
-        expert = ScriptedPushExpert(num_envs=64)
-        expert.reset()                           # or expert.reset(ids) for worlds that restart
-        targets = expert(pusher_xy, block_pose)  # (64, 2) m
+        expert = ScriptedPushExpert()
+        targets = expert(pusher_xy, block_pose)  # (N, 2) m for (N, 2) and (N, 3)
     """
 
-    def __init__(self, num_envs: int, *, goal_pose: np.ndarray = GOAL_POSE, pusher_radius: float = PUSHER_RADIUS,
+    def __init__(self, *, goal_pose: np.ndarray = GOAL_POSE, pusher_radius: float = PUSHER_RADIUS,
                  max_step: float = 0.03, push_step: tuple[float, float] = (0.002, 0.02), push_gain: float = 0.8,
                  rotation_length: float = 0.05, stage: float = 0.015, stop_coverage: float = 0.97,
-                 resume_coverage: float = 0.955, hysteresis: float = 0.15) -> None:
-        self.num_envs = num_envs
+                 hysteresis: float = 0.15) -> None:
         self.goal_pose = np.asarray(goal_pose, dtype=np.float64)
         self.radius = pusher_radius
         self.max_step = max_step
@@ -174,65 +178,52 @@ class ScriptedPushExpert:
         self.stage = stage
         """Distance (m) off the face at which a push starts."""
         self.stop_coverage = stop_coverage
-        self.resume_coverage = resume_coverage
+        """Coverage at which the pusher backs off and stays."""
         self.hysteresis = hysteresis
-        """How much better (in cosine) another contact must score before the pusher leaves its own."""
+        """How much better (in cosine) another contact must score before the pusher leaves the one it is at."""
         self.points, self.normals = _contact_candidates(pusher_radius)
         from_com = np.linalg.norm(_GRID - T_COM, axis=-1)
         self.rho2 = float(np.mean(from_com)) ** 2
         self.safe_radius = float(np.max(from_com)) + pusher_radius + 0.012
         """Radius (m) of the circle around the centre of mass on which the pusher travels around the block."""
-        self.contact = np.zeros(num_envs, dtype=np.int64)
-        self.pushing = np.zeros(num_envs, dtype=bool)
-        self.holding = np.zeros(num_envs, dtype=bool)
-
-    def reset(self, ids: np.ndarray | None = None) -> None:
-        """Forget the contact and phase of worlds `ids` (all for None)."""
-        rows = slice(None) if ids is None else ids
-        self.pushing[rows] = False
-        self.holding[rows] = False
 
     def __call__(self, pusher: np.ndarray, block_pose: np.ndarray) -> np.ndarray:
         """Pusher position targets (N, 2) m for pusher positions (N, 2) and block poses (N, 3)."""
-        n = len(pusher)
-        rows = np.arange(n)
+        rows = np.arange(len(pusher))
         com = com_position(block_pose)
         goal = np.broadcast_to(self.goal_pose, block_pose.shape)
         error = np.concatenate([com_position(goal) - com,
                                 self.rotation_length * wrap_to_pi(goal[:, 2] - block_pose[:, 2])[:, None]], axis=-1)
         error_norm = np.linalg.norm(error, axis=-1)
-        covered = coverage(block_pose, self.goal_pose)
-        self.holding = np.where(self.holding, covered >= self.resume_coverage, covered >= self.stop_coverage)
 
         # Score every candidate push by how well its twist points along the needed motion.
         points = to_world(self.points, block_pose)                # (N, K, 2)
-        inward = -rotate(self.normals, block_pose[:, 2, None])    # (N, K, 2)
+        out = rotate(self.normals, block_pose[:, 2, None])        # (N, K, 2) outward normals
         arm = points - com[:, None]
-        torque = arm[..., 0] * inward[..., 1] - arm[..., 1] * inward[..., 0]
-        twist = np.concatenate([inward, (self.rotation_length * torque / self.rho2)[..., None]], axis=-1)
+        torque = arm[..., 1] * out[..., 0] - arm[..., 0] * out[..., 1]
+        twist = np.concatenate([-out, (self.rotation_length * torque / self.rho2)[..., None]], axis=-1)
         twist /= np.linalg.norm(twist, axis=-1, keepdims=True)
         score = np.einsum("nkd,nd->nk", twist, error) / np.maximum(error_norm, 1e-9)[:, None]
         best = np.argmax(score, axis=-1)
-        keep = self.pushing & (score[rows, self.contact] >= score[rows, best] - self.hysteresis) \
-            & (score[rows, self.contact] > 0.3)
-        self.contact = np.where(keep, self.contact, best)
-        self.pushing &= keep
 
-        # Where the pusher touches the chosen face, and where it lines up before pushing.
-        point, out = points[rows, self.contact], -inward[rows, self.contact]
-        touch = point + self.radius * out
-        relative = pusher - touch
-        along = np.einsum("nd,nd->n", relative, out)
-        lateral = np.linalg.norm(relative - along[:, None] * out, axis=-1)
-        lined_up = (lateral < 0.004) & (along > -0.005) & (along < self.stage + 0.004)
-        self.pushing = (self.pushing | lined_up) & (lateral < 0.01) & (along < self.stage + 0.01)
+        # Where the pusher touches each face point, and whether it stands in the corridor in front of it.
+        touch = points + self.radius * out
+        relative = pusher[:, None] - touch
+        along = np.einsum("nkd,nkd->nk", relative, out)
+        lateral = np.linalg.norm(relative - along[..., None] * out, axis=-1)
+        engaged = (lateral < 0.01) & (along > -0.005) & (along < self.stage + 0.01)
+        current = np.argmax(np.where(engaged, score, -np.inf), axis=-1)
+        current_score = score[rows, current]
+        pushing = engaged[rows, current] & (current_score >= score[rows, best] - self.hysteresis) \
+            & (current_score > 0.3)
+        contact = np.where(pushing, current, best)
 
         depth = np.clip(self.push_gain * error_norm, *self.push_step)
-        push = touch - depth[:, None] * out
-        travel = self._travel(pusher, touch + self.stage * out, block_pose, com)
-        target = np.where(self.pushing[:, None], push, travel)
-        target = np.where(self.holding[:, None], self._back_off(pusher, block_pose, com), target)
-        self.pushing &= ~self.holding
+        push = touch[rows, contact] - depth[:, None] * out[rows, contact]
+        travel = self._travel(pusher, touch[rows, contact] + self.stage * out[rows, contact], block_pose, com)
+        target = np.where(pushing[:, None], push, travel)
+        done = coverage(block_pose, self.goal_pose) >= self.stop_coverage
+        target = np.where(done[:, None], self._back_off(pusher, block_pose, com), target)
         return np.clip(target, -WORKSPACE, WORKSPACE)
 
     def _clear(self, start: np.ndarray, end: np.ndarray, block_pose: np.ndarray) -> np.ndarray:

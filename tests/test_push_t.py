@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from s2r.dataset import ACTION, OBS_STATE, load_dataset
 from s2r.observations import OBJECT_POSE
-from sim.demos import evaluate_expert
+from sim.demos import evaluate_expert, make_expert, record_demos
 from sim.env import BatchEnv
 from sim.push_t import GOAL_POSE, T_AREA, T_RECTS, coverage, rotate
 from sim.tasks import make_task
@@ -54,3 +55,32 @@ def test_the_scripted_expert_solves_most_push_t_episodes():
     result = evaluate_expert("push_t", episodes=8, seed=5)
     assert result["success_rate"] >= 0.5
     assert result["mean_final_reward"] > 0.9
+
+
+def _expert_on_frames(episode: dict) -> np.ndarray:
+    """The scripted expert's raw actions for recorded frames, each frame on its own."""
+    env = BatchEnv(make_task("push_t"), 1)
+    expert = make_expert("push_t", "scripted", env)
+    return expert(episode[OBS_STATE])
+
+
+def test_the_scripted_expert_acts_on_what_the_policy_sees_and_nothing_else(tmp_path):
+    # A recorded frame's action is the expert applied to that frame's observation alone: no hidden phase.
+    record_demos("push_t", episodes=2, out=tmp_path / "demos", seed=4, num_envs=2)
+    for episode in load_dataset(tmp_path / "demos").episodes:
+        assert np.allclose(_expert_on_frames(episode), episode[ACTION], atol=1e-6)
+
+
+def test_noise_injected_demonstrations_execute_perturbed_actions_and_record_the_clean_expert_action(tmp_path):
+    clean = record_demos("push_t", episodes=2, out=tmp_path / "clean", seed=4, num_envs=2)
+    noisy = record_demos("push_t", episodes=2, out=tmp_path / "noisy", seed=4, num_envs=2, action_noise=0.02)
+    assert noisy["action_noise"] == 0.02 and clean["action_noise"] == 0.0
+    clean_episode, noisy_episode = (load_dataset(tmp_path / name).episodes[0] for name in ("clean", "noisy"))
+    steps = min(len(clean_episode[OBS_STATE]), len(noisy_episode[OBS_STATE]))
+    # The same start, then the noise moves the pusher elsewhere than the clean expert would have.
+    assert np.allclose(clean_episode[OBS_STATE][0], noisy_episode[OBS_STATE][0])
+    assert not np.allclose(clean_episode[OBS_STATE][:steps], noisy_episode[OBS_STATE][:steps], atol=1e-3)
+    # What is recorded is the expert's own action in the state the noise led to.
+    assert np.allclose(_expert_on_frames(noisy_episode), noisy_episode[ACTION], atol=1e-6)
+    with pytest.raises(ValueError, match="action_noise"):
+        record_demos("push_t", episodes=1, out=tmp_path / "bad", action_noise=-0.1)
