@@ -9,7 +9,8 @@ are also timed in warm-start mode (the last `warm_start_steps` DDIM steps from t
 chunk shifted by the executed actions). Calls alternate, in one process run, so the shared
 machine's noise falls on both; p50 and p99 in milliseconds and the ratios of the medians.
 Then the success rate and mean final coverage over `--episodes` push_t episodes (batched
-worlds, numpy runtime) with full sampling and with warm starts, next to the scripted expert's.
+worlds, numpy runtime) with full sampling and with warm starts, next to the scripted expert's
+(push_t's reward is the coverage, so the expert's mean final reward is its mean final coverage).
 
     PYTHONPATH=. python -m bench.diffusion_latency --run runs/dp          # a trained run
     PYTHONPATH=. python -m bench.diffusion_latency                        # records 100 demos and trains first
@@ -132,6 +133,7 @@ def main(args: list[str] | None = None) -> None:
     r.update({"task": "push_t", "episodes": opts.episodes, "success_rate_full": full["success_rate"],
               "mean_coverage_full": full["mean_coverage"], "success_rate_warm": warm["success_rate"],
               "mean_coverage_warm": warm["mean_coverage"], "success_rate_expert": expert["success_rate"],
+              "mean_coverage_expert": expert["mean_final_reward"],
               "train": train_metrics, "machine": machine()})
     rows = [
         (f"s2r runtime DDIM-{r['ddim_steps']} p50 / p99", f"{r['s2r_full_p50_ms']:.2f} / {r['s2r_full_p99_ms']:.2f} ms"),
@@ -143,7 +145,8 @@ def main(args: list[str] | None = None) -> None:
         ("s2r / diffusers, warm (p50)", f"{r['ratio_warm_p50']:.2f}"),
         (f"success rate full / warm / expert ({opts.episodes} episodes)",
          f"{r['success_rate_full']:.2f} / {r['success_rate_warm']:.2f} / {r['success_rate_expert']:.2f}"),
-        ("mean final coverage full / warm", f"{r['mean_coverage_full']:.3f} / {r['mean_coverage_warm']:.3f}"),
+        ("mean final coverage full / warm / expert",
+         f"{r['mean_coverage_full']:.3f} / {r['mean_coverage_warm']:.3f} / {r['mean_coverage_expert']:.3f}"),
     ]
     report("diffusion_latency_push_t", "diffusion policy: action-chunk latency (batch 1, one thread) and success",
            rows, r)
