@@ -168,6 +168,11 @@ class DeadlineLoop:
             self._lock_phase(deadline)
         return True
 
+    @property
+    def late(self) -> int:
+        """Ticks that woke at their deadline because the trigger's input had not arrived (0 without a trigger)."""
+        return self.ticks - self.triggered if self.trigger is not None else 0
+
     def _place_first_deadline(self, stop: threading.Event | None) -> bool:
         """The first deadline: now, or with a trigger `trigger_wait_s` after its next arrival; False if stopped."""
         if self.trigger is not None:

@@ -257,7 +257,7 @@ class PolicyNode(Node):
         self.window_start = {"periods": self.loop.periods.count, "inference": self.inference.count,
                              "overruns": self.loop.overruns}
         values = {**stats, "overruns": self.loop.overruns, "missed_deadlines": self.loop.missed,
-                  "late_states": self.loop.ticks - self.loop.triggered, **self.counters,
+                  "late_states": self.loop.late, **self.counters,
                   **{f"robot_{k}": v for k, v in self.robot_status.items()}}
         level = DiagnosticStatus.WARN if new_overruns or self.counters["stale_state_ticks"] else DiagnosticStatus.OK
         status = DiagnosticStatus(level=level, name=f"s2r policy_node: {Path(self.params['policy']).name}",
@@ -279,7 +279,7 @@ class PolicyNode(Node):
             **percentiles_us(self.loop.lateness.values(), "wake_late"),
             **percentiles_us(np.abs(self.loop.phase_error.values()), "phase_error"),
             "ticks": self.loop.ticks,
-            "late_states": self.loop.ticks - self.loop.triggered,
+            "late_states": self.loop.late,
             "overruns": self.loop.overruns,
             "missed_deadlines": self.loop.missed,
             **self.counters,

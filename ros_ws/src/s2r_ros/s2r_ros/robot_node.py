@@ -479,7 +479,7 @@ class RobotNode(LifecycleNode):
             **percentiles_us(self.state_to_command.values(), "state_to_command"),
             **percentiles_us(self.publish_to_command.values(), "publish_to_command"),
             "loop_overruns": self.loop.overruns if self.loop else 0,
-            "late_measurements": self.loop.ticks - self.loop.triggered if self.loop and self.loop.trigger else 0,
+            "late_measurements": self.loop.late if self.loop else 0,
             "robot_stats": getattr(self, "robot_stats", {}),
             "shutdown_damping_s": self.params["shutdown_damping_s"],
         }
