@@ -87,9 +87,15 @@ class WarpBatch:
                 self.m = mjw.put_model(model)
             except NotImplementedError as error:
                 raise WarpUnsupportedError(
-                    f"{source}: MuJoCo Warp does not support {error} Use --backend cpu for this model.") from error
+                    f"{source}: a feature MuJoCo Warp does not support ({error}). Use --backend cpu for this model."
+                ) from error
             self.d = mjw.make_data(model, nworld=nworld, nconmax=nconmax, njmax=njmax)
         self.nconmax, self.njmax = self.d.naconmax // nworld, self.d.njmax
+        self._graph_capture = self.device.is_cuda and wp.is_mempool_enabled(self.device)
+        """Whether steps are captured in CUDA graphs (a CUDA device with Warp's memory pool)."""
+        self._buffer_overflows = int(mjw.OverflowType.ALL) & ~int(mjw.OverflowType.ITERATIONS |
+                                                                  mjw.OverflowType.LS_ITERATIONS)
+        """Overflow flags that mean dropped contacts or constraints (solver iteration limits are not)."""
         self._mirrored = self.device.is_cuda if host_mirrors is None else host_mirrors
         self._data_views: dict[str, np.ndarray] = {}
         self._model_views: dict[str, np.ndarray] = {}
@@ -135,7 +141,7 @@ class WarpBatch:
         (`mjSTAGE_POS`: positions such as site_xpos are those of the new state)."""
         self._push()
         key = (nstep, int(stage))
-        if self.device.is_cuda and self._wp.is_mempool_enabled(self.device):
+        if self._graph_capture:
             if key not in self._graphs:
                 with self._wp.ScopedCapture(self.device) as capture:
                     self._step(nstep, stage)
@@ -191,13 +197,10 @@ class WarpBatch:
         bad = ~(np.isfinite(self._qpos).all(axis=1) & np.isfinite(self._qvel).all(axis=1))
         if bad.any():
             self.reset(np.flatnonzero(bad), stage)
-        from mujoco_warp import OverflowType
-
-        buffers = int(OverflowType.ALL) & ~int(OverflowType.ITERATIONS | OverflowType.LS_ITERATIONS)
-        overflowed = np.flatnonzero(self._overflow & buffers)
+        overflowed = np.flatnonzero(self._overflow & self._buffer_overflows)
         if len(overflowed):
             flags = int(np.bitwise_or.reduce(self._overflow[overflowed]))
-            names = [f.name for f in OverflowType if f.value and not f.value & (f.value - 1) and flags & f.value]
+            names = [f.name for f in self._mjw.OverflowType if f.value and not f.value & (f.value - 1) and flags & f.value]
             raise WarpOverflowError(
                 f"MuJoCo Warp: {', '.join(names)} overflow in {len(overflowed)} world(s), e.g. {overflowed[:5].tolist()}: "
                 f"contacts beyond nconmax={self.nconmax} or constraint rows beyond njmax={self.njmax} per world "

@@ -103,7 +103,8 @@ def test_overflowing_contact_buffers_raise_naming_the_setting():
 def test_a_model_feature_warp_lacks_is_named_with_the_cpu_backend_as_the_way_out():
     model = mujoco.MjModel.from_xml_string(
         '<mujoco><option solver="PGS"/><worldbody><body><joint/><geom size=".1"/></body></worldbody></mujoco>')
-    with pytest.raises(WarpUnsupportedError, match=r"pgs.xml: MuJoCo Warp does not support .*PGS.*--backend cpu"):
+    expected = r"pgs.xml: a feature MuJoCo Warp does not support \(mjSOL_PGS.*\)\. Use --backend cpu"
+    with pytest.raises(WarpUnsupportedError, match=expected):
         WarpBatch(model, 1, source="pgs.xml")
 
 
