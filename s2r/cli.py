@@ -173,7 +173,7 @@ def cmd_demos(args: argparse.Namespace) -> None:
 
     result = record_demos(args.task, expert=args.expert, episodes=args.episodes, out=Path(args.out), image=args.image,
                           seed=args.seed, successful_only=args.successful_only, action_noise=args.action_noise,
-                          progress=not args.json)
+                          hold_s=args.hold, progress=not args.json)
     _emit(result, args.json, f"{args.expert} demonstrations of {args.task} → {args.out}")
 
 
@@ -325,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--action-noise", type=float, default=0.0,
                    help="std of gaussian noise (raw action units) added to the executed actions while the clean "
                         "expert action is recorded (DART): the demos also show recoveries")
+    p.add_argument("--hold", type=float, default=2.0, metavar="S",
+                   help="seconds the task's success must hold before an episode ends (the expert finishes and rests)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.set_defaults(fn=cmd_demos)

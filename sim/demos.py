@@ -4,7 +4,8 @@ Each frame records what the policy will see (the task's policy observation, `obs
 the raw action the expert chose (`action`, before the action mapping, as a policy outputs it),
 optionally the top camera rendered off-screen (`observation.images.top`, MUJOCO_GL=egl), and the
 simulated time the frame was captured at. An episode ends when the task's success condition has
-held for its success window (a success), or when the episode times out (a failure). An expert is a
+held for `hold_s` seconds (a success: the expert has finished its placement and come to rest, so
+the demonstration does not stop at the threshold), or when the episode times out (a failure). An expert is a
 function of the policy's observation frame alone (no hidden state), so its actions can be imitated;
 with `action_noise` the env executes perturbed actions while the clean expert action is recorded (DART).
 
@@ -162,7 +163,7 @@ class _Take:
 
 def record_demos(task: str = "push_t", *, expert: str = "scripted", episodes: int, out: Path, image: bool = False,
                  seed: int = 0, num_envs: int = 16, successful_only: bool = False, action_noise: float = 0.0,
-                 progress: bool = False) -> dict[str, Any]:
+                 hold_s: float = 2.0, progress: bool = False) -> dict[str, Any]:
     """Record `episodes` expert episodes of `task` into the dataset at `out` (appending if it exists).
 
     Worlds run in batches of `num_envs`; each batch's episodes are written in world order, so a
@@ -170,7 +171,10 @@ def record_demos(task: str = "push_t", *, expert: str = "scripted", episodes: in
     ones are recorded, leaving the failures out. action_noise: std of gaussian noise (raw action
     units) added to the action the env executes, while the frame records the expert's clean
     action (DART, Laskey et al. 2017): the demonstrations then also show how the expert recovers
-    from the small errors an imitator makes. Returns the success rate over the episodes
+    from the small errors an imitator makes. hold_s: how long the task's success condition must
+    hold before a world stops recording (at least the task's success window); push_t's expert
+    pushes on past the 95 % threshold to its own stop coverage and backs off meanwhile, which a
+    policy that imitates it must see. Returns the success rate over the episodes
     attempted (with the noise), the episodes and frames recorded, and the wall time.
     """
     if episodes < 1:
@@ -178,6 +182,11 @@ def record_demos(task: str = "push_t", *, expert: str = "scripted", episodes: in
     if action_noise < 0:
         raise ValueError(f"action_noise: expected >= 0, got {action_noise}")
     env = BatchEnv(make_task(task), min(num_envs, episodes), seed=seed, nthread=1)
+    if hold_s < env.task.config.success_window_s:
+        env.close()
+        raise ValueError(f"hold_s: expected >= task {task}'s success window {env.task.config.success_window_s} s, "
+                         f"got {hold_s}")
+    hold = round(hold_s / env.spec.control_period)
     driver = make_expert(task, expert, env)
     rng = np.random.default_rng(seed)
     camera = IMAGES + CAMERA
@@ -188,7 +197,7 @@ def record_demos(task: str = "push_t", *, expert: str = "scripted", episodes: in
         with DatasetWriter(Path(out), fps=1.0 / env.spec.control_period, features=task_features(task, image=image),
                            robot=env.spec.name, task=task) as writer:
             while recorded < episodes:
-                for take in _run_batch(env, driver, renderer, rng, action_noise):
+                for take in _run_batch(env, driver, renderer, rng, action_noise, hold):
                     if recorded == episodes:
                         break
                     attempted += 1
@@ -214,12 +223,13 @@ def record_demos(task: str = "push_t", *, expert: str = "scripted", episodes: in
         env.close()
     return {"task": task, "expert": expert, "out": str(out), "episodes": recorded, "attempted": attempted,
             "success_rate": succeeded / attempted, "frames": frames, "image": image, "action_noise": action_noise,
-            "seconds": time.perf_counter() - started}
+            "hold_s": hold_s, "seconds": time.perf_counter() - started}
 
 
 def _run_batch(env: BatchEnv, driver: Expert, renderer: CameraRenderer | None, rng: np.random.Generator,
-               action_noise: float) -> list[_Take]:
-    """One episode in every world, from a fresh reset; a world stops recording once its success held.
+               action_noise: float, hold: int) -> list[_Take]:
+    """One episode in every world, from a fresh reset; a world stops recording once its success held
+    for `hold` control steps.
     The env executes the expert's action plus `action_noise`; the frames hold the clean action."""
     period = env.spec.control_period
     obs = env.reset()["policy"].numpy()
@@ -240,7 +250,7 @@ def _run_batch(env: BatchEnv, driver: Expert, renderer: CameraRenderer | None, r
         obs_t, _, terminated, truncated, info = env.step(torch.from_numpy(executed))
         obs = obs_t["policy"].numpy()
         done = (terminated | truncated).numpy()
-        held = env.success_held >= env.success_window
+        held = env.success_held >= hold
         if done.any():  # time out (or diverged): the env's rule decides, then the world restarts
             for i, success in zip(np.flatnonzero(done), info["episode"]["success"].numpy(), strict=True):
                 if active[i]:
