@@ -23,7 +23,7 @@ from calibration.randomization import Dist, Randomize
 from s2r.actions import ActionMode
 from s2r.observations import LAST_ACTION, OBJECT_POSE, TARGET, ObsTerm, wrap_to_pi
 from s2r.state import RobotState
-from sim.push_t import PUSHER_RADIUS, coverage, t_distance, to_block_frame
+from sim.push_t import GOAL_POSE, PUSHER_RADIUS, coverage, t_distance, to_block_frame
 
 if TYPE_CHECKING:
     from sim.env import BatchEnv
@@ -82,6 +82,12 @@ class Task:
     def success_condition(self, env: BatchEnv, state: RobotState) -> np.ndarray:
         """(num_envs,) bool: the goal holds in this state."""
         raise NotImplementedError
+
+    def mirror(self, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Policy observations (..., D) and raw actions (..., A) of a demonstration reflected by the task's
+        mirror symmetry (scene, goal and physics unchanged): a second, equally valid demonstration.
+        Tasks without one raise NotImplementedError."""
+        raise NotImplementedError(f"task {self.config.name} defines no mirror symmetry")
 
 
 class PendulumSwingUp(Task):
@@ -304,6 +310,20 @@ class PushT(Task):
 
     def success_condition(self, env, state):
         return self.current_coverage > self.success_coverage
+
+    def mirror(self, obs, actions):
+        """Reflection across the goal T's axis of symmetry, the line through the origin along its stem
+        (yaw 3π/4): (x, y) → (-y, -x) for positions, velocities and targets, yaw ψ → π/2 - ψ (the T is
+        symmetric about its own stem), so (sin ψ, cos ψ) → (cos ψ, sin ψ). Isotropic friction and two
+        identical axes make the reflected motion physical too."""
+        if not np.allclose(GOAL_POSE, (0.0, 0.0, np.pi / 4)) or self.config.policy_terms != PushT.config.policy_terms:
+            raise NotImplementedError("push_t's mirror assumes the goal at (0, 0, π/4) and its own observation terms")
+        swap = np.array([1, 0])
+        obs = obs.copy()
+        for start in (0, 2, 4):       # joint_pos, joint_vel, object_pose (x, y)
+            obs[..., start:start + 2] = -obs[..., start + swap]
+        obs[..., 6:8] = obs[..., 6 + swap]
+        return obs, -actions[..., swap]
 
 
 def _planar_pose_input(pose: np.ndarray) -> np.ndarray:

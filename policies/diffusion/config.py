@@ -41,6 +41,12 @@ class DiffusionConfig:
     """Predict each chunk relative to the newest measured joint positions (in raw action units),
     normalized per chunk index: a pusher that must place itself to the millimetre learns offsets of
     a few centimetres instead of absolute positions across the workspace. Position-mode actions only."""
+    mirror: bool = False
+    """Train on every demonstration window and its mirror image under the task's symmetry (`Task.mirror`):
+    twice the demonstrations for free, and a policy that treats mirrored situations alike."""
+    obs_fourier: int = 0
+    """Octaves of Fourier features of the normalized observations in the condition (0: the observations
+    alone); see `policies.diffusion.model.FourierFeatures`."""
     denoiser: Denoiser = "mlp"
     """`mlp` (fast, small state tasks) or `unet` (Diffusion Policy's conditional 1D temporal U-Net with FiLM)."""
     hidden_dim: int = 512
@@ -73,6 +79,8 @@ class DiffusionConfig:
     """Intra-op threads for training; more lose badly when another process shares the cores."""
 
     def __post_init__(self) -> None:
+        if self.obs_fourier < 0:
+            raise ValueError(f"DiffusionConfig.obs_fourier: expected >= 0, got {self.obs_fourier}")
         for name in ("obs_horizon", "pred_horizon", "action_horizon", "num_train_timesteps", "num_inference_steps",
                      "warm_start_steps", "epochs", "batch_size", "hidden_dim", "num_layers", "torch_threads"):
             if getattr(self, name) < 1:

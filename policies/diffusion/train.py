@@ -97,6 +97,11 @@ def train_diffusion(cfg: DiffusionConfig, dataset_root: Path, out: Path, *, prog
         "epochs": cfg.epochs, "dataset": str(dataset_root), "episodes": len(dataset.episodes),
         "s2r_version": s2r_version()})
     obs, act = make_windows(dataset.episodes, cfg.obs_horizon, cfg.pred_horizon)
+    if cfg.mirror:
+        from sim.tasks import make_task
+
+        mirrored = make_task(cfg.task).mirror(obs, act)
+        obs, act = np.concatenate([obs, mirrored[0]]), np.concatenate([act, mirrored[1]])
     obs_norm = RangeNormalizer.fit(obs.reshape(-1, obs.shape[-1]))
     if cfg.relative_actions:   # a - r_t, normalized per chunk index
         act = act - ActionReference.for_contract(contract)(obs[:, -1])[:, None, :]
