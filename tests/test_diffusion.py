@@ -59,9 +59,11 @@ def test_a_tiny_training_run_reduces_the_denoising_loss(tiny_run):
     assert (run / "diffusion.pt").is_file() and (run / "config.yaml").is_file()
 
 
-@pytest.mark.parametrize(("denoiser", "prediction"), [("mlp", "epsilon"), ("mlp", "sample"), ("unet", "epsilon")])
-def test_onnx_with_numpy_ddim_matches_the_torch_sampler_given_the_same_noise(demos, tmp_path, denoiser, prediction):
-    cfg = replace(TINY, denoiser=denoiser, prediction=prediction, unet_dims=(16, 32), epochs=1)
+@pytest.mark.parametrize(("denoiser", "prediction", "obs_fourier"),
+                         [("mlp", "epsilon", 0), ("mlp", "sample", 0), ("mlp", "sample", 4), ("unet", "epsilon", 0)])
+def test_onnx_with_numpy_ddim_matches_the_torch_sampler_given_the_same_noise(demos, tmp_path, denoiser, prediction,
+                                                                             obs_fourier):
+    cfg = replace(TINY, denoiser=denoiser, prediction=prediction, unet_dims=(16, 32), epochs=1, obs_fourier=obs_fourier)
     train_diffusion(cfg, demos, tmp_path, progress=False)
     path = export_diffusion(tmp_path, tmp_path / "policy.onnx")
     model, cfg, _, _ = load_diffusion(tmp_path)
@@ -73,6 +75,12 @@ def test_onnx_with_numpy_ddim_matches_the_torch_sampler_given_the_same_noise(dem
     expected = ddim_sample(model, torch.from_numpy(obs), torch.from_numpy(noise), schedule.ddim_timesteps(10), schedule,
                            prediction)
     assert np.abs(runtime.sample(obs, noise) - expected.numpy()).max() < 1e-4
+
+
+def test_mirrored_training_learns_each_demonstration_window_and_its_mirror_image(demos, tiny_run, tmp_path):
+    _, _, plain = tiny_run
+    metrics = train_diffusion(replace(TINY, mirror=True, epochs=1), demos, tmp_path, progress=False)
+    assert metrics["windows"] == 2 * plain["windows"]
 
 
 def test_diffusers_ddim_scheduler_takes_the_same_steps_as_the_s2r_sampler(tiny_run):

@@ -84,3 +84,35 @@ def test_noise_injected_demonstrations_execute_perturbed_actions_and_record_the_
     assert np.allclose(_expert_on_frames(noisy_episode), noisy_episode[ACTION], atol=1e-6)
     with pytest.raises(ValueError, match="action_noise"):
         record_demos("push_t", episodes=1, out=tmp_path / "bad", action_noise=-0.1)
+
+
+def test_successful_demonstrations_end_once_the_expert_has_placed_the_block_and_rested(tmp_path):
+    # Not at the 95 % threshold: the success held for hold_s, the expert pushed on to its own stop
+    # coverage and backed off, so an imitator learns where the placement really ends.
+    result = record_demos("push_t", episodes=2, out=tmp_path / "demos", seed=4, num_envs=2, hold_s=2.0)
+    assert result["success_rate"] == 1.0
+    for episode in load_dataset(tmp_path / "demos").episodes:
+        obs = episode[OBS_STATE]
+        pose = np.column_stack([obs[:, 4:6], np.arctan2(obs[:, 6], obs[:, 7])])
+        assert (coverage(pose[-15:]) > 0.95).all()
+        assert coverage(pose[-1:])[0] >= 0.98
+        assert np.allclose(episode[ACTION][-1], obs[-1, :2] / 0.25, atol=1e-3), "the last action holds still"
+    with pytest.raises(ValueError, match="hold_s"):
+        record_demos("push_t", episodes=1, out=tmp_path / "bad", hold_s=0.1)
+
+
+def test_push_t_mirrored_is_push_t_the_expert_does_the_mirror_image_of_what_it_does():
+    task, rng = make_task("push_t"), np.random.default_rng(0)
+    env = BatchEnv(task, 1)
+    expert = make_expert("push_t", "scripted", env)
+    n = 500
+    pose = np.column_stack([rng.uniform(-0.15, 0.15, (n, 2)), rng.uniform(-np.pi, np.pi, n)])
+    obs = np.column_stack([rng.uniform(-0.2, 0.2, (n, 2)), rng.normal(0, 0.1, (n, 2)), pose[:, :2],
+                           np.sin(pose[:, 2]), np.cos(pose[:, 2])])
+    mirrored_obs, mirrored_actions = task.mirror(obs, expert(obs))
+    mirrored_pose = np.column_stack([mirrored_obs[:, 4:6], np.arctan2(mirrored_obs[:, 6], mirrored_obs[:, 7])])
+    assert np.allclose(coverage(mirrored_pose), coverage(pose))
+    assert np.allclose(expert(mirrored_obs), mirrored_actions, atol=1e-6)
+    assert np.allclose(task.mirror(*task.mirror(obs, expert(obs)))[0], obs), "a reflection undoes itself"
+    with pytest.raises(NotImplementedError, match="cartpole"):
+        make_task("cartpole").mirror(obs, obs)
