@@ -12,6 +12,7 @@ the torch actor on the env's observations. One episode per world, so short
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,12 +26,13 @@ from sim.env import make_env
 
 
 def evaluate(source: Path, *, task: str | None = None, episodes: int = 64, seed: int = 1,
-             backend: str = "cpu", randomize: str | None = None) -> dict[str, float | int | str]:
+             backend: str = "cpu", randomize: str | None = None, **sampler: Any) -> dict[str, float | int | str]:
     """Run `episodes` episodes (one per world) and report mean return and success rate.
 
     `randomize` evaluates on perturbed worlds: "default" (the task's training randomization)
     or a randomization YAML, e.g. a fixed perturbed robot. Diffusion policies (an ONNX file of kind
-    "diffusion" or a diffusion run directory) go to `policies.diffusion.evaluate`, which adds `mean_coverage`.
+    "diffusion" or a diffusion run directory) go to `policies.diffusion.evaluate`, which adds `mean_coverage`
+    and takes the sampler's options (`warm_start`, `action_horizon`); an mlp policy refuses them.
     """
     contract = read_contract(source) if source.suffix == ".onnx" else None
     diffusion = contract.kind == "diffusion" if contract is not None else (source / DIFFUSION_CHECKPOINT).is_file()
@@ -38,7 +40,9 @@ def evaluate(source: Path, *, task: str | None = None, episodes: int = 64, seed:
         from policies.diffusion.evaluate import evaluate_diffusion
 
         return evaluate_diffusion(source, task=task, episodes=episodes, seed=seed, backend=backend,
-                                  randomize=randomize)
+                                  randomize=randomize, **sampler)
+    if sampler:
+        raise ValueError(f"{source}: {', '.join(sampler)}: options of diffusion policies; this one is an mlp")
     if contract is not None:
         task = task or contract.provenance.get("task")
         if task is None:

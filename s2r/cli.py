@@ -110,8 +110,10 @@ def cmd_info(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from policies.evaluate import evaluate
 
+    diffusion = {k: v for k, v in (("warm_start", args.warm_start or None), ("action_horizon", args.action_horizon))
+                 if v is not None}
     result = evaluate(Path(args.source), task=args.task, episodes=args.episodes, seed=args.seed, backend=args.backend,
-                      randomize=args.randomize)
+                      randomize=args.randomize, **diffusion)
     _emit(result, args.json, f"evaluation of {args.source}")
 
 
@@ -259,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=64)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--backend", default="cpu", choices=BACKENDS)
+    p.add_argument("--warm-start", action="store_true", help="diffusion: warm-start each chunk from the previous one")
+    p.add_argument("--action-horizon", type=int, metavar="N",
+                   help="diffusion: actions executed per chunk (default: the trained one, 8)")
     p.add_argument("--randomize", nargs="?", const="default", metavar="FILE.yaml",
                    help="evaluate on perturbed worlds: the task's randomization, or a YAML (e.g. a perturbed robot)")
     p.add_argument("--json", action="store_true")

@@ -17,6 +17,7 @@ from policies.runtime import PolicyRuntime
 from s2r.contract import ContractError
 from s2r.dataset import ACTION, OBS_STATE, DatasetError, DatasetWriter
 from s2r.spec import robot_spec
+from s2r.state import RobotState
 from sim.demos import record_demos
 
 TINY = DiffusionConfig(hidden_dim=64, num_layers=2, time_embed_dim=32, epochs=10, batch_size=64, torch_threads=1)
@@ -197,6 +198,25 @@ def test_s2r_eval_runs_a_diffusion_onnx_file_through_the_numpy_runtime(tiny_run)
     _, path, _ = tiny_run
     result = evaluate(path, episodes=3)
     assert result["episodes"] == 3 and 0.0 <= result["success_rate"] <= 1.0 and 0.0 <= result["mean_coverage"] <= 1.0
+    # Placed and left there (the task's rule) implies reached at some step (Diffusion Policy's and LeRobot's rule).
+    assert result["success_rate"] <= result["reached_rate"] and result["mean_coverage"] <= result["mean_max_coverage"]
+    assert result["action_horizon"] == 8
+    assert evaluate(path, episodes=2, action_horizon=2)["action_horizon"] == 2
+
+
+def test_the_runtime_replans_every_action_horizon_steps_and_refuses_one_past_the_chunk(tiny_run):
+    _, path, _ = tiny_run
+    state = RobotState(0.0, np.zeros((1, 2)), np.zeros((1, 2)), np.zeros((1, 2)))
+    pose = {"object_pose": np.array([[0.1, 0.1, 0.0, 1.0]])}
+    for horizon in (8, 3):
+        runtime = _pusher_runtime(path, action_horizon=horizon)
+        plans = 0
+        for _ in range(12):
+            plans += runtime.cursor[0] >= runtime.obs_horizon - 1 + runtime.action_horizon
+            runtime.step(state, pose)
+        assert plans == -(-12 // horizon)
+    with pytest.raises(ValueError, match="action_horizon: 16"):
+        _pusher_runtime(path, action_horizon=16)
 
 
 @pytest.mark.slow

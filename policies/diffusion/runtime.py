@@ -48,7 +48,7 @@ class DiffusionRuntime:
     """One exported diffusion policy over `num_envs` worlds, executing action chunks."""
 
     def __init__(self, path: str | Path, *, spec: RobotSpec, num_envs: int = 1, warm_start: bool = False,
-                 warm_start_steps: int | None = None, seed: int = 0) -> None:
+                 warm_start_steps: int | None = None, action_horizon: int | None = None, seed: int = 0) -> None:
         self.path = Path(path)
         self.session = _session(self.path)
         self.contract = _contract_of(self.session, self.path)
@@ -66,7 +66,12 @@ class DiffusionRuntime:
         self.num_envs = num_envs
         self.obs_horizon = int(meta["obs_horizon"])
         self.pred_horizon = int(meta["pred_horizon"])
-        self.action_horizon = int(meta["action_horizon"])
+        self.action_horizon = int(action_horizon or meta["action_horizon"])
+        """Actions executed from each chunk before planning again: the trained one, or fewer (replanning more
+        often, as LeRobot's n_action_steps), up to pred_horizon - obs_horizon + 1."""
+        if not 1 <= self.action_horizon <= self.pred_horizon - self.obs_horizon + 1:
+            raise ValueError(f"action_horizon: {self.action_horizon} not in [1, "
+                             f"{self.pred_horizon - self.obs_horizon + 1}] for pred_horizon {self.pred_horizon}")
         self.alphas_cumprod = [float(a) for a in meta["alphas_cumprod"]]
         self.timesteps = [int(t) for t in meta["timesteps"]]
         """DDIM steps of a full sampling, noisiest first."""
