@@ -60,6 +60,8 @@ class Task:
     """Base class: subclasses set `config` and define the four vectorized methods."""
 
     config: TaskConfig
+    has_mirror: bool = False
+    """Whether `mirror` reflects the task's demonstrations into equally valid ones."""
 
     def bind(self, env: BatchEnv) -> None:
         """Resolve model ids once, after the env has built its batch."""
@@ -243,7 +245,7 @@ class PushT(Task):
     position and velocity and the block's pose (x, y, sin yaw, cos yaw), as a tracker or
     a camera would report it, through the `object_pose` input. The reward is the coverage
     of the goal T (`sim.push_t.coverage`); success, a coverage above 95 % for the last half
-    second.
+    second of the 30 s episode.
     """
 
     config = TaskConfig(
@@ -252,12 +254,13 @@ class PushT(Task):
         action_mode="position",
         action_scale=0.25,
         policy_terms=(ObsTerm("joint_pos"), ObsTerm("joint_vel"), ObsTerm("object_pose")),
-        episode_length_s=15.0,
+        episode_length_s=30.0,     # 300 steps, as Diffusion Policy's and LeRobot's Push-T
         success_window_s=0.5,
         inputs={OBJECT_POSE: 4},
     )
     success_coverage = 0.95
     """Coverage above which the block counts as placed."""
+    has_mirror = True
     block_range = 0.15
     """The block's initial position is uniform in ±block_range m on both axes; its yaw in [-π, π)."""
     pusher_range = 0.2

@@ -20,7 +20,8 @@ from s2r.spec import robot_spec
 from s2r.state import RobotState
 from sim.demos import record_demos
 
-TINY = DiffusionConfig(hidden_dim=64, num_layers=2, time_embed_dim=32, epochs=10, batch_size=64, torch_threads=1)
+TINY = DiffusionConfig(hidden_dim=64, num_layers=2, time_embed_dim=32, epochs=10, batch_size=64, torch_threads=1,
+                       mirror=False)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def test_onnx_with_numpy_ddim_matches_the_torch_sampler_given_the_same_noise(dem
 def test_mirrored_training_learns_each_demonstration_window_and_its_mirror_image(demos, tiny_run, tmp_path):
     _, _, plain = tiny_run
     metrics = train_diffusion(replace(TINY, mirror=True, epochs=1), demos, tmp_path, progress=False)
-    assert metrics["windows"] == 2 * plain["windows"]
+    assert metrics["windows"] == 2 * plain["windows"] and metrics["mirrored"] and not plain["mirrored"]
 
 
 def test_diffusers_ddim_scheduler_takes_the_same_steps_as_the_s2r_sampler(tiny_run):

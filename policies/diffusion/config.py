@@ -41,9 +41,10 @@ class DiffusionConfig:
     """Predict each chunk relative to the newest measured joint positions (in raw action units),
     normalized per chunk index: a pusher that must place itself to the millimetre learns offsets of
     a few centimetres instead of absolute positions across the workspace. Position-mode actions only."""
-    mirror: bool = False
-    """Train on every demonstration window and its mirror image under the task's symmetry (`Task.mirror`):
-    twice the demonstrations for free, and a policy that treats mirrored situations alike."""
+    mirror: bool = True
+    """Train on every demonstration window and its mirror image under the task's symmetry (`Task.mirror`),
+    for a task that has one (push_t): twice the demonstrations for free, and a policy that treats mirrored
+    situations alike. Ignored for a task without a symmetry (the metrics say `mirrored: false`)."""
     obs_fourier: int = 0
     """Octaves of Fourier features of the normalized observations in the condition (0: the observations
     alone); see `policies.diffusion.model.FourierFeatures`."""

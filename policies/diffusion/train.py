@@ -97,11 +97,12 @@ def train_diffusion(cfg: DiffusionConfig, dataset_root: Path, out: Path, *, prog
         "epochs": cfg.epochs, "dataset": str(dataset_root), "episodes": len(dataset.episodes),
         "s2r_version": s2r_version()})
     obs, act = make_windows(dataset.episodes, cfg.obs_horizon, cfg.pred_horizon)
-    if cfg.mirror:
-        from sim.tasks import make_task
+    from sim.tasks import make_task
 
-        mirrored = make_task(cfg.task).mirror(obs, act)
-        obs, act = np.concatenate([obs, mirrored[0]]), np.concatenate([act, mirrored[1]])
+    task = make_task(cfg.task)
+    mirrored = cfg.mirror and task.has_mirror
+    if mirrored:
+        obs, act = (np.concatenate(pair) for pair in zip((obs, act), task.mirror(obs, act), strict=True))
     obs_norm = RangeNormalizer.fit(obs.reshape(-1, obs.shape[-1]))
     if cfg.relative_actions:   # a - r_t, normalized per chunk index
         act = act - ActionReference.for_contract(contract)(obs[:, -1])[:, None, :]
@@ -157,7 +158,7 @@ def train_diffusion(cfg: DiffusionConfig, dataset_root: Path, out: Path, *, prog
     tmp = out / (CHECKPOINT + ".tmp")
     torch.save(checkpoint, tmp)
     os.replace(tmp, out / CHECKPOINT)
-    metrics = {"task": cfg.task, "denoiser": cfg.denoiser, "windows": len(b_obs), "gradient_steps": step,
+    metrics = {"task": cfg.task, "denoiser": cfg.denoiser, "windows": len(b_obs), "mirrored": mirrored, "gradient_steps": step,
                "first_epoch_loss": curve[0], "final_loss": curve[-1], "wall_s": time.perf_counter() - start}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
