@@ -45,9 +45,6 @@ class DiffusionConfig:
     """Train on every demonstration window and its mirror image under the task's symmetry (`Task.mirror`),
     for a task that has one (push_t): twice the demonstrations for free, and a policy that treats mirrored
     situations alike. Ignored for a task without a symmetry (the metrics say `mirrored: false`)."""
-    obs_fourier: int = 0
-    """Octaves of Fourier features of the normalized observations in the condition (0: the observations
-    alone); see `policies.diffusion.model.FourierFeatures`."""
     denoiser: Denoiser = "mlp"
     """`mlp` (fast, small state tasks) or `unet` (Diffusion Policy's conditional 1D temporal U-Net with FiLM)."""
     hidden_dim: int = 512
@@ -67,7 +64,7 @@ class DiffusionConfig:
     """DDIM steps at inference."""
     warm_start_steps: int = 3
     """DDIM steps a warm-started chunk runs (the last ones of the num_inference_steps schedule)."""
-    epochs: int = 200
+    epochs: int = 70
     """Passes over the demonstration windows."""
     batch_size: int = 256
     learning_rate: float = 1e-3
@@ -80,8 +77,6 @@ class DiffusionConfig:
     """Intra-op threads for training; more lose badly when another process shares the cores."""
 
     def __post_init__(self) -> None:
-        if self.obs_fourier < 0:
-            raise ValueError(f"DiffusionConfig.obs_fourier: expected >= 0, got {self.obs_fourier}")
         for name in ("obs_horizon", "pred_horizon", "action_horizon", "num_train_timesteps", "num_inference_steps",
                      "warm_start_steps", "epochs", "batch_size", "hidden_dim", "num_layers", "torch_threads"):
             if getattr(self, name) < 1:

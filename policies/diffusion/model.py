@@ -54,23 +54,6 @@ class SinusoidalStepEmbedding(nn.Module):
         return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
-class FourierFeatures(nn.Module):
-    """Normalized observations z (B, N) → [z, sin(π 2^k z), cos(π 2^k z)] for k < octaves, (B, N (1 + 2 octaves)).
-
-    A plain MLP fed a few raw coordinates fits sharp changes poorly (its spectral bias): a scripted
-    expert that switches contact as the pusher crosses a line through the block gets smoothed over.
-    Sinusoids of the coordinates at doubling frequencies (NeRF's positional encoding) let it fit them.
-    """
-
-    def __init__(self, octaves: int) -> None:
-        super().__init__()
-        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(octaves, dtype=torch.float32))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        angles = (z[..., None] * self.freqs).flatten(1)
-        return torch.cat([z, angles.sin(), angles.cos()], dim=-1)
-
-
 def _step_encoder(dim: int) -> nn.Sequential:
     return nn.Sequential(SinusoidalStepEmbedding(dim), nn.Linear(dim, dim * 4), nn.Mish(), nn.Linear(dim * 4, dim))
 
@@ -186,15 +169,12 @@ class DiffusionModel(nn.Module):
         self.action_dim = action_dim
         self.obs_horizon = cfg.obs_horizon
         self.obs_norm = obs_norm
-        self.fourier = FourierFeatures(cfg.obs_fourier) if cfg.obs_fourier else nn.Identity()
         denoiser = MLPDenoiser if cfg.denoiser == "mlp" else ConditionalUnet1D
-        cond_dim = cfg.obs_horizon * obs_dim * (1 + 2 * cfg.obs_fourier)
-        self.denoiser = denoiser(cfg, action_dim=action_dim, cond_dim=cond_dim)
+        self.denoiser = denoiser(cfg, action_dim=action_dim, cond_dim=cfg.obs_horizon * obs_dim)
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
-        """Raw observation window (B, To*D) → global condition: normalized per dimension, flattened, and
-        with `obs_fourier` octaves its Fourier features."""
-        return self.fourier(self.obs_norm(obs.reshape(-1, self.obs_horizon, self.obs_dim)).flatten(1))
+        """Raw observation window (B, To*D) → global condition (B, To*D), normalized per dimension."""
+        return self.obs_norm(obs.reshape(-1, self.obs_horizon, self.obs_dim)).flatten(1)
 
     def forward(self, obs: torch.Tensor, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         return self.denoiser(sample, timestep, self.encode(obs))
