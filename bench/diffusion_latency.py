@@ -8,12 +8,14 @@ Diffusion Policy and LeRobot do), under `torch.inference_mode()` with one torch 
 are also timed in warm-start mode (the last `warm_start_steps` DDIM steps from the previous
 chunk shifted by the executed actions). Calls alternate, in one process run, so the shared
 machine's noise falls on both; p50 and p99 in milliseconds and the ratios of the medians.
-Then the success rate and mean final coverage over `--episodes` push_t episodes (batched
-worlds, numpy runtime) with full sampling and with warm starts, next to the scripted expert's
-(push_t's reward is the coverage, so the expert's mean final reward is its mean final coverage).
+Then, over `--episodes` push_t episodes (batched worlds, numpy runtime), the success rate (the
+task's rule: placed and left there), the reached rate (Diffusion Policy's rule: coverage > 0.95
+at some step) and the mean final coverage, with full sampling, with warm starts and replanning
+every `--short-horizon` steps, next to the scripted expert's (push_t's reward is the coverage,
+so the expert's mean final reward is its mean final coverage).
 
     PYTHONPATH=. python -m bench.diffusion_latency --run runs/dp          # a trained run
-    PYTHONPATH=. python -m bench.diffusion_latency                        # records 100 demos and trains first
+    PYTHONPATH=. python -m bench.diffusion_latency                        # records 100 demos (DART) and trains first
 """
 
 from __future__ import annotations
@@ -114,27 +116,33 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument("--run", type=Path, help="a trained diffusion run directory (default: train one first)")
     parser.add_argument("--demos", type=int, default=100, help="scripted demonstrations to train on, without --run")
     parser.add_argument("--epochs", type=int, help="training epochs, without --run (config default if omitted)")
+    parser.add_argument("--action-noise", type=float, default=0.03,
+                        help="DART noise of the recorded demonstrations, without --run (successful ones kept)")
     parser.add_argument("--episodes", type=int, default=50, help="push_t evaluation episodes for the success rates")
+    parser.add_argument("--short-horizon", type=int, default=2, help="the shorter action horizon also evaluated")
     parser.add_argument("--iterations", type=int, default=200, help="timed chunks of each")
     opts = parser.parse_args(args)
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir, train_metrics = opts.run, None
         if run_dir is None:
-            record_demos("push_t", expert="scripted", episodes=opts.demos, out=Path(tmp) / "demos")
+            record_demos("push_t", expert="scripted", episodes=opts.demos, out=Path(tmp) / "demos",
+                         action_noise=opts.action_noise, successful_only=opts.action_noise > 0)
             cfg = DiffusionConfig() if opts.epochs is None else DiffusionConfig(epochs=opts.epochs)
             run_dir = Path(tmp) / "run"
             train_metrics = train_diffusion(cfg, Path(tmp) / "demos", run_dir, progress=False)
         onnx_path = export_diffusion(run_dir, Path(tmp) / "policy.onnx")
         r = latency(run_dir, onnx_path, iterations=opts.iterations)
-        full = evaluate_diffusion(onnx_path, episodes=opts.episodes)
-        warm = evaluate_diffusion(onnx_path, episodes=opts.episodes, warm_start=True)
+        runs = {"full": evaluate_diffusion(onnx_path, episodes=opts.episodes),
+                "warm": evaluate_diffusion(onnx_path, episodes=opts.episodes, warm_start=True),
+                "short": evaluate_diffusion(onnx_path, episodes=opts.episodes, action_horizon=opts.short_horizon)}
     expert = evaluate_expert("push_t", episodes=opts.episodes)
-    r.update({"task": "push_t", "episodes": opts.episodes, "success_rate_full": full["success_rate"],
-              "mean_coverage_full": full["mean_coverage"], "success_rate_warm": warm["success_rate"],
-              "mean_coverage_warm": warm["mean_coverage"], "success_rate_expert": expert["success_rate"],
-              "mean_coverage_expert": expert["mean_final_reward"],
+    r.update({"task": "push_t", "episodes": opts.episodes, "short_horizon": opts.short_horizon,
+              "success_rate_expert": expert["success_rate"], "mean_coverage_expert": expert["mean_final_reward"],
               "train": train_metrics, "machine": machine()})
+    for name, result in runs.items():
+        for key in ("success_rate", "reached_rate", "mean_coverage"):
+            r[f"{key}_{name}"] = result[key]
     rows = [
         (f"s2r runtime DDIM-{r['ddim_steps']} p50 / p99", f"{r['s2r_full_p50_ms']:.2f} / {r['s2r_full_p99_ms']:.2f} ms"),
         (f"diffusers DDIMScheduler-{r['ddim_steps']} p50 / p99",
@@ -143,11 +151,12 @@ def main(args: list[str] | None = None) -> None:
         (f"s2r warm start ({r['warm_start_steps']} steps) p50", f"{r['s2r_warm_p50_ms']:.2f} ms"),
         (f"diffusers warm start ({r['warm_start_steps']} steps) p50", f"{r['diffusers_warm_p50_ms']:.2f} ms"),
         ("s2r / diffusers, warm (p50)", f"{r['ratio_warm_p50']:.2f}"),
-        (f"success rate full / warm / expert ({opts.episodes} episodes)",
-         f"{r['success_rate_full']:.2f} / {r['success_rate_warm']:.2f} / {r['success_rate_expert']:.2f}"),
-        ("mean final coverage full / warm / expert",
-         f"{r['mean_coverage_full']:.3f} / {r['mean_coverage_warm']:.3f} / {r['mean_coverage_expert']:.3f}"),
+        (f"expert success rate / mean final coverage ({opts.episodes} episodes)",
+         f"{r['success_rate_expert']:.2f} / {r['mean_coverage_expert']:.3f}"),
     ]
+    for name, label in (("full", "DDIM-10"), ("warm", "warm start"), ("short", f"action horizon {opts.short_horizon}")):
+        rows.append((f"{label}: success / reached / mean final coverage",
+                     f"{r[f'success_rate_{name}']:.2f} / {r[f'reached_rate_{name}']:.2f} / {r[f'mean_coverage_{name}']:.3f}"))
     report("diffusion_latency_push_t", "diffusion policy: action-chunk latency (batch 1, one thread) and success",
            rows, r)
 

@@ -162,7 +162,7 @@ class ScriptedPushExpert:
     """
 
     def __init__(self, *, goal_pose: np.ndarray = GOAL_POSE, pusher_radius: float = PUSHER_RADIUS,
-                 max_step: float = 0.03, push_step: tuple[float, float] = (0.002, 0.02), push_gain: float = 0.8,
+                 max_step: float = 0.02, push_step: tuple[float, float] = (0.002, 0.01), push_gain: float = 0.8,
                  rotation_length: float = 0.05, stage: float = 0.015, stop_coverage: float = 0.98,
                  hysteresis: float = 0.15) -> None:
         self.goal_pose = np.asarray(goal_pose, dtype=np.float64)

@@ -69,3 +69,15 @@ def test_train_benchmark_stops_each_trainer_once_the_threshold_is_met():
     assert result["s2r_reached"] and result["peer_reached"]
     assert result["s2r_iterations"] < 30 and result["peer_iterations"] < 30
     assert result["s2r_success_rate"] is not None and result["peer_success_rate"] is not None
+
+
+def test_diffusion_benchmark_records_trains_times_and_evaluates_the_three_ways(tmp_path, monkeypatch, capsys):
+    from bench import diffusion_latency
+
+    monkeypatch.setattr(bench.report, "RESULTS_DIR", tmp_path)
+    diffusion_latency.main(["--demos", "2", "--epochs", "1", "--episodes", "2", "--iterations", "2"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["ratio_full_p50"] > 0 and printed["ratio_warm_p50"] > 0 and printed["short_horizon"] == 2
+    for name in ("full", "warm", "short"):
+        assert 0.0 <= printed[f"success_rate_{name}"] <= printed[f"reached_rate_{name}"] <= 1.0
+    assert printed["train"]["mirrored"] and printed["success_rate_expert"] > 0

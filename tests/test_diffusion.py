@@ -225,7 +225,8 @@ def test_a_policy_from_100_scripted_demos_succeeds_at_least_80_percent_as_often_
     from policies.diffusion.evaluate import evaluate_diffusion
     from sim.demos import evaluate_expert
 
-    record_demos("push_t", expert="scripted", episodes=100, out=tmp_path / "demos")
+    record_demos("push_t", expert="scripted", episodes=100, out=tmp_path / "demos", action_noise=0.03,
+                 successful_only=True)
     train_diffusion(DiffusionConfig(), tmp_path / "demos", tmp_path / "run", progress=False)
     result = evaluate_diffusion(export_diffusion(tmp_path / "run", tmp_path / "dp.onnx"), episodes=50)
     assert result["success_rate"] >= 0.8 * evaluate_expert("push_t", episodes=50)["success_rate"]
