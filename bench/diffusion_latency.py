@@ -155,8 +155,8 @@ def main(args: list[str] | None = None) -> None:
          f"{r['success_rate_expert']:.2f} / {r['mean_coverage_expert']:.3f}"),
     ]
     for name, label in (("full", "DDIM-10"), ("warm", "warm start"), ("short", f"action horizon {opts.short_horizon}")):
-        rows.append((f"{label}: success / reached / mean final coverage",
-                     f"{r[f'success_rate_{name}']:.2f} / {r[f'reached_rate_{name}']:.2f} / {r[f'mean_coverage_{name}']:.3f}"))
+        figures = (r[f"success_rate_{name}"], r[f"reached_rate_{name}"], r[f"mean_coverage_{name}"])
+        rows.append((f"{label}: success / reached / mean final coverage", "{:.2f} / {:.2f} / {:.3f}".format(*figures)))
     report("diffusion_latency_push_t", "diffusion policy: action-chunk latency (batch 1, one thread) and success",
            rows, r)
 

@@ -110,10 +110,10 @@ def cmd_info(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from policies.evaluate import evaluate
 
-    diffusion = {k: v for k, v in (("warm_start", args.warm_start or None), ("action_horizon", args.action_horizon))
-                 if v is not None}
+    sampler = {k: v for k, v in (("warm_start", args.warm_start or None), ("action_horizon", args.action_horizon))
+               if v is not None}
     result = evaluate(Path(args.source), task=args.task, episodes=args.episodes, seed=args.seed, backend=args.backend,
-                      randomize=args.randomize, **diffusion)
+                      randomize=args.randomize, **sampler)
     _emit(result, args.json, f"evaluation of {args.source}")
 
 

@@ -5,8 +5,8 @@ the raw action the expert chose (`action`, before the action mapping, as a polic
 optionally the top camera rendered off-screen (`observation.images.top`, MUJOCO_GL=egl), and the
 simulated time the frame was captured at. An episode ends when the task's success condition has
 held for `hold_s` seconds (a success: the expert has finished its placement and come to rest, so
-the demonstration does not stop at the threshold), or when the episode times out (a failure). An expert is a
-function of the policy's observation frame alone (no hidden state), so its actions can be imitated;
+the demonstration does not stop at the threshold), or when the episode times out (a failure).
+An expert is a function of the policy's observation frame alone (no hidden state), so its actions can be imitated;
 with `action_noise` the env executes perturbed actions while the clean expert action is recorded (DART).
 
     result = record_demos("push_t", expert="scripted", episodes=100, out=Path("data/push_t"), image=True)

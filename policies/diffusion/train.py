@@ -158,7 +158,8 @@ def train_diffusion(cfg: DiffusionConfig, dataset_root: Path, out: Path, *, prog
     tmp = out / (CHECKPOINT + ".tmp")
     torch.save(checkpoint, tmp)
     os.replace(tmp, out / CHECKPOINT)
-    metrics = {"task": cfg.task, "denoiser": cfg.denoiser, "windows": len(b_obs), "mirrored": mirrored, "gradient_steps": step,
+    metrics = {"task": cfg.task, "denoiser": cfg.denoiser, "windows": len(b_obs), "mirrored": mirrored,
+               "gradient_steps": step,
                "first_epoch_loss": curve[0], "final_loss": curve[-1], "wall_s": time.perf_counter() - start}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
