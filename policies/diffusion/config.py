@@ -64,7 +64,7 @@ class DiffusionConfig:
     """DDIM steps at inference."""
     warm_start_steps: int = 3
     """DDIM steps a warm-started chunk runs (the last ones of the num_inference_steps schedule)."""
-    epochs: int = 70
+    epochs: int = 120
     """Passes over the demonstration windows."""
     batch_size: int = 256
     learning_rate: float = 1e-3
