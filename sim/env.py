@@ -97,6 +97,8 @@ class BatchEnv:
         self.episode_return = np.zeros(num_envs)
         self.episode_length = np.zeros(num_envs, dtype=np.int64)
         self.success_held = np.zeros(num_envs, dtype=np.int64)
+        self.success_reached = np.zeros(num_envs, dtype=bool)
+        """Whether the task's success condition has held at any step of each world's episode."""
         self.action_delay = np.zeros(num_envs, dtype=np.int64)
         """Physics steps each world applies the previous action before this one (randomized latency)."""
         self.encoder_offset = np.zeros((num_envs, self.spec.num_joints))
@@ -187,6 +189,7 @@ class BatchEnv:
         terminated = self.task.terminated(self, state) | diverged
         truncated = (self.episode_length >= self.max_episode_length) & ~terminated
         self.success_held = np.where(self.task.success_condition(self, state), self.success_held + 1, 0)
+        self.success_reached |= self.success_held > 0
         self.episode_return += reward
         self.inputs[LAST_ACTION][:] = action
         policy, critic = self._observe(state, None)
@@ -200,6 +203,7 @@ class BatchEnv:
                 "return": torch.from_numpy(self.episode_return[done].astype(np.float32)),
                 "length": torch.from_numpy(self.episode_length[done].astype(np.float32)),
                 "success": torch.from_numpy(success.astype(np.float32)),
+                "reached": torch.from_numpy(self.success_reached[done].astype(np.float32)),
             },
         }
         if len(done):
@@ -228,6 +232,7 @@ class BatchEnv:
         self.episode_return[ids] = 0.0
         self.episode_length[ids] = 0
         self.success_held[ids] = 0
+        self.success_reached[ids] = False
 
     def _observe(self, state: RobotState, ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Policy (noisy, stacked) and critic (clean + privileged) observations of rows `ids` (all for None)."""

@@ -47,6 +47,20 @@ def test_episodes_time_out_and_worlds_reset_themselves():
     assert (env.episode_length == 0).all()
 
 
+def test_an_episode_reports_whether_its_success_condition_held_at_any_step_not_only_at_the_end(monkeypatch):
+    env = make_env("pendulum", 3, seed=0)
+    # World 0 meets the condition once, on its third step; world 1 over the whole episode; world 2 never.
+    monkeypatch.setattr(env.task, "success_condition",
+                        lambda env, state: np.array([env.episode_length[0] == 3, True, False]))
+    env.reset()
+    for _ in range(env.max_episode_length):
+        _, _, _, truncated, info = env.step(torch.zeros(3, 1))
+    assert truncated.all()
+    assert info["episode"]["reached"].tolist() == [1.0, 1.0, 0.0]
+    assert info["episode"]["success"].tolist() == [0.0, 1.0, 0.0]
+    assert not env.success_reached.any(), "a reset world starts unreached"
+
+
 def test_the_same_seed_gives_the_same_rollout():
     def rollout(seed):
         env = make_env("cartpole", 32, seed=seed)
@@ -110,6 +124,14 @@ def test_the_runtime_turns_a_robot_state_into_a_command(tmp_path):
     assert np.all(np.abs(command.q - spec.default_q) <= 2.0 + 1e-12)
     with pytest.raises(ContractError, match="input 'target'"):
         runtime.step(state)
+
+
+def test_evaluating_an_mlp_policy_with_a_diffusion_sampler_option_is_refused(tmp_path):
+    from policies.evaluate import evaluate
+
+    exported(make_env("pendulum", 1), tmp_path / "pendulum.onnx")
+    with pytest.raises(ValueError, match="action_horizon: options of diffusion policies"):
+        evaluate(tmp_path / "pendulum.onnx", episodes=1, action_horizon=2)
 
 
 def test_a_policy_refuses_a_robot_it_was_not_trained_for(tmp_path):

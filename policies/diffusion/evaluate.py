@@ -64,13 +64,12 @@ def evaluate_diffusion(source: Path, *, task: str | None = None, episodes: int =
         _, reward, terminated, truncated, info = env.step(torch.from_numpy(action))
         running = np.isnan(returns)
         best[running] = np.maximum(best[running], reward.numpy()[running])
-        reached[running] |= (env.success_held > 0)[running]
         done = np.flatnonzero((terminated | truncated).numpy())
         first = np.isnan(returns[done])
         returns[done[first]] = info["episode"]["return"].numpy()[first]
         coverage[done[first]] = reward.numpy()[done[first]]
         successes[done[first]] = info["episode"]["success"].numpy()[first]
-        reached[done[first]] |= successes[done[first]] > 0   # the last step's held count went with the reset
+        reached[done[first]] = info["episode"]["reached"].numpy()[first] > 0
         runtime.reset(done)
     env.close()
     return {"task": task, "episodes": episodes, "success_rate": float(successes.mean()),
