@@ -175,7 +175,7 @@ def cmd_demos(args: argparse.Namespace) -> None:
 
     result = record_demos(args.task, expert=args.expert, episodes=args.episodes, out=Path(args.out), image=args.image,
                           seed=args.seed, successful_only=args.successful_only, action_noise=args.action_noise,
-                          hold_s=args.hold, progress=not args.json)
+                          hold_s=args.hold, plan_horizon=args.plan_horizon, progress=not args.json)
     _emit(result, args.json, f"{args.expert} demonstrations of {args.task} → {args.out}")
 
 
@@ -332,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "expert action is recorded (DART): the demos also show recoveries")
     p.add_argument("--hold", type=float, default=2.0, metavar="S",
                    help="seconds the task's success must hold before an episode ends (the expert finishes and rests)")
+    p.add_argument("--plan-horizon", type=int, default=0, metavar="H",
+                   help="also record the expert's noise-free next H actions from every frame (action.plan), "
+                        "rolled out in a copy of the simulator; diffusion training uses them as action chunks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.set_defaults(fn=cmd_demos)

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 CODEBASE_VERSION = "v3.0"
 OBS_STATE = "observation.state"
 ACTION = "action"
+ACTION_PLAN = "action.plan"
+"""Optional: an expert's next H actions from the frame's state, flattened (H * A,) step-major (sim.demos)."""
 IMAGES = "observation.images."
 """Prefix of camera features: `observation.images.top` is the camera `top`."""
 TIMESTAMP = "timestamp"

@@ -8,6 +8,9 @@ held for `hold_s` seconds (a success: the expert has finished its placement and 
 the demonstration does not stop at the threshold), or when the episode times out (a failure).
 An expert is a function of the policy's observation frame alone (no hidden state), so its actions can be imitated;
 with `action_noise` the env executes perturbed actions while the clean expert action is recorded (DART).
+With `plan_horizon` H, each frame also holds the expert's own next H actions from that frame's state
+(`action.plan`), rolled out without noise in a copy of the simulator: the action chunk an imitator
+should plan there, free of the noise the recording went on to add.
 
     result = record_demos("push_t", expert="scripted", episodes=100, out=Path("data/push_t"), image=True)
     result["success_rate"], result["frames"]
@@ -31,7 +34,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from s2r.dataset import ACTION, IMAGES, OBS_STATE, DatasetWriter  # noqa: E402
+from s2r.dataset import ACTION, ACTION_PLAN, IMAGES, OBS_STATE, DatasetWriter  # noqa: E402
 from s2r.observations import TERMS, term_sizes  # noqa: E402
 from s2r.spec import robot_spec  # noqa: E402
 from sim.env import BatchEnv  # noqa: E402
@@ -93,8 +96,9 @@ def make_expert(task: str, name: str, env: BatchEnv) -> Expert:
     return EXPERTS[(task, name)](env)
 
 
-def task_features(task: str, *, image: bool = False) -> dict[str, dict[str, Any]]:
-    """The dataset features a task's demonstrations hold: its policy observation, its action, the camera."""
+def task_features(task: str, *, image: bool = False, plan_horizon: int = 0) -> dict[str, dict[str, Any]]:
+    """The dataset features a task's demonstrations hold: its policy observation, its action, the camera,
+    the expert's plan of `plan_horizon` actions."""
     cfg = make_task(task).config
     spec = robot_spec(cfg.robot)
     if cfg.history_length != 1:
@@ -109,9 +113,49 @@ def task_features(task: str, *, image: bool = False) -> dict[str, dict[str, Any]
         ACTION: {"dtype": "float32", "shape": [len(spec.actuated_joint_names)],
                  "names": list(spec.actuated_joint_names)},
     }
+    if plan_horizon:
+        joints = spec.actuated_joint_names
+        features[ACTION_PLAN] = {"dtype": "float32", "shape": [plan_horizon * len(joints)],
+                                 "names": [f"{k}.{joint}" for k in range(plan_horizon) for joint in joints]}
     if image:
         features[IMAGES + CAMERA] = {"dtype": "video", "shape": [IMAGE_SIZE, IMAGE_SIZE, 3]}
     return features
+
+
+class ExpertPlanner:
+    """The expert's next `horizon` actions from every world's current state: (num_envs, horizon, A).
+
+    Each call copies the env's worlds into a second env (`BatchEnv.copy_state`) and lets the expert
+    drive it without noise; the first planned action is the expert's action in the env itself. A world
+    whose copy ends its episode early (it diverged) holds its last planned action.
+    """
+
+    def __init__(self, env: BatchEnv, expert: str, horizon: int) -> None:
+        if horizon < 1:
+            raise ValueError(f"plan_horizon: expected >= 1, got {horizon}")
+        self.env = env
+        self.horizon = horizon
+        self.copy = BatchEnv(make_task(env.task.config.name), env.num_envs, spec=env.spec, nthread=1)
+        self.copy.max_episode_length = np.iinfo(np.int64).max    # the copy never times out
+        self.expert = make_expert(env.task.config.name, expert, self.copy)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """Plans from the env's current state, whose policy observations are `obs` (num_envs, D)."""
+        self.copy.copy_state(self.env)
+        plans = np.empty((self.env.num_envs, self.horizon, self.env.num_actions))
+        ended = np.zeros(self.env.num_envs, dtype=bool)
+        for k in range(self.horizon):
+            plans[:, k] = self.expert(obs)
+            if k:
+                plans[ended, k] = plans[ended, k - 1]
+            if k + 1 < self.horizon:
+                obs_t, _, terminated, truncated, _ = self.copy.step(torch.from_numpy(plans[:, k]))
+                obs = obs_t["policy"].numpy()
+                ended |= (terminated | truncated).numpy()
+        return plans
+
+    def close(self) -> None:
+        self.copy.close()
 
 
 class CameraRenderer:
@@ -156,6 +200,7 @@ class _Take:
 
     states: list[np.ndarray]
     actions: list[np.ndarray]
+    plans: list[np.ndarray]
     images: list[np.ndarray]
     stamps: list[float]
     success: bool = False
@@ -163,7 +208,7 @@ class _Take:
 
 def record_demos(task: str = "push_t", *, expert: str = "scripted", episodes: int, out: Path, image: bool = False,
                  seed: int = 0, num_envs: int = 16, successful_only: bool = False, action_noise: float = 0.0,
-                 hold_s: float = 2.0, progress: bool = False) -> dict[str, Any]:
+                 hold_s: float = 2.0, plan_horizon: int = 0, progress: bool = False) -> dict[str, Any]:
     """Record `episodes` expert episodes of `task` into the dataset at `out` (appending if it exists).
 
     Worlds run in batches of `num_envs`; each batch's episodes are written in world order, so a
@@ -174,13 +219,17 @@ def record_demos(task: str = "push_t", *, expert: str = "scripted", episodes: in
     from the small errors an imitator makes. hold_s: how long the task's success condition must
     hold before a world stops recording (at least the task's success window); push_t's expert
     pushes on past the 95 % threshold to its own stop coverage and backs off meanwhile, which a
-    policy that imitates it must see. Returns the success rate over the episodes
+    policy that imitates it must see. plan_horizon: also record the expert's noise-free next
+    `plan_horizon` actions from each frame's state (`action.plan`, see ExpertPlanner); a
+    diffusion policy trains its action chunks on them. Returns the success rate over the episodes
     attempted (with the noise), the episodes and frames recorded, and the wall time.
     """
     if episodes < 1:
         raise ValueError(f"episodes: expected >= 1, got {episodes}")
     if action_noise < 0:
         raise ValueError(f"action_noise: expected >= 0, got {action_noise}")
+    if plan_horizon < 0:
+        raise ValueError(f"plan_horizon: expected >= 0 (0: no plans), got {plan_horizon}")
     env = BatchEnv(make_task(task), min(num_envs, episodes), seed=seed, nthread=1)
     if hold_s < env.task.config.success_window_s:
         env.close()
@@ -188,16 +237,18 @@ def record_demos(task: str = "push_t", *, expert: str = "scripted", episodes: in
                          f"got {hold_s}")
     hold = round(hold_s / env.spec.control_period)
     driver = make_expert(task, expert, env)
+    planner = ExpertPlanner(env, expert, plan_horizon) if plan_horizon else None
     rng = np.random.default_rng(seed)
     camera = IMAGES + CAMERA
     started = time.perf_counter()
     recorded = attempted = succeeded = frames = 0
     renderer = CameraRenderer(env) if image else None
     try:
-        with DatasetWriter(Path(out), fps=1.0 / env.spec.control_period, features=task_features(task, image=image),
+        with DatasetWriter(Path(out), fps=1.0 / env.spec.control_period,
+                           features=task_features(task, image=image, plan_horizon=plan_horizon),
                            robot=env.spec.name, task=task) as writer:
             while recorded < episodes:
-                for take in _run_batch(env, driver, renderer, rng, action_noise, hold):
+                for take in _run_batch(env, driver, planner, renderer, rng, action_noise, hold):
                     if recorded == episodes:
                         break
                     attempted += 1
@@ -206,6 +257,8 @@ def record_demos(task: str = "push_t", *, expert: str = "scripted", episodes: in
                         continue
                     for k, stamp in enumerate(take.stamps):
                         frame = {OBS_STATE: take.states[k], ACTION: take.actions[k]}
+                        if planner is not None:
+                            frame[ACTION_PLAN] = take.plans[k]
                         if image:
                             frame[camera] = take.images[k]
                         writer.add_frame(frame, timestamp=stamp)
@@ -220,29 +273,34 @@ def record_demos(task: str = "push_t", *, expert: str = "scripted", episodes: in
     finally:
         if renderer is not None:
             renderer.close()
+        if planner is not None:
+            planner.close()
         env.close()
     return {"task": task, "expert": expert, "out": str(out), "episodes": recorded, "attempted": attempted,
             "success_rate": succeeded / attempted, "frames": frames, "image": image, "action_noise": action_noise,
-            "hold_s": hold_s, "seconds": time.perf_counter() - started}
+            "hold_s": hold_s, "plan_horizon": plan_horizon, "seconds": time.perf_counter() - started}
 
 
-def _run_batch(env: BatchEnv, driver: Expert, renderer: CameraRenderer | None, rng: np.random.Generator,
-               action_noise: float, hold: int) -> list[_Take]:
+def _run_batch(env: BatchEnv, driver: Expert, planner: ExpertPlanner | None, renderer: CameraRenderer | None,
+               rng: np.random.Generator, action_noise: float, hold: int) -> list[_Take]:
     """One episode in every world, from a fresh reset; a world stops recording once its success held
     for `hold` control steps.
     The env executes the expert's action plus `action_noise`; the frames hold the clean action."""
     period = env.spec.control_period
     obs = env.reset()["policy"].numpy()
-    takes = [_Take([], [], [], []) for _ in range(env.num_envs)]
+    takes = [_Take([], [], [], [], []) for _ in range(env.num_envs)]
     active = np.ones(env.num_envs, dtype=bool)
     for step in range(env.max_episode_length):
         action = driver(obs)
+        plans = planner(obs).reshape(env.num_envs, -1).astype(np.float32) if planner is not None else None
         ids = np.flatnonzero(active)
         images = renderer.render(ids) if renderer is not None else None
         for k, i in enumerate(ids):
             take = takes[i]
             take.states.append(obs[i].copy())
             take.actions.append(action[i].astype(np.float32))
+            if plans is not None:
+                take.plans.append(plans[i])
             take.stamps.append(step * period)
             if images is not None:
                 take.images.append(images[k])

@@ -213,6 +213,32 @@ class BatchEnv:
         return (self._obs, self._tensor(reward), torch.from_numpy(terminated).to(self.device),
                 torch.from_numpy(truncated).to(self.device), info)
 
+    def copy_state(self, source: BatchEnv) -> None:
+        """Make every world's state a copy of `source`'s worlds (an env of the same task, robot and size):
+        physics, task inputs, the last action and the episode clocks; the next step from the same actions
+        then continues each world as `source` would (cpu backend)."""
+        if self.backend != "cpu" or source.backend != "cpu":
+            raise NotImplementedError("copy_state: needs the cpu backend on both envs")
+        if self.randomizer is not None or source.randomizer is not None:
+            raise NotImplementedError("copy_state: randomized model parameters are not copied; use envs without "
+                                      "randomization")
+        if (source.task.config.name, source.num_envs, source.spec.name) != (self.task.config.name, self.num_envs,
+                                                                           self.spec.name):
+            raise ValueError(f"copy_state: source is {source.task.config.name} × {source.num_envs} on "
+                             f"{source.spec.name}, this env {self.task.config.name} × {self.num_envs} on {self.spec.name}")
+        self.batch.state[:] = source.batch.state
+        for name, value in source.inputs.items():
+            self.inputs[name][:] = value
+        self._last_ctrl[:] = source._last_ctrl
+        self.action_delay[:] = source.action_delay
+        self.encoder_offset[:] = source.encoder_offset
+        self.episode_length[:] = source.episode_length
+        self.success_held[:] = source.success_held
+        self.success_reached[:] = source.success_reached
+        self.episode_return[:] = source.episode_return
+        self.history.buffer[:] = source.history.buffer
+        self.history.fresh[:] = source.history.fresh
+
     def close(self) -> None:
         """Release the batch (its thread pool)."""
         self.batch = None

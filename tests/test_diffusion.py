@@ -12,10 +12,10 @@ from policies.diffusion.export import export_diffusion
 from policies.diffusion.processing import RangeNormalizer
 from policies.diffusion.runtime import DiffusionRuntime
 from policies.diffusion.sampler import NoiseSchedule, ddim_sample
-from policies.diffusion.train import load_diffusion, train_diffusion
+from policies.diffusion.train import load_diffusion, make_windows, train_diffusion
 from policies.runtime import PolicyRuntime
 from s2r.contract import ContractError
-from s2r.dataset import ACTION, OBS_STATE, DatasetError, DatasetWriter
+from s2r.dataset import ACTION, ACTION_PLAN, OBS_STATE, DatasetError, DatasetWriter
 from s2r.spec import robot_spec
 from s2r.state import RobotState
 from sim.demos import record_demos
@@ -184,6 +184,32 @@ def test_training_on_a_dataset_whose_action_size_differs_from_the_task_names_the
     with pytest.raises(DatasetError, match=r"three_actions.*features\.action\.shape.*\[3\].*\[2\]"):
         train_diffusion(TINY, root, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "diffusion.pt").exists()
+
+
+def test_windows_take_the_actions_from_t_on_from_the_experts_plan_at_t():
+    steps = 6
+    actions = np.arange(steps * 2, dtype=np.float32).reshape(steps, 2)
+    plans = 100.0 * (1 + np.arange(steps))[:, None, None] + np.arange(5 * 2).reshape(1, 5, 2)   # 5 actions ahead
+    episode = {OBS_STATE: np.arange(steps, dtype=np.float32)[:, None], ACTION: actions}
+    _, recorded = make_windows([episode], obs_horizon=2, pred_horizon=4)
+    _, planned = make_windows([{**episode, ACTION_PLAN: plans.reshape(steps, 10)}], obs_horizon=2, pred_horizon=4)
+    assert np.array_equal(recorded[3], actions[[2, 3, 4, 5]])
+    assert np.array_equal(planned[3, 0], actions[2])        # the action before t: as recorded
+    assert np.array_equal(planned[3, 1:], plans[3, :3])     # from t on: the plan made at t
+    assert np.array_equal(planned[0, 0], actions[0])        # clamped to the episode's first action
+
+
+def test_training_on_plans_shorter_than_the_chunk_names_the_dataset_and_field(tmp_path):
+    root = tmp_path / "short_plans"
+    features = {OBS_STATE: {"dtype": "float32", "shape": [8]}, ACTION: {"dtype": "float32", "shape": [2]},
+                ACTION_PLAN: {"dtype": "float32", "shape": [8]}}
+    with DatasetWriter(root, fps=10, features=features, robot="pusher", task="push_t") as writer:
+        for k in range(5):
+            writer.add_frame({OBS_STATE: np.zeros(8, np.float32), ACTION: np.zeros(2, np.float32),
+                              ACTION_PLAN: np.zeros(8, np.float32)}, timestamp=0.1 * k)
+        writer.end_episode(success=True)
+    with pytest.raises(DatasetError, match=r"short_plans.*features\.action\.plan\.shape.*\[8\].*15 × 2"):
+        train_diffusion(TINY, root, tmp_path / "run", progress=False)
 
 
 def test_a_config_whose_executed_actions_overrun_the_chunk_is_refused():

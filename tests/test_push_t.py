@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from s2r.dataset import ACTION, OBS_STATE, load_dataset
+from s2r.dataset import ACTION, ACTION_PLAN, OBS_STATE, load_dataset
 from s2r.observations import OBJECT_POSE
 from sim.demos import evaluate_expert, make_expert, record_demos
 from sim.env import BatchEnv
@@ -99,6 +99,45 @@ def test_successful_demonstrations_end_once_the_expert_has_placed_the_block_and_
         assert np.allclose(episode[ACTION][-1], obs[-1, :2] / 0.25, atol=1e-3), "the last action holds still"
     with pytest.raises(ValueError, match="hold_s"):
         record_demos("push_t", episodes=1, out=tmp_path / "bad", hold_s=0.1)
+
+
+def test_an_env_copied_mid_episode_continues_exactly_as_the_original_under_the_same_actions():
+    env, copy = (BatchEnv(make_task("push_t"), 3, seed=seed, nthread=1) for seed in (0, 9))
+    expert = make_expert("push_t", "scripted", env)
+    obs = env.reset()["policy"].numpy()
+    copy.reset()
+    for _ in range(20):
+        obs = env.step(torch.from_numpy(expert(obs)))[0]["policy"].numpy()
+    copy.copy_state(env)
+    for _ in range(10):
+        action = torch.from_numpy(expert(obs))
+        obs, reward, *_ = env.step(action)
+        copy_obs, copy_reward, *_ = copy.step(action)
+        assert torch.equal(obs["policy"], copy_obs["policy"]) and torch.equal(reward, copy_reward)
+        obs = obs["policy"].numpy()
+    assert (copy.episode_length == env.episode_length).all()
+    with pytest.raises(ValueError, match="push_t × 2"):
+        BatchEnv(make_task("push_t"), 2, nthread=1).copy_state(env)
+
+
+def test_expert_plans_are_what_the_expert_does_next_without_the_recordings_noise(tmp_path):
+    # Without noise a frame's plan is the episode's own next actions (the copy runs the same physics);
+    # with noise its first action is the recorded one and the rest leave out the noise that followed.
+    clean = record_demos("push_t", episodes=2, out=tmp_path / "clean", seed=4, num_envs=2, plan_horizon=5)
+    assert clean["plan_horizon"] == 5
+    for episode in load_dataset(tmp_path / "clean").episodes:
+        actions = episode[ACTION]
+        plans = episode[ACTION_PLAN].reshape(len(actions), 5, 2)
+        for k in range(5):
+            assert np.array_equal(plans[:len(actions) - k, k], actions[k:])
+    record_demos("push_t", episodes=2, out=tmp_path / "noisy", seed=4, num_envs=2, plan_horizon=5, action_noise=0.03)
+    for episode in load_dataset(tmp_path / "noisy").episodes:
+        actions = episode[ACTION]
+        plans = episode[ACTION_PLAN].reshape(len(actions), 5, 2)
+        assert np.array_equal(plans[:, 0], actions)
+        assert not np.allclose(plans[:-1, 1], actions[1:], atol=1e-3)
+    with pytest.raises(ValueError, match="plan_horizon"):
+        record_demos("push_t", episodes=1, out=tmp_path / "bad", plan_horizon=-1)
 
 
 def test_push_t_mirrored_is_push_t_the_expert_does_the_mirror_image_of_what_it_does():

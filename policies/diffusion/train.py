@@ -3,7 +3,9 @@
 Each training sample is one window of an episode around a step t (see the timing diagram in
 `policies.diffusion.config`): the observations at t-1, t and the actions at t-1 … t+14,
 indices clamped to the episode (its first observation and its last action repeat), both
-normalized to [-1, 1] per dimension. The loss is ‖ε - ε̂(x_t, t, obs)‖² over uniform DDPM
+normalized to [-1, 1] per dimension. A dataset that holds the expert's plans (`action.plan`,
+`s2r demos --plan-horizon`) gives the actions from t on as the plan recorded at t: what the
+expert would do from there, rather than what it did after the recording's action noise. The loss is ‖ε - ε̂(x_t, t, obs)‖² over uniform DDPM
 steps. A run directory holds:
 
     DIR/diffusion.pt     EMA model, normalizers, config, contract (torch.load(weights_only=True))
@@ -35,17 +37,24 @@ from policies.diffusion.processing import ActionReference, RangeNormalizer
 from policies.diffusion.sampler import NoiseSchedule
 from policies.train import plain_data, s2r_version
 from s2r.contract import PolicyContract
-from s2r.dataset import ACTION, INFO_PATH, OBS_STATE, Dataset, DatasetError, load_dataset
+from s2r.dataset import ACTION, ACTION_PLAN, INFO_PATH, OBS_STATE, Dataset, DatasetError, load_dataset
 
 CHECKPOINT = "diffusion.pt"
 
 
-def check_dataset_fits(dataset: Dataset, task: str) -> None:
-    """Raise DatasetError naming the dataset file and field where its observation or action size differs from `task`."""
+def check_dataset_fits(dataset: Dataset, task: str, plan_steps: int = 1) -> None:
+    """Raise DatasetError naming the dataset file and field where its observation or action size differs from `task`,
+    or where its expert plans (if any) are shorter than `plan_steps` actions."""
     from sim.demos import task_features
 
     expected = task_features(task)
     info = dataset.root / INFO_PATH
+    if ACTION_PLAN in dataset.features:
+        size, action_size = dataset.features[ACTION_PLAN]["shape"][0], expected[ACTION]["shape"][0]
+        if size % action_size or size // action_size < plan_steps:
+            raise DatasetError(f"{info}: features.{ACTION_PLAN}.shape: [{size}]; a diffusion policy predicting "
+                               f"{plan_steps} actions ahead for task {task} needs plans of at least "
+                               f"{plan_steps} × {action_size} values")
     for key in (ACTION, OBS_STATE):
         if key not in dataset.features:
             raise DatasetError(f"{info}: features.{key}: missing; task {task} needs shape {expected[key]['shape']}")
@@ -59,7 +68,7 @@ def check_dataset_fits(dataset: Dataset, task: str) -> None:
 def make_windows(episodes: list[dict[str, np.ndarray]], obs_horizon: int, pred_horizon: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Every step's training window: observations (N, To, D) at t-To+1 … t and actions (N, Tp, A) at t-To+1 …,
-    indices clamped to each episode."""
+    indices clamped to each episode; the actions from t on are the expert's plan at t where the episode has one."""
     obs_windows, act_windows = [], []
     for episode in episodes:
         obs, act = episode[OBS_STATE], episode[ACTION]
@@ -67,8 +76,12 @@ def make_windows(episodes: list[dict[str, np.ndarray]], obs_horizon: int, pred_h
         first = steps - (obs_horizon - 1)
         obs_index = np.clip(first + np.arange(obs_horizon), 0, len(obs) - 1)
         act_index = np.clip(first + np.arange(pred_horizon), 0, len(act) - 1)
+        actions = act[act_index]
+        if ACTION_PLAN in episode:
+            plans = episode[ACTION_PLAN].reshape(len(act), -1, act.shape[-1])
+            actions[:, obs_horizon - 1:] = plans[:, :pred_horizon - obs_horizon + 1]
         obs_windows.append(obs[obs_index])
-        act_windows.append(act[act_index])
+        act_windows.append(actions)
     return np.concatenate(obs_windows).astype(np.float64), np.concatenate(act_windows).astype(np.float64)
 
 
@@ -87,7 +100,7 @@ def policy_contract(task: str, obs_horizon: int, provenance: dict[str, Any]) -> 
 def train_diffusion(cfg: DiffusionConfig, dataset_root: Path, out: Path, *, progress: bool = True) -> dict[str, Any]:
     """Train on the dataset at `dataset_root` into run directory `out`; returns the metrics."""
     dataset = load_dataset(Path(dataset_root))
-    check_dataset_fits(dataset, cfg.task)
+    check_dataset_fits(dataset, cfg.task, plan_steps=cfg.pred_horizon - cfg.obs_horizon + 1)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.torch_threads)
     rng = np.random.default_rng(cfg.seed)
