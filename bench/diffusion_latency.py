@@ -15,7 +15,7 @@ every `--short-horizon` steps, next to the scripted expert's (push_t's reward is
 so the expert's mean final reward is its mean final coverage).
 
     PYTHONPATH=. python -m bench.diffusion_latency --run runs/dp          # a trained run
-    PYTHONPATH=. python -m bench.diffusion_latency                        # records 100 demos (DART) and trains first
+    PYTHONPATH=. python -m bench.diffusion_latency                        # records 100 demos (DART, plans), trains first
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ def main(args: list[str] | None = None) -> None:
         run_dir, train_metrics = opts.run, None
         if run_dir is None:
             record_demos("push_t", expert="scripted", episodes=opts.demos, out=Path(tmp) / "demos",
-                         action_noise=opts.action_noise, successful_only=opts.action_noise > 0)
+                         action_noise=opts.action_noise, successful_only=opts.action_noise > 0,
+                         plan_horizon=DiffusionConfig().pred_horizon)
             cfg = DiffusionConfig() if opts.epochs is None else DiffusionConfig(epochs=opts.epochs)
             run_dir = Path(tmp) / "run"
             train_metrics = train_diffusion(cfg, Path(tmp) / "demos", run_dir, progress=False)
