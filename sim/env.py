@@ -215,8 +215,9 @@ class BatchEnv:
 
     def copy_state(self, source: BatchEnv) -> None:
         """Make every world's state a copy of `source`'s worlds (an env of the same task, robot and size):
-        physics, task inputs, the last action and the episode clocks; the next step from the same actions
-        then continues each world as `source` would (cpu backend)."""
+        physics, task inputs, the last action and the episode clocks, then the task's derived quantities
+        (`Task.update`); the next step from the same actions then continues each world as `source` would
+        (cpu backend, without randomization)."""
         if self.backend != "cpu" or source.backend != "cpu":
             raise NotImplementedError("copy_state: needs the cpu backend on both envs")
         if self.randomizer is not None or source.randomizer is not None:
@@ -238,6 +239,8 @@ class BatchEnv:
         self.episode_return[:] = source.episode_return
         self.history.buffer[:] = source.history.buffer
         self.history.fresh[:] = source.history.fresh
+        self.batch.forward(stage=mujoco.mjtStage.mjSTAGE_POS)    # positions (sites) the task may read
+        self.task.update(self)
 
     def close(self) -> None:
         """Release the batch (its thread pool)."""
