@@ -5,8 +5,8 @@ Each training sample is one window of an episode around a step t (see the timing
 indices clamped to the episode (its first observation and its last action repeat), both
 normalized to [-1, 1] per dimension. A dataset that holds the expert's plans (`action.plan`,
 `s2r demos --plan-horizon`) gives the actions from t on as the plan recorded at t: what the
-expert would do from there, rather than what it did after the recording's action noise. The loss is ‖ε - ε̂(x_t, t, obs)‖² over uniform DDPM
-steps. A run directory holds:
+expert would do from there, rather than what it did after the recording's action noise. The
+loss is ‖ε - ε̂(x_t, t, obs)‖² over uniform DDPM steps. A run directory holds:
 
     DIR/diffusion.pt     EMA model, normalizers, config, contract (torch.load(weights_only=True))
     DIR/config.yaml      the resolved DiffusionConfig and the dataset
