@@ -6,7 +6,7 @@ import torch
 
 from s2r.dataset import ACTION, ACTION_PLAN, OBS_STATE, load_dataset
 from s2r.observations import OBJECT_POSE
-from sim.demos import evaluate_expert, make_expert, record_demos
+from sim.demos import ExpertPlanner, evaluate_expert, make_expert, record_demos
 from sim.env import BatchEnv
 from sim.push_t import GOAL_POSE, T_AREA, T_RECTS, coverage, rotate
 from sim.tasks import make_task
@@ -118,6 +118,11 @@ def test_an_env_copied_mid_episode_continues_exactly_as_the_original_under_the_s
     assert (copy.episode_length == env.episode_length).all()
     with pytest.raises(ValueError, match="push_t × 2"):
         BatchEnv(make_task("push_t"), 2, nthread=1).copy_state(env)
+    randomized = BatchEnv(make_task("reach"), 1, nthread=1, randomization=make_task("reach").config.randomization)
+    with pytest.raises(NotImplementedError, match="randomized model parameters are not copied"):
+        randomized.copy_state(randomized)
+    with pytest.raises(ValueError, match="plan_horizon: expected >= 1, got 0"):
+        ExpertPlanner(env, "scripted", 0)
 
 
 def test_expert_plans_are_what_the_expert_does_next_without_the_recordings_noise(tmp_path):

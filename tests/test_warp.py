@@ -123,6 +123,12 @@ def test_warp_data_fields_are_torch_tensors_without_a_copy():
     assert np.allclose(qpos.numpy(), env.data_field("qpos"))
 
 
+def test_copying_world_states_on_warp_is_refused_naming_the_backend():
+    env = make_env("pendulum", 1, backend="warp")
+    with pytest.raises(NotImplementedError, match="copy_state: needs the cpu backend"):
+        make_env("pendulum", 1).copy_state(env)
+
+
 def test_a_policy_trained_on_cpu_does_the_same_on_warp(cartpole_onnx):
     from policies.evaluate import evaluate
 

@@ -49,12 +49,6 @@ def check_dataset_fits(dataset: Dataset, task: str, plan_steps: int = 1) -> None
 
     expected = task_features(task)
     info = dataset.root / INFO_PATH
-    if ACTION_PLAN in dataset.features:
-        size, action_size = dataset.features[ACTION_PLAN]["shape"][0], expected[ACTION]["shape"][0]
-        if size % action_size or size // action_size < plan_steps:
-            raise DatasetError(f"{info}: features.{ACTION_PLAN}.shape: [{size}]; a diffusion policy predicting "
-                               f"{plan_steps} actions ahead for task {task} needs plans of at least "
-                               f"{plan_steps} × {action_size} values")
     for key in (ACTION, OBS_STATE):
         if key not in dataset.features:
             raise DatasetError(f"{info}: features.{key}: missing; task {task} needs shape {expected[key]['shape']}")
@@ -63,6 +57,12 @@ def check_dataset_fits(dataset: Dataset, task: str, plan_steps: int = 1) -> None
             names = ", ".join(expected[key]["names"])
             raise DatasetError(f"{info}: features.{key}.shape: the dataset has {shape}, task {task} needs "
                                f"{expected[key]['shape']} ({names})")
+    if ACTION_PLAN in dataset.features:
+        size, action_size = dataset.features[ACTION_PLAN]["shape"][0], expected[ACTION]["shape"][0]
+        if size % action_size or size // action_size < plan_steps:
+            raise DatasetError(f"{info}: features.{ACTION_PLAN}.shape: [{size}]; a diffusion policy predicting "
+                               f"{plan_steps} actions ahead for task {task} needs plans of at least "
+                               f"{plan_steps} × {action_size} values")
 
 
 def make_windows(episodes: list[dict[str, np.ndarray]], obs_horizon: int, pred_horizon: int
