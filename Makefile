@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test venv clean
+.PHONY: demo test lint venv clean
 
 venv: $(STAMP)
 
@@ -28,8 +28,15 @@ demo: $(STAMP)
 	$(BIN)/s2r deploy $(DEMO_DIR)/cartpole.onnx --robot sim --robot-config hardware/configs/cartpole_hanging.yaml \
 		--duration 8 --record $(DEMO_DIR)/deploy.mcap --out $(DEMO_DIR)/deploy
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q
 
-clean:
-	rm -rf $(VENV) runs
+# The import contracts of pyproject.toml (import-linter), checked on the installed layout: the
+# folders map to s2r.*, so the working tree is installed into a stage first, as pip installs it
+# for a user (from a copy, so that nothing is built inside the working tree).
+LINT_STAGE ?= $(VENV)/lint-stage
+lint: $(STAMP)
+	@rm -rf $(LINT_STAGE) && mkdir -p $(LINT_STAGE)/src
+	@tar -c --exclude=./.venv --exclude=./.git --exclude=./runs --exclude=./data --exclude='__pycache__' . | tar -x -C $(LINT_STAGE)/src
+	@$(BIN)/pip install -q --no-deps --no-build-isolation --no-compile --target $(LINT_STAGE)/site $(LINT_STAGE)/src 2>/dev/null
+	cd $(LINT_STAGE)/site && $(CURDIR)/$(BIN)/lint-imports --no-cache $(CURDIR)/pyproject.toml

@@ -31,14 +31,14 @@ import numpy as np
 import torch
 
 from bench.report import machine, report
-from policies.diffusion.config import DiffusionConfig
-from policies.diffusion.evaluate import evaluate_diffusion
-from policies.diffusion.export import export_diffusion
-from policies.diffusion.runtime import DiffusionRuntime
-from policies.diffusion.sampler import NoiseSchedule
-from policies.diffusion.train import load_diffusion, train_diffusion
+from s2r.policies.diffusion.config import DiffusionConfig
+from s2r.policies.diffusion.evaluate import evaluate_diffusion
+from s2r.policies.diffusion.export import export_diffusion
+from s2r.policies.diffusion.sampler import NoiseSchedule
+from s2r.policies.diffusion.train import load_diffusion, train_diffusion
+from s2r.runtime.diffusion import DiffusionRuntime
+from s2r.sim.demos import evaluate_expert, record_demos
 from s2r.spec import robot_spec
-from sim.demos import evaluate_expert, record_demos
 
 WARMUP_CALLS = 20
 

@@ -28,7 +28,7 @@ import torch
 
 from bench.report import machine, report
 from bench.sim import WARMUP_STEPS, _seconds, _time_s2r
-from sim.env import BatchEnv, make_env
+from s2r.sim.env import BatchEnv, make_env
 
 
 def run(task: str = "cartpole", num_envs: int = 4096, steps: int = 200, seed: int = 0, *,
@@ -74,7 +74,7 @@ def ppo_to_threshold(task: str = "cartpole", num_envs: int = 4096, *, threshold:
                      max_iterations: int = 300, seed: int = 0) -> dict[str, Any]:
     """PPO wall time until the success rate reaches `threshold`, on the warp backend."""
     from bench.train import _train_s2r
-    from policies.ppo import ActorCriticConfig, PPOConfig
+    from s2r.policies.ppo import ActorCriticConfig, PPOConfig
 
     outcome = _train_s2r(make_env(task, num_envs, seed=seed, backend="warp"), PPOConfig(max_learning_rate=1e-3),
                          ActorCriticConfig(), seed, threshold, max_iterations)

@@ -30,12 +30,12 @@ import torch
 from torch import nn
 
 from bench.report import machine, report
-from policies.export import ExportedActor, export_onnx
-from policies.ppo import ActorCritic, ActorCriticConfig
-from policies.runtime import PolicyRuntime
+from s2r.policies.export import ExportedActor, export_onnx
+from s2r.policies.ppo import ActorCritic, ActorCriticConfig
+from s2r.runtime.mlp import PolicyRuntime
+from s2r.sim.env import make_env
 from s2r.spec import RobotSpec
 from s2r.state import RobotState
-from sim.env import make_env
 
 WARMUP_CALLS = 100
 """Untimed calls of each before timing (session and allocator warm-up)."""

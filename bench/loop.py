@@ -2,7 +2,7 @@
 
 Both tick at `rate` Hz doing the same fixed work (`work_us` of CPU, the size of a small
 policy's inference), in one process, in alternating rounds so that the shared machine's noise
-falls on both. s2r: `s2r_ros.deadline.DeadlineLoop` on its own thread, as in policy_node,
+falls on both. s2r: `s2r.hardware.deadline.DeadlineLoop` on its own thread, as in policy_node,
 while the main thread spins an idle node on the EventsExecutor, as the nodes do. Peer:
 `node.create_timer(period)` spun by a SingleThreadedExecutor, the usual way an rclpy node
 runs a loop. Measured: the
@@ -13,7 +13,7 @@ ratio of the p99s (s2r / rclpy; below 1 is better).
     result = run(rate=500.0)
     result["s2r_period_p99_error_us"], result["rclpy_timer_period_p99_error_us"], result["ratio"]
 
-The node joins a private ROS domain on loopback (`s2r_ros.environment()`).
+The node joins a private ROS domain on loopback (`s2r.ros.environment()`).
 
     PYTHONPATH=. python -m bench.loop --rate 500
 """
@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from bench.report import machine, report
-from s2r_ros import environment
-from s2r_ros.deadline import DeadlineLoop, set_realtime_priority
-from s2r_ros.spin import SWITCH_INTERVAL_S
+from s2r.hardware.deadline import DeadlineLoop, set_realtime_priority
+from s2r.ros import environment
+from s2r.ros.spin import SWITCH_INTERVAL_S
 
 
 def busy(seconds: float) -> None:

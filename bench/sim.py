@@ -38,7 +38,7 @@ import torch
 from gymnasium.envs.mujoco import MujocoEnv
 
 from bench.report import machine, report
-from sim.env import BatchEnv, make_env
+from s2r.sim.env import BatchEnv, make_env
 
 WARMUP_STEPS = 10
 """Untimed steps each loop takes first (thread pool start, caches, allocations)."""

@@ -34,10 +34,10 @@ import numpy as np
 from mujoco import sysid
 
 from bench.report import machine, report
-from calibration.excitation import run_excitation
-from calibration.recording import read_recording
-from calibration.sysid import PARAM_KINDS, SysidProblem
-from hardware.sim_robot import SimRobot, load_sim_robot_config
+from s2r.calibration.excitation import run_excitation
+from s2r.calibration.recording import read_recording
+from s2r.calibration.sysid import PARAM_KINDS, SysidProblem
+from s2r.sim.sim_robot import SimRobot, load_sim_robot_config
 from s2r.spec import robot_spec
 
 ROOT = Path(__file__).resolve().parent.parent

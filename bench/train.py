@@ -41,9 +41,9 @@ from rsl_rl.runners import OnPolicyRunner as RslRlRunner
 from tensordict import TensorDict
 
 from bench.report import machine, report
-from policies.ppo import ActorCriticConfig, PPOConfig
-from policies.runner import EPISODE_WINDOW, OnPolicyRunner
-from sim.env import BatchEnv, make_env
+from s2r.policies.ppo import ActorCriticConfig, PPOConfig
+from s2r.policies.runner import EPISODE_WINDOW, OnPolicyRunner
+from s2r.sim.env import BatchEnv, make_env
 
 
 @dataclass

@@ -31,7 +31,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from calibration.camera import BoardSpec, HandEyeMode, matrix_to_quaternion  # noqa: E402
+from s2r.calibration.camera import BoardSpec, HandEyeMode, matrix_to_quaternion  # noqa: E402
 
 OPENCV_FROM_MUJOCO = np.diag([1.0, -1.0, -1.0])
 """Rotation between MuJoCo's camera frame and OpenCV's optical frame (its own inverse)."""

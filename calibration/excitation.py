@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.recording import RecordingWriter
-from hardware.interface import RobotInterface
-from hardware.safety import SafetyConfig, SafetyFilter
-from hardware.sim_robot import SimRobot, SimRobotConfig, load_sim_robot_config
+from s2r.calibration.recording import RecordingWriter
+from s2r.hardware.safety import SafetyConfig, SafetyFilter
+from s2r.interface import RobotInterface
+from s2r.sim.sim_robot import SimRobot, SimRobotConfig, load_sim_robot_config
 from s2r.spec import RobotSpec, robot_spec
 from s2r.state import Command
 
@@ -240,7 +240,7 @@ def excite(*, robot: str = "sim", spec: str, robot_config: str | Path | None = N
     SimRobot YAML (latency, noise, parameter overrides). A SimRobot is stepped as fast as it
     computes unless `realtime`.
     """
-    from calibration.recording import read_recording
+    from s2r.calibration.recording import read_recording
 
     if robot not in DRIVERS:
         raise ExcitationError(f"--robot: unknown driver {robot!r} (drivers: {', '.join(DRIVERS)})")

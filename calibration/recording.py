@@ -12,7 +12,7 @@ deploy run, so a file from `s2r excite` and one from the ROS 2 recorder read the
                          gains of the commands from its log time on; written once at the start
                          and again whenever a command's gains change (the SafetyFilter may lower
                          kp on a tick). A recording without it (the ROS 2 recorder's) reads the
-                         ROS convention of `s2r_ros.messages`: a command with positions has the
+                         ROS convention of `s2r.ros.messages`: a command with positions has the
                          spec's kp, one with velocities the spec's kd, else 0.
 
 It needs `mcap-ros2-support` only: the message definitions are written from the text

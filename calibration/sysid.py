@@ -44,12 +44,12 @@ import numpy as np
 import yaml
 from mujoco import sysid
 
-from calibration.recording import Recording, read_recording
+from s2r.calibration.recording import Recording, read_recording
+from s2r.sim.model import compile_model
 from s2r.spec import RobotSpec
-from sim.model import compile_model
 
 if not hasattr(sysid, "optimize"):  # mujoco.sysid hides itself when its extras are missing
-    raise ImportError("calibration.sysid needs mujoco.sysid's dependencies (scipy, absl-py, ...): "
+    raise ImportError("s2r.calibration.sysid needs mujoco.sysid's dependencies (scipy, absl-py, ...): "
                       "pip install 'mujoco[sysid]'")
 SignalType, TimeSeries = sysid.SignalType, sysid.TimeSeries
 
@@ -490,7 +490,7 @@ def _flow_items(items: list[dict[str, Any]], indent: str = "") -> str:
 
 
 def randomization_terms(result: SysidResult, timestep: float) -> list[dict[str, Any]]:
-    """`calibration.randomization` terms (as YAML data) that `set` each identified parameter uniformly
+    """`s2r.sim.randomization` terms (as YAML data) that `set` each identified parameter uniformly
     around its value: half-width max(2 × CI half-width, 10% of the value), ±50% if not identifiable."""
     terms = []
     for name, e in result.params.items():

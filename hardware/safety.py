@@ -45,7 +45,7 @@ from typing import Literal
 
 import numpy as np
 
-from s2r.observations import wrap_to_pi
+from s2r.geometry import wrap_to_pi
 from s2r.spec import RobotSpec
 from s2r.state import Command, RobotState
 

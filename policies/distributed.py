@@ -13,7 +13,7 @@ applies the same update:
 Rank 0 alone writes checkpoints, logs and the training curve. Launch with torchrun, or let
 `s2r train --nproc N` start it:
 
-    torchrun --standalone --nproc-per-node 2 -m s2r.cli train pendulum
+    torchrun --standalone --nproc-per-node 2 -m s2r.apps.cli train pendulum
     s2r train pendulum --nproc 2          # the same; gloo on CPUs, NCCL on GPUs
 
 `num_envs` is per rank: N processes train on N × num_envs worlds.
@@ -149,5 +149,5 @@ def launch(nproc: int, argv: list[str]) -> int:
         raise ValueError(f"--nproc {nproc}: this machine has {slots} {kind}; use --nproc {slots} or fewer, "
                          f"or launch torchrun across machines (--nnodes)")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "s2r.cli", *argv]
+               "-m", "s2r.apps.cli", *argv]
     return subprocess.run(command).returncode

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from policies.diffusion.train import CHECKPOINT as DIFFUSION_CHECKPOINT
-from policies.runtime import PolicyRuntime, read_contract
-from policies.train import load_policy
 from s2r.contract import ContractError
 from s2r.observations import LAST_ACTION
-from sim.env import make_env
+from s2r.policies.diffusion.train import CHECKPOINT as DIFFUSION_CHECKPOINT
+from s2r.policies.train import load_policy
+from s2r.runtime.mlp import PolicyRuntime, read_contract
+from s2r.sim.env import make_env
 
 
 def evaluate(source: Path, *, task: str | None = None, episodes: int = 64, seed: int = 1,
@@ -37,7 +37,7 @@ def evaluate(source: Path, *, task: str | None = None, episodes: int = 64, seed:
     contract = read_contract(source) if source.suffix == ".onnx" else None
     diffusion = contract.kind == "diffusion" if contract is not None else (source / DIFFUSION_CHECKPOINT).is_file()
     if diffusion:
-        from policies.diffusion.evaluate import evaluate_diffusion
+        from s2r.policies.diffusion.evaluate import evaluate_diffusion
 
         return evaluate_diffusion(source, task=task, episodes=episodes, seed=seed, backend=backend,
                                   randomize=randomize, **sampler)

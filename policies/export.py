@@ -17,9 +17,9 @@ import onnx
 import torch
 from torch import nn
 
-from policies.ppo import ActorCritic
-from policies.runtime import ACTION_OUTPUT, OBS_INPUT
 from s2r.contract import METADATA_KEY, PolicyContract
+from s2r.policies.ppo import ActorCritic
+from s2r.runtime.mlp import ACTION_OUTPUT, OBS_INPUT
 
 OPSET = 18
 

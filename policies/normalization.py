@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from policies.distributed import batch_moments
+from s2r.policies.distributed import batch_moments
 
 
 class EmpiricalNormalization(nn.Module):

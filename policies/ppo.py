@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Normal
 
-from policies.distributed import Distributed
-from policies.normalization import EmpiricalNormalization
+from s2r.policies.distributed import Distributed
+from s2r.policies.normalization import EmpiricalNormalization
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh}
 

@@ -20,8 +20,8 @@ import os
 import random
 import time
 from collections import deque
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -31,8 +31,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
-from policies.distributed import Distributed
-from policies.ppo import PPO, ActorCritic, ActorCriticConfig, PPOConfig
+from s2r.policies.distributed import Distributed
+from s2r.policies.ppo import PPO, ActorCritic, ActorCriticConfig, PPOConfig
 
 POLICY_OBS = "policy"
 """Observation group the actor sees."""

@@ -27,11 +27,11 @@ from typing import Any
 import torch
 import yaml
 
-from policies.distributed import Distributed
-from policies.ppo import ActorCritic, ActorCriticConfig, PPOConfig
-from policies.runner import OnPolicyRunner
 from s2r.contract import PolicyContract
-from sim.env import Backend, make_env
+from s2r.policies.distributed import Distributed
+from s2r.policies.ppo import ActorCritic, ActorCriticConfig, PPOConfig
+from s2r.policies.runner import OnPolicyRunner
+from s2r.sim.env import Backend, make_env
 
 CHECKPOINT = "checkpoint.pt"
 

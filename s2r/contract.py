@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from s2r.actions import ActionMapping
-from s2r.observations import TERMS, INPUT_SIZES, ObsTerm, required_inputs, term_sizes
+from s2r.observations import INPUT_SIZES, TERMS, ObsTerm, required_inputs, term_sizes
 from s2r.spec import RobotSpec
 
 CONTRACT_VERSION = 1

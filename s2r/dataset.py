@@ -927,8 +927,8 @@ def check_dataset(root: Path, *, task: str | None = None, tolerance_s: float | N
 
 
 def _check_task(meta: _Meta, task: str) -> None:
-    from sim.demos import task_features
-    from sim.tasks import make_task
+    from s2r.sim.demos import task_features
+    from s2r.sim.tasks import make_task
 
     info_path = meta.root / INFO_PATH
     expected, robot = task_features(task), make_task(task).config.robot

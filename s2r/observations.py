@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from s2r.geometry import wrap_to_pi
 from s2r.spec import RobotSpec
 from s2r.state import RobotState
 
@@ -56,11 +57,6 @@ def _term(size: Callable[[RobotSpec], int], inputs: tuple[str, ...] = ()):
         return fn
 
     return register
-
-
-def wrap_to_pi(angle: np.ndarray) -> np.ndarray:
-    """Angles wrapped to [-π, π)."""
-    return (angle + np.pi) % (2 * np.pi) - np.pi
 
 
 @_term(size=lambda spec: spec.num_joints)

@@ -36,10 +36,10 @@ import torch  # noqa: E402
 
 from s2r.dataset import ACTION, ACTION_PLAN, IMAGES, OBS_STATE, DatasetWriter  # noqa: E402
 from s2r.observations import TERMS, term_sizes  # noqa: E402
+from s2r.sim.env import BatchEnv  # noqa: E402
+from s2r.sim.push_t import ScriptedPushExpert  # noqa: E402
+from s2r.sim.tasks import make_task  # noqa: E402
 from s2r.spec import robot_spec  # noqa: E402
-from sim.env import BatchEnv  # noqa: E402
-from sim.push_t import ScriptedPushExpert  # noqa: E402
-from sim.tasks import make_task  # noqa: E402
 
 CAMERA = "top"
 """The fixed camera every task scene names `top`."""

@@ -22,15 +22,15 @@ import mujoco.batch
 import numpy as np
 import torch
 
-from calibration.randomization import Randomize, Randomizer
 from s2r.actions import ActionMapping
 from s2r.contract import PolicyContract
 from s2r.observations import LAST_ACTION, ObservationHistory, build_observation, term_sizes
+from s2r.sim.model import compile_model
+from s2r.sim.privileged import PRIVILEGED
+from s2r.sim.randomization import Randomize, Randomizer
+from s2r.sim.tasks import Task
 from s2r.spec import RobotSpec, robot_spec
 from s2r.state import RobotState
-from sim.model import compile_model
-from sim.privileged import PRIVILEGED
-from sim.tasks import Task
 
 Backend = Literal["cpu", "warp"]
 BACKENDS: tuple[Backend, ...] = ("cpu", "warp")
@@ -68,7 +68,7 @@ class BatchEnv:
         if backend == "cpu":
             self.batch = mujoco.batch.Batch(self.model, nsim=num_envs, nthread=nthread)
         elif backend == "warp":
-            from sim.warp_batch import WarpBatch
+            from s2r.sim.warp_batch import WarpBatch
 
             self.batch = WarpBatch(self.model, num_envs, nconmax=nconmax, njmax=njmax, source=str(self.spec.mjcf))
         else:
@@ -298,8 +298,8 @@ def make_env(task_name: str, num_envs: int, *, seed: int = 0, backend: Backend =
     `randomize`: None for the nominal model, "default" for the task's own randomization
     terms, or the path of a randomization YAML.
     """
-    from calibration.randomization import load_randomization
-    from sim.tasks import make_task
+    from s2r.sim.randomization import load_randomization
+    from s2r.sim.tasks import make_task
 
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")

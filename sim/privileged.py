@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from sim.env import BatchEnv
+    from s2r.sim.env import BatchEnv
 
 
 def joint_damping(env: BatchEnv) -> np.ndarray:

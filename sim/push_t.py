@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from s2r.observations import wrap_to_pi
+from s2r.geometry import wrap_to_pi
 
 T_RECTS = np.array([[0.0, 0.015, 0.06, 0.015], [0.0, -0.045, 0.015, 0.045]])
 """The T's rectangles in the block frame: centre x, centre y, half width, half height (m)."""

@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from calibration.randomization import Dist, Randomize
 from s2r.actions import ActionMode
-from s2r.observations import LAST_ACTION, OBJECT_POSE, TARGET, ObsTerm, wrap_to_pi
+from s2r.geometry import wrap_to_pi, yaw_from_quat
+from s2r.observations import LAST_ACTION, OBJECT_POSE, TARGET, ObsTerm
+from s2r.sim.push_t import GOAL_POSE, PUSHER_RADIUS, coverage, t_distance, to_block_frame
+from s2r.sim.randomization import Dist, Randomize
 from s2r.state import RobotState
-from sim.push_t import GOAL_POSE, PUSHER_RADIUS, coverage, t_distance, to_block_frame
 
 if TYPE_CHECKING:
-    from sim.env import BatchEnv
+    from s2r.sim.env import BatchEnv
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class TaskConfig:
     policy_terms: tuple[ObsTerm, ...]
     """What the robot can measure, in order; the critic sees these without noise."""
     privileged_terms: tuple[str, ...] = ()
-    """Sim-only critic terms from sim.privileged."""
+    """Sim-only critic terms from s2r.sim.privileged."""
     action_clip: float = 1.0
     history_length: int = 1
     """Policy observation frames stacked, oldest first."""
@@ -276,9 +277,7 @@ class PushT(Task):
     def block_pose(self, env) -> np.ndarray:
         """Every world's block pose (x, y, yaw), (num_envs, 3), from its free joint."""
         q = self.qpos[:, self.block_qpos:self.block_qpos + 7]
-        w, x, y, z = q[:, 3], q[:, 4], q[:, 5], q[:, 6]
-        yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-        return np.stack([q[:, 0], q[:, 1], yaw], axis=-1)
+        return np.stack([q[:, 0], q[:, 1], yaw_from_quat(q[:, 3:7])], axis=-1)
 
     def coverage(self, env) -> np.ndarray:
         """(num_envs,) fraction of the goal T the block covers."""

@@ -30,8 +30,8 @@ def cartpole_onnx() -> Path:
     Training takes about two minutes on two cores; the cache under tests/.cache (git-ignored)
     keeps it for later runs until any source it depends on changes.
     """
-    from policies.export import export_onnx
-    from policies.train import default_config, load_policy, train
+    from s2r.policies.export import export_onnx
+    from s2r.policies.train import default_config, load_policy, train
 
     run = CACHE / f"cartpole-{_source_hash()}"
     onnx_path = run / "cartpole.onnx"

@@ -10,9 +10,9 @@ import json
 
 import bench.report
 from bench import gpu_sim, inference, sim, train
-from policies.export import ExportedActor, export_onnx
-from policies.ppo import ActorCritic, ActorCriticConfig
-from sim.env import make_env
+from s2r.policies.export import ExportedActor, export_onnx
+from s2r.policies.ppo import ActorCritic, ActorCriticConfig
+from s2r.sim.env import make_env
 
 
 def test_sim_benchmark_reports_s2r_ceiling_and_gymnasium_throughput():

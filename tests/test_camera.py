@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from calibration.board_render import BoardScene, PinholeCamera, render_board_views, render_hand_eye_views
-from calibration.camera import (
+from s2r.calibration.board_render import BoardScene, PinholeCamera, render_board_views, render_hand_eye_views
+from s2r.calibration.camera import (
     BoardSpec,
     CalibrationError,
     calibrate_camera,

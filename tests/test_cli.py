@@ -9,7 +9,7 @@ import pytest
 
 
 def s2r(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "s2r.cli", *args], capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "s2r.apps.cli", *args], capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"s2r {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result

@@ -9,9 +9,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from s2r.dataset import (ACTION, OBS_STATE, DatasetError, DatasetWriter, check_dataset, dataset_info,
-                         load_dataset)
-from sim.demos import record_demos
+from s2r.dataset import ACTION, OBS_STATE, DatasetError, DatasetWriter, check_dataset, dataset_info, load_dataset
+from s2r.sim.demos import record_demos
 
 CAMERA = "observation.images.top"
 DATA = "data/chunk-000/file-000.parquet"

@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from policies.diffusion.config import DiffusionConfig
-from policies.diffusion.export import export_diffusion
-from policies.diffusion.processing import RangeNormalizer
-from policies.diffusion.runtime import DiffusionRuntime
-from policies.diffusion.sampler import NoiseSchedule, ddim_sample
-from policies.diffusion.train import load_diffusion, make_windows, train_diffusion
-from policies.runtime import PolicyRuntime
 from s2r.contract import ContractError
 from s2r.dataset import ACTION, ACTION_PLAN, OBS_STATE, DatasetError, DatasetWriter
+from s2r.policies.diffusion.config import DiffusionConfig
+from s2r.policies.diffusion.export import export_diffusion
+from s2r.policies.diffusion.processing import RangeNormalizer
+from s2r.policies.diffusion.sampler import NoiseSchedule, ddim_sample
+from s2r.policies.diffusion.train import load_diffusion, make_windows, train_diffusion
+from s2r.runtime.diffusion import DiffusionRuntime
+from s2r.runtime.mlp import PolicyRuntime
+from s2r.sim.demos import record_demos
 from s2r.spec import robot_spec
 from s2r.state import RobotState
-from sim.demos import record_demos
 
 TINY = DiffusionConfig(hidden_dim=64, num_layers=2, time_embed_dim=32, epochs=10, batch_size=64, torch_threads=1,
                        mirror=False)
@@ -161,9 +161,9 @@ def test_a_diffusion_policy_is_refused_by_the_mlp_runtime_and_run_by_the_diffusi
         PolicyRuntime(path, spec=robot_spec("pusher"))
     runtime = _pusher_runtime(path)
     assert runtime.contract.kind == "diffusion" and runtime.contract.history_length == 2
-    from policies.export import export_onnx
-    from policies.ppo import ActorCritic, ActorCriticConfig
-    from sim.env import make_env
+    from s2r.policies.export import export_onnx
+    from s2r.policies.ppo import ActorCritic, ActorCriticConfig
+    from s2r.sim.env import make_env
 
     env = make_env("push_t", 1)
     mlp = export_onnx(ActorCritic(ActorCriticConfig(), num_policy_obs=8, num_critic_obs=8, num_actions=2),
@@ -218,7 +218,7 @@ def test_a_config_whose_executed_actions_overrun_the_chunk_is_refused():
 
 
 def test_s2r_eval_runs_a_diffusion_onnx_file_through_the_numpy_runtime(tiny_run):
-    from policies.evaluate import evaluate
+    from s2r.policies.evaluate import evaluate
 
     _, path, _ = tiny_run
     result = evaluate(path, episodes=3)
@@ -248,8 +248,8 @@ def test_the_runtime_replans_every_action_horizon_steps_and_refuses_one_past_the
 def test_a_policy_from_100_scripted_demos_succeeds_at_least_80_percent_as_often_as_the_expert(tmp_path):
     # The documented recipe (about 30 min on one CPU core): DART demonstrations with the expert's plans,
     # the default config, the trained action horizon of 8.
-    from policies.diffusion.evaluate import evaluate_diffusion
-    from sim.demos import evaluate_expert
+    from s2r.policies.diffusion.evaluate import evaluate_diffusion
+    from s2r.sim.demos import evaluate_expert
 
     record_demos("push_t", expert="scripted", episodes=100, out=tmp_path / "demos", action_noise=0.03,
                  successful_only=True, plan_horizon=16)

@@ -11,12 +11,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from policies.distributed import Distributed, RanksDivergedError, launch
-from policies.normalization import EmpiricalNormalization
+from s2r.policies.distributed import Distributed, RanksDivergedError, launch
+from s2r.policies.normalization import EmpiricalNormalization
 
 
 def s2r(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "s2r.cli", *args], capture_output=True, text=True, timeout=900)
+    return subprocess.run([sys.executable, "-m", "s2r.apps.cli", *args], capture_output=True, text=True, timeout=900)
 
 
 def test_two_ranks_learn_pendulum_in_lockstep_and_rank_0_writes_the_run(tmp_path):

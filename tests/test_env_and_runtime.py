@@ -7,12 +7,12 @@ import onnx
 import pytest
 import torch
 
-from policies.export import export_onnx
-from policies.ppo import ActorCritic, ActorCriticConfig
-from policies.runtime import PolicyRuntime, read_contract
 from s2r import ContractError, RobotState, robot_spec
 from s2r.observations import LAST_ACTION, TARGET, ObservationHistory, build_observation
-from sim.env import make_env
+from s2r.policies.export import export_onnx
+from s2r.policies.ppo import ActorCritic, ActorCriticConfig
+from s2r.runtime.mlp import PolicyRuntime, read_contract
+from s2r.sim.env import make_env
 
 
 def exported(env, path: Path) -> ActorCritic:
@@ -127,7 +127,7 @@ def test_the_runtime_turns_a_robot_state_into_a_command(tmp_path):
 
 
 def test_evaluating_an_mlp_policy_with_a_diffusion_sampler_option_is_refused(tmp_path):
-    from policies.evaluate import evaluate
+    from s2r.policies.evaluate import evaluate
 
     exported(make_env("pendulum", 1), tmp_path / "pendulum.onnx")
     with pytest.raises(ValueError, match="action_horizon: options of diffusion policies"):

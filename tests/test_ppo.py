@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from policies.normalization import EmpiricalNormalization
-from policies.ppo import PPO, ActorCritic, ActorCriticConfig, PPOConfig
-from policies.runner import OnPolicyRunner, TrainingDivergedError
+from s2r.policies.normalization import EmpiricalNormalization
+from s2r.policies.ppo import PPO, ActorCritic, ActorCriticConfig, PPOConfig
+from s2r.policies.runner import OnPolicyRunner, TrainingDivergedError
 
 SMALL_MODEL = ActorCriticConfig(actor_hidden=(32, 32), critic_hidden=(32, 32))
 FAST_PPO = PPOConfig(num_steps_per_env=16, num_mini_batches=2, num_learning_epochs=4, learning_rate=3e-3)

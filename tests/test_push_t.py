@@ -6,10 +6,10 @@ import torch
 
 from s2r.dataset import ACTION, ACTION_PLAN, OBS_STATE, load_dataset
 from s2r.observations import OBJECT_POSE
-from sim.demos import ExpertPlanner, evaluate_expert, make_expert, record_demos
-from sim.env import BatchEnv
-from sim.push_t import GOAL_POSE, T_AREA, T_RECTS, coverage, rotate
-from sim.tasks import make_task
+from s2r.sim.demos import ExpertPlanner, evaluate_expert, make_expert, record_demos
+from s2r.sim.env import BatchEnv
+from s2r.sim.push_t import GOAL_POSE, T_AREA, T_RECTS, coverage, rotate
+from s2r.sim.tasks import make_task
 
 
 def test_a_block_on_the_goal_covers_all_of_it_and_one_far_away_none():

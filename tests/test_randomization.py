@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from calibration.randomization import Dist, RandomizationError, Randomize, load_randomization
-from sim.env import BatchEnv, make_env
-from sim.tasks import make_task
+from s2r.sim.env import BatchEnv, make_env
+from s2r.sim.randomization import Dist, RandomizationError, Randomize, load_randomization
+from s2r.sim.tasks import make_task
 
 
 def arm(terms, seed=0, n=8):
@@ -89,7 +89,7 @@ def test_randomization_yaml_errors_name_the_file_and_field(tmp_path):
 
 
 def test_the_shipped_perturbed_arm_loads_and_applies():
-    env = make_env("reach", 4, randomize="calibration/perturbations/arm_perturbed.yaml")
+    env = make_env("reach", 4, randomize="sim/perturbations/arm_perturbed.yaml")
     env.reset()
     assert np.all(env.action_delay == 3) and np.all(env.encoder_offset[:, 1] == 0.02)
     link3 = env.model.body("link3").id
@@ -97,7 +97,7 @@ def test_the_shipped_perturbed_arm_loads_and_applies():
 
 
 def test_training_with_randomization_logs_each_worlds_draws(tmp_path):
-    from policies.train import default_config, train
+    from s2r.policies.train import default_config, train
 
     metrics = train(default_config("reach", num_envs=16, iterations=2, randomize="default"), tmp_path, progress=False)
     assert metrics["iterations"] == 2
@@ -107,10 +107,10 @@ def test_training_with_randomization_logs_each_worlds_draws(tmp_path):
 
 @pytest.mark.slow
 def test_a_randomized_reach_policy_beats_a_nominal_one_on_the_perturbed_arm(tmp_path):
-    from policies.evaluate import evaluate
-    from policies.train import default_config, train
+    from s2r.policies.evaluate import evaluate
+    from s2r.policies.train import default_config, train
 
-    perturbed = "calibration/perturbations/arm_perturbed.yaml"
+    perturbed = "sim/perturbations/arm_perturbed.yaml"
     rates = {}
     for randomize in (None, "default"):
         run = tmp_path / str(randomize)

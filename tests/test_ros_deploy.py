@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from s2r.observations import wrap_to_pi  # noqa: E402
+from s2r.geometry import wrap_to_pi  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HANGING = ROOT / "hardware" / "configs" / "cartpole_hanging.yaml"
@@ -26,7 +26,7 @@ FIGURES = ("control_hz_target", "control_hz_achieved", "period_p50_us", "period_
 
 
 def s2r(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "s2r.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "s2r.apps.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_the_cartpole_policy_swings_up_and_balances_under_ros2_control(cartpole_onnx, tmp_path):

@@ -1,6 +1,6 @@
 """The ROS 2 nodes as a robot meets them: real rclpy, each node in its own process.
 
-Every test runs on its own random ROS domain on loopback (`s2r_ros.environment()`). The test
+Every test runs on its own random ROS domain on loopback (`s2r.ros.environment()`). The test
 process joins that domain with a client node of its own to call services, publish commands
 and read /diagnostics. Nothing here asserts on timing figures.
 """
@@ -30,13 +30,13 @@ from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 
+from s2r.hardware.deadline import DeadlineLoop, TickTrigger  # noqa: E402
+from s2r.ros import environment  # noqa: E402
+from s2r.ros.messages import CommandReader, MessageError, StateReader, joint_state_from_state  # noqa: E402
+from s2r.ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS  # noqa: E402
+from s2r.runtime.chunking import ChunkedPolicy  # noqa: E402
 from s2r.spec import robot_spec  # noqa: E402
 from s2r.state import RobotState  # noqa: E402
-from s2r_ros import environment  # noqa: E402
-from s2r_ros.chunking import ChunkedPolicy  # noqa: E402
-from s2r_ros.deadline import DeadlineLoop, TickTrigger  # noqa: E402
-from s2r_ros.messages import CommandReader, MessageError, StateReader, joint_state_from_state  # noqa: E402
-from s2r_ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HANGING = ROOT / "hardware" / "configs" / "cartpole_hanging.yaml"
@@ -51,7 +51,7 @@ class Node:
     def __init__(self, module: str, params: dict, env: dict, log: Path) -> None:
         args = [token for k, v in params.items() for token in ("-p", f"{k}:={v}")]
         self.log = log
-        self.popen = subprocess.Popen([sys.executable, "-m", f"s2r_ros.{module}", "--ros-args", *args],
+        self.popen = subprocess.Popen([sys.executable, "-m", f"s2r.ros.{module}", "--ros-args", *args],
                                       env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
     def stop(self, signum: int = signal.SIGINT, timeout: float = 20.0) -> int:
@@ -136,10 +136,10 @@ def summary(path: Path) -> dict:
 def diffusion_onnx(tmp_path_factory) -> Path:
     """A tiny push_t diffusion policy (MLP denoiser, a few epochs on 4 scripted demos), exported: seconds to make."""
     pytest.importorskip("torch")
-    from policies.diffusion.config import DiffusionConfig
-    from policies.diffusion.export import export_diffusion
-    from policies.diffusion.train import train_diffusion
-    from sim.demos import record_demos
+    from s2r.policies.diffusion.config import DiffusionConfig
+    from s2r.policies.diffusion.export import export_diffusion
+    from s2r.policies.diffusion.train import train_diffusion
+    from s2r.sim.demos import record_demos
 
     out = tmp_path_factory.mktemp("diffusion")
     record_demos("push_t", expert="scripted", episodes=4, out=out / "demos")
@@ -213,7 +213,7 @@ def test_a_triggered_loop_ticks_on_each_arrival_and_at_its_deadline_when_one_is_
 
 # --- diffusion chunks -------------------------------------------------------------------------
 def test_diffusion_chunks_run_time_aligned_while_the_next_samples_and_are_cross_faded_in(diffusion_onnx):
-    from policies.diffusion.runtime import DiffusionRuntime
+    from s2r.runtime.diffusion import DiffusionRuntime
 
     runtime = DiffusionRuntime(diffusion_onnx, spec=robot_spec("pusher"), warm_start=True)
     tokens = threading.Semaphore(0)  # one per chunk the test lets the planner finish
@@ -358,7 +358,7 @@ def test_sigterm_damps_the_robot_and_closes_the_recording_readable(ros, cartpole
     from mcap.reader import make_reader
     from mcap_ros2.reader import read_ros2_messages
 
-    from s2r_ros.recorder import read_recording
+    from s2r.ros.recorder import read_recording
 
     env, client, tmp = ros
     recorders = [Node("recorder", {"path": tmp / f"{name}.mcap"}, env, tmp / f"{name}.log")
@@ -429,8 +429,8 @@ def test_dds_traffic_needs_nothing_but_loopback(tmp_path):
         import signal, subprocess, sys, time
         import rclpy
         from sensor_msgs.msg import JointState
-        from s2r_ros.qos import SENSOR_QOS
-        robot = subprocess.Popen([sys.executable, "-m", "s2r_ros.robot_node", "--ros-args",
+        from s2r.ros.qos import SENSOR_QOS
+        robot = subprocess.Popen([sys.executable, "-m", "s2r.ros.robot_node", "--ros-args",
                                   "-p", "realtime_priority:=0"], stdout=open({str(tmp_path / 'robot.log')!r}, "w"),
                                  stderr=subprocess.STDOUT)
         rclpy.init()
@@ -458,17 +458,17 @@ def test_the_robot_side_imports_and_runs_without_torch_or_mujoco(cartpole_onnx):
                     raise ImportError(f"{{name}} is blocked on the robot")
         sys.meta_path.insert(0, Blocked())
         import numpy as np
-        import s2r, policies.runtime, hardware, hardware.interface, hardware.safety
-        import s2r_ros, s2r_ros.messages, s2r_ros.robot_node, s2r_ros.policy_node, s2r_ros.recorder
-        import policies.diffusion.runtime, s2r_ros.chunking
-        from policies.runtime import PolicyRuntime
+        import s2r, s2r.runtime.mlp, hardware, s2r.interface, hardware.safety
+        import s2r_ros, s2r.ros.messages, s2r.ros.robot_node, s2r.ros.policy_node, s2r.ros.recorder
+        import s2r.runtime.diffusion, s2r.runtime.chunking
+        from s2r.runtime.mlp import PolicyRuntime
         from s2r.spec import robot_spec
         from s2r.state import RobotState
         runtime = PolicyRuntime({str(cartpole_onnx)!r}, spec=robot_spec("cartpole"))
         command = runtime.step(RobotState(0.0, np.zeros(2), np.zeros(2), np.zeros(2)))
         assert command.tau_ff.shape == (1,)
         try:
-            import hardware.sim_robot
+            import s2r.sim.sim_robot
         except ImportError:
             pass
         else:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hardware.safety import EVENTS, SafetyConfig, SafetyFilter
+from s2r.hardware.safety import EVENTS, SafetyConfig, SafetyFilter
 from s2r.spec import robot_spec
 from s2r.state import Command, RobotState
 
@@ -209,7 +209,7 @@ def test_bad_safety_config_names_the_field():
 
 def test_the_robot_side_imports_without_torch_or_mujoco():
     code = ("import sys; sys.modules['torch'] = None; sys.modules['mujoco'] = None\n"
-            "import hardware, hardware.interface, hardware.safety")
+            "import hardware, s2r.interface, hardware.safety")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 

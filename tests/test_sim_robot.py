@@ -6,11 +6,11 @@ import mujoco
 import numpy as np
 import pytest
 
-from hardware.interface import RobotError
-from hardware.sim_robot import SimRobot, SimRobotConfig, SimRobotConfigError, load_sim_robot_config
+from s2r.interface import RobotError
+from s2r.sim.model import compile_model
+from s2r.sim.sim_robot import SimRobot, SimRobotConfig, SimRobotConfigError, load_sim_robot_config
 from s2r.spec import robot_spec
 from s2r.state import Command
-from sim.model import compile_model
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 """sim/robots/arm/arm.xml has no <compiler angle="radian"/>, so its ranges (-2.6 2.6) compile as degrees."""
@@ -194,8 +194,8 @@ def test_a_realtime_robot_steps_in_real_time_on_its_thread_and_closes_cleanly():
 
 def test_torque_commands_give_the_trajectory_of_the_training_env():
     torch = pytest.importorskip("torch")
-    from sim.env import BatchEnv
-    from sim.tasks import make_task
+    from s2r.sim.env import BatchEnv
+    from s2r.sim.tasks import make_task
 
     env = BatchEnv(make_task("cartpole"), num_envs=1, seed=0)
     env.reset()

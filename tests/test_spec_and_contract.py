@@ -115,7 +115,7 @@ def test_action_mapping_scales_offsets_and_clips():
 
 
 def test_an_mjcf_whose_joint_ranges_disagree_with_the_spec_is_refused(tmp_path):
-    from sim.model import compile_model
+    from s2r.sim.model import compile_model
 
     xml = (ROBOTS_DIR / "arm" / "arm.xml").read_text().replace('<compiler angle="radian"/>', "")
     (tmp_path / "arm.xml").write_text(xml)

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibration.excitation import ExcitationConfig, excite, multisine, run_excitation
-from calibration.randomization import load_randomization
-from calibration.recording import RecordingError, RecordingWriter, read_recording
-from calibration.sysid import SysidError, SysidProblem, identify, parse_bounds
-from hardware.sim_robot import SimRobot, load_sim_robot_config
+from s2r.calibration.excitation import ExcitationConfig, excite, multisine, run_excitation
+from s2r.calibration.recording import RecordingError, RecordingWriter, read_recording
+from s2r.calibration.sysid import SysidError, SysidProblem, identify, parse_bounds
+from s2r.sim.model import compile_model
+from s2r.sim.randomization import load_randomization
+from s2r.sim.sim_robot import SimRobot, load_sim_robot_config
 from s2r.spec import load_robot_spec, robot_spec
 from s2r.state import Command, RobotState
-from sim.model import compile_model
 
 ROOT = Path(__file__).resolve().parent.parent
 PERTURBED = ROOT / "hardware" / "configs" / "arm_perturbed.yaml"
@@ -97,7 +97,8 @@ def test_recorded_gains_apply_from_their_message_on_and_a_recording_without_them
     assert np.allclose(rec.command_time, [0.0, 0.02, 0.04, 0.06])
 
     from mcap_ros2.writer import Writer  # a deploy recording: JointState commands, no gains topic
-    from calibration.recording import JOINT_STATE_DEFINITION
+
+    from s2r.calibration.recording import JOINT_STATE_DEFINITION
 
     path = tmp_path / "deploy.mcap"
     with open(path, "wb") as stream, Writer(stream) as writer:

@@ -14,8 +14,8 @@ import mujoco
 import numpy as np
 import pytest
 
-from hardware.teleop import DeviceUnavailable, DifferentialIK, TeleopCommand, TeleopDevice, open_device
-from hardware.teleop.keyboard import HOLD_S, KeyboardDevice
+from s2r.hardware.teleop import DeviceUnavailable, DifferentialIK, TeleopCommand, TeleopDevice, open_device
+from s2r.hardware.teleop.keyboard import HOLD_S, KeyboardDevice
 from s2r.spec import robot_spec
 
 
@@ -169,7 +169,7 @@ def test_a_missing_device_is_a_clear_message_not_a_traceback(name):
 
 # --- sessions against the simulator -------------------------------------------------------------
 def test_a_scripted_operator_pushes_the_t_and_records_a_dataset_that_checks(tmp_path):
-    from hardware.teleop.session import run_teleop
+    from s2r.apps.teleop import run_teleop
     from s2r.dataset import check_dataset, load_dataset
 
     out = tmp_path / "push_t"
@@ -186,7 +186,7 @@ def test_a_scripted_operator_pushes_the_t_and_records_a_dataset_that_checks(tmp_
 
 
 def test_a_device_unplugged_mid_episode_leaves_no_half_written_episode(tmp_path):
-    from hardware.teleop.session import run_teleop
+    from s2r.apps.teleop import run_teleop
     from s2r.dataset import check_dataset, load_dataset
 
     out = tmp_path / "push_t"
@@ -201,7 +201,7 @@ def test_a_device_unplugged_mid_episode_leaves_no_half_written_episode(tmp_path)
 
 
 def test_a_discard_press_drops_the_take_and_the_episode_starts_again(tmp_path):
-    from hardware.teleop.session import run_teleop
+    from s2r.apps.teleop import run_teleop
     from s2r.dataset import check_dataset
 
     out = tmp_path / "push_t"
@@ -214,9 +214,9 @@ def test_a_discard_press_drops_the_take_and_the_episode_starts_again(tmp_path):
 def test_reach_moves_the_simulated_arm_s_end_effector_as_commanded():
     import torch
 
-    from hardware.teleop.session import ReachMapping
-    from sim.env import BatchEnv
-    from sim.tasks import make_task
+    from s2r.apps.teleop import ReachMapping
+    from s2r.sim.env import BatchEnv
+    from s2r.sim.tasks import make_task
 
     env = BatchEnv(make_task("reach"), 1, seed=0, nthread=1)
     env.reset()
@@ -244,14 +244,14 @@ def test_the_teleop_node_publishes_the_keyboard_s_twist_on_cmd_vel(monkeypatch):
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
 
-    from s2r_ros import environment
-    from s2r_ros.qos import SENSOR_QOS
+    from s2r.ros import environment
+    from s2r.ros.qos import SENSOR_QOS
 
     for key, value in environment().items():  # loopback, fastrtps, a random domain: for this process and the node
         monkeypatch.setenv(key, value)
     env = dict(os.environ)
     master, slave = os.openpty()
-    node = subprocess.Popen([sys.executable, "-m", "s2r_ros.teleop_node", "--ros-args", "-p", "device:=keyboard",
+    node = subprocess.Popen([sys.executable, "-m", "s2r.ros.teleop_node", "--ros-args", "-p", "device:=keyboard",
                              "-p", "linear_speed:=0.3", "-p", "rate_hz:=50.0"],
                             env=env, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     os.close(slave)
@@ -291,10 +291,10 @@ def test_the_teleop_node_publishes_the_keyboard_s_twist_on_cmd_vel(monkeypatch):
 
 def test_the_teleop_node_refuses_to_start_without_its_device():
     pytest.importorskip("rclpy")
-    from s2r_ros import environment
+    from s2r.ros import environment
 
     env = {**os.environ, **environment()}
-    node = subprocess.run([sys.executable, "-m", "s2r_ros.teleop_node", "--ros-args", "-p", "device:=gamepad"],
+    node = subprocess.run([sys.executable, "-m", "s2r.ros.teleop_node", "--ros-args", "-p", "device:=gamepad"],
                           env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
     assert node.returncode == 2
     assert "refusing to start: gamepad: none found" in node.stderr and "Traceback" not in node.stderr

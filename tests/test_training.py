@@ -5,13 +5,13 @@ import json
 import pytest
 import torch
 
-from policies.evaluate import evaluate
-from policies.export import export_onnx
-from policies.ppo import ActorCriticConfig, PPOConfig
-from policies.runner import OnPolicyRunner, TrainingDivergedError
-from policies.train import CheckpointError, default_config, load_policy, train
 from s2r.observations import TARGET
-from sim.env import make_env
+from s2r.policies.evaluate import evaluate
+from s2r.policies.export import export_onnx
+from s2r.policies.ppo import ActorCriticConfig, PPOConfig
+from s2r.policies.runner import OnPolicyRunner, TrainingDivergedError
+from s2r.policies.train import CheckpointError, default_config, load_policy, train
+from s2r.sim.env import make_env
 
 
 def test_ppo_learns_pendulum_swing_up_and_the_exported_policy_keeps_it(tmp_path):

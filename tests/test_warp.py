@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from sim.env import make_env
-from sim.warp_batch import WarpBatch, WarpOverflowError, WarpUnsupportedError
+from s2r.sim.env import make_env
+from s2r.sim.warp_batch import WarpBatch, WarpOverflowError, WarpUnsupportedError
 
 # float32 (Warp) against float64 (MuJoCo's C engine), one second of random control:
 # the shipped robots agree to about 1e-5; the tolerance leaves a decade of margin.
@@ -130,7 +130,7 @@ def test_copying_world_states_on_warp_is_refused_naming_the_backend():
 
 
 def test_a_policy_trained_on_cpu_does_the_same_on_warp(cartpole_onnx):
-    from policies.evaluate import evaluate
+    from s2r.policies.evaluate import evaluate
 
     results = {backend: evaluate(cartpole_onnx, episodes=4, backend=backend) for backend in ("cpu", "warp")}
     assert results["cpu"]["success_rate"] == results["warp"]["success_rate"] == 1.0

@@ -78,24 +78,3 @@ class TeleopDevice:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-DEVICES = ("keyboard", "gamepad", "spacemouse")
-"""The devices `open_device` knows."""
-
-
-def open_device(name: str, **options) -> TeleopDevice:
-    """Open a device by name (`keyboard`, `gamepad`, `spacemouse`); DeviceUnavailable if it is not there."""
-    if name == "keyboard":
-        from hardware.teleop.keyboard import KeyboardDevice
-
-        return KeyboardDevice(**options)
-    if name == "gamepad":
-        from hardware.teleop.gamepad import GamepadDevice
-
-        return GamepadDevice(**options)
-    if name == "spacemouse":
-        from hardware.teleop.spacemouse import SpaceMouseDevice
-
-        return SpaceMouseDevice(**options)
-    raise ValueError(f"unknown teleop device {name!r}; known: {', '.join(DEVICES)}")

@@ -21,7 +21,7 @@ import errno
 
 import numpy as np
 
-from hardware.teleop.devices import DeviceUnavailable, TeleopCommand, TeleopDevice
+from s2r.hardware.teleop.devices import DeviceUnavailable, TeleopCommand, TeleopDevice
 
 DEAD_ZONE = 0.1
 """Stick deflections below this fraction of full scale read as zero (sticks rarely rest at centre)."""

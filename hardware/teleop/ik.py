@@ -18,7 +18,7 @@ direction of motion is kept.
     q_target = q + dq * dt                               # within [lower, upper]
 
 The Jacobian comes from MuJoCo: `env.batch.jac(body, point)` for a BatchEnv (see
-`hardware.teleop.session`), `mujoco.mj_jacSite` for one MjData.
+`s2r.apps.teleop`), `mujoco.mj_jacSite` for one MjData.
 """
 
 from __future__ import annotations

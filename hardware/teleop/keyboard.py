@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from hardware.teleop.devices import DeviceUnavailable, TeleopCommand, TeleopDevice
+from s2r.hardware.teleop.devices import DeviceUnavailable, TeleopCommand, TeleopDevice
 
 AXES: dict[bytes, tuple[int, float]] = {
     b"w": (0, 1.0), b"s": (0, -1.0), b"a": (1, 1.0), b"d": (1, -1.0), b"r": (2, 1.0), b"f": (2, -1.0),

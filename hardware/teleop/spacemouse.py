@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hardware.teleop.devices import DeviceUnavailable, TeleopCommand, TeleopDevice
+from s2r.hardware.teleop.devices import DeviceUnavailable, TeleopCommand, TeleopDevice
 
 VENDOR_IDS = (0x046D, 0x256F)
 """Logitech (older SpaceMice) and 3Dconnexion."""

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from policies.diffusion.runtime import DiffusionRuntime
-from policies.runtime import read_contract
 from s2r.contract import ContractError
 from s2r.observations import LAST_ACTION
-from sim.env import make_env
+from s2r.runtime.diffusion import DiffusionRuntime
+from s2r.runtime.mlp import read_contract
+from s2r.sim.env import make_env
 
 
 def evaluate_diffusion(source: Path, *, task: str | None = None, episodes: int = 50, seed: int = 1,
@@ -36,7 +36,7 @@ def evaluate_diffusion(source: Path, *, task: str | None = None, episodes: int =
     """Success rate and mean final coverage of the policy in `source` (ONNX file or diffusion run directory)."""
     source = Path(source)
     if source.is_dir():
-        from policies.diffusion.export import export_diffusion
+        from s2r.policies.diffusion.export import export_diffusion
 
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = export_diffusion(source, Path(tmp) / "policy.onnx")

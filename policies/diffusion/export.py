@@ -5,7 +5,7 @@ chunk `sample` (B, pred_horizon, A) float32 and the diffusion step `timestep` (B
 network's prediction `eps` (B, pred_horizon, A): the noise, or the clean chunk for prediction "sample"; the batch axis is dynamic. The observation
 normalization is inside the graph. The metadata holds the PolicyContract (kind "diffusion",
 history_length = obs_horizon) under `s2r_contract` and, under `s2r_diffusion`, what the numpy
-DDIM loop of `policies.diffusion.runtime` needs: horizons, ᾱ_t, the DDIM timesteps, the
+DDIM loop of `s2r.runtime.diffusion` needs: horizons, ᾱ_t, the DDIM timesteps, the
 warm-start step count, the action normalizer and, for relative actions, their reference.
 
     export_diffusion(Path("runs/dp"), Path("dp.onnx"))
@@ -18,14 +18,13 @@ from pathlib import Path
 
 import torch
 
-from policies.diffusion.config import DiffusionConfig
-from policies.diffusion.model import DiffusionModel
-from policies.diffusion.processing import ActionReference, RangeNormalizer
-from policies.diffusion.runtime import DIFFUSION_KEY, EPS_OUTPUT, OBS_INPUT, SAMPLE_INPUT, TIMESTEP_INPUT
-from policies.diffusion.sampler import NoiseSchedule
-from policies.export import OPSET, save_onnx
 from s2r.contract import METADATA_KEY, PolicyContract
-
+from s2r.policies.diffusion.config import DiffusionConfig
+from s2r.policies.diffusion.model import DiffusionModel
+from s2r.policies.diffusion.processing import RangeNormalizer
+from s2r.policies.diffusion.sampler import NoiseSchedule
+from s2r.policies.export import OPSET, save_onnx
+from s2r.runtime.diffusion import DIFFUSION_KEY, EPS_OUTPUT, OBS_INPUT, SAMPLE_INPUT, TIMESTEP_INPUT, ActionReference
 
 
 def sampler_metadata(cfg: DiffusionConfig, contract: PolicyContract, action_norm: RangeNormalizer) -> dict:
@@ -61,7 +60,7 @@ def export_diffusion_model(model: DiffusionModel, cfg: DiffusionConfig, contract
 
 def export_diffusion(run_dir: Path, path: Path) -> Path:
     """Export the EMA model of a diffusion run directory to `path`."""
-    from policies.diffusion.train import load_diffusion
+    from s2r.policies.diffusion.train import load_diffusion
 
     model, cfg, contract, action_norm = load_diffusion(run_dir)
     return export_diffusion_model(model, cfg, contract, action_norm, path)

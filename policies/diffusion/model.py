@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from policies.diffusion.config import DiffusionConfig
+from s2r.policies.diffusion.config import DiffusionConfig
 
 
 class Normalize(nn.Module):

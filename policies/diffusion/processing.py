@@ -68,50 +68,6 @@ class RangeNormalizer:
 
     def module(self):
         """The torch module that normalizes (..., D) the same way, statistics as buffers."""
-        from policies.diffusion.model import Normalize
+        from s2r.policies.diffusion.model import Normalize
 
         return Normalize(self.center, self.scale)
-
-
-@dataclass(frozen=True)
-class ActionReference:
-    """Where relative actions are measured from: the newest observed joint positions as a raw action.
-
-    With a position-mode mapping q = offset + scale * a, the joint positions q_t at the step a
-    chunk is planned are the raw action r_t = (q_t - offset) / scale; the policy predicts a - r_t.
-    `start`, `stop`: the joint_pos term's slice of one observation frame; `obs_scale` its scale.
-    """
-
-    start: int
-    stop: int
-    obs_scale: float
-    offset: np.ndarray
-    """(A,) the action mapping's offset."""
-    scale: np.ndarray
-    """(A,) the action mapping's scale."""
-
-    @classmethod
-    def for_contract(cls, contract) -> ActionReference:
-        """From a PolicyContract: its joint_pos term and position-mode action mapping; ValueError otherwise."""
-        names = [t.name for t in contract.observation]
-        if "joint_pos" not in names or contract.action.mode != "position" \
-                or tuple(contract.action.joint_names) != tuple(contract.joint_names):
-            raise ValueError(f"relative_actions: needs a joint_pos observation term and position actions on every "
-                             f"joint; the policy observes {names} with {contract.action.mode} actions")
-        i = names.index("joint_pos")
-        start = int(sum(contract.observation_sizes[:i]))
-        return cls(start, start + contract.observation_sizes[i], contract.observation[i].scale,
-                   np.asarray(contract.action.offset), np.asarray(contract.action.scale))
-
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        """Raw action (..., A) at the joint positions of observation frames (..., D)."""
-        return (frame[..., self.start:self.stop] / self.obs_scale - self.offset) / self.scale
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"start": self.start, "stop": self.stop, "obs_scale": self.obs_scale,
-                "offset": self.offset.tolist(), "scale": self.scale.tolist()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ActionReference:
-        return cls(int(data["start"]), int(data["stop"]), float(data["obs_scale"]),
-                   np.asarray(data["offset"], dtype=np.float64), np.asarray(data["scale"], dtype=np.float64))

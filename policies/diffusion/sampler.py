@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from policies.diffusion.model import DiffusionModel
+from s2r.policies.diffusion.model import DiffusionModel
 
 
 @dataclass(frozen=True)

@@ -31,13 +31,14 @@ import numpy as np
 import torch
 import yaml
 
-from policies.diffusion.config import DiffusionConfig
-from policies.diffusion.model import DiffusionModel
-from policies.diffusion.processing import ActionReference, RangeNormalizer
-from policies.diffusion.sampler import NoiseSchedule
-from policies.train import plain_data, s2r_version
 from s2r.contract import PolicyContract
 from s2r.dataset import ACTION, ACTION_PLAN, INFO_PATH, OBS_STATE, Dataset, DatasetError, load_dataset
+from s2r.policies.diffusion.config import DiffusionConfig
+from s2r.policies.diffusion.model import DiffusionModel
+from s2r.policies.diffusion.processing import RangeNormalizer
+from s2r.policies.diffusion.sampler import NoiseSchedule
+from s2r.policies.train import plain_data, s2r_version
+from s2r.runtime.diffusion import ActionReference
 
 CHECKPOINT = "diffusion.pt"
 
@@ -45,7 +46,7 @@ CHECKPOINT = "diffusion.pt"
 def check_dataset_fits(dataset: Dataset, task: str, plan_steps: int = 1) -> None:
     """Raise DatasetError naming the dataset file and field where its observation or action size differs from `task`,
     or where its expert plans (if any) are shorter than `plan_steps` actions."""
-    from sim.demos import task_features
+    from s2r.sim.demos import task_features
 
     expected = task_features(task)
     info = dataset.root / INFO_PATH
@@ -87,7 +88,7 @@ def make_windows(episodes: list[dict[str, np.ndarray]], obs_horizon: int, pred_h
 
 def policy_contract(task: str, obs_horizon: int, provenance: dict[str, Any]) -> PolicyContract:
     """The contract of a diffusion policy for `task`: its observation terms, history = obs_horizon, kind diffusion."""
-    from sim.env import make_env
+    from s2r.sim.env import make_env
 
     env = make_env(task, 1)
     try:
@@ -110,7 +111,7 @@ def train_diffusion(cfg: DiffusionConfig, dataset_root: Path, out: Path, *, prog
         "epochs": cfg.epochs, "dataset": str(dataset_root), "episodes": len(dataset.episodes),
         "s2r_version": s2r_version()})
     obs, act = make_windows(dataset.episodes, cfg.obs_horizon, cfg.pred_horizon)
-    from sim.tasks import make_task
+    from s2r.sim.tasks import make_task
 
     task = make_task(cfg.task)
     mirrored = cfg.mirror and task.has_mirror

@@ -18,7 +18,7 @@ from typing import Any
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
-from s2r_ros.spin import StartupError
+from .spin import StartupError
 
 Check = Callable[[Any], str | None]
 """Returns what is wrong with a value, or None when it is fine."""

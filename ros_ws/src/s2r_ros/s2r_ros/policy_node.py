@@ -1,7 +1,7 @@
 """policy_node: an exported ONNX policy on a deadline loop, from `joint_states` to `joint_command`.
 
 At start it loads the ONNX file by its contract's kind, `mlp` with `PolicyRuntime`,
-`diffusion` with `DiffusionRuntime` executed in chunks by `s2r_ros.chunking.ChunkedPolicy`
+`diffusion` with `DiffusionRuntime` executed in chunks by `s2r.runtime.chunking.ChunkedPolicy`
 (receding horizon, sampled off the control thread, chunks cross-faded over `blend_steps`
 ticks), and checks the contract in its metadata against the robot's spec: robot, joint
 order, action joints, observation sizes, control period, task inputs it can feed and
@@ -26,7 +26,7 @@ the executor thread and hand data over under a lock.
     target        geometry_msgs/PointStamped      in   policies with a target input (x, y, z), base frame
     object_pose   geometry_msgs/PoseStamped       in   policies with an object_pose input (push_t's block:
                                                        x, y and the yaw of the orientation), from perception
-    joint_command sensor_msgs/JointState          out  actuated joints, see s2r_ros.messages
+    joint_command sensor_msgs/JointState          out  actuated joints, see s2r.ros.messages
     /diagnostics  diagnostic_msgs/DiagnosticArray out  ~1 Hz: period, inference, overruns, safety
 
 Task inputs are zero until their first message. The robot cannot measure an object it
@@ -52,23 +52,26 @@ from geometry_msgs.msg import PointStamped, PoseStamped, Twist
 from rclpy.node import Node
 from sensor_msgs.msg import Imu, JointState
 
-from policies.diffusion.runtime import DiffusionRuntime
-from policies.runtime import PolicyRuntime, read_contract
 from s2r.contract import ContractError, PolicyContract
+from s2r.geometry import yaw_from_quat
+from s2r.hardware.deadline import DEFAULT_SPIN_S, DeadlineLoop, TickTrigger, set_realtime_priority
 from s2r.observations import CMD_VEL, LAST_ACTION, OBJECT_POSE, TARGET
+from s2r.reports import SampleWindow, diagnostic_text, percentiles_us, write_json
+from s2r.runtime.chunking import ChunkedPolicy
+from s2r.runtime.diffusion import DiffusionRuntime
+from s2r.runtime.mlp import PolicyRuntime, read_contract
 from s2r.spec import RobotSpec, SpecError, robot_spec
-from s2r_ros.chunking import ChunkedPolicy
-from s2r_ros.deadline import DEFAULT_SPIN_S, DeadlineLoop, TickTrigger, set_realtime_priority
-from s2r_ros.messages import MessageError, StateReader, check_gains, joint_state_from_command
-from s2r_ros.parameters import Param, declare, non_empty, non_negative, positive, priority
-from s2r_ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, SENSOR_QOS
-from s2r_ros.reports import SampleWindow, diagnostic_text, percentiles_us, write_json
-from s2r_ros.spin import StartupError, run_node
+
+from .messages import MessageError, StateReader, check_gains, joint_state_from_command
+from .parameters import Param, declare, non_empty, non_negative, positive, priority
+from .qos import COMMAND_QOS, DIAGNOSTICS_QOS, SENSOR_QOS
+from .spin import StartupError, run_node
+
 
 def _planar_pose(msg: PoseStamped) -> np.ndarray:
     """(x, y, sin yaw, cos yaw) of a pose, yaw about z (the `object_pose` observation term)."""
     o = msg.pose.orientation
-    yaw = np.arctan2(2.0 * (o.w * o.z + o.x * o.y), 1.0 - 2.0 * (o.y * o.y + o.z * o.z))
+    yaw = yaw_from_quat(np.array([o.w, o.x, o.y, o.z]))
     return np.array([msg.pose.position.x, msg.pose.position.y, np.sin(yaw), np.cos(yaw)])
 
 

@@ -38,9 +38,9 @@ from rclpy.node import Node
 from rosidl_parser.definition import AbstractNestedType, NamespacedType
 from sensor_msgs.msg import Imu, JointState
 
-from s2r_ros.parameters import Param, declare, non_empty, positive
-from s2r_ros.qos import RECORD_QOS
-from s2r_ros.spin import StartupError, run_node
+from .parameters import Param, declare, non_empty, positive
+from .qos import RECORD_QOS
+from .spin import StartupError, run_node
 
 TOPICS: dict[str, type] = {
     "joint_states": JointState,

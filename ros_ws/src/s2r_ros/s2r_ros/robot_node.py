@@ -15,7 +15,7 @@ Topics and services (relative names, so a namespace can hold several robots):
 
     joint_states   sensor_msgs/JointState  out  every control period, header.stamp = state.stamp
     imu            sensor_msgs/Imu         out  floating-base robots with an IMU
-    joint_command  sensor_msgs/JointState  in   see s2r_ros.messages: names checked, reordered
+    joint_command  sensor_msgs/JointState  in   see s2r.ros.messages: names checked, reordered
     /diagnostics   diagnostic_msgs/DiagnosticArray  out  ~1 Hz: safety mode and events, latency
     enable, disable, estop, reset_estop    std_srvs/Trigger
 
@@ -56,16 +56,17 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from sensor_msgs.msg import Imu, JointState
 from std_srvs.srv import Trigger
 
-from hardware.interface import RobotError, RobotInterface
-from hardware.safety import SafetyConfig, SafetyFilter
+from s2r.hardware.deadline import DeadlineLoop, TickTrigger, set_realtime_priority
+from s2r.hardware.safety import SafetyConfig, SafetyFilter
+from s2r.interface import RobotError, RobotInterface
+from s2r.reports import SampleWindow, diagnostic_text, percentiles_us, write_json
 from s2r.spec import RobotSpec, SpecError, robot_spec
 from s2r.state import Command, RobotState
-from s2r_ros.deadline import DeadlineLoop, TickTrigger, set_realtime_priority
-from s2r_ros.messages import CommandReader, MessageError, imu_from_state, joint_state_from_state
-from s2r_ros.parameters import Param, declare, non_empty, non_negative, one_of, positive, priority
-from s2r_ros.qos import COMMAND_QOS, DIAGNOSTICS_QOS, SENSOR_QOS
-from s2r_ros.reports import SampleWindow, diagnostic_text, percentiles_us, write_json
-from s2r_ros.spin import StartupError, run_node
+
+from .messages import CommandReader, MessageError, imu_from_state, joint_state_from_state
+from .parameters import Param, declare, non_empty, non_negative, one_of, positive, priority
+from .qos import COMMAND_QOS, DIAGNOSTICS_QOS, SENSOR_QOS
+from .spin import StartupError, run_node
 
 MODE_CODES = {"soft_start": 0, "running": 1, "damping": 2, "estop": 3, "disabled": 4}
 """Mode of each trajectory sample, as stored in the trajectory file."""
@@ -79,7 +80,7 @@ DIAGNOSTIC_LEVELS = {"running": DiagnosticStatus.OK, "soft_start": DiagnosticSta
 
 def _sim_robot(spec: RobotSpec, config_path: str) -> RobotInterface:
     """SimRobot, imported here: MuJoCo is needed only when the robot is simulated."""
-    from hardware.sim_robot import SimRobot, load_sim_robot_config
+    from s2r.sim.sim_robot import SimRobot, load_sim_robot_config
 
     return SimRobot(spec, load_sim_robot_config(config_path) if config_path else None)
 
@@ -91,7 +92,7 @@ DRIVERS = {"sim": _sim_robot}
 @runtime_checkable
 class AnnouncesStates(Protocol):
     """A robot that measures on its own clock and calls back the moment a measurement becomes
-    readable, one every `period` seconds (see `hardware.sim_robot.SimRobot.set_state_callback`)."""
+    readable, one every `period` seconds (see `s2r.sim.sim_robot.SimRobot.set_state_callback`)."""
 
     def set_state_callback(self, callback: Callable[[], None] | None, *, period: float | None = None) -> None: ...
 
@@ -150,7 +151,7 @@ class RobotNode(LifecycleNode):
         self.active = False
         self.closed = False
         self.failure: str | None = None
-        """Set when the loop thread died; the process then shuts down (see s2r_ros.spin)."""
+        """Set when the loop thread died; the process then shuts down (see s2r.ros.spin)."""
         self.state: RobotState | None = None
         self.measured = TickTrigger()
         """Fired by the robot when the measurement of a control period becomes readable."""

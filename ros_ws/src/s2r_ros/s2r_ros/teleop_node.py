@@ -22,9 +22,10 @@ from geometry_msgs.msg import Twist
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from hardware.teleop.devices import DEVICES, DeviceUnavailable, TeleopCommand, TeleopDevice, open_device
-from s2r_ros.parameters import Param, declare, one_of, positive
-from s2r_ros.spin import StartupError, run_node
+from s2r.hardware.teleop import DEVICES, DeviceUnavailable, TeleopCommand, TeleopDevice, open_device
+
+from .parameters import Param, declare, one_of, positive
+from .spin import StartupError, run_node
 
 TWIST_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.VOLATILE)

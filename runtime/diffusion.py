@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from policies.diffusion.processing import ActionReference
-from policies.runtime import _contract_of, _session, as_batch, first_row, observe
 from s2r.contract import ContractError
 from s2r.observations import ObservationHistory
+from s2r.runtime.mlp import _contract_of, _session, as_batch, first_row, observe
 from s2r.spec import RobotSpec
 from s2r.state import Command, RobotState
 
@@ -42,6 +43,51 @@ TIMESTEP_INPUT = "timestep"
 EPS_OUTPUT = "eps"
 DIFFUSION_KEY = "s2r_diffusion"
 """The ONNX metadata_props key that holds the sampler's metadata (horizons, schedule, action normalizer)."""
+
+
+
+@dataclass(frozen=True)
+class ActionReference:
+    """Where relative actions are measured from: the newest observed joint positions as a raw action.
+
+    With a position-mode mapping q = offset + scale * a, the joint positions q_t at the step a
+    chunk is planned are the raw action r_t = (q_t - offset) / scale; the policy predicts a - r_t.
+    `start`, `stop`: the joint_pos term's slice of one observation frame; `obs_scale` its scale.
+    """
+
+    start: int
+    stop: int
+    obs_scale: float
+    offset: np.ndarray
+    """(A,) the action mapping's offset."""
+    scale: np.ndarray
+    """(A,) the action mapping's scale."""
+
+    @classmethod
+    def for_contract(cls, contract) -> ActionReference:
+        """From a PolicyContract: its joint_pos term and position-mode action mapping; ValueError otherwise."""
+        names = [t.name for t in contract.observation]
+        if "joint_pos" not in names or contract.action.mode != "position" \
+                or tuple(contract.action.joint_names) != tuple(contract.joint_names):
+            raise ValueError(f"relative_actions: needs a joint_pos observation term and position actions on every "
+                             f"joint; the policy observes {names} with {contract.action.mode} actions")
+        i = names.index("joint_pos")
+        start = int(sum(contract.observation_sizes[:i]))
+        return cls(start, start + contract.observation_sizes[i], contract.observation[i].scale,
+                   np.asarray(contract.action.offset), np.asarray(contract.action.scale))
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """Raw action (..., A) at the joint positions of observation frames (..., D)."""
+        return (frame[..., self.start:self.stop] / self.obs_scale - self.offset) / self.scale
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start": self.start, "stop": self.stop, "obs_scale": self.obs_scale,
+                "offset": self.offset.tolist(), "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ActionReference:
+        return cls(int(data["start"]), int(data["stop"]), float(data["obs_scale"]),
+                   np.asarray(data["offset"], dtype=np.float64), np.asarray(data["scale"], dtype=np.float64))
 
 
 class DiffusionRuntime:
@@ -54,7 +100,7 @@ class DiffusionRuntime:
         self.contract = _contract_of(self.session, self.path)
         if self.contract.kind != "diffusion":
             raise ContractError(f"{self.path}: contract kind {self.contract.kind!r}: this runtime runs "
-                                "'diffusion' policies (use policies.runtime.PolicyRuntime for 'mlp')")
+                                "'diffusion' policies (use s2r.runtime.mlp.PolicyRuntime for 'mlp')")
         self.warnings = self.contract.check(spec)
         metadata = self.session.get_modelmeta().custom_metadata_map
         if DIFFUSION_KEY not in metadata:

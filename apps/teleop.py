@@ -35,13 +35,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from hardware.teleop.devices import DeviceUnavailable, TeleopCommand, TeleopDevice
-from hardware.teleop.ik import DifferentialIK
 from s2r.dataset import ACTION, OBS_STATE, DatasetWriter
-from sim.demos import task_features
-from sim.env import BatchEnv
-from sim.push_t import WORKSPACE
-from sim.tasks import make_task
+from s2r.hardware.teleop.devices import DeviceUnavailable, TeleopCommand, TeleopDevice
+from s2r.hardware.teleop.ik import DifferentialIK
+from s2r.sim.demos import task_features
+from s2r.sim.env import BatchEnv
+from s2r.sim.push_t import WORKSPACE
+from s2r.sim.tasks import make_task
 
 SPEEDS = {"push_t": (0.15, 0.0), "reach": (0.25, 0.0)}
 """Per task, (linear m/s, angular rad/s) at full deflection of the device."""

@@ -47,10 +47,10 @@ import mujoco
 import numpy as np
 import yaml
 
-from hardware.interface import RobotError, RobotInterface
+from s2r.interface import RobotError, RobotInterface
+from s2r.sim.model import compile_model
 from s2r.spec import RobotSpec
 from s2r.state import Command, RobotState
-from sim.model import compile_model
 
 JOINT_OVERRIDES = {"damping": "dof_damping", "armature": "dof_armature", "frictionloss": "dof_frictionloss"}
 """Joint parameters a config may override → the MjModel field they change."""

@@ -16,9 +16,9 @@ def run_demo(out: Path, *, iterations: int | None = None) -> dict:
     from rich.table import Table
 
     from bench.inference import run as bench_inference
-    from policies.evaluate import evaluate
-    from policies.export import ExportedActor, export_onnx
-    from policies.train import default_config, load_policy, train
+    from s2r.policies.evaluate import evaluate
+    from s2r.policies.export import ExportedActor, export_onnx
+    from s2r.policies.train import default_config, load_policy, train
     from s2r.spec import robot_spec
 
     console = Console()

@@ -3,7 +3,7 @@
 Receding horizon with Diffusion Policy's timing (`policies.diffusion.config`): every
 `action_horizon` ticks the control thread hands the observation window of that tick to a
 planner thread, which samples a chunk of `pred_horizon` actions with the numpy DDIM of
-`policies.diffusion.runtime.DiffusionRuntime` (warm-started from the previous chunk when the
+`s2r.runtime.diffusion.DiffusionRuntime` (warm-started from the previous chunk when the
 runtime is). The tick goes on with the current chunk meanwhile: a chunk predicts
 `pred_horizon - obs_horizon - action_horizon` actions beyond the ones it is meant to execute,
 so sampling may take a few control periods without the tick ever waiting for it. A new chunk
@@ -49,10 +49,10 @@ from typing import Any
 
 import numpy as np
 
-from policies.diffusion.runtime import DiffusionRuntime
-from policies.runtime import as_batch, first_row
+from s2r.reports import SampleWindow, percentiles_us
+from s2r.runtime.diffusion import DiffusionRuntime
+from s2r.runtime.mlp import as_batch, first_row
 from s2r.state import Command, RobotState
-from s2r_ros.reports import SampleWindow, percentiles_us
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 if TYPE_CHECKING:
-    from sim.env import BatchEnv
+    from s2r.sim.env import BatchEnv
 
 Target = Literal["friction", "mass", "com", "damping", "armature", "frictionloss", "kp", "kd", "motor_strength",
                  "encoder_offset", "action_delay", "push"]

@@ -37,15 +37,15 @@ def _emit(result: dict[str, Any], as_json: bool, title: str) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     if args.nproc > 1:
-        from policies.distributed import launch
+        from s2r.policies.distributed import launch
 
         raise SystemExit(launch(args.nproc, _without_option(args.argv, "--nproc")))
     out = Path(args.out or f"runs/{args.task}")
     if args.policy == "diffusion":
         _train_diffusion(args, out)
         return
-    from policies.runner import TrainingDivergedError
-    from policies.train import default_config, train
+    from s2r.policies.runner import TrainingDivergedError
+    from s2r.policies.train import default_config, train
 
     cfg = default_config(args.task, backend=args.backend, device=args.device, num_envs=args.num_envs,
                          iterations=args.iterations, seed=args.seed, randomize=args.randomize, robot=args.robot)
@@ -72,8 +72,8 @@ def _without_option(argv: list[str], name: str) -> list[str]:
 
 
 def _train_diffusion(args: argparse.Namespace, out: Path) -> None:
-    from policies.diffusion.config import DiffusionConfig
-    from policies.diffusion.train import train_diffusion
+    from s2r.policies.diffusion.config import DiffusionConfig
+    from s2r.policies.diffusion.train import train_diffusion
 
     if not args.dataset:
         raise SystemExit("s2r train: --policy diffusion needs --dataset DATASET (record one with s2r demos)")
@@ -83,10 +83,10 @@ def _train_diffusion(args: argparse.Namespace, out: Path) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from policies.diffusion.export import export_diffusion
-    from policies.diffusion.train import is_diffusion_run
-    from policies.export import export_onnx
-    from policies.train import load_policy
+    from s2r.policies.diffusion.export import export_diffusion
+    from s2r.policies.diffusion.train import is_diffusion_run
+    from s2r.policies.export import export_onnx
+    from s2r.policies.train import load_policy
 
     if is_diffusion_run(Path(args.run_dir)):
         print(f"wrote {export_diffusion(Path(args.run_dir), Path(args.out))} (diffusion policy)")
@@ -98,7 +98,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from policies.runtime import read_contract
+    from s2r.runtime.mlp import read_contract
 
     contract = read_contract(Path(args.file))
     if args.json:
@@ -108,7 +108,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from policies.evaluate import evaluate
+    from s2r.policies.evaluate import evaluate
 
     sampler = {k: v for k, v in (("warm_start", args.warm_start or None), ("action_horizon", args.action_horizon))
                if v is not None}
@@ -140,7 +140,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_deploy(args: argparse.Namespace) -> None:
-    from s2r.deploy import DeployError, deploy
+    from s2r.apps.deploy import DeployError, deploy
 
     try:
         result = deploy(args.file, robot=args.robot, robot_config=args.robot_config, spec=args.spec,
@@ -151,7 +151,7 @@ def cmd_deploy(args: argparse.Namespace) -> None:
 
 
 def cmd_excite(args: argparse.Namespace) -> None:
-    from calibration.excitation import excite
+    from s2r.calibration.excitation import excite
 
     result = excite(robot=args.robot, spec=args.spec, robot_config=args.robot_config, duration_s=args.duration,
                     rate_hz=args.rate, seed=args.seed, joints=args.joints.split(",") if args.joints else None,
@@ -160,7 +160,7 @@ def cmd_excite(args: argparse.Namespace) -> None:
 
 
 def cmd_sysid(args: argparse.Namespace) -> None:
-    from calibration.sysid import format_result, identify, parse_bounds
+    from s2r.calibration.sysid import format_result, identify, parse_bounds
     from s2r.spec import robot_spec
 
     spec = robot_spec(args.robot)
@@ -171,7 +171,7 @@ def cmd_sysid(args: argparse.Namespace) -> None:
 
 
 def cmd_demos(args: argparse.Namespace) -> None:
-    from sim.demos import record_demos
+    from s2r.sim.demos import record_demos
 
     result = record_demos(args.task, expert=args.expert, episodes=args.episodes, out=Path(args.out), image=args.image,
                           seed=args.seed, successful_only=args.successful_only, action_noise=args.action_noise,
@@ -188,8 +188,8 @@ def cmd_dataset(args: argparse.Namespace) -> None:
 
 
 def cmd_teleop(args: argparse.Namespace) -> None:
-    from hardware.teleop import DeviceUnavailable, open_device
-    from hardware.teleop.session import run_teleop
+    from s2r.apps.teleop import run_teleop
+    from s2r.hardware.teleop import DeviceUnavailable, open_device
 
     try:
         with open_device(args.device) as device:
@@ -202,7 +202,7 @@ def cmd_teleop(args: argparse.Namespace) -> None:
 
 
 def cmd_calibrate_camera(args: argparse.Namespace) -> None:
-    from calibration.camera import run_calibrate_camera
+    from s2r.calibration.camera import run_calibrate_camera
 
     result = run_calibrate_camera(Path(args.images_dir), args.board, args.rows, args.cols, args.square, Path(args.out),
                                   hand_eye=Path(args.hand_eye) if args.hand_eye else None, mode=args.mode,
@@ -211,7 +211,7 @@ def cmd_calibrate_camera(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from s2r.demo import run_demo
+    from s2r.apps.demo import run_demo
 
     run_demo(Path(args.out), iterations=args.iterations)
 

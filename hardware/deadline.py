@@ -41,7 +41,7 @@ import time
 
 import numpy as np
 
-from s2r_ros.reports import SampleWindow, percentiles_us
+from s2r.reports import SampleWindow, percentiles_us
 
 DEFAULT_SPIN_S = 0.0003
 """Seconds spun before each deadline: above the p99 oversleep of a 2-core Linux box under

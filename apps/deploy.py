@@ -1,7 +1,7 @@
 """`s2r deploy`: run an exported policy through ROS 2 against a robot, and report how it went.
 
 It starts `robot_node`, `policy_node` and (with `record`) the recorder as separate processes
-on one private ROS domain on loopback (`s2r_ros.environment()`), waits until the policy sends
+on one private ROS domain on loopback (`s2r.ros.environment()`), waits until the policy sends
 its first command, lets them run for `duration` seconds, stops them with SIGINT (the robot
 first: it damps and disables its motors), and merges their summaries:
 
@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from s2r.contract import PolicyContract
-from s2r.observations import wrap_to_pi
+from s2r.geometry import wrap_to_pi
 
 CONFIG = Path(__file__).resolve().parent.parent / "ros_ws" / "src" / "s2r_ros" / "config" / "deploy.yaml"
 """The nodes' parameters (one ROS params file for all three); run-specific ones are set per run."""
@@ -115,8 +115,8 @@ def deploy(policy: str | Path, *, robot: str = "sim", robot_config: str | Path |
     robot spec name or YAML (default: the contract's robot). Raises DeployError when a node
     refuses to start (a contract mismatch names the field) or dies.
     """
-    from policies.runtime import read_contract
-    from s2r_ros import environment
+    from s2r.ros import environment
+    from s2r.runtime.mlp import read_contract
 
     if robot not in DRIVERS:
         raise ValueError(f"--robot: unknown driver {robot!r} (drivers: {', '.join(DRIVERS)})")
@@ -135,14 +135,14 @@ def deploy(policy: str | Path, *, robot: str = "sim", robot_config: str | Path |
 
     def node(module: str, params: dict[str, Any]) -> list[str]:
         args = [f"{k}:={v}" for k, v in params.items() if v != ""]
-        return [*prefix, sys.executable, "-m", f"s2r_ros.{module}", "--ros-args", "--params-file", str(CONFIG),
+        return [*prefix, sys.executable, "-m", f"s2r.ros.{module}", "--ros-args", "--params-file", str(CONFIG),
                 *[token for arg in args for token in ("-p", arg)]]
 
     processes: list[_Process] = []
     try:
         if record:
             record = Path(record).resolve()
-            processes.append(_Process("recorder", [sys.executable, "-m", "s2r_ros.recorder", "--ros-args",
+            processes.append(_Process("recorder", [sys.executable, "-m", "s2r.ros.recorder", "--ros-args",
                                                    "--params-file", str(CONFIG), "-p", f"path:={record}"],
                                       env, out / "recorder.log"))
         # The policy first: it checks its contract against the robot while the robot starts,
