@@ -17,11 +17,13 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+
+from s2r.yaml_file import check_fields, read_yaml
 
 
 class SpecError(ValueError):
@@ -142,26 +144,6 @@ _TOP_REQUIRED = {"name": str, "mjcf": str, "control_period": float, "joints": li
 _TOP_OPTIONAL = {"floating_base": bool, "imu": dict}
 
 
-def _check_keys(data: dict, required: dict, optional: dict, where: str, path: Path) -> None:
-    for key in data:
-        if key not in required and key not in optional:
-            known = ", ".join(sorted({*required, *optional}))
-            raise SpecError(f"{path}: {where}{key}: unknown field (known fields: {known})")
-    for key, kind in required.items():
-        if key not in data:
-            raise SpecError(f"{path}: {where}{key}: missing (expected {kind.__name__})")
-    for key, kind in {**required, **optional}.items():
-        if key in data:
-            value = data[key]
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else (
-                isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-            )
-            if not ok:
-                raise SpecError(
-                    f"{path}: {where}{key}: expected {kind.__name__}, got {type(value).__name__} {value!r}"
-                )
-
-
 def _float(value: Any) -> float:
     """YAML writes infinity as .inf; a string 'inf' is accepted too."""
     return float(value)
@@ -169,9 +151,7 @@ def _float(value: Any) -> float:
 
 def _joint(data: Any, index: int, path: Path) -> JointSpec:
     where = f"joints[{index}]."
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: joints[{index}]: expected a mapping, got {data!r}")
-    _check_keys(data, _JOINT_REQUIRED, _JOINT_OPTIONAL, where, path)
+    check_fields(data, path, SpecError, required=_JOINT_REQUIRED, optional=_JOINT_OPTIONAL, where=where)
     limits = data["limits"]
     if len(limits) != 2:
         raise SpecError(f"{path}: {where}limits: expected [lower, upper], got {limits!r}")
@@ -210,7 +190,7 @@ def parse_robot_spec(data: Any, path: Path) -> RobotSpec:
     """Validate parsed YAML `data` read from `path` into a RobotSpec."""
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    _check_keys(data, _TOP_REQUIRED, _TOP_OPTIONAL, "", path)
+    check_fields(data, path, SpecError, required=_TOP_REQUIRED, optional=_TOP_OPTIONAL)
     if not data["control_period"] > 0:
         raise SpecError(f"{path}: control_period: expected seconds > 0, got {data['control_period']}")
     if not data["joints"]:
@@ -243,18 +223,16 @@ def parse_robot_spec(data: Any, path: Path) -> RobotSpec:
 def load_robot_spec(path: str | Path) -> RobotSpec:
     """Load and validate a robot spec YAML; raises SpecError naming the file and field."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise SpecError(f"{path}: cannot read robot spec ({error.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise SpecError(f"{path}: not valid YAML: {error}") from None
-    return parse_robot_spec(data, path)
+    return parse_robot_spec(read_yaml(path, "robot spec", SpecError), path)
 
 
-ROBOTS_DIR = Path(__file__).resolve().parent.parent / "sim" / "robots"
+def shipped_robots_dir() -> Path:
+    """Where the robots shipped with s2r lie: `robots/NAME/NAME.yaml` (and its MJCF), package data of `s2r.sim`.
+
+    Found through importlib.resources, so it is right in a source checkout and in an installed
+    wheel alike; reading these files runs no simulator code (`s2r.sim`'s own `__init__` is empty).
+    """
+    return Path(str(resources.files("s2r.sim") / "robots"))
 
 
 def robot_spec(name: str) -> RobotSpec:
@@ -262,8 +240,9 @@ def robot_spec(name: str) -> RobotSpec:
     candidate = Path(name)
     if candidate.suffix in (".yaml", ".yml"):
         return load_robot_spec(candidate)
-    path = ROBOTS_DIR / name / f"{name}.yaml"
+    robots = shipped_robots_dir()
+    path = robots / name / f"{name}.yaml"
     if not path.is_file():
-        known = sorted(p.name for p in ROBOTS_DIR.iterdir() if p.is_dir())
+        known = sorted(p.name for p in robots.iterdir() if p.is_dir())
         raise SpecError(f"unknown robot {name!r}; known robots: {', '.join(known)} (or a path to a spec YAML)")
     return load_robot_spec(path)

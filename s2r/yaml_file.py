@@ -11,7 +11,7 @@ the kind of file that failed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,20 +41,36 @@ def read_yaml(path: str | Path, what: str, error: type[Exception], *, top: type 
     return data
 
 
-def check_fields(data: Any, path: str | Path, error: type[Exception], *, required: Iterable[str] = (),
-                 optional: Iterable[str] = (), where: str = "") -> None:
-    """Refuse a `data` that is not a mapping, lacks a `required` key or has a key outside both lists.
+def check_fields(data: Any, path: str | Path, error: type[Exception], *,
+                 required: Iterable[str] | Mapping[str, type] = (),
+                 optional: Iterable[str] | Mapping[str, type] = (), where: str = "") -> None:
+    """Refuse a `data` that is not a mapping, lacks a `required` key or has a key outside both.
 
-    `where` is the field path so far, ending in a dot (`"joints[1]."`), or "" at the top level.
+    `required` and `optional` are field names, or mappings of field name to the type its value
+    must have (`float` accepts ints; `int` and `float` refuse booleans). `where` is the field
+    path so far, ending in a dot (`"joints[1]."`), or "" at the top level.
     """
-    required, optional = tuple(required), tuple(optional)
+    required = required if isinstance(required, Mapping) else dict.fromkeys(required)
+    optional = optional if isinstance(optional, Mapping) else dict.fromkeys(optional)
     label = where.rstrip(".") or "top level"
     if not isinstance(data, dict):
         raise error(f"{path}: {label}: expected a mapping, got {type(data).__name__}")
-    for key in required:
-        if key not in data:
-            raise error(f"{path}: {where}{key}: missing")
-    known = required + optional
+    known = {**required, **optional}
     for key in data:
         if key not in known:
-            raise error(f"{path}: {where}{key}: unknown field (known fields: {', '.join(known)})")
+            raise error(f"{path}: {where}{key}: unknown field (known fields: {', '.join(sorted(known))})")
+    for key, kind in required.items():
+        if key not in data:
+            raise error(f"{path}: {where}{key}: missing" + (f" (expected {kind.__name__})" if kind else ""))
+    for key, kind in known.items():
+        if kind is not None and key in data and not _is(data[key], kind):
+            value = data[key]
+            raise error(f"{path}: {where}{key}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+
+
+def _is(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)

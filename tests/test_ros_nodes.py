@@ -458,8 +458,8 @@ def test_the_robot_side_imports_and_runs_without_torch_or_mujoco(cartpole_onnx):
                     raise ImportError(f"{{name}} is blocked on the robot")
         sys.meta_path.insert(0, Blocked())
         import numpy as np
-        import s2r, s2r.runtime.mlp, hardware, s2r.interface, hardware.safety
-        import s2r_ros, s2r.ros.messages, s2r.ros.robot_node, s2r.ros.policy_node, s2r.ros.recorder
+        import s2r, s2r.runtime.mlp, s2r.hardware, s2r.interface, s2r.hardware.safety
+        import s2r.ros, s2r.ros.messages, s2r.ros.robot_node, s2r.ros.policy_node, s2r.ros.recorder
         import s2r.runtime.diffusion, s2r.runtime.chunking
         from s2r.runtime.mlp import PolicyRuntime
         from s2r.spec import robot_spec

@@ -8,12 +8,12 @@ import pytest
 import yaml
 
 from s2r import ActionMapping, ContractError, ObsTerm, PolicyContract, SpecError, load_robot_spec, robot_spec
-from s2r.spec import ROBOTS_DIR
+from s2r.spec import shipped_robots_dir
 
 
 def write_spec(tmp_path: Path, edit) -> Path:
-    data = yaml.safe_load((ROBOTS_DIR / "arm" / "arm.yaml").read_text())
-    data["mjcf"] = str(ROBOTS_DIR / "arm" / "arm.xml")
+    data = yaml.safe_load((shipped_robots_dir() / "arm" / "arm.yaml").read_text())
+    data["mjcf"] = str(shipped_robots_dir() / "arm" / "arm.xml")
     edit(data)
     path = tmp_path / "robot.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -117,7 +117,7 @@ def test_action_mapping_scales_offsets_and_clips():
 def test_an_mjcf_whose_joint_ranges_disagree_with_the_spec_is_refused(tmp_path):
     from s2r.sim.model import compile_model
 
-    xml = (ROBOTS_DIR / "arm" / "arm.xml").read_text().replace('<compiler angle="radian"/>', "")
+    xml = (shipped_robots_dir() / "arm" / "arm.xml").read_text().replace('<compiler angle="radian"/>', "")
     (tmp_path / "arm.xml").write_text(xml)
     spec = load_robot_spec(write_spec(tmp_path, lambda d: d.update(mjcf=str(tmp_path / "arm.xml"))))
     with pytest.raises(SpecError, match=r"joints\[0\]\.limits: .*angles in degrees"):
