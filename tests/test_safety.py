@@ -1,8 +1,5 @@
 """The SafetyFilter: nothing a policy outputs reaches a motor beyond a limit of the spec."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +10,6 @@ from s2r.spec import robot_spec
 from s2r.state import Command, RobotState
 
 ROBOTS = ("pendulum", "cartpole", "arm")
-ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
 
 def policy_command(spec, q=None, kp=None, kd=None, tau_ff=None) -> Command:
@@ -163,7 +159,8 @@ def test_soft_start_ramps_from_the_measured_pose_to_the_default_pose_then_fades_
     for k, out in enumerate(outputs):
         reached = np.allclose(out.q, target)
         assert reached == (k * period >= config.soft_start_s + config.fade_in_s - 1e-9), k
-    assert safety.mode == "running" and safety.events["soft_start"] >= 40
+    ticks_before_target = sum(not np.allclose(out.q, target) for out in outputs)
+    assert safety.mode == "running" and safety.events["soft_start"] == ticks_before_target == 40  # 0.8 s at 50 Hz
 
 
 def test_torque_commands_fade_in_from_zero_torque():
@@ -172,8 +169,8 @@ def test_torque_commands_fade_in_from_zero_torque():
     safety = SafetyFilter(spec, period, SafetyConfig(fade_in_s=0.2))
     taus = [safety.filter(policy_command(spec, tau_ff=[2.0]), state_at(spec, [np.pi], k * period), k * period).tau_ff[0]
             for k in range(12)]
-    assert taus[0] == 0.0 and np.all(np.diff(taus[:11]) > 0)
-    assert np.isclose(taus[10], 2.0) and taus[11] == 2.0
+    np.testing.assert_allclose(taus, 2.0 * np.minimum(np.arange(12) * period / 0.2, 1.0), atol=1e-12)  # a linear fade
+    assert taus[0] == 0.0 and taus[11] == 2.0
 
 
 def test_nan_from_the_policy_is_counted_and_never_passed_through():
@@ -205,12 +202,6 @@ def test_bad_safety_config_names_the_field():
         SafetyConfig(watchdog_periods=0)
     with pytest.raises(ValueError, match="SafetyConfig.damping_kd"):
         SafetyConfig(damping_kd=-1.0)
-
-
-def test_the_robot_side_imports_without_torch_or_mujoco():
-    code = ("import sys; sys.modules['torch'] = None; sys.modules['mujoco'] = None\n"
-            "import hardware, s2r.interface, hardware.safety")
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
 def test_a_huge_target_on_a_continuous_joint_becomes_the_nearest_angle_and_the_rate_limit_stays_exact():
