@@ -73,6 +73,10 @@ class RobotSpec:
     joints: tuple[JointSpec, ...]
     floating_base: bool = False
     imu: ImuSpec | None = None
+    feet: tuple[str, ...] = ()
+    """MJCF bodies of the feet (legged robots), for air time, contact and slip terms."""
+    ground_contacts: tuple[str, ...] = ()
+    """MJCF bodies that may touch the ground; a contact of any other body is undesired (legged robots)."""
     source: Path | None = field(default=None, compare=False)
     """The YAML file the spec was read from, for error messages."""
 
@@ -120,6 +124,9 @@ class RobotSpec:
         """The spec as plain data, paths as strings, without its source file."""
         data = asdict(self)
         data.pop("source")
+        for key in ("feet", "ground_contacts"):  # left out when empty: older specs keep their hash
+            if not data[key]:
+                data.pop(key)
         data["mjcf"] = self.mjcf.name
         return data
 
@@ -141,7 +148,7 @@ _JOINT_REQUIRED = {
 }
 _JOINT_OPTIONAL = {"bus_id": int, "actuated": bool, "continuous": bool}
 _TOP_REQUIRED = {"name": str, "mjcf": str, "control_period": float, "joints": list}
-_TOP_OPTIONAL = {"floating_base": bool, "imu": dict}
+_TOP_OPTIONAL = {"floating_base": bool, "imu": dict, "feet": list, "ground_contacts": list}
 
 
 def _float(value: Any) -> float:
@@ -216,8 +223,18 @@ def parse_robot_spec(data: Any, path: Path) -> RobotSpec:
         joints=joints,
         floating_base=bool(data.get("floating_base", False)),
         imu=imu,
+        feet=_names(data, "feet", path),
+        ground_contacts=_names(data, "ground_contacts", path),
         source=path,
     )
+
+
+def _names(data: dict, key: str, path: Path) -> tuple[str, ...]:
+    names = data.get(key, [])
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise SpecError(f"{path}: {key}[{i}]: expected an MJCF body name, got {name!r}")
+    return tuple(names)
 
 
 def load_robot_spec(path: str | Path) -> RobotSpec:
