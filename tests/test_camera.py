@@ -13,17 +13,20 @@ import numpy as np
 import pytest
 import yaml
 
-from s2r.calibration.board_render import BoardScene, PinholeCamera, render_board_views, render_hand_eye_views
 from s2r.calibration.camera import (
     BoardSpec,
     CalibrationError,
+    CameraCalibration,
+    HandEyeResult,
     calibrate_camera,
     calibrate_hand_eye,
     load_camera_calibration,
     quaternion_to_matrix,
     rotation_angle_deg,
     run_calibrate_camera,
+    save_camera_calibration,
 )
+from s2r.calibration.camera.board_render import BoardScene, PinholeCamera, render_board_views, render_hand_eye_views
 
 CAMERA = PinholeCamera(width=640, height=480, fovy_deg=50.0)
 ROWS, COLS, SQUARE = 7, 10, 0.03
@@ -97,7 +100,7 @@ def test_focal_length_is_recovered_within_one_percent(board_views, tmp_path):
 def test_calibration_saves_as_camera_info_yaml_and_loads_back(board_views, tmp_path):
     kind, folder = board_views
     calibration = calibrate_camera(folder, board=kind, **BOARD)
-    path = calibration.save(tmp_path / "camera.yaml")
+    path = save_camera_calibration(calibration, tmp_path / "camera.yaml")
     doc = yaml.safe_load(path.read_text())
     assert (doc["image_width"], doc["image_height"]) == (640, 480)
     assert doc["distortion_model"] == "plumb_bob" and len(doc["distortion_coefficients"]["data"]) == 5
@@ -223,3 +226,37 @@ def test_poses_quaternions_are_wxyz():
 def test_an_impossible_board_is_refused_with_the_reason(kwargs, message):
     with pytest.raises(CalibrationError, match=message):
         BoardSpec(**kwargs)
+
+
+def _saved_calibration(path: Path) -> Path:
+    """A calibration with a hand-eye block, as `s2r calibrate-camera` writes it."""
+    hand_eye = HandEyeResult(mode="eye_in_hand", transform=CAMERA_TO_GRIPPER, residual_translation=0.001,
+                             residual_rotation_deg=0.05, images_used=("view_000.png",))
+    calibration = CameraCalibration(image_size=(CAMERA.width, CAMERA.height), camera_matrix=CAMERA.camera_matrix,
+                                    dist_coeffs=np.zeros(5), reprojection_error=0.1, per_image_error={"view_000.png": 0.1},
+                                    board=BoardSpec("charuco", ROWS, COLS, SQUARE), hand_eye=hand_eye)
+    return save_camera_calibration(calibration, path)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda doc: doc.pop("camera_matrix"), "camera_matrix: missing"),
+        (lambda doc: doc.update(image_width="640"), "image_width: expected int, got str '640'"),
+        (lambda doc: doc["board"].update(square="3 cm"), "board.square: expected float, got str '3 cm'"),
+        (lambda doc: doc["camera_matrix"].update(data=[1.0] * 8), "camera_matrix.data: expected 9 numbers"),
+        (lambda doc: doc["hand_eye"].update(mode="eye_on_hand"), "hand_eye.mode: expected one of eye_in_hand, eye_to_hand"),
+        (lambda doc: doc.update(reprojection_eror=0.1), "reprojection_eror: unknown field"),
+    ],
+    ids=["missing-field", "wrong-type", "wrong-type-in-board", "short-matrix", "unknown-mode", "misspelt-field"],
+)
+def test_a_malformed_calibration_yaml_is_refused_in_one_line_naming_the_file_and_field(tmp_path, damage, message):
+    path = _saved_calibration(tmp_path / "camera.yaml")
+    assert load_camera_calibration(path).hand_eye.mode == "eye_in_hand"
+    doc = yaml.safe_load(path.read_text())
+    damage(doc)
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(CalibrationError) as error:
+        load_camera_calibration(path)
+    assert str(error.value).startswith(f"{path}: ") and message in str(error.value), str(error.value)
+    assert "\n" not in str(error.value)

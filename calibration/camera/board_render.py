@@ -3,7 +3,9 @@
 The ground truth that camera calibration is checked against. A `BoardScene` holds a textured
 board (the image `BoardSpec.image()` draws, so exactly the board the detector looks for) and a
 pinhole camera mounted on a rig body (the gripper, or the robot base), both moved freely; it
-renders with `mujoco.Renderer` (off-screen; `MUJOCO_GL=egl` unless already set).
+renders with `mujoco.Renderer` (off-screen; `MUJOCO_GL=egl` unless already set). The only
+module of `s2r.calibration.camera` that needs MuJoCo: import it by its own name; the package
+itself imports OpenCV only.
 
     camera = PinholeCamera(width=640, height=480, fovy_deg=50.0)
     paths = render_board_views(Path("shots"), board, camera, count=15)     # intrinsics
@@ -31,7 +33,8 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from s2r.calibration.camera import BoardSpec, HandEyeMode, matrix_to_quaternion  # noqa: E402
+from s2r.calibration.camera.board import BoardSpec  # noqa: E402
+from s2r.calibration.camera.hand_eye import HandEyeMode, matrix_to_quaternion  # noqa: E402
 
 OPENCV_FROM_MUJOCO = np.diag([1.0, -1.0, -1.0])
 """Rotation between MuJoCo's camera frame and OpenCV's optical frame (its own inverse)."""
