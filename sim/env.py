@@ -28,6 +28,7 @@ from s2r.observations import LAST_ACTION, ObservationHistory, build_observation,
 from s2r.sim.model import compile_model
 from s2r.sim.privileged import PRIVILEGED
 from s2r.sim.randomization import Randomize, Randomizer
+from s2r.sim.robot_view import RobotView
 from s2r.sim.tasks import Task
 from s2r.spec import RobotSpec, robot_spec
 from s2r.state import RobotState
@@ -74,15 +75,15 @@ class BatchEnv:
         else:
             raise ValueError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
 
-        joint_ids = [self.model.joint(n).id for n in self.spec.joint_names]
-        self.qpos_index = self.model.jnt_qposadr[joint_ids]
-        self.dof_index = self.model.jnt_dofadr[joint_ids]
+        self.view = RobotView(self.model, self.spec)
+        """Where the spec's joints (and base) are in `model`: `view.dof_index` picks them from dof fields."""
         self._qpos = self.batch.bind("qpos")
         self._qvel = self.batch.bind("qvel")
         self._ctrl = self.batch.bind("ctrl")
         self._qfrc_actuator = self.batch.bind("qfrc_actuator")
         self._site_xpos = self.batch.bind("site_xpos")
         self._mocap_pos = self.batch.bind("mocap_pos") if self.model.nmocap else None
+        self._xfrc_applied = self.batch.bind("xfrc_applied")
         self._time = self.batch.bind("time")
         self._stage = mujoco.mjtStage.mjSTAGE_POS if cfg.kinematics else mujoco.mjtStage.mjSTAGE_NONE
         self.diverged_total = 0
@@ -99,17 +100,17 @@ class BatchEnv:
         self.success_held = np.zeros(num_envs, dtype=np.int64)
         self.success_reached = np.zeros(num_envs, dtype=bool)
         """Whether the task's success condition has held at any step of each world's episode."""
-        self.action_delay = np.zeros(num_envs, dtype=np.int64)
-        """Physics steps each world applies the previous action before this one (randomized latency)."""
-        self.encoder_offset = np.zeros((num_envs, self.spec.num_joints))
-        """Added to the joint positions the policy measures (randomized encoder bias)."""
+        self._command_delay = np.zeros(num_envs, dtype=np.int64)
+        """Physics steps each world applies the previous action before this one (`set_command_delay`)."""
+        self._encoder_offset = np.zeros((num_envs, self.spec.num_joints))
+        """Added to the joint positions the policy measures (`set_encoder_offset`)."""
         self._last_ctrl = np.zeros((num_envs, self.model.nu))
         self.task.bind(self)
         self.randomizer = Randomizer(self, randomization, seed) if randomization else None
         self.obs_dims = {"policy": frame * cfg.history_length, "critic": self._critic_dim()}
         self._obs: dict[str, torch.Tensor] | None = None
 
-    # --- model access, for tasks and the calibration layer -------------------------------
+    # --- model access, for tasks and randomization ----------------------------------------
     def site_id(self, name: str) -> int:
         return self.model.site(name).id
 
@@ -129,6 +130,47 @@ class BatchEnv:
         """A live (num_envs, ...) view of an MjData field (state fields such as xfrc_applied are writable)."""
         return self.batch.bind(name)
 
+    def set_const(self, worlds: np.ndarray) -> None:
+        """Recompute the constants derived from masses, inertias and armatures (mj_setConst) of `worlds`
+        after writing their model fields."""
+        self.batch.set_const(worlds)
+
+    def apply_force(self, worlds: np.ndarray, body: int, force: np.ndarray) -> None:
+        """Push body `body` of `worlds` (n,) with world-frame forces (n, 3) N at its centre of mass, until
+        changed (zeros end it)."""
+        self._xfrc_applied[worlds, body, :3] = force
+
+    def set_command_delay(self, worlds: np.ndarray, delay_s: np.ndarray) -> np.ndarray:
+        """Delay the actions of `worlds` (n,) by `delay_s` (n,) seconds: each world applies its previous action
+        for that long into the control period. Rounded to whole physics steps and held within
+        [0, control_period - timestep]; returns the delays applied, (n,) s."""
+        steps = np.clip(np.rint(np.asarray(delay_s) / self.model.opt.timestep), 0, self.decimation - 1)
+        self._command_delay[worlds] = steps.astype(np.int64)
+        return steps * self.model.opt.timestep
+
+    @property
+    def command_delay_s(self) -> np.ndarray:
+        """Each world's action delay (`set_command_delay`), (num_envs,) s."""
+        return self._command_delay * self.model.opt.timestep
+
+    def set_encoder_offset(self, worlds: np.ndarray, joints: np.ndarray, offset: np.ndarray) -> None:
+        """Bias what the policy measures of joints `joints` (k,) (spec indices) in `worlds` (n,) by `offset`
+        (n, k) rad or m; the physics and the critic see the truth."""
+        self._encoder_offset[np.ix_(worlds, joints)] = offset
+
+    @property
+    def encoder_offset(self) -> np.ndarray:
+        """Each world's encoder bias (`set_encoder_offset`), (num_envs, num_joints) rad or m, read-only."""
+        view = self._encoder_offset.view()
+        view.flags.writeable = False
+        return view
+
+    def set_joint_state(self, ids: np.ndarray, q: np.ndarray, dq: np.ndarray) -> None:
+        """Put the joints of worlds `ids` (n,) at positions `q` and velocities `dq`, (n, num_joints) in spec
+        order, and recompute their positions (sites); the episode clocks are left as they are."""
+        self.view.write_joint_state(self._qpos, self._qvel, q, dq, ids)
+        self.batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_POS)
+
     def model_value(self, name: str) -> np.ndarray:
         """A model field's per-world values, read-only, (num_envs, ...), expanded or shared."""
         values = self.batch.expanded(name)
@@ -145,13 +187,8 @@ class BatchEnv:
 
     # --- the loop -------------------------------------------------------------------------
     def read_state(self) -> RobotState:
-        """Every world's RobotState: (num_envs, num_joints) arrays."""
-        return RobotState(
-            stamp=0.0,
-            q=self._qpos[:, self.qpos_index],
-            dq=self._qvel[:, self.dof_index],
-            tau=self._qfrc_actuator[:, self.dof_index],
-        )
+        """Every world's RobotState: (num_envs, num_joints) arrays (and the base's, with an IMU; see RobotView)."""
+        return self.view.read_state(self._qpos, self._qvel, self._qfrc_actuator)
 
     def reset(self, seed: int | None = None) -> dict[str, torch.Tensor]:
         """Reset every world; returns the first observations."""
@@ -168,10 +205,10 @@ class BatchEnv:
         targets = self.action_mapping.targets(action)
         if self.randomizer is not None:
             self.randomizer.on_step()
-        if self.action_delay.any():
-            # Latency: world i applies the previous targets for its first action_delay[i] physics steps.
+        if self._command_delay.any():
+            # Latency: world i applies the previous targets for its first _command_delay[i] physics steps.
             for substep in range(self.decimation):
-                self._ctrl[:] = np.where((substep < self.action_delay)[:, None], self._last_ctrl, targets)
+                self._ctrl[:] = np.where((substep < self._command_delay)[:, None], self._last_ctrl, targets)
                 last = substep == self.decimation - 1
                 self.batch.step(nstep=1, stage=self._stage if last else mujoco.mjtStage.mjSTAGE_NONE)
         else:
@@ -231,8 +268,8 @@ class BatchEnv:
         for name, value in source.inputs.items():
             self.inputs[name][:] = value
         self._last_ctrl[:] = source._last_ctrl
-        self.action_delay[:] = source.action_delay
-        self.encoder_offset[:] = source.encoder_offset
+        self._command_delay[:] = source._command_delay
+        self._encoder_offset[:] = source._encoder_offset
         self.episode_length[:] = source.episode_length
         self.success_held[:] = source.success_held
         self.success_reached[:] = source.success_reached
@@ -252,8 +289,7 @@ class BatchEnv:
         if self.randomizer is not None:
             self.randomizer.on_reset(ids)
         q, dq = self.task.reset(self, ids, self.rng)
-        self._qpos[np.ix_(ids, self.qpos_index)] = q
-        self._qvel[np.ix_(ids, self.dof_index)] = dq
+        self.view.write_joint_state(self._qpos, self._qvel, q, dq, ids)
         self.batch.forward(ids, stage=mujoco.mjtStage.mjSTAGE_POS)
         self.inputs[LAST_ACTION][ids] = 0.0
         self._last_ctrl[ids] = self.action_mapping.targets(np.zeros((len(ids), self.num_actions)))
@@ -267,7 +303,7 @@ class BatchEnv:
         """Policy (noisy, stacked) and critic (clean + privileged) observations of rows `ids` (all for None)."""
         cfg = self.task.config
         inputs = self.inputs if ids is None else {k: v[ids] for k, v in self.inputs.items()}
-        offset = self.encoder_offset if ids is None else self.encoder_offset[ids]
+        offset = self._encoder_offset if ids is None else self._encoder_offset[ids]
         measured = replace(state, q=state.q + offset)
         policy = self.history.push(build_observation(cfg.policy_terms, measured, inputs, self.spec, rng=self.rng), ids)
         clean = build_observation(cfg.policy_terms, state, inputs, self.spec)

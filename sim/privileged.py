@@ -1,7 +1,7 @@
 """Privileged critic terms: what the simulator knows and the robot cannot measure.
 
 Each term is `fn(env) -> (num_envs, size)`; per-world model values come from
-the batch's expanded fields when the calibration layer randomized them, else
+the batch's expanded fields where randomization made them per-world, else
 from the shared model.
 """
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def joint_damping(env: BatchEnv) -> np.ndarray:
     """Damping of each joint's dof, (num_envs, num_joints) N·m·s/rad."""
-    return env.model_value("dof_damping")[:, env.dof_index]
+    return env.model_value("dof_damping")[:, env.view.dof_index]
 
 
 def body_mass(env: BatchEnv) -> np.ndarray:

@@ -2,14 +2,16 @@
 
 A term names what it perturbs, how it samples (uniform, log-uniform, gaussian),
 how it combines the sample with the nominal value (set, scale, add) and when
-(`startup`, every `reset`, or every `interval`). Model fields go through the
-batch's per-world fields; latency, encoder bias and pushes are applied by the
-env. Every world's current values are kept for the critic (the privileged
-term `randomization`) and for TensorBoard histograms. Sampling uses its own
-generator seeded from the env's seed, so a run is reproducible.
+(`startup`, every `reset`, or every `interval`). Model parameters are the names of
+`s2r.sim.parameters` (the vocabulary SimRobot configs and sysid share), written
+into the env's per-world model fields; the command latency (seconds), encoder
+bias and pushes go through the env's own setters. Every world's current values
+are kept for the critic (the privileged term `randomization`) and for
+TensorBoard histograms. Sampling uses its own generator seeded from the env's
+seed, so a run is reproducible.
 
     terms = (Randomize("mass", Dist("uniform", 0.8, 1.2), "scale"),
-             Randomize("action_delay", Dist("uniform", 0, 2), "set", mode="startup"))
+             Randomize("command_delay_s", Dist("uniform", 0, 0.01), "set", mode="startup"))
     env = BatchEnv(task, 1024, randomization=terms)
 
 A YAML file holds a list of the same terms (`load_randomization(path)`):
@@ -19,21 +21,21 @@ A YAML file holds a list of the same terms (`load_randomization(path)`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import mujoco
 import numpy as np
-import yaml
+
+from s2r.sim.parameters import OPERATIONS, PARAMETERS, Operation, combine, object_ids
+from s2r.yaml_file import check_fields, read_yaml
 
 if TYPE_CHECKING:
     from s2r.sim.env import BatchEnv
 
 Target = Literal["friction", "mass", "com", "damping", "armature", "frictionloss", "kp", "kd", "motor_strength",
-                 "encoder_offset", "action_delay", "push"]
+                 "encoder_offset", "command_delay_s", "push"]
 TARGETS: tuple[str, ...] = Target.__args__
-Operation = Literal["set", "scale", "add"]
 Mode = Literal["startup", "reset", "interval"]
 
 
@@ -62,13 +64,15 @@ class Randomize:
     """One randomization term."""
 
     target: Target
-    """What it perturbs: a model quantity, the action latency (physics steps), encoder offsets (rad) or pushes (N)."""
+    """What it perturbs: a model parameter (`s2r.sim.parameters`, in its unit), the command latency (seconds,
+    applied in whole physics steps), encoder offsets (rad or m) or pushes (N)."""
     dist: Dist
     operation: Operation = "scale"
     """How the sample combines with the nominal value."""
     mode: Mode = "reset"
     names: tuple[str, ...] = ()
-    """Bodies (mass, com, push), geoms (friction) or joints (the rest) it applies to; empty for all."""
+    """Bodies (mass, com, push), geoms (friction), actuated joints (kp, kd, motor_strength) or joints
+    (the rest) it applies to; empty for all."""
     interval_s: tuple[float, float] = (1.0, 3.0)
     """Interval mode: seconds between two applications, drawn uniformly per world."""
     duration_s: float = 0.1
@@ -77,7 +81,7 @@ class Randomize:
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise RandomizationError(f"randomization target {self.target!r} is unknown; known: {', '.join(TARGETS)}")
-        if self.operation not in ("set", "scale", "add"):
+        if self.operation not in OPERATIONS:
             raise RandomizationError(f"randomization {self.target}: operation {self.operation!r}: expected set, scale or add")
         if self.mode not in ("startup", "reset", "interval"):
             raise RandomizationError(f"randomization {self.target}: mode {self.mode!r}: expected startup, reset or interval")
@@ -89,22 +93,15 @@ class Randomize:
 
 def load_randomization(path: str | Path) -> tuple[Randomize, ...]:
     """Terms from a YAML list; errors name the file, the entry and the field."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise RandomizationError(f"{path}: cannot read ({error})") from None
-    if not isinstance(data, list):
-        raise RandomizationError(f"{path}: expected a list of randomization terms")
-    known = {f.name for f in fields(Randomize)}
+    data = read_yaml(path, "randomization terms", RandomizationError, top=list)
     terms = []
     for i, entry in enumerate(data):
-        where = f"{path}: [{i}]"
-        if not isinstance(entry, dict):
-            raise RandomizationError(f"{where}: expected a mapping")
-        for key in entry:
-            if key not in known:
-                raise RandomizationError(f"{where}.{key}: unknown field (known: {', '.join(sorted(known))})")
+        where = f"[{i}]."
+        check_fields(entry, path, RandomizationError, required={"target": str, "dist": list},
+                     optional={"operation": str, "mode": str, "names": list, "interval_s": list, "duration_s": float},
+                     where=where)
+        if len(entry["dist"]) != 3:
+            raise RandomizationError(f"{path}: {where}dist: expected [kind, a, b], got {entry['dist']!r}")
         try:
             kind, a, b = entry["dist"]
             terms.append(Randomize(
@@ -113,10 +110,8 @@ def load_randomization(path: str | Path) -> tuple[Randomize, ...]:
                 names=tuple(entry.get("names", ())), interval_s=tuple(entry.get("interval_s", (1.0, 3.0))),
                 duration_s=float(entry.get("duration_s", 0.1)),
             ))
-        except KeyError as error:
-            raise RandomizationError(f"{where}.{error.args[0]}: missing") from None
         except (TypeError, ValueError) as error:
-            raise RandomizationError(f"{where}: {error}") from None
+            raise RandomizationError(f"{path}: [{i}]: {error}") from None
     return tuple(terms)
 
 
@@ -176,132 +171,80 @@ class Randomizer:
                 ended = np.flatnonzero((self.time >= self.push_until) & np.any(self.values[k] != 0, axis=1))
                 if len(ended):
                     self.values[k][ended] = 0.0
-                    self.env.data_field("xfrc_applied")[np.ix_(ended, self.ids[k])] = 0.0
+                    self.env.apply_force(ended, self.ids[k][0], 0.0)
 
     # --- internals ---------------------------------------------------------------------------
     def _resolve(self, term: Randomize) -> np.ndarray:
-        model = self.env.model
-        kind = {"mass": mujoco.mjtObj.mjOBJ_BODY, "com": mujoco.mjtObj.mjOBJ_BODY, "push": mujoco.mjtObj.mjOBJ_BODY,
-                "friction": mujoco.mjtObj.mjOBJ_GEOM}.get(term.target, mujoco.mjtObj.mjOBJ_JOINT)
-        if kind == mujoco.mjtObj.mjOBJ_JOINT:
-            names = term.names or self.env.spec.joint_names
-            if term.target in ("kp", "kd", "motor_strength"):
-                names = term.names or self.env.spec.actuated_joint_names
-        elif kind == mujoco.mjtObj.mjOBJ_BODY:
-            names = term.names or tuple(model.body(i).name for i in range(1, model.nbody) if not model.body_mocapid[i] >= 0)
-        else:
-            names = term.names or tuple(model.geom(i).name for i in range(model.ngeom))
-        ids = []
-        for name in names:
-            index = mujoco.mj_name2id(model, kind, name)
-            if index < 0:
-                raise RandomizationError(f"randomization {term.target}: names: no {kind.name[6:].lower()} {name!r} in {self.env.spec.mjcf.name}")
-            ids.append(index)
-        if term.target in ("kp", "kd", "motor_strength"):
-            actuators = {model.actuator(a).name: a for a in range(model.nu)}
-            missing = [n for n in names if n not in actuators]
-            if missing:
-                raise RandomizationError(f"randomization {term.target}: names: {missing} are not actuated joints")
-            if term.target in ("kp", "kd") and self.env.task.config.action_mode != "position":
-                raise RandomizationError(f"randomization {term.target}: the task drives torques; use motor_strength")
-            return np.array([actuators[n] for n in names])
-        if term.target in ("damping", "armature", "frictionloss"):
-            return model.jnt_dofadr[ids]
+        env, where = self.env, f"randomization {term.target}: names"
+        if term.target in PARAMETERS:
+            return PARAMETERS[term.target].resolve(env.model, env.spec, term.names, where=where,
+                                                   error=RandomizationError)
+        if term.target == "push":
+            return object_ids(env.model, env.spec, "body", term.names, where=where, error=RandomizationError)
         if term.target == "encoder_offset":
-            return np.array([self.env.spec.joint_names.index(n) for n in names])
-        return np.array(ids)
+            missing = [n for n in term.names if n not in env.spec.joint_names]
+            if missing:
+                raise RandomizationError(f"{where}: no joint {missing[0]!r} in {env.spec.name}'s spec")
+            return np.array([env.spec.joint_names.index(n) for n in term.names or env.spec.joint_names])
+        return np.zeros(1, dtype=np.int64)  # command_delay_s: one value per world
 
     def _identity(self, term: Randomize, ids: np.ndarray) -> np.ndarray:
         shape = (self.env.num_envs, len(ids))
         if term.operation == "scale":
             return np.ones(shape)
-        if term.operation == "set" and term.target in _MODEL_FIELDS:
-            field, column = _MODEL_FIELDS[term.target]
-            nominal = getattr(self.env.model, field)[ids] if column is None else getattr(self.env.model, field)[ids, column]
-            return np.broadcast_to(-nominal if term.target == "kd" else nominal, shape).copy()
+        if term.operation == "set" and term.target in PARAMETERS and PARAMETERS[term.target].width == 1:
+            return np.broadcast_to(PARAMETERS[term.target].nominal(self.env.model, ids), shape).copy()
         return np.zeros(shape)
 
     @staticmethod
     def _width(term: Randomize, ids: np.ndarray) -> int:
-        return {"com": 3 * len(ids), "push": 3, "action_delay": 1}.get(term.target, len(ids))
-
-    def _combine(self, term: Randomize, nominal: np.ndarray, sample: np.ndarray) -> np.ndarray:
-        if term.operation == "set":
-            return np.broadcast_to(sample, nominal.shape).copy()
-        return nominal * sample if term.operation == "scale" else nominal + sample
+        return {"com": 3 * len(ids), "push": 3, "command_delay_s": 1}.get(term.target, len(ids))
 
     def _apply(self, k: int, worlds: np.ndarray) -> None:
         term, ids, env, n = self.terms[k], self.ids[k], self.env, len(worlds)
         model = env.model
-        rows = np.ix_(worlds, ids)
         if term.target == "push":
             direction = self.rng.normal(size=(n, 3))
             direction /= np.linalg.norm(direction, axis=1, keepdims=True)
             force = direction * term.dist.sample(self.rng, (n, 1))
             self.values[k][worlds] = force
-            env.data_field("xfrc_applied")[worlds, ids[0], :3] = force
+            env.apply_force(worlds, ids[0], force)
             self.push_until[worlds] = self.time[worlds] + term.duration_s
             return
-        if term.target == "action_delay":
-            delay = np.clip(np.rint(self._combine(term, np.zeros((n, 1)), term.dist.sample(self.rng, (n, 1)))),
-                            0, env.decimation - 1)
-            self.values[k][worlds] = delay
-            env.action_delay[worlds] = delay[:, 0].astype(np.int64)
+        if term.target == "command_delay_s":
+            delay = combine(term.operation, np.zeros((n, 1)), term.dist.sample(self.rng, (n, 1)))
+            self.values[k][worlds] = env.set_command_delay(worlds, delay[:, 0])[:, None]
             return
         if term.target == "encoder_offset":
-            value = self._combine(term, np.zeros((n, len(ids))), term.dist.sample(self.rng, (n, len(ids))))
-            env.encoder_offset[rows] = value
+            value = combine(term.operation, np.zeros((n, len(ids))), term.dist.sample(self.rng, (n, len(ids))))
+            env.set_encoder_offset(worlds, ids, value)
             self.values[k][worlds] = value
             return
+        parameter = PARAMETERS[term.target]
         if term.target == "com":
-            nominal = np.broadcast_to(model.body_ipos[ids], (n, len(ids), 3))
-            value = self._combine(term, nominal, term.dist.sample(self.rng, (n, len(ids), 3)))
-            env.model_field("body_ipos")[worlds[:, None], ids] = value
+            nominal = np.broadcast_to(parameter.nominal(model, ids), (n, len(ids), 3))
+            value = combine(term.operation, nominal, term.dist.sample(self.rng, (n, len(ids), 3)))
+            parameter.write(env.model_field, worlds, ids, value, model)
             self.values[k][worlds] = (value - nominal).reshape(n, -1)
-            env.batch.set_const(worlds)
+            env.set_const(worlds)
             return
-        # Model fields: resample this term, then rebuild the field from its nominal value through
+        # Scalar parameters: resample this term, then rebuild the field from its nominal value through
         # every term on the same target, in order, so that e.g. a mass scale and a payload compose.
         self.samples[k][worlds] = term.dist.sample(self.rng, (n, len(ids)))
-        field, column = _MODEL_FIELDS[term.target]
-        nominal = getattr(model, field) if column is None else getattr(model, field)[:, column]
-        full = np.repeat((-nominal if term.target == "kd" else nominal)[None], n, axis=0)
+        full = np.repeat(parameter.nominal(model, np.arange(len(getattr(model, parameter.field))))[None], n, axis=0)
         touched: set[int] = set()
         for j, other in enumerate(self.terms):
             if other.target == term.target:
                 cols = self.ids[j]
-                full[:, cols] = np.maximum(self._combine(other, full[:, cols], self.samples[j][worlds]), 0.0)
+                full[:, cols] = np.maximum(combine(other.operation, full[:, cols], self.samples[j][worlds]), 0.0)
                 touched.update(cols.tolist())
         for j, other in enumerate(self.terms):
             if other.target == term.target:
                 self.values[j][worlds] = full[:, self.ids[j]]
         cols = np.array(sorted(touched))
-        value = full[:, cols]
-        array = env.model_field(field)
-        if column is None:
-            array[np.ix_(worlds, cols)] = value
-        else:
-            array[worlds[:, None], cols, column] = -value if term.target == "kd" else value
-        if term.target == "kp":
-            env.model_field("actuator_biasprm")[worlds[:, None], cols, 1] = -value
-        if term.target == "mass":
-            scale = value / np.maximum(model.body_mass[cols], 1e-12)
-            env.model_field("body_inertia")[worlds[:, None], cols] = model.body_inertia[cols] * scale[..., None]
-        if term.target in ("mass", "armature"):
-            env.batch.set_const(worlds)
-
-
-_MODEL_FIELDS: dict[str, tuple[str, int | None]] = {
-    "friction": ("geom_friction", 0),
-    "mass": ("body_mass", None),
-    "damping": ("dof_damping", None),
-    "armature": ("dof_armature", None),
-    "frictionloss": ("dof_frictionloss", None),
-    "kp": ("actuator_gainprm", 0),
-    "kd": ("actuator_biasprm", 2),
-    "motor_strength": ("actuator_gear", 0),
-}
-"""Target → (MjModel field, column or None); kd is stored negated in biasprm[2]."""
+        parameter.write(env.model_field, worlds, cols, full[:, cols], model)
+        if parameter.set_const:
+            env.set_const(worlds)
 
 
 def as_yaml(terms: tuple[Randomize, ...]) -> list[dict[str, Any]]:

@@ -109,7 +109,7 @@ class PendulumSwingUp(Task):
             Randomize("mass", Dist("uniform", 0.8, 1.2)),
             Randomize("damping", Dist("log_uniform", 0.5, 2.0)),
             Randomize("motor_strength", Dist("uniform", 0.85, 1.15)),
-            Randomize("action_delay", Dist("uniform", 0, 2), "set"),
+            Randomize("command_delay_s", Dist("uniform", 0, 0.01), "set"),
         ),
     )
 
@@ -149,7 +149,7 @@ class CartpoleSwingUp(Task):
             Randomize("damping", Dist("log_uniform", 0.5, 2.0)),
             Randomize("frictionloss", Dist("uniform", 0.0, 0.03), "add", names=("slider",)),
             Randomize("motor_strength", Dist("uniform", 0.85, 1.15)),
-            Randomize("action_delay", Dist("uniform", 0, 2), "set"),
+            Randomize("command_delay_s", Dist("uniform", 0, 0.01), "set"),
         ),
     )
 
@@ -201,7 +201,7 @@ class ArmReach(Task):
             Randomize("kp", Dist("uniform", 0.6, 1.2)),
             Randomize("kd", Dist("uniform", 0.6, 1.4)),
             Randomize("encoder_offset", Dist("uniform", -0.03, 0.03), "add"),
-            Randomize("action_delay", Dist("uniform", 0, 3), "set"),
+            Randomize("command_delay_s", Dist("uniform", 0, 0.015), "set"),
             Randomize("push", Dist("uniform", 2.0, 8.0), "set", mode="interval", names=("link3",)),
         ),
     )

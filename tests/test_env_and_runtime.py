@@ -77,9 +77,8 @@ def test_per_world_model_fields_change_only_their_world():
     env = make_env("pendulum", 4, seed=0)
     env.reset()
     env.model_field("body_mass")[2, 1] *= 3.0  # a heavier pole in world 2
-    state = np.stack([env._qpos[0].copy()] * 4)
-    env._qpos[:] = state
-    env._qvel[:] = 0.0
+    start = env.read_state()
+    env.set_joint_state(np.arange(4), np.repeat(start.q[:1], 4, axis=0), np.zeros((4, 1)))
     for _ in range(20):
         env.step(torch.zeros(4, 1))
     q = env.read_state().q[:, 0]

@@ -40,11 +40,15 @@ def test_model_fields_are_set_per_world_and_terms_compose():
     np.testing.assert_allclose(critic[:, -env.randomizer.dim:].numpy(), env.randomizer.observation(), rtol=1e-6)
 
 
-def test_action_latency_delays_the_motors_by_whole_physics_steps():
-    env = arm((Randomize("action_delay", Dist("uniform", 0, 0), "set", mode="startup"),), n=2)
-    env.action_delay[:] = [0, 3]
-    env._qpos[:] = env._qpos[0]
-    env._qvel[:] = 0
+def test_command_latency_in_seconds_delays_the_motors_by_whole_physics_steps():
+    env = arm((Randomize("command_delay_s", Dist("uniform", 0.014, 0.014), "set", mode="startup"),), n=2)
+    assert np.allclose(env.command_delay_s, 0.015), "14 ms rounds to 3 physics steps of 5 ms"
+    np.testing.assert_allclose(env.randomizer.observation()[:, 0], 0.015)
+    applied = env.set_command_delay(np.array([0, 1]), np.array([0.0, 0.5]))
+    np.testing.assert_allclose(applied, [0.0, env.spec.control_period - env.model.opt.timestep])
+    env.set_command_delay(np.array([1]), np.array([0.015]))
+    start = env.read_state()
+    env.set_joint_state(np.arange(2), np.repeat(start.q[:1], 2, axis=0), np.zeros((2, 3)))
     env.step(torch.full((2, 3), 1.5))
     q = env.read_state().q
     assert not np.allclose(q[0], q[1])
@@ -91,7 +95,7 @@ def test_randomization_yaml_errors_name_the_file_and_field(tmp_path):
 def test_the_shipped_perturbed_arm_loads_and_applies():
     env = make_env("reach", 4, randomize="sim/perturbations/arm_perturbed.yaml")
     env.reset()
-    assert np.all(env.action_delay == 3) and np.all(env.encoder_offset[:, 1] == 0.02)
+    assert np.allclose(env.command_delay_s, 0.015) and np.all(env.encoder_offset[:, 1] == 0.02)
     link3 = env.model.body("link3").id
     np.testing.assert_allclose(env.model_value("body_mass")[:, link3], env.model.body_mass[link3] + 0.3)
 
@@ -102,7 +106,7 @@ def test_training_with_randomization_logs_each_worlds_draws(tmp_path):
     metrics = train(default_config("reach", num_envs=16, iterations=2, randomize="default"), tmp_path, progress=False)
     assert metrics["iterations"] == 2
     events = next(tmp_path.glob("events.*")).read_bytes()
-    assert b"randomization/8_action_delay" in events
+    assert b"randomization/8_command_delay_s" in events
 
 
 @pytest.mark.slow

@@ -48,7 +48,7 @@ def test_the_same_seed_gives_the_same_randomized_parameters_on_cpu_and_warp(task
     envs, q, _ = rollouts(task, randomize="default", steps=25)
     cpu, warp = envs["cpu"], envs["warp"]
     assert np.array_equal(cpu.randomizer.observation(), warp.randomizer.observation())
-    assert np.array_equal(cpu.action_delay, warp.action_delay)
+    assert np.array_equal(cpu.command_delay_s, warp.command_delay_s)
     for field in ("body_mass", "dof_damping", "actuator_gear", "dof_invweight0"):
         values = cpu.model_value(field)
         assert np.allclose(values, warp.model_value(field), rtol=1e-6, atol=1e-7), field
