@@ -183,7 +183,14 @@ def cmd_dataset(args: argparse.Namespace) -> None:
     from s2r.dataset import check_dataset, dataset_info
 
     root = Path(args.dataset)
-    report = dataset_info(root) if args.action == "info" else check_dataset(root, task=args.task)
+    if args.action == "info":
+        report = dataset_info(root)
+    elif args.task:
+        from s2r.sim.task_dataset import task_expectation
+
+        report = check_dataset(root, expect=task_expectation(args.task))
+    else:
+        report = check_dataset(root)
     print(json.dumps(report.to_dict()) if args.json else report.format())
 
 

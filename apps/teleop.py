@@ -8,8 +8,9 @@ raw action, as a policy would output it:
     reach    the end-effector velocity goes through damped-least-squares IK (hardware.teleop.ik,
              Jacobians from `env.batch.jac`) into joint position targets within the joint limits
 
-Each frame records the policy observation, the raw action and the simulated time it was captured
-at (`s2r.dataset`, LeRobot v3, the same features as `s2r demos`). An episode ends as a success
+Each frame records the policy observation (the robot's terms in `observation.state`, the object's
+in `observation.environment_state`), the raw action and the simulated time it was captured at
+(`s2r.dataset`, LeRobot v3, the same features and contract as `s2r demos`). An episode ends as a success
 when the task's success condition has held for its success window, at the task's time limit
 (marked by the task's own rule), or when the operator presses "save" (marked by whether the
 goal holds then). "discard" drops the episode and starts it again; "quit" drops the episode in
@@ -35,12 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from s2r.dataset import ACTION, OBS_STATE, DatasetWriter
+from s2r.dataset import ACTION, DatasetWriter, ObservationLayout
 from s2r.hardware.teleop.devices import DeviceUnavailable, TeleopCommand, TeleopDevice
 from s2r.hardware.teleop.ik import DifferentialIK
-from s2r.sim.demos import task_features
 from s2r.sim.env import BatchEnv
 from s2r.sim.push_t import WORKSPACE
+from s2r.sim.task_dataset import task_features, task_layout
 from s2r.sim.tasks import make_task
 
 SPEEDS = {"push_t": (0.15, 0.0), "reach": (0.25, 0.0)}
@@ -122,8 +123,10 @@ def run_teleop(task: str, device: TeleopDevice, *, out: Path | None = None, epis
     env = BatchEnv(make_task(task), 1, seed=seed, nthread=1)
     mapping = MAPPINGS[task](env)
     linear, angular = SPEEDS[task]
+    contract = env.contract({"task": task, "recorder": "s2r.apps.teleop", "device": device.name})
     writer = (DatasetWriter(Path(out), fps=1.0 / env.spec.control_period, features=task_features(task),
-                            robot=env.spec.name, task=task) if out is not None else None)
+                            robot=env.spec.name, task=task, contract=contract) if out is not None else None)
+    layout = task_layout(task)
     summary = {"task": task, "device": device.name, "out": None if out is None else str(out), "episodes": 0,
                "successes": 0, "frames": 0, "discarded": 0}
     if progress and device.controls:
@@ -131,7 +134,7 @@ def run_teleop(task: str, device: TeleopDevice, *, out: Path | None = None, epis
     try:
         while summary["episodes"] < episodes:
             try:
-                outcome, frames = _run_episode(env, device, mapping, writer, (linear, angular), realtime)
+                outcome, frames = _run_episode(env, device, mapping, writer, layout, (linear, angular), realtime)
             except DeviceUnavailable as error:
                 if writer is not None:
                     writer.discard_episode()
@@ -155,7 +158,8 @@ def run_teleop(task: str, device: TeleopDevice, *, out: Path | None = None, epis
 
 
 def _run_episode(env: BatchEnv, device: TeleopDevice, mapping: PushTMapping | ReachMapping,
-                 writer: DatasetWriter | None, speeds: tuple[float, float], realtime: bool) -> tuple[str, int]:
+                 writer: DatasetWriter | None, layout: ObservationLayout, speeds: tuple[float, float],
+                 realtime: bool) -> tuple[str, int]:
     """One episode from a fresh reset; its outcome ("success", "failure", "discard", "quit") and frames."""
     period = env.spec.control_period
     clock = env.data_field("time")
@@ -173,7 +177,7 @@ def _run_episode(env: BatchEnv, device: TeleopDevice, mapping: PushTMapping | Re
             return _end(writer, success), step
         action = mapping(command)
         if writer is not None:
-            writer.add_frame({OBS_STATE: obs, ACTION: action.astype(np.float32)}, timestamp=float(clock[0]))
+            writer.add_frame({**layout.split(obs), ACTION: action.astype(np.float32)}, timestamp=float(clock[0]))
         if realtime:
             time.sleep(max(0.0, started + (step + 1) * period - time.monotonic()))
         obs_t, _, terminated, truncated, info = env.step(torch.from_numpy(action[None]))

@@ -1,10 +1,11 @@
 """Demonstrations in simulation: an expert drives the batched simulator and its episodes become a dataset.
 
-Each frame records what the policy will see (the task's policy observation, `observation.state`),
+Each frame records what the policy will see (the task's policy observation: the robot's terms in
+`observation.state`, the block's pose in `observation.environment_state`, see s2r.dataset.observation),
 the raw action the expert chose (`action`, before the action mapping, as a policy outputs it),
 optionally the top camera rendered off-screen (`observation.images.top`, MUJOCO_GL=egl), and the
-simulated time the frame was captured at. An episode ends when the task's success condition has
-held for `hold_s` seconds (a success: the expert has finished its placement and come to rest, so
+simulated time the frame was captured at; meta/info.json carries the env's policy contract. An
+episode ends when the task's success condition has held for `hold_s` seconds (a success: the expert has finished its placement and come to rest, so
 the demonstration does not stop at the threshold), or when the episode times out (a failure).
 An expert is a function of the policy's observation frame alone (no hidden state), so its actions can be imitated;
 with `action_noise` the env executes perturbed actions while the clean expert action is recorded (DART).
@@ -34,19 +35,12 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from s2r.dataset import ACTION, ACTION_PLAN, IMAGES, OBS_STATE, DatasetWriter  # noqa: E402
-from s2r.observations import TERMS, term_sizes  # noqa: E402
+from s2r.dataset import ACTION, ACTION_PLAN, IMAGES, DatasetWriter  # noqa: E402
+from s2r.observations import term_sizes  # noqa: E402
 from s2r.sim.env import BatchEnv  # noqa: E402
 from s2r.sim.push_t import ScriptedPushExpert  # noqa: E402
+from s2r.sim.task_dataset import CAMERA, IMAGE_SIZE, task_features, task_layout  # noqa: E402
 from s2r.sim.tasks import make_task  # noqa: E402
-from s2r.spec import robot_spec  # noqa: E402
-
-CAMERA = "top"
-"""The fixed camera every task scene names `top`."""
-IMAGE_SIZE = 96
-"""Rendered images are IMAGE_SIZE × IMAGE_SIZE pixels, as Diffusion Policy's Push-T."""
-TERM_NAMES: dict[str, tuple[str, ...]] = {"object_pose": ("x", "y", "sin_yaw", "cos_yaw")}
-"""Component names of terms whose components are not one per joint."""
 
 
 Expert = Callable[[np.ndarray], np.ndarray]
@@ -94,32 +88,6 @@ def make_expert(task: str, name: str, env: BatchEnv) -> Expert:
         known = ", ".join(f"{t} --expert {n}" for t, n in EXPERTS)
         raise ValueError(f"no expert {name!r} for task {task!r}; known: {known}")
     return EXPERTS[(task, name)](env)
-
-
-def task_features(task: str, *, image: bool = False, plan_horizon: int = 0) -> dict[str, dict[str, Any]]:
-    """The dataset features a task's demonstrations hold: its policy observation, its action, the camera,
-    the expert's plan of `plan_horizon` actions."""
-    cfg = make_task(task).config
-    spec = robot_spec(cfg.robot)
-    if cfg.history_length != 1:
-        raise ValueError(f"task {task}: history_length {cfg.history_length}; a dataset stores single frames")
-    names = []
-    for term in cfg.policy_terms:
-        size = TERMS[term.name].size(spec)
-        parts = TERM_NAMES.get(term.name) or (spec.joint_names if size == spec.num_joints else range(size))
-        names += [f"{term.name}.{part}" for part in parts]
-    features = {
-        OBS_STATE: {"dtype": "float32", "shape": [len(names)], "names": names},
-        ACTION: {"dtype": "float32", "shape": [len(spec.actuated_joint_names)],
-                 "names": list(spec.actuated_joint_names)},
-    }
-    if plan_horizon:
-        joints = spec.actuated_joint_names
-        features[ACTION_PLAN] = {"dtype": "float32", "shape": [plan_horizon * len(joints)],
-                                 "names": [f"{k}.{joint}" for k in range(plan_horizon) for joint in joints]}
-    if image:
-        features[IMAGES + CAMERA] = {"dtype": "video", "shape": [IMAGE_SIZE, IMAGE_SIZE, 3]}
-    return features
 
 
 class ExpertPlanner:
@@ -240,13 +208,16 @@ def record_demos(task: str = "push_t", *, expert: str = "scripted", episodes: in
     planner = ExpertPlanner(env, expert, plan_horizon) if plan_horizon else None
     rng = np.random.default_rng(seed)
     camera = IMAGES + CAMERA
+    layout = task_layout(task)
     started = time.perf_counter()
     recorded = attempted = succeeded = frames = 0
     renderer = CameraRenderer(env) if image else None
     try:
         with DatasetWriter(Path(out), fps=1.0 / env.spec.control_period,
                            features=task_features(task, image=image, plan_horizon=plan_horizon),
-                           robot=env.spec.name, task=task) as writer:
+                           robot=env.spec.name, task=task,
+                           contract=env.contract({"task": task, "recorder": "s2r.sim.demos", "expert": expert})
+                           ) as writer:
             while recorded < episodes:
                 for take in _run_batch(env, driver, planner, renderer, rng, action_noise, hold):
                     if recorded == episodes:
@@ -256,7 +227,7 @@ def record_demos(task: str = "push_t", *, expert: str = "scripted", episodes: in
                     if successful_only and not take.success:
                         continue
                     for k, stamp in enumerate(take.stamps):
-                        frame = {OBS_STATE: take.states[k], ACTION: take.actions[k]}
+                        frame = {**layout.split(take.states[k]), ACTION: take.actions[k]}
                         if planner is not None:
                             frame[ACTION_PLAN] = take.plans[k]
                         if image:

@@ -1,7 +1,11 @@
 """Datasets: what is written is what is read, and a damaged dataset is refused with the episode and file named."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +13,21 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from s2r.dataset import ACTION, OBS_STATE, DatasetError, DatasetWriter, check_dataset, dataset_info, load_dataset
+from s2r.dataset import (
+    ACTION,
+    OBS_ENV_STATE,
+    OBS_STATE,
+    DatasetError,
+    DatasetWriter,
+    check_dataset,
+    dataset_info,
+    load_dataset,
+)
+from s2r.observations import ObsTerm
 from s2r.sim.demos import record_demos
+from s2r.sim.env import BatchEnv
+from s2r.sim.task_dataset import task_expectation
+from s2r.sim.tasks import make_task
 
 CAMERA = "observation.images.top"
 DATA = "data/chunk-000/file-000.parquet"
@@ -18,7 +35,8 @@ VIDEO = f"videos/{CAMERA}/chunk-000/file-000.mp4"
 
 
 def features(image: bool = False, actions: int = 2) -> dict:
-    out = {OBS_STATE: {"dtype": "float32", "shape": [8], "names": list("abcdefgh")},
+    out = {OBS_STATE: {"dtype": "float32", "shape": [4], "names": list("abcd")},
+           OBS_ENV_STATE: {"dtype": "float32", "shape": [4], "names": list("efgh")},
            ACTION: {"dtype": "float32", "shape": [actions], "names": None}}
     if image:
         out[CAMERA] = {"dtype": "video", "shape": [32, 48, 3]}
@@ -27,7 +45,8 @@ def features(image: bool = False, actions: int = 2) -> dict:
 
 def make_episode(rng, length: int, image: bool = False, actions: int = 2) -> dict:
     """Random frames, captured every 0.1 s with jitter from an arbitrary clock."""
-    episode = {OBS_STATE: rng.normal(size=(length, 8)).astype(np.float32),
+    episode = {OBS_STATE: rng.normal(size=(length, 4)).astype(np.float32),
+               OBS_ENV_STATE: rng.normal(size=(length, 4)).astype(np.float32),
                ACTION: rng.uniform(-1, 1, (length, actions)).astype(np.float32),
                "stamps": 1000.0 + 0.1 * np.arange(length) + rng.uniform(-0.01, 0.01, length)}
     if image:
@@ -74,22 +93,24 @@ def test_a_written_dataset_loads_back_with_the_same_frames_stats_and_capture_tim
     assert (loaded.fps, loaded.robot, loaded.task, loaded.num_frames) == (10.0, "pusher", "push_t", 23)
     assert loaded.success == [True, False, None]
     for written, read in zip(episodes, loaded.episodes, strict=True):
-        assert np.array_equal(read[OBS_STATE], written[OBS_STATE]) and np.array_equal(read[ACTION], written[ACTION])
+        for key in (OBS_STATE, OBS_ENV_STATE, ACTION):
+            assert np.array_equal(read[key], written[key])
         # Time stamps are the capture times given, from the episode's first frame, not index / fps.
         assert np.allclose(read["timestamp"], written["stamps"] - written["stamps"][0], atol=1e-5)
-    for key in (OBS_STATE, ACTION):
+    for key in (OBS_STATE, OBS_ENV_STATE, ACTION):
         values = np.concatenate([e[key] for e in episodes]).astype(np.float64)
         stats = loaded.stats[key]
         assert np.allclose(stats["mean"], values.mean(0)) and np.allclose(stats["std"], values.std(0))
         assert np.allclose(stats["min"], values.min(0)) and np.allclose(stats["max"], values.max(0))
     info = json.loads((tmp_path / "ds/meta/info.json").read_text())
     assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 3 and info["total_frames"] == 23
-    assert info["features"][OBS_STATE]["names"] == list("abcdefgh")
+    assert info["features"][OBS_STATE]["names"] == list("abcd")
+    assert info["features"][OBS_ENV_STATE]["names"] == list("efgh")
     rows = pq.read_table(tmp_path / "ds/meta/episodes/chunk-000/file-000.parquet").to_pylist()
     assert [(r["dataset_from_index"], r["dataset_to_index"]) for r in rows] == [(0, 7), (7, 18), (18, 23)]
     assert pq.read_table(tmp_path / "ds" / DATA).column_names == [
-        OBS_STATE, ACTION, "timestamp", "frame_index", "episode_index", "index", "task_index"]
-    report = check_dataset(tmp_path / "ds", task="push_t")
+        OBS_STATE, OBS_ENV_STATE, ACTION, "timestamp", "frame_index", "episode_index", "index", "task_index"]
+    report = check_dataset(tmp_path / "ds", expect=task_expectation("push_t"))
     assert (report.episodes, report.frames, report.success_rate) == (3, 23, 0.5)
 
 
@@ -149,7 +170,7 @@ def test_a_dataset_whose_actions_do_not_fit_the_task_is_refused(tmp_path):
     root = dataset(tmp_path / "ds", [make_episode(np.random.default_rng(4), 5, actions=3)], actions=3)
     check_dataset(root)
     with pytest.raises(DatasetError, match=r"meta/info.json: features.action.shape: \[3\], but task push_t has \[2\]"):
-        check_dataset(root, task="push_t")
+        check_dataset(root, expect=task_expectation("push_t"))
 
 
 def test_a_discarded_episode_leaves_no_trace(tmp_path):
@@ -196,12 +217,12 @@ def test_a_crash_loses_only_the_episode_being_recorded_and_a_later_writer_append
 def test_frames_that_do_not_match_the_features_are_refused(tmp_path):
     writer = DatasetWriter(tmp_path / "ds", fps=10, features=features(), robot="pusher", task="push_t")
     with pytest.raises(DatasetError, match=r"action: expected shape \(2,\), got \(3,\)"):
-        writer.add_frame({OBS_STATE: np.zeros(8), ACTION: np.zeros(3)}, timestamp=0.0)
+        writer.add_frame({OBS_STATE: np.zeros(4), OBS_ENV_STATE: np.zeros(4), ACTION: np.zeros(3)}, timestamp=0.0)
     with pytest.raises(DatasetError, match=r"missing features \['action'\]"):
-        writer.add_frame({OBS_STATE: np.zeros(8)}, timestamp=0.0)
-    writer.add_frame({OBS_STATE: np.zeros(8), ACTION: np.zeros(2)}, timestamp=0.0)
+        writer.add_frame({OBS_STATE: np.zeros(4), OBS_ENV_STATE: np.zeros(4)}, timestamp=0.0)
+    writer.add_frame({OBS_STATE: np.zeros(4), OBS_ENV_STATE: np.zeros(4), ACTION: np.zeros(2)}, timestamp=0.0)
     with pytest.raises(DatasetError, match="timestamp"):
-        writer.add_frame({OBS_STATE: np.zeros(8), ACTION: np.zeros(2)}, timestamp=0.0)
+        writer.add_frame({OBS_STATE: np.zeros(4), OBS_ENV_STATE: np.zeros(4), ACTION: np.zeros(2)}, timestamp=0.0)
     writer.close()
     assert not (tmp_path / "ds/meta").exists(), "an unfinished episode is not written"
 
@@ -209,12 +230,13 @@ def test_frames_that_do_not_match_the_features_are_refused(tmp_path):
 def test_scripted_push_t_demonstrations_record_state_action_image_and_sim_time(tmp_path):
     result = record_demos("push_t", episodes=2, out=tmp_path / "demos", image=True, seed=2, num_envs=2)
     assert result["episodes"] == 2 and result["success_rate"] > 0
-    report = check_dataset(tmp_path / "demos", task="push_t")
+    report = check_dataset(tmp_path / "demos", expect=task_expectation("push_t"))
     assert report.frames == result["frames"] and report.fps == 10
     loaded = load_dataset(tmp_path / "demos", images=True)
     episode = loaded.episodes[0]
     length = len(episode["timestamp"])
-    assert episode[OBS_STATE].shape == (length, 8) and episode[ACTION].shape == (length, 2)
+    assert episode[OBS_STATE].shape == (length, 4) and episode[OBS_ENV_STATE].shape == (length, 4)
+    assert episode[ACTION].shape == (length, 2)
     assert episode[CAMERA].shape == (length, 96, 96, 3)
     assert np.allclose(episode["timestamp"], 0.1 * np.arange(length), atol=1e-5)
     # The action is the raw policy output: the next position target over the action scale, in [-1, 1].
@@ -242,3 +264,41 @@ def test_a_crash_inside_close_before_meta_is_written_keeps_every_finished_episod
     for written, read in zip(episodes, loaded.episodes, strict=True):
         assert np.array_equal(read[ACTION], written[ACTION])
         assert np.abs(read[CAMERA].astype(int) - written[CAMERA]).mean() < 3
+
+
+def test_inspecting_and_checking_a_dataset_imports_neither_torch_nor_mujoco(tmp_path):
+    # A robot computer without torch or MuJoCo can inspect what it recorded: s2r dataset info, and check.
+    root = dataset(tmp_path / "ds", [make_episode(np.random.default_rng(8), 6)])
+    script = f"""
+import os, sys
+sys.modules["torch"] = None
+sys.modules["mujoco"] = None
+from s2r.apps.cli import main
+from s2r.dataset import check_dataset, load_dataset
+assert main(["dataset", "info", {str(root)!r}]) == 0
+assert main(["dataset", "check", {str(root)!r}]) == 0
+assert check_dataset({str(root)!r}).frames == load_dataset({str(root)!r}).num_frames == 6
+assert "MUJOCO_GL" not in os.environ
+"""
+    env = {k: v for k, v in os.environ.items() if k != "MUJOCO_GL"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "6 frames" in done.stdout and "checked: ok" in done.stdout
+
+
+def test_a_dataset_recorded_with_other_observation_scales_is_refused_for_the_task(tmp_path):
+    # Sizes alone would pass: the contract in meta/info.json says the frames hold joint_vel × 0.2.
+    env = BatchEnv(make_task("push_t"), 1)
+    scaled = replace(env.contract(), observation=(ObsTerm("joint_pos"), ObsTerm("joint_vel", scale=0.2),
+                                                  ObsTerm("object_pose")))
+    rng = np.random.default_rng(9)
+    with DatasetWriter(tmp_path / "ds", fps=10, features=features(), robot="pusher", task="push_t",
+                       contract=scaled) as writer:
+        write(writer, make_episode(rng, 5))
+    assert load_dataset(tmp_path / "ds").contract == scaled
+    with pytest.raises(DatasetError, match=r"s2r_contract.observation: the frames hold .*joint_vel\[2\]×0.2.*"
+                                           r"task push_t observes .*joint_vel\[2\]×1,"):
+        check_dataset(tmp_path / "ds", expect=task_expectation("push_t"))
+    with pytest.raises(DatasetError, match=r"s2r_contract.observation: the dataset has"):
+        DatasetWriter(tmp_path / "ds", fps=10, features=features(), robot="pusher", task="push_t",
+                      contract=env.contract())

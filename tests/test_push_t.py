@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from s2r.dataset import ACTION, ACTION_PLAN, OBS_STATE, load_dataset
+from s2r.dataset import ACTION, ACTION_PLAN, OBS_ENV_STATE, OBS_STATE, load_dataset, policy_observation
 from s2r.observations import OBJECT_POSE
 from s2r.sim.demos import ExpertPlanner, evaluate_expert, make_expert, record_demos
 from s2r.sim.env import BatchEnv
@@ -61,7 +61,7 @@ def _expert_on_frames(episode: dict) -> np.ndarray:
     """The scripted expert's raw actions for recorded frames, each frame on its own."""
     env = BatchEnv(make_task("push_t"), 1)
     expert = make_expert("push_t", "scripted", env)
-    return expert(episode[OBS_STATE])
+    return expert(policy_observation(episode))
 
 
 def test_the_scripted_expert_acts_on_what_the_policy_sees_and_nothing_else(tmp_path):
@@ -69,6 +69,43 @@ def test_the_scripted_expert_acts_on_what_the_policy_sees_and_nothing_else(tmp_p
     record_demos("push_t", episodes=2, out=tmp_path / "demos", seed=4, num_envs=2)
     for episode in load_dataset(tmp_path / "demos").episodes:
         assert np.allclose(_expert_on_frames(episode), episode[ACTION], atol=1e-6)
+
+
+def test_recorded_push_t_frames_hold_the_pusher_as_state_the_block_as_environment_and_the_contract(tmp_path):
+    # LeRobot's push-T layout: observation.state the agent, observation.environment_state the object's pose.
+    record_demos("push_t", episodes=1, out=tmp_path / "demos", seed=4, num_envs=1)
+    dataset = load_dataset(tmp_path / "demos")
+    state, environment = dataset.features[OBS_STATE], dataset.features[OBS_ENV_STATE]
+    assert state["names"] == ["joint_pos.x", "joint_pos.y", "joint_vel.x", "joint_vel.y"]
+    assert environment["names"] == ["object_pose.x", "object_pose.y", "object_pose.sin_yaw", "object_pose.cos_yaw"]
+    contract = BatchEnv(make_task("push_t"), 1).contract()
+    assert dataset.contract.observation == contract.observation
+    assert dataset.contract.observation_sizes == (2, 2, 4) and dataset.contract.action == contract.action
+    assert dataset.contract.robot == dataset.robot == "pusher"
+    assert dataset.contract.provenance["recorder"] == "s2r.sim.demos"
+    block = dataset.episodes[0][OBS_ENV_STATE]
+    assert np.allclose(np.square(block[:, 2:]).sum(1), 1.0, atol=1e-5), "sin² + cos² of the block's yaw"
+
+
+def test_diffusion_training_windows_are_the_policy_observations_the_env_gave_for_the_recorded_states(tmp_path):
+    # The dataset splits the observation into state and environment state; training joins it back to
+    # exactly what the policy observes (terms in order, same values), so the documented results stay true.
+    from s2r.policies.diffusion.train import make_windows
+
+    record_demos("push_t", episodes=2, out=tmp_path / "demos", seed=6, num_envs=2)
+    episodes = load_dataset(tmp_path / "demos").episodes
+    env = BatchEnv(make_task("push_t"), 2, seed=6, nthread=1)
+    expert = make_expert("push_t", "scripted", env)
+    obs = env.reset()["policy"].numpy()
+    seen = [[], []]
+    for _ in range(max(len(e[ACTION]) for e in episodes)):
+        for world in range(2):
+            seen[world].append(obs[world].astype(np.float32))
+        obs = env.step(torch.from_numpy(expert(obs)))[0]["policy"].numpy()
+    expected = np.concatenate([np.stack(seen[world][:len(e[ACTION])]) for world, e in enumerate(episodes)])
+    windows, _ = make_windows(episodes, obs_horizon=2, pred_horizon=16)
+    assert windows.shape == (len(expected), 2, 8)
+    assert np.array_equal(windows[:, -1], expected.astype(np.float64))
 
 
 def test_noise_injected_demonstrations_execute_perturbed_actions_and_record_the_clean_expert_action(tmp_path):
@@ -92,11 +129,12 @@ def test_successful_demonstrations_end_once_the_expert_has_placed_the_block_and_
     result = record_demos("push_t", episodes=2, out=tmp_path / "demos", seed=4, num_envs=2, hold_s=2.0)
     assert result["success_rate"] == 1.0
     for episode in load_dataset(tmp_path / "demos").episodes:
-        obs = episode[OBS_STATE]
-        pose = np.column_stack([obs[:, 4:6], np.arctan2(obs[:, 6], obs[:, 7])])
+        block = episode[OBS_ENV_STATE]
+        pose = np.column_stack([block[:, :2], np.arctan2(block[:, 2], block[:, 3])])
         assert (coverage(pose[-15:]) > 0.95).all()
         assert coverage(pose[-1:])[0] >= 0.98
-        assert np.allclose(episode[ACTION][-1], obs[-1, :2] / 0.25, atol=1e-3), "the last action holds still"
+        assert np.allclose(episode[ACTION][-1], episode[OBS_STATE][-1, :2] / 0.25, atol=1e-3), \
+            "the last action holds still"
     with pytest.raises(ValueError, match="hold_s"):
         record_demos("push_t", episodes=1, out=tmp_path / "bad", hold_s=0.1)
 

@@ -32,7 +32,7 @@ import torch
 import yaml
 
 from s2r.contract import PolicyContract
-from s2r.dataset import ACTION, ACTION_PLAN, INFO_PATH, OBS_STATE, Dataset, DatasetError, load_dataset
+from s2r.dataset import ACTION, ACTION_PLAN, INFO_PATH, Dataset, DatasetError, load_dataset, policy_observation
 from s2r.policies.diffusion.config import DiffusionConfig
 from s2r.policies.diffusion.model import DiffusionModel
 from s2r.policies.diffusion.processing import RangeNormalizer
@@ -44,35 +44,29 @@ CHECKPOINT = "diffusion.pt"
 
 
 def check_dataset_fits(dataset: Dataset, task: str, plan_steps: int = 1) -> None:
-    """Raise DatasetError naming the dataset file and field where its observation or action size differs from `task`,
-    or where its expert plans (if any) are shorter than `plan_steps` actions."""
-    from s2r.sim.demos import task_features
+    """Raise DatasetError naming the dataset file and field where its expert plans (if any) are shorter than
+    `plan_steps` actions, or where its robot, observation or action differs from `task`'s."""
+    from s2r.sim.task_dataset import task_expectation
 
-    expected = task_features(task)
+    expected = task_expectation(task)
     info = dataset.root / INFO_PATH
-    for key in (ACTION, OBS_STATE):
-        if key not in dataset.features:
-            raise DatasetError(f"{info}: features.{key}: missing; task {task} needs shape {expected[key]['shape']}")
-        shape = list(dataset.features[key]["shape"])
-        if shape != list(expected[key]["shape"]):
-            names = ", ".join(expected[key]["names"])
-            raise DatasetError(f"{info}: features.{key}.shape: the dataset has {shape}, task {task} needs "
-                               f"{expected[key]['shape']} ({names})")
     if ACTION_PLAN in dataset.features:
-        size, action_size = dataset.features[ACTION_PLAN]["shape"][0], expected[ACTION]["shape"][0]
+        size, action_size = dataset.features[ACTION_PLAN]["shape"][0], expected.features[ACTION]["shape"][0]
         if size % action_size or size // action_size < plan_steps:
             raise DatasetError(f"{info}: features.{ACTION_PLAN}.shape: [{size}]; a diffusion policy predicting "
                                f"{plan_steps} actions ahead for task {task} needs plans of at least "
                                f"{plan_steps} × {action_size} values")
+    expected.check(dataset.root, dataset.robot, dataset.features, dataset.contract)
 
 
 def make_windows(episodes: list[dict[str, np.ndarray]], obs_horizon: int, pred_horizon: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Every step's training window: observations (N, To, D) at t-To+1 … t and actions (N, Tp, A) at t-To+1 …,
-    indices clamped to each episode; the actions from t on are the expert's plan at t where the episode has one."""
+    indices clamped to each episode; the actions from t on are the expert's plan at t where the episode has one.
+    An observation is the policy's, in its terms' order: observation.state then observation.environment_state."""
     obs_windows, act_windows = [], []
     for episode in episodes:
-        obs, act = episode[OBS_STATE], episode[ACTION]
+        obs, act = policy_observation(episode), episode[ACTION]
         steps = np.arange(len(obs))[:, None]
         first = steps - (obs_horizon - 1)
         obs_index = np.clip(first + np.arange(obs_horizon), 0, len(obs) - 1)
