@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.report import machine, report
+from bench.report import finite_or_none, machine, report
 from bench.sim import WARMUP_STEPS, _seconds, _time_s2r
 from s2r.sim.env import BatchEnv, make_env
 
@@ -79,7 +79,8 @@ def ppo_to_threshold(task: str = "cartpole", num_envs: int = 4096, *, threshold:
     outcome = _train_s2r(make_env(task, num_envs, seed=seed, backend="warp"), PPOConfig(max_learning_rate=1e-3),
                          ActorCriticConfig(), seed, threshold, max_iterations)
     return {"task": task, "num_envs": num_envs, "success_threshold": threshold, "wall_s": outcome.wall_s,
-            "iterations": outcome.iterations, "success_rate": outcome.success_rate, "reached": outcome.reached}
+            "iterations": outcome.iterations, "success_rate": finite_or_none(outcome.success_rate),
+            "reached": outcome.reached}
 
 
 def _time_bare_warp(env: BatchEnv, actions: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> float:

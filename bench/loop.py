@@ -143,7 +143,7 @@ def run(rate: float = 500.0, *, seconds: float = 6.0, min_ticks: int = 1000, rou
         "rclpy_timer_period_p50_error_us": float(rclpy_p50),
         "rclpy_timer_period_p99_error_us": float(rclpy_p99),
         "rclpy_timer_period_max_error_us": float(rclpy_errors.max()),
-        "ratio": float(s2r_p99 / rclpy_p99) if rclpy_p99 > 0 else float("nan"),
+        "ratio": float(s2r_p99 / rclpy_p99) if rclpy_p99 > 0 else None,  # JSON has no NaN
         "machine": machine(),
     }
 
@@ -162,7 +162,8 @@ def main(args: list[str] | None = None) -> None:
                   f"{r['s2r_period_p50_error_us']:.1f} / {r['s2r_period_p99_error_us']:.1f} µs"),
                  (f"{r['rate_hz']:g} Hz: rclpy timer p50 / p99 error",
                   f"{r['rclpy_timer_period_p50_error_us']:.1f} / {r['rclpy_timer_period_p99_error_us']:.1f} µs"),
-                 (f"{r['rate_hz']:g} Hz: ratio of p99s (s2r / rclpy)", f"{r['ratio']:.2f}")]
+                 (f"{r['rate_hz']:g} Hz: ratio of p99s (s2r / rclpy)",
+                  "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}")]
     suffix = "" if results[0]["rt_priority"] else "_normal_scheduling"
     report(f"loop{suffix}", "control loop period error: s2r DeadlineLoop vs rclpy timer", rows,
            {"rates": results, "machine": machine()})

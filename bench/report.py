@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -19,17 +20,29 @@ def machine() -> str:
     return f"{platform.platform()}, {os.cpu_count()} cpus"
 
 
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN or infinity: a figure that is undefined (no episode ended yet, a zero divisor) is null."""
+    return value if math.isfinite(value) else None
+
+
 def report(name: str, title: str, rows: list[tuple[str, str]], result: dict[str, Any]) -> Path:
-    """Prints a two-column table, then `result` as JSON on the last stdout line; writes `bench/results/<name>.json`."""
+    """Prints a two-column table, then `result` as JSON on the last stdout line; writes `bench/results/<name>.json`.
+
+    A result holding NaN or infinity is refused (ValueError) after the table: JSON has neither; report
+    an undefined figure as None (`finite_or_none`).
+    """
     table = Table(title=title)
     table.add_column("measure")
     table.add_column("value", justify="right")
     for label, value in rows:
         table.add_row(label, value)
     Console().print(table)
-    text = json.dumps(result)
+    try:
+        text = json.dumps(result, allow_nan=False)
+    except ValueError as error:
+        raise ValueError(f"bench {name}: the result holds NaN or infinity, which JSON has not: {error}") from None
     print(text, flush=True)
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     return path

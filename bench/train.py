@@ -40,7 +40,7 @@ from rsl_rl.env import VecEnv
 from rsl_rl.runners import OnPolicyRunner as RslRlRunner
 from tensordict import TensorDict
 
-from bench.report import machine, report
+from bench.report import finite_or_none, machine, report
 from s2r.policies.ppo import ActorCriticConfig, PPOConfig
 from s2r.policies.runner import EPISODE_WINDOW, OnPolicyRunner
 from s2r.sim.env import BatchEnv, make_env
@@ -82,19 +82,14 @@ def run(task: str = "cartpole", *, num_envs: int = 512, max_iterations: int = 30
         "ratio": peer.wall_s / s2r.wall_s,
         "s2r_iterations": s2r.iterations,
         "peer_iterations": peer.iterations,
-        "s2r_success_rate": _none_if_nan(s2r.success_rate),
-        "peer_success_rate": _none_if_nan(peer.success_rate),
+        "s2r_success_rate": finite_or_none(s2r.success_rate),
+        "peer_success_rate": finite_or_none(peer.success_rate),
         "s2r_reached": s2r.reached,
         "peer_reached": peer.reached,
         "s2r_s_per_iteration": s2r.wall_s / s2r.iterations,
         "peer_s_per_iteration": peer.wall_s / peer.iterations,
         "machine": machine(),
     }
-
-
-def _none_if_nan(value: float) -> float | None:
-    """JSON has no NaN: a success rate before any episode ended is reported as null."""
-    return None if math.isnan(value) else value
 
 
 def _train_s2r(env: BatchEnv, ppo: PPOConfig, model: ActorCriticConfig, seed: int, threshold: float,

@@ -20,10 +20,20 @@ def write_spec(tmp_path: Path, edit) -> Path:
     return path
 
 
-def test_shipped_robots_load():
-    for name in ("pendulum", "cartpole", "arm"):
+def test_every_shipped_robot_loads_and_compiles_with_one_actuator_per_actuated_joint_in_spec_order():
+    from s2r.sim.model import compile_model
+
+    names = sorted(p.name for p in shipped_robots_dir().iterdir() if (p / f"{p.name}.yaml").is_file())
+    assert {"pendulum", "cartpole", "arm"} <= set(names)
+    hashes = set()
+    for name in names:
         spec = robot_spec(name)
-        assert spec.name == name and spec.num_joints >= 1 and len(spec.hash) == 16
+        model = compile_model(spec, "position")  # refuses a spec whose joints or ranges disagree with the MJCF
+        assert spec.name == name
+        assert [model.actuator(i).name for i in range(model.nu)] == list(spec.actuated_joint_names)
+        assert robot_spec(name).hash == spec.hash, "a spec's hash is the same on every load"
+        hashes.add(spec.hash)
+    assert len(hashes) == len(names), "every robot has its own hash"
 
 
 @pytest.mark.parametrize(

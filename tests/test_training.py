@@ -26,12 +26,13 @@ def test_ppo_learns_pendulum_swing_up_and_the_exported_policy_keeps_it(tmp_path)
 
 
 def test_the_same_seed_trains_the_same_policy(tmp_path):
-    def weights(name):
-        train(default_config("pendulum", num_envs=32, iterations=3, seed=5), tmp_path / name, progress=False)
-        return torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["model"]
+    def weights(name, seed=5):
+        train(default_config("pendulum", num_envs=32, iterations=3, seed=seed), tmp_path / name, progress=False)
+        return load_policy(tmp_path / name)[0].state_dict()
 
-    first, second = weights("a"), weights("b")
+    first, second, other = weights("a"), weights("b"), weights("c", seed=6)
     assert all(torch.equal(first[k], second[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first), "another seed trains another policy"
 
 
 def test_training_resumes_and_refuses_another_tasks_checkpoint(tmp_path):
