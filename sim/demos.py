@@ -42,7 +42,6 @@ from s2r.sim.push_t import ScriptedPushExpert  # noqa: E402
 from s2r.sim.task_dataset import CAMERA, IMAGE_SIZE, task_features, task_layout  # noqa: E402
 from s2r.sim.tasks import make_task  # noqa: E402
 
-
 Expert = Callable[[np.ndarray], np.ndarray]
 """An expert bound to an env: every world's policy observation (num_envs, D) → its raw action (num_envs, A).
 
