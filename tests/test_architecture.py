@@ -12,6 +12,7 @@ before pytest by `make test`); these tests check what it cannot see:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -75,7 +76,9 @@ print(json.dumps({{"imported": imported, "failed": failed, "loaded": loaded}}))
 def import_robot_side() -> dict:
     """Imports every robot-side module in a subprocess without torch and MuJoCo; what imported and what failed."""
     code = IMPORT_EVERYTHING.format(blocked=WORKSTATION_ONLY, packages=ROBOT_SIDE_PACKAGES, skip=WORKSTATION_LAYERS)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd="/")
+    # From "/", without PYTHONPATH: the repository's folders are not importable under their own names.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd="/", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
