@@ -93,16 +93,16 @@ class ModelParameter:
               model: mujoco.MjModel) -> None:
         """Write `value` (n, k) (com: (n, k, 3)) at rows `ids` of worlds `worlds` (n,) of the per-world arrays
         `fields(name)` (num_worlds, ...), with what follows from it: kp's bias term, mass's inertia (scaled
-        from `model`'s nominal). Derived constants are the caller's (`set_const`)."""
+        from `model`'s values, which may be the arrays written). Derived constants are the caller's (`set_const`)."""
+        if self.name == "mass":  # before the masses: `fields` may be `model`'s own arrays
+            scale = value / np.maximum(model.body_mass[ids], 1e-12)
+            fields("body_inertia")[worlds[:, None], ids] = model.body_inertia[ids] * scale[..., None]
+        if self.name == "kp":
+            fields("actuator_biasprm")[worlds[:, None], ids, 1] = -value
         if self.column is None:
             fields(self.field)[np.ix_(worlds, ids)] = value
         else:
             fields(self.field)[worlds[:, None], ids, self.column] = -value if self.negated else value
-        if self.name == "kp":
-            fields("actuator_biasprm")[worlds[:, None], ids, 1] = -value
-        if self.name == "mass":
-            scale = value / np.maximum(model.body_mass[ids], 1e-12)
-            fields("body_inertia")[worlds[:, None], ids] = model.body_inertia[ids] * scale[..., None]
 
     def write_spec(self, mj: mujoco.MjSpec, name: str, value: float) -> None:
         """Write one object's value into an MjSpec (for a calibrated MJCF or a sysid candidate model)."""

@@ -11,8 +11,10 @@ with the very actuators training uses: the model is compiled in position mode
 and each command rewrites its actuators' gains, so with kp = kd = 0 a command
 is exactly the torque motor of a torque-mode policy, and a held PD command is
 exactly a position-mode one. A YAML file adds what makes a robot real:
-command and sensor latency, sensor noise and parameters that differ from the
-training model (damping, armature, friction, masses).
+command and sensor latency (seconds), sensor noise and model parameters that
+differ from the training model, named as in `s2r.sim.parameters` (damping,
+armature, frictionloss per joint, mass per body, friction per geom), each
+`{set | scale | add: x}`.
 
     config = load_sim_robot_config("hardware/configs/cartpole_hanging.yaml")
     with SimRobot(robot_spec("cartpole"), config) as robot:
@@ -45,17 +47,19 @@ from typing import Any
 
 import mujoco
 import numpy as np
-import yaml
 
 from s2r.interface import RobotError, RobotInterface
 from s2r.sim.model import compile_model
+from s2r.sim.parameters import OPERATIONS, PARAMETERS, combine
+from s2r.sim.robot_view import RobotView
 from s2r.spec import RobotSpec
 from s2r.state import Command, RobotState
+from s2r.yaml_file import check_fields, read_yaml
 
-JOINT_OVERRIDES = {"damping": "dof_damping", "armature": "dof_armature", "frictionloss": "dof_frictionloss"}
-"""Joint parameters a config may override → the MjModel field they change."""
-BODY_OVERRIDES = ("mass",)
-"""Body parameters a config may override; the inertia scales with the mass."""
+OVERRIDES = {section: tuple(p.name for p in PARAMETERS.values() if p.per == per and p.width == 1)
+             for section, per in (("joints", "joint"), ("bodies", "body"), ("geoms", "geom"))}
+"""Config section → the parameters (`s2r.sim.parameters`) it may override. Actuator parameters are not
+among them: every command sets the motors' gains."""
 
 
 class SimRobotConfigError(ValueError):
@@ -81,9 +85,11 @@ class SimRobotConfig:
     realtime: bool = True
     """Step on a thread in real time; False: no thread, `step(n)` advances the physics."""
     joints: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    """Joint overrides: {joint: {damping | armature | frictionloss: {scale: x} or {add: x}}}."""
+    """Joint overrides: {joint: {damping | armature | frictionloss: {set | scale | add: x}}}."""
     bodies: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    """Body overrides: {body: {mass: {scale: x} or {add: x}}}; the body's inertia scales with its mass."""
+    """Body overrides: {body: {mass: {set | scale | add: x}}}; the body's inertia scales with its mass."""
+    geoms: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    """Geom overrides: {geom: {friction: {set | scale | add: x}}} (the sliding coefficient)."""
     source: Path | None = field(default=None, compare=False)
     """The YAML file the config was read from, for error messages."""
 
@@ -99,8 +105,8 @@ class SimRobotConfig:
             self._fail("seed", f"expected an integer, got {self.seed!r}")
         if not isinstance(self.realtime, bool):
             self._fail("realtime", f"expected true or false, got {self.realtime!r}")
-        self._check_overrides("joints", self.joints, tuple(JOINT_OVERRIDES))
-        self._check_overrides("bodies", self.bodies, BODY_OVERRIDES)
+        for section, names in OVERRIDES.items():
+            self._check_overrides(section, getattr(self, section), names)
 
     @property
     def where(self) -> str:
@@ -117,7 +123,7 @@ class SimRobotConfig:
 
     def _check_overrides(self, key: str, overrides: Any, fields: tuple[str, ...]) -> None:
         if not isinstance(overrides, dict):
-            self._fail(key, f"expected a mapping name → {{field: {{scale|add: x}}}}, got {overrides!r}")
+            self._fail(key, f"expected a mapping name → {{field: {{set|scale|add: x}}}}, got {overrides!r}")
         for name, entries in overrides.items():
             if not isinstance(entries, dict):
                 self._fail(f"{key}.{name}", f"expected a mapping of {', '.join(fields)}, got {entries!r}")
@@ -125,8 +131,8 @@ class SimRobotConfig:
                 where = f"{key}.{name}.{parameter}"
                 if parameter not in fields:
                     self._fail(where, f"unknown field (known fields: {', '.join(fields)})")
-                if not isinstance(op, dict) or len(op) != 1 or next(iter(op)) not in ("scale", "add"):
-                    self._fail(where, f"expected {{scale: x}} or {{add: x}}, got {op!r}")
+                if not isinstance(op, dict) or len(op) != 1 or next(iter(op)) not in OPERATIONS:
+                    self._fail(where, f"expected {{set: x}}, {{scale: x}} or {{add: x}}, got {op!r}")
                 kind, value = next(iter(op.items()))
                 if self._number(f"{where}.{kind}", value) < 0 and kind == "scale":
                     self._fail(f"{where}.scale", f"expected a factor >= 0, got {value}")
@@ -135,19 +141,9 @@ class SimRobotConfig:
 def load_sim_robot_config(path: str | Path) -> SimRobotConfig:
     """Read a SimRobot config YAML; raises SimRobotConfigError naming the file and the field."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise SimRobotConfigError(f"{path}: cannot read SimRobot config ({error.strerror})") from None
-    except yaml.YAMLError as error:
-        raise SimRobotConfigError(f"{path}: not valid YAML: {error}") from None
-    data = {} if data is None else data
-    if not isinstance(data, dict):
-        raise SimRobotConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    known = [name for name in SimRobotConfig.__dataclass_fields__ if name != "source"]
-    for key in data:
-        if key not in known:
-            raise SimRobotConfigError(f"{path}: {key}: unknown field (known fields: {', '.join(known)})")
+    data = read_yaml(path, "SimRobot config", SimRobotConfigError)
+    check_fields(data, path, SimRobotConfigError,
+                 optional=[name for name in SimRobotConfig.__dataclass_fields__ if name != "source"])
     return SimRobotConfig(**data, source=path)
 
 
@@ -164,10 +160,9 @@ class SimRobot(RobotInterface):
         self.model = compile_model(spec, "position")
         _apply_overrides(self.model, self.config, spec)
         self._data = mujoco.MjData(self.model)
-        joint_ids = [self.model.joint(name).id for name in spec.joint_names]
-        self._qpos_index = self.model.jnt_qposadr[joint_ids]
-        self._dof_index = self.model.jnt_dofadr[joint_ids]
-        self._actuators = np.array([self.model.actuator(name).id for name in spec.actuated_joint_names])
+        self.view = RobotView(self.model, spec)
+        """Where the spec's joints, actuators and base are in `model`."""
+        self._actuators = self.view.actuator_ids
         self._timestep = self.model.opt.timestep
         self._rng = np.random.default_rng(self.config.seed)
         self._lock = threading.Lock()
@@ -186,7 +181,8 @@ class SimRobot(RobotInterface):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stats = {"physics_steps": 0, "overruns": 0, "commands_received": 0, "commands_ignored": 0}
-        self._data.qpos[self._qpos_index] = _initial_q(spec, self.config)
+        self.view.write_joint_state(self._data.qpos, self._data.qvel, _initial_q(spec, self.config),
+                                    np.zeros(spec.num_joints))
         self._apply(self._zero_command())
         mujoco.mj_forward(self.model, self._data)
         self._measure()
@@ -342,19 +338,17 @@ class SimRobot(RobotInterface):
         self._data.ctrl[a] = command.q
 
     def _measure(self) -> None:
-        q = self._data.qpos[self._qpos_index].copy()
-        dq = self._data.qvel[self._dof_index].copy()
-        if self.config.noise_q:
-            q += self._rng.normal(0.0, self.config.noise_q, q.shape)
-        if self.config.noise_dq:
-            dq += self._rng.normal(0.0, self.config.noise_dq, dq.shape)
-        tau = self._data.qfrc_actuator[self._dof_index].copy()
         if self.config.realtime:
             stamp, measured = time.time(), time.monotonic()
         else:
             stamp = measured = self._data.time
+        state = self.view.read_state(self._data.qpos, self._data.qvel, self._data.qfrc_actuator, stamp=stamp)
+        if self.config.noise_q:
+            state.q += self._rng.normal(0.0, self.config.noise_q, state.q.shape)
+        if self.config.noise_dq:
+            state.dq += self._rng.normal(0.0, self.config.noise_dq, state.dq.shape)
         readable = measured + self.config.state_delay_s
-        self._history.append((readable, RobotState(stamp=stamp, q=q, dq=dq, tau=tau)))
+        self._history.append((readable, state))
         if self._callback is not None and self._stats["physics_steps"] % self._callback_steps == 0:
             self._unannounced.append(readable)
 
@@ -394,37 +388,24 @@ def _initial_q(spec: RobotSpec, config: SimRobotConfig) -> np.ndarray:
     return q
 
 
-def _overridden(value: np.ndarray | float, op: dict[str, float]) -> np.ndarray | float:
-    kind, x = next(iter(op.items()))
-    return value * x if kind == "scale" else value + x
-
-
 def _apply_overrides(model: mujoco.MjModel, config: SimRobotConfig, spec: RobotSpec) -> None:
-    """Change the model's joint and body parameters as the config says, then its derived constants."""
-    mjcf = spec.mjcf.name
-    for name, entries in config.joints.items():
-        joint = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, name)
-        if joint < 0:
-            known = ", ".join(model.joint(i).name for i in range(model.njnt))
-            raise SimRobotConfigError(f"{config.where}: joints.{name}: no joint {name!r} in {mjcf} (joints: {known})")
-        dofs = model.dof_jntid == joint
-        for parameter, op in entries.items():
-            values = getattr(model, JOINT_OVERRIDES[parameter])
-            new = _overridden(values[dofs], op)
-            if (new < 0).any():
-                raise SimRobotConfigError(f"{config.where}: joints.{name}.{parameter}: gives {new}, expected >= 0")
-            values[dofs] = new
-    for name, entries in config.bodies.items():
-        body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name)
-        if body <= 0:
-            known = ", ".join(model.body(i).name for i in range(1, model.nbody))
-            raise SimRobotConfigError(f"{config.where}: bodies.{name}: no body {name!r} in {mjcf} (bodies: {known})")
-        mass = float(model.body_mass[body])
-        new = float(_overridden(mass, entries["mass"]))
-        if not new > 0 or not mass > 0:
-            raise SimRobotConfigError(f"{config.where}: bodies.{name}.mass: {mass} kg becomes {new} kg; "
-                                      "expected a massive body to stay > 0")
-        model.body_inertia[body] *= new / mass
-        model.body_mass[body] = new
-    if config.joints or config.bodies:
+    """Change the model's parameters as the config says, through `s2r.sim.parameters`, then its derived constants."""
+    recompute = False
+    for section in OVERRIDES:
+        for name, entries in getattr(config, section).items():
+            for key, op in entries.items():
+                where = f"{config.where}: {section}.{name}"
+                parameter = PARAMETERS[key]
+                ids = parameter.resolve(model, spec, (name,), where=where, error=SimRobotConfigError)
+                nominal = parameter.nominal(model, ids)
+                operation, value = next(iter(op.items()))
+                new = combine(operation, nominal, value)
+                massless = key == "mass" and not (nominal[0] > 0 and new[0] > 0)
+                if new[0] < 0 or massless:
+                    expected = "a massive body to stay > 0" if key == "mass" else ">= 0"
+                    raise SimRobotConfigError(f"{where}.{key}: {nominal[0]:g} {parameter.unit} becomes {new[0]:g} "
+                                              f"{parameter.unit}; expected {expected}")
+                parameter.write(lambda field: getattr(model, field)[None], np.array([0]), ids, new[None], model)
+                recompute |= parameter.set_const
+    if recompute:
         mujoco.mj_setConst(model, mujoco.MjData(model))

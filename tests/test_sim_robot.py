@@ -200,9 +200,7 @@ def test_torque_commands_give_the_trajectory_of_the_training_env():
     env = BatchEnv(make_task("cartpole"), num_envs=1, seed=0)
     env.reset()
     q0 = np.array([0.1, 2.8])
-    env.batch.bind("qpos")[0, env.qpos_index] = q0
-    env.batch.bind("qvel")[0, env.dof_index] = 0.0
-    env.batch.forward(None, stage=mujoco.mjtStage.mjSTAGE_POS)
+    env.set_joint_state(np.array([0]), q0[None], np.zeros((1, 2)))
     actions = np.random.default_rng(0).uniform(-1.0, 1.0, size=(100, 1, 1)).astype(np.float32)
     with manual(env.spec, initial_q={"slider": q0[0], "hinge": q0[1]}) as robot:
         robot.enable()

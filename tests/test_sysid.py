@@ -19,7 +19,7 @@ from s2r.state import Command, RobotState
 
 ROOT = Path(__file__).resolve().parent.parent
 PERTURBED = ROOT / "hardware" / "configs" / "arm_perturbed.yaml"
-ALL = ["damping", "armature", "frictionloss", "kp", "kd", "delay"]
+ALL = ["damping", "armature", "frictionloss", "kp", "kd", "command_delay_s"]
 
 
 def perturbed_arm(**overrides) -> SimRobot:
@@ -40,7 +40,7 @@ def truth(name: str, initial: float) -> float:
     """What arm_perturbed.yaml makes of each parameter."""
     kind = name.split(".")[0]
     return {"damping": 1.8 * initial, "armature": 1.5 * initial, "frictionloss": initial + 0.05,
-            "delay": 0.01}.get(kind, initial)
+            "command_delay_s": 0.01}.get(kind, initial)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_sysid_recovers_the_perturbed_arm_and_writes_a_calibrated_spec_that_trai
     assert len(result.params) == 16 and not result.warnings
     for name, estimate in result.params.items():
         expected = truth(name, estimate.initial)
-        if name == "delay":
+        if name == "command_delay_s":
             assert abs(estimate.value - expected) <= 0.005, estimate  # within one physics step
         else:
             assert estimate.value == pytest.approx(expected, rel=0.10), estimate
@@ -153,8 +153,8 @@ def test_sysid_recovers_the_perturbed_arm_and_writes_a_calibrated_spec_that_trai
     terms = load_randomization(result.files["randomization"])
     damping = next(t for t in terms if t.target == "damping" and t.names == ("shoulder",))
     assert damping.operation == "set" and damping.dist.a < result.params["damping.shoulder"].value < damping.dist.b
-    delay = next(t for t in terms if t.target == "action_delay")
-    assert delay.dist.a <= 2 <= delay.dist.b
+    delay = next(t for t in terms if t.target == "command_delay_s")
+    assert delay.dist.a <= 0.01 <= delay.dist.b, "the true delay, 2 physics steps of 5 ms, lies in the range"
     assert result.files["figure"].stat().st_size > 10_000
     saved = json.loads(result.files["result"].read_text())
     assert {"params", "rmse_before", "rmse_after", "wall_s"} <= saved.keys()
@@ -187,7 +187,7 @@ def test_a_joint_that_never_moved_is_reported_not_identifiable_instead_of_a_numb
 
 
 def test_bounds_that_exclude_the_optimum_are_flagged(arm_recording):
-    result = identify(arm_recording, robot_spec("arm"), ["damping", "delay"],
+    result = identify(arm_recording, robot_spec("arm"), ["damping", "command_delay_s"],
                       bounds=parse_bounds(["damping.shoulder=0:0.6"]))
     shoulder = result.params["damping.shoulder"]
     assert shoulder.at_bound == "upper" and shoulder.value == pytest.approx(0.6)
@@ -253,7 +253,7 @@ def test_a_real_time_excitation_identifies_the_arm_too(tmp_path):
     config = load_sim_robot_config(PERTURBED)
     with SimRobot(spec, config) as robot:
         run_excitation(robot, spec, duration_s=20.0, seed=0, out=path)
-    result = identify(path, spec, ["damping", "armature", "frictionloss", "delay"])
+    result = identify(path, spec, ["damping", "armature", "frictionloss", "command_delay_s"])
     for name, estimate in result.params.items():
         assert estimate.value == pytest.approx(truth(name, estimate.initial), rel=0.15, abs=0.005), estimate
     assert result.rmse_after <= 0.3 * result.rmse_before
