@@ -51,7 +51,7 @@ def test_training_resumes_and_refuses_another_tasks_checkpoint(tmp_path):
 def test_a_position_controlled_task_trains_and_saves(tmp_path):
     metrics = train(default_config("reach", num_envs=16, iterations=1), tmp_path / "reach", progress=False)
     assert metrics["iterations"] == 1
-    policy, contract, _ = load_policy(tmp_path / "reach")
+    _, contract, _ = load_policy(tmp_path / "reach")
     assert contract.action.mode == "position" and contract.action.offset == (0.0, -0.5, 1.0)
 
 
