@@ -171,12 +171,13 @@ def test_a_missing_device_is_a_clear_message_not_a_traceback(name):
 def test_a_scripted_operator_pushes_the_t_and_records_a_dataset_that_checks(tmp_path):
     from s2r.apps.teleop import run_teleop
     from s2r.dataset import check_dataset, load_dataset
+    from s2r.sim.task_dataset import task_expectation
 
     out = tmp_path / "push_t"
     sweep = [command(x=1.0)] * 20 + [command(y=1.0)] * 10 + [command(buttons={"save"})]
     summary = run_teleop("push_t", ScriptedDevice(sweep * 2), out=out, episodes=2, realtime=False)
     assert summary["episodes"] == 2 and summary["frames"] == 60 and summary["discarded"] == 0
-    report = check_dataset(out, task="push_t")
+    report = check_dataset(out, expect=task_expectation("push_t"))
     assert report.episodes == 2 and report.frames == 60 and report.fps == 10
     episode = load_dataset(out).episodes[0]
     pusher = episode["observation.state"][:, :2]
@@ -188,13 +189,14 @@ def test_a_scripted_operator_pushes_the_t_and_records_a_dataset_that_checks(tmp_
 def test_a_device_unplugged_mid_episode_leaves_no_half_written_episode(tmp_path):
     from s2r.apps.teleop import run_teleop
     from s2r.dataset import check_dataset, load_dataset
+    from s2r.sim.task_dataset import task_expectation
 
     out = tmp_path / "push_t"
     first = [command(x=1.0)] * 10 + [command(buttons={"save"})]
     device = ScriptedDevice(first + [command(y=-1.0)] * 30, unplug_after=len(first) + 25)
     with pytest.raises(DeviceUnavailable, match="unplugged.*episode in progress was discarded, 1 finished"):
         run_teleop("push_t", device, out=out, episodes=3, realtime=False)
-    report = check_dataset(out, task="push_t")
+    report = check_dataset(out, expect=task_expectation("push_t"))
     assert report.episodes == 1 and report.frames == 10
     assert load_dataset(out).episodes[0]["action"].shape == (10, 2)
     assert not any((out / ".staging").glob("*"))
@@ -203,12 +205,13 @@ def test_a_device_unplugged_mid_episode_leaves_no_half_written_episode(tmp_path)
 def test_a_discard_press_drops_the_take_and_the_episode_starts_again(tmp_path):
     from s2r.apps.teleop import run_teleop
     from s2r.dataset import check_dataset
+    from s2r.sim.task_dataset import task_expectation
 
     out = tmp_path / "push_t"
     script = [command(x=1.0)] * 5 + [command(buttons={"discard"})] + [command(y=1.0)] * 7 + [command(buttons={"save"})]
     summary = run_teleop("push_t", ScriptedDevice(script), out=out, episodes=1, realtime=False)
     assert summary["discarded"] == 1 and summary["frames"] == 7
-    assert check_dataset(out, task="push_t").frames == 7
+    assert check_dataset(out, expect=task_expectation("push_t")).frames == 7
 
 
 def test_reach_moves_the_simulated_arm_s_end_effector_as_commanded():
