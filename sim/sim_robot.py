@@ -1,20 +1,17 @@
 """SimRobot: a MuJoCo model of the robot that behaves like its hardware.
 
-It steps the training model in real time on its own thread, at absolute
-deadlines (the k-th step is due at start + k·timestep, so lateness never
-accumulates into drift; late steps are counted as overruns). Its motor drivers
-apply the PD law of the last command, clamped to each joint's effort limit,
+It steps the training model in real time on its own thread, at absolute deadlines (the k-th
+step is due at start + k·timestep: no drift; late steps are counted as overruns). Its motor
+drivers apply the PD law of the last command, clamped to each joint's effort limit,
 
     tau = clip(kp (q* - q) + kd (dq* - dq) + tau_ff, -effort, effort)
 
-with the very actuators training uses: the model is compiled in position mode
-and each command rewrites its actuators' gains, so with kp = kd = 0 a command
-is exactly the torque motor of a torque-mode policy, and a held PD command is
-exactly a position-mode one. A YAML file adds what makes a robot real:
-command and sensor latency (seconds), sensor noise and model parameters that
-differ from the training model, named as in `s2r.sim.parameters` (damping,
-armature, frictionloss per joint, mass per body, friction per geom), each
-`{set | scale | add: x}`.
+with the very actuators training uses: the model is compiled in position mode and each command
+rewrites its actuators' gains, so with kp = kd = 0 a command is exactly the torque motor of a
+torque-mode policy, and a held PD command is exactly a position-mode one. A YAML file adds what
+makes a robot real: command and sensor latency (seconds), sensor noise and model parameters that
+differ from the training model, named as in `s2r.sim.parameters` (damping, armature,
+frictionloss per joint, mass per body, friction per geom), each `{set | scale | add: x}`.
 
     config = load_sim_robot_config("hardware/configs/cartpole_hanging.yaml")
     with SimRobot(robot_spec("cartpole"), config) as robot:
@@ -23,10 +20,9 @@ armature, frictionloss per joint, mass per body, friction per geom), each
         state = robot.read_state()         # RobotState, (num_joints,) arrays
 
 Each measurement is stamped with the wall-clock time it was taken and becomes readable
-`state_delay_s` later, exactly (not rounded to a physics step). Like a robot that streams
-its state, a SimRobot says when: `set_state_callback(callback, period=...)` calls back on
-the physics thread the moment a measurement becomes readable, one every `period` seconds
-(every physics step by default), so that a node can publish it without polling:
+`state_delay_s` later, exactly (not rounded to a physics step). `set_state_callback(callback,
+period=...)` calls back on the physics thread the moment a measurement becomes readable, one
+every `period` seconds (every physics step by default), so a node publishes without polling:
 
     robot.set_state_callback(new_state.set, period=spec.control_period)
 
