@@ -1,7 +1,7 @@
 """System identification: mujoco.sysid's least squares (s2r) against CMA-ES (the peer, as in PACE).
 
 One recording of the perturbed arm (`hardware/configs/arm_perturbed.yaml`: damping ×1.8,
-armature ×1.5, frictionloss +0.05, a 2-step command delay; kp and kd as the spec's) is
+armature ×1.5, frictionloss +0.05, a 10 ms command delay; kp and kd as the spec's) is
 fitted twice in one process run, on the very same problem: `calibration.sysid.SysidProblem`,
 its parameters, bounds, start point and batched residual (the rollouts of a batch of
 candidate models run on MuJoCo's thread pool for both).
@@ -17,7 +17,7 @@ Parameter error is relative to the known truth, max over the parameters (the del
 its true 10 ms). Absolute times are notes on a shared machine; the ratios are the result.
 
     PYTHONPATH=. python -m bench.sysid_cma --duration 20 --max-evals 6000
-    PYTHONPATH=. python -m bench.sysid_cma --params damping,armature,frictionloss,delay
+    PYTHONPATH=. python -m bench.sysid_cma --params damping,armature,frictionloss,command_delay_s
 """
 
 from __future__ import annotations
@@ -44,13 +44,13 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "hardware" / "configs" / "arm_perturbed.yaml"
 
 
-def truth_vector(problem: SysidProblem) -> np.ndarray:
-    """The perturbed arm's true values of the problem's free parameters, in their order."""
+def truth_vector(problem: SysidProblem, command_delay_s: float) -> np.ndarray:
+    """The perturbed arm's true values of the problem's free parameters, in their order (its delay in seconds)."""
     truth = []
     for param in (p for p in problem.params.values() if not p.frozen):
         kind, nominal = param.name.split(".")[0], float(param.nominal[0])
         truth.append({"damping": 1.8 * nominal, "armature": 1.5 * nominal, "frictionloss": nominal + 0.05,
-                      "delay": 0.01}.get(kind, nominal))
+                      "command_delay_s": command_delay_s}.get(kind, nominal))
     return np.array(truth)
 
 
@@ -100,7 +100,7 @@ def run(duration_s: float = 20.0, max_evals: int = 6000, seed: int = 0,
         with SimRobot(spec, config) as robot:
             run_excitation(robot, spec, duration_s=duration_s, seed=seed, out=path)
         problem = SysidProblem(read_recording(path, spec), spec, kinds)
-    truth = truth_vector(problem)
+    truth = truth_vector(problem, config.command_delay_s)
     lm = solve_least_squares(problem)
     es = solve_cma(problem, truth, max_evals=max_evals, seed=seed)
     names = problem.params.get_non_frozen_parameter_names()

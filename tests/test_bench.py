@@ -48,7 +48,8 @@ DIFFUSION = {
     "iterations": int, "denoiser": str, "ddim_steps": int, "warm_start_steps": int,
     **{f"{side}_{mode}_{q}_ms": float for side in ("s2r", "diffusers") for mode in ("full", "warm") for q in ("p50", "p99")},
     "ratio_full_p50": float, "ratio_warm_p50": float, "s2r_warm_over_full_p50": float,
-    "task": str, "episodes": int, "short_horizon": int, "success_rate_expert": float, "mean_coverage_expert": float,
+    "task": str, "episodes": int, "short_horizon": int, "blend_steps": int, "success_rate_expert": float,
+    "mean_coverage_expert": float,
     "train": DIFFUSION_TRAIN, "machine": str,
     **{f"{key}_{mode}": float for key in ("success_rate", "reached_rate", "mean_coverage")
        for mode in ("full", "warm", "short")},
@@ -204,7 +205,7 @@ def test_the_diffusion_benchmark_records_trains_times_and_evaluates_the_three_wa
     result = run_main(diffusion_latency, ["--demos", "2", "--epochs", "1", "--episodes", "2", "--iterations", "2"],
                       "diffusion_latency_push_t.json")
     assert_reports(result, DIFFUSION, "diffusion_latency")
-    assert (result["episodes"], result["short_horizon"], result["iterations"]) == (2, 2, 2)
+    assert (result["episodes"], result["short_horizon"], result["iterations"], result["blend_steps"]) == (2, 2, 2, 0)
     for name in ("full", "warm", "short"):
         assert 0.0 <= result[f"success_rate_{name}"] <= result[f"reached_rate_{name}"] <= 1.0
     assert result["train"]["mirrored"] and result["train"]["gradient_steps"] > 0
