@@ -93,7 +93,7 @@ class ReachMapping:
     def jacobian(self) -> np.ndarray:
         """The ee site's translational Jacobian in world 0 over the robot's joints, (3, n)."""
         jacp, _ = self.env.batch.jac(self.body, self.env.site_pos(self.site)[0], ids=np.array([0]))
-        return jacp[0][:, self.env.dof_index]
+        return jacp[0][:, self.env.view.dof_index]
 
     def __call__(self, command: TeleopCommand) -> np.ndarray:
         """The raw action (n,) for `command`, already scaled to m/s."""
