@@ -8,7 +8,9 @@ Diffusion Policy and LeRobot do), under `torch.inference_mode()` with one torch 
 are also timed in warm-start mode (the last `warm_start_steps` DDIM steps from the previous
 chunk shifted by the executed actions). Calls alternate, in one process run, so the shared
 machine's noise falls on both; p50 and p99 in milliseconds and the ratios of the medians.
-Then, over `--episodes` push_t episodes (batched worlds, numpy runtime), the success rate (the
+Then, over `--episodes` push_t episodes (`s2r eval`'s loop: batched worlds, the numpy runtime
+executed by the robot's ChunkedPolicy, synchronously, chunks cross-faded over `--blend-steps`
+ticks, 0 by default as the documented figures were measured), the success rate (the
 task's rule: placed and left there), the reached rate (Diffusion Policy's rule: coverage > 0.95
 at some step) and the mean final coverage, with full sampling, with warm starts and replanning
 every `--short-horizon` steps, next to the scripted expert's (push_t's reward is the coverage,
@@ -32,10 +34,10 @@ import torch
 
 from bench.report import machine, report
 from s2r.policies.diffusion.config import DiffusionConfig
-from s2r.policies.diffusion.evaluate import evaluate_diffusion
 from s2r.policies.diffusion.export import export_diffusion
 from s2r.policies.diffusion.sampler import NoiseSchedule
 from s2r.policies.diffusion.train import load_diffusion, train_diffusion
+from s2r.policies.evaluate import evaluate
 from s2r.runtime.diffusion import DiffusionRuntime
 from s2r.sim.demos import evaluate_expert, record_demos
 from s2r.spec import robot_spec
@@ -121,6 +123,9 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=int, default=50, help="push_t evaluation episodes for the success rates")
     parser.add_argument("--short-horizon", type=int, default=2, help="the shorter action horizon also evaluated")
     parser.add_argument("--iterations", type=int, default=200, help="timed chunks of each")
+    parser.add_argument("--blend-steps", type=int, default=0,
+                        help="ticks a new chunk is cross-faded in over in the evaluations (0: none, as "
+                             "docs/benchmarks.md measured; policy_node's default is 3)")
     opts = parser.parse_args(args)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,16 +139,19 @@ def main(args: list[str] | None = None) -> None:
             train_metrics = train_diffusion(cfg, Path(tmp) / "demos", run_dir, progress=False)
         onnx_path = export_diffusion(run_dir, Path(tmp) / "policy.onnx")
         r = latency(run_dir, onnx_path, iterations=opts.iterations)
-        runs = {"full": evaluate_diffusion(onnx_path, episodes=opts.episodes),
-                "warm": evaluate_diffusion(onnx_path, episodes=opts.episodes, warm_start=True),
-                "short": evaluate_diffusion(onnx_path, episodes=opts.episodes, action_horizon=opts.short_horizon)}
+        chunking = {"blend_steps": opts.blend_steps}
+        runs = {"full": evaluate(onnx_path, episodes=opts.episodes, **chunking),
+                "warm": evaluate(onnx_path, episodes=opts.episodes, warm_start=True, **chunking),
+                "short": evaluate(onnx_path, episodes=opts.episodes, action_horizon=opts.short_horizon, **chunking)}
     expert = evaluate_expert("push_t", episodes=opts.episodes)
     r.update({"task": "push_t", "episodes": opts.episodes, "short_horizon": opts.short_horizon,
+              "blend_steps": opts.blend_steps,
               "success_rate_expert": expert["success_rate"], "mean_coverage_expert": expert["mean_final_reward"],
               "train": train_metrics, "machine": machine()})
     for name, result in runs.items():
-        for key in ("success_rate", "reached_rate", "mean_coverage"):
-            r[f"{key}_{name}"] = result[key]
+        for key, figure in (("success_rate", "success_rate"), ("reached_rate", "reached_rate"),
+                            ("mean_coverage", "mean_final_reward")):   # push_t's reward is the goal coverage
+            r[f"{key}_{name}"] = result[figure]
     rows = [
         (f"s2r runtime DDIM-{r['ddim_steps']} p50 / p99", f"{r['s2r_full_p50_ms']:.2f} / {r['s2r_full_p99_ms']:.2f} ms"),
         (f"diffusers DDIMScheduler-{r['ddim_steps']} p50 / p99",

@@ -1,16 +1,31 @@
-"""Evaluate a policy in simulation: an exported ONNX file or a training run directory.
+"""Evaluate a policy in simulation: an exported ONNX file or a training run directory, in one loop.
 
-An ONNX file runs through `PolicyRuntime`, exactly as on the robot: it builds
-its own observations from each world's RobotState with the shared terms and
-its own action mapping; only the physics is simulated. A run directory runs
-the torch actor on the env's observations. One episode per world, so short
-(failed) episodes do not crowd out long ones.
+An ONNX file runs through the runtime `load_runtime` picks for it, exactly as on the robot: it
+builds its own observations from each world's RobotState with the shared terms and its own
+action mapping; only the physics is simulated. A diffusion policy runs through the robot's
+`ChunkedPolicy` in its synchronous mode, batched over the worlds: chunks planned at the same
+ticks, time-aligned and cross-faded over `blend_steps` ticks as policy_node executes them
+(`sampling_ticks` 1 also takes each chunk a tick late, as the planner thread at best does).
+A diffusion run directory is exported to a temporary ONNX file first, so what is measured is
+always the exported graph and the numpy sampler. An mlp run directory runs the torch actor on
+the env's observations. One episode per world, so short (failed) episodes do not crowd out
+long ones.
 
-    result = evaluate(Path("policy.onnx"), episodes=64)   # {"task", "episodes", "mean_return", "success_rate"}
+`success_rate` is the task's rule (success held for its window at the time-out); `reached_rate`
+the rule of Diffusion Policy's and LeRobot's Push-T (the success condition held at any step,
+where their episode ends); `mean_final_reward` and `mean_max_reward` the reward of each
+episode's last step and its best (push_t's reward is the goal coverage: its final and best
+coverage).
+
+    result = evaluate(Path("policy.onnx"), episodes=64)   # {"task", "episodes", "mean_return", "success_rate", ...}
+    result = evaluate(Path("dp.onnx"), episodes=50, blend_steps=0, warm_start=True)
 """
 
 from __future__ import annotations
 
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,64 +34,80 @@ import torch
 
 from s2r.contract import ContractError
 from s2r.observations import LAST_ACTION
-from s2r.policies.diffusion.train import CHECKPOINT as DIFFUSION_CHECKPOINT
 from s2r.policies.train import load_policy
-from s2r.runtime.mlp import PolicyRuntime, read_contract
-from s2r.sim.env import make_env
+from s2r.runtime import load_runtime, read_contract
+from s2r.runtime.diffusion import CHECKPOINT as DIFFUSION_CHECKPOINT
+from s2r.sim.env import BatchEnv, make_env
 
 
 def evaluate(source: Path, *, task: str | None = None, episodes: int = 64, seed: int = 1,
-             backend: str = "cpu", randomize: str | None = None, **sampler: Any) -> dict[str, float | int | str]:
-    """Run `episodes` episodes (one per world) and report mean return and success rate.
+             backend: str = "cpu", randomize: str | None = None, **options: Any) -> dict[str, Any]:
+    """Run `episodes` episodes (one per world) and report return, success and reward figures.
 
     `randomize` evaluates on perturbed worlds: "default" (the task's training randomization)
-    or a randomization YAML, e.g. a fixed perturbed robot. Diffusion policies (an ONNX file of kind
-    "diffusion" or a diffusion run directory) go to `policies.diffusion.evaluate`, which adds `mean_coverage`
-    and takes the sampler's options (`warm_start`, `action_horizon`); an mlp policy refuses them.
+    or a randomization YAML, e.g. a fixed perturbed robot. `options` are the runtime's
+    (`s2r.runtime.load.DIFFUSION_OPTIONS`: warm_start, action_horizon, blend_steps, ...); a
+    policy whose kind does not take them refuses them. A diffusion policy's result adds its
+    execution settings and chunk counters (`ChunkedPolicy.stats`).
     """
-    contract = read_contract(source) if source.suffix == ".onnx" else None
-    diffusion = contract.kind == "diffusion" if contract is not None else (source / DIFFUSION_CHECKPOINT).is_file()
-    if diffusion:
-        from s2r.policies.diffusion.evaluate import evaluate_diffusion
+    source = Path(source)
+    if source.is_dir() and (source / DIFFUSION_CHECKPOINT).is_file():
+        from s2r.policies.diffusion.export import export_diffusion
 
-        return evaluate_diffusion(source, task=task, episodes=episodes, seed=seed, backend=backend,
-                                  randomize=randomize, **sampler)
-    if sampler:
-        raise ValueError(f"{source}: {', '.join(sampler)}: options of diffusion policies; this one is an mlp")
-    if contract is not None:
-        task = task or contract.provenance.get("task")
-        if task is None:
-            raise ContractError(f"{source}: the contract names no task; pass --task")
-        env = make_env(task, episodes, seed=seed, backend=backend, randomize=randomize)
-        runtime = PolicyRuntime(source, spec=env.spec, num_envs=episodes)
-
-        def act(obs: dict[str, torch.Tensor]) -> torch.Tensor:
-            inputs = {k: v for k, v in env.inputs.items() if k != LAST_ACTION}
-            return torch.from_numpy(runtime.action(env.read_state(), inputs))
-
-        on_reset = runtime.reset
-    else:
-        policy, contract, cfg = load_policy(source, task=task)
-        task = cfg.task
-        env = make_env(task, episodes, seed=seed, backend=backend, randomize=randomize)
+        with tempfile.TemporaryDirectory() as tmp:
+            return evaluate(export_diffusion(source, Path(tmp) / "policy.onnx"), task=task, episodes=episodes,
+                            seed=seed, backend=backend, randomize=randomize, **options)
+    if source.is_dir():
+        if options:
+            raise ValueError(f"{source}: {', '.join(options)}: options of diffusion policies; this one is an mlp")
+        policy, _, cfg = load_policy(source, task=task)
+        env = make_env(cfg.task, episodes, seed=seed, backend=backend, randomize=randomize)
 
         def act(obs: dict[str, torch.Tensor]) -> torch.Tensor:
             with torch.no_grad():
                 return policy.act_inference(obs["policy"])
 
-        on_reset = lambda ids: None  # noqa: E731
+        return _run(env, cfg.task, act, lambda ids: None)
+    task = task or read_contract(source).provenance.get("task")
+    if task is None:
+        raise ContractError(f"{source}: the contract names no task; pass --task")
+    env = make_env(task, episodes, seed=seed, backend=backend, randomize=randomize)
+    runtime = load_runtime(source, env.spec, num_envs=episodes, synchronous=True, seed=seed, **options)
 
+    def act_runtime(obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: v for k, v in env.inputs.items() if k != LAST_ACTION}
+        return torch.from_numpy(runtime.action(env.read_state(), inputs))
+
+    try:
+        return {**_run(env, task, act_runtime, runtime.reset), **runtime.stats()}
+    finally:
+        runtime.close()
+
+
+def _run(env: BatchEnv, task: str, act: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+         on_reset: Callable[[np.ndarray], None]) -> dict[str, Any]:
+    """The episodes of every world of `env` to their first end, `act` choosing the actions (N, A)."""
+    episodes = env.num_envs
     returns = np.full(episodes, np.nan)
+    final = np.full(episodes, np.nan)
+    best = np.full(episodes, -np.inf)
     successes = np.zeros(episodes)
+    reached = np.zeros(episodes, dtype=bool)
+    started = time.perf_counter()
     obs = env.reset()
     while np.isnan(returns).any():
-        obs, _, terminated, truncated, info = env.step(act(obs))
+        obs, reward, terminated, truncated, info = env.step(act(obs))
+        running = np.isnan(returns)
+        best[running] = np.maximum(best[running], reward.numpy()[running])
         done = np.flatnonzero((terminated | truncated).numpy())
         first = np.isnan(returns[done])
         returns[done[first]] = info["episode"]["return"].numpy()[first]
+        final[done[first]] = reward.numpy()[done[first]]
         successes[done[first]] = info["episode"]["success"].numpy()[first]
+        reached[done[first]] = info["episode"]["reached"].numpy()[first] > 0
         on_reset(done)
     env.close()
     return {"task": task, "episodes": episodes, "mean_return": float(returns.mean()),
-            "success_rate": float(successes.mean())}
-
+            "success_rate": float(successes.mean()), "reached_rate": float(reached.mean()),
+            "mean_final_reward": float(final.mean()), "mean_max_reward": float(best.mean()),
+            "wall_s": time.perf_counter() - started}

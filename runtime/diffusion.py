@@ -1,14 +1,15 @@
-"""DiffusionRuntime: run an exported diffusion policy with onnxruntime and a numpy DDIM loop (no torch).
+"""DiffusionRuntime: an exported diffusion policy's sampler, with onnxruntime and a numpy DDIM loop (no torch).
 
 It loads the ONNX file, checks its contract (kind "diffusion") against the robot, keeps the
-last `obs_horizon` observations of each world, and executes chunks with a receding horizon:
-every `action_horizon` steps it samples a chunk of `pred_horizon` actions and executes
-chunk[obs_horizon-1 : obs_horizon-1+action_horizon] (the timing diagram is in
-`policies.diffusion.config`). Each DDIM step is one session run over every world that plans.
+last `obs_horizon` observations of each world, and samples chunks of `pred_horizon` raw
+actions from them, each DDIM step one session run over every world that plans. Executing the
+chunks (receding horizon, every `action_horizon` ticks, time-aligned and cross-faded) is
+`s2r.runtime.chunking.ChunkedPolicy`'s, on the robot and in simulation alike (the timing
+diagram is there and in `policies.diffusion.config`).
 
 Chunks are raw actions; with relative actions (the default) the network predicts them relative to
 the newest measured joint positions, normalized per chunk index, and `unnormalize` adds the
-reference back (`policies.diffusion.processing.ActionReference`).
+reference back (`ActionReference`).
 
 Warm start (`warm_start=True`): a world that has a previous chunk starts from it shifted by the
 executed steps (its tail padded with the last action), noised to the level of the schedule's
@@ -18,7 +19,8 @@ full. The DDIM update (η = 0) is that of `policies.diffusion.sampler`:
     x̂0 = clip((x_t - √(1-ᾱ_t) ε̂) / √ᾱ_t, -1, 1);   x_prev = √ᾱ_prev x̂0 + √(1-ᾱ_prev) ε̂
 
     runtime = DiffusionRuntime("dp.onnx", spec=robot_spec("pusher"), num_envs=50)
-    action = runtime.act(runtime.observe(state, {"object_pose": pose}))   # (50, A) raw actions
+    obs = runtime.observe(state, {"object_pose": pose})              # (50, To * D)
+    chunk = runtime.unnormalize(runtime.sample(obs), obs)            # (50, Tp, A) raw actions
 """
 
 from __future__ import annotations
@@ -33,17 +35,19 @@ import numpy as np
 
 from s2r.contract import ContractError
 from s2r.observations import ObservationHistory
-from s2r.runtime.mlp import _contract_of, _session, as_batch, first_row, observe
+from s2r.runtime.batching import stacked_observation
+from s2r.runtime.session import OBS_INPUT, contract_of, open_session
 from s2r.spec import RobotSpec
-from s2r.state import Command, RobotState
+from s2r.state import RobotState
 
-OBS_INPUT = "obs"
 SAMPLE_INPUT = "sample"
 TIMESTEP_INPUT = "timestep"
 EPS_OUTPUT = "eps"
 DIFFUSION_KEY = "s2r_diffusion"
 """The ONNX metadata_props key that holds the sampler's metadata (horizons, schedule, action normalizer)."""
-
+CHECKPOINT = "diffusion.pt"
+"""The checkpoint file of a diffusion run directory (written by `policies.diffusion.train`), by which the
+evaluation tells a diffusion run from an mlp one without importing the trainer."""
 
 
 @dataclass(frozen=True)
@@ -91,13 +95,13 @@ class ActionReference:
 
 
 class DiffusionRuntime:
-    """One exported diffusion policy over `num_envs` worlds, executing action chunks."""
+    """One exported diffusion policy's sampler over `num_envs` worlds (ChunkedPolicy executes its chunks)."""
 
     def __init__(self, path: str | Path, *, spec: RobotSpec, num_envs: int = 1, warm_start: bool = False,
                  warm_start_steps: int | None = None, action_horizon: int | None = None, seed: int = 0) -> None:
         self.path = Path(path)
-        self.session = _session(self.path)
-        self.contract = _contract_of(self.session, self.path)
+        self.session = open_session(self.path)
+        self.contract = contract_of(self.session, self.path)
         if self.contract.kind != "diffusion":
             raise ContractError(f"{self.path}: contract kind {self.contract.kind!r}: this runtime runs "
                                 "'diffusion' policies (use s2r.runtime.mlp.PolicyRuntime for 'mlp')")
@@ -113,8 +117,8 @@ class DiffusionRuntime:
         self.obs_horizon = int(meta["obs_horizon"])
         self.pred_horizon = int(meta["pred_horizon"])
         self.action_horizon = int(action_horizon or meta["action_horizon"])
-        """Actions executed from each chunk before planning again: the trained one, or fewer (replanning more
-        often, as LeRobot's n_action_steps), up to pred_horizon - obs_horizon + 1."""
+        """Actions executed from each chunk before planning again (warm starts shift by it): the trained one, or
+        fewer (replanning more often, as LeRobot's n_action_steps), up to pred_horizon - obs_horizon + 1."""
         if not 1 <= self.action_horizon <= self.pred_horizon - self.obs_horizon + 1:
             raise ValueError(f"action_horizon: {self.action_horizon} not in [1, "
                              f"{self.pred_horizon - self.obs_horizon + 1}] for pred_horizon {self.pred_horizon}")
@@ -135,24 +139,18 @@ class DiffusionRuntime:
         """Relative actions: chunks are predicted relative to the newest joint positions (as a raw action)."""
         self.rng = np.random.default_rng(seed)
         self.history = ObservationHistory(self.obs_horizon, self.contract.obs_dim, num_envs)
-        self.actions = np.zeros((num_envs, self.pred_horizon, self.mapping.num_actions))
-        """Each world's current chunk of raw actions."""
-        self.cursor = np.full(num_envs, self.pred_horizon)
-        """Index in `actions` of each world's next action; a world plans when it is past the executed span."""
-        self.has_chunk = np.zeros(num_envs, dtype=bool)
         self.last_action = np.zeros((num_envs, self.mapping.num_actions))
+        """(num_envs, A) the raw actions executed last (the executor writes them)."""
 
     def reset(self, ids: np.ndarray | None = None) -> None:
-        """Forget the observation history and chunk of rows `ids` (all for None), at an episode start."""
+        """Forget the observation history and last action of rows `ids` (all for None), at an episode start."""
         rows = slice(None) if ids is None else ids
         self.history.reset(ids)
-        self.cursor[rows] = self.pred_horizon
-        self.has_chunk[rows] = False
         self.last_action[rows] = 0.0
 
     def observe(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         """The policy's input for a batched state (num_envs, num_joints): (num_envs, obs_horizon * obs_dim) float32."""
-        return observe(self, state, inputs)
+        return stacked_observation(self, state, inputs)
 
     # --- sampling -------------------------------------------------------------------------
     def denoise(self, obs: np.ndarray, sample: np.ndarray, timesteps: list[int]) -> np.ndarray:
@@ -211,28 +209,3 @@ class DiffusionRuntime:
 
     def _noise(self, n: int) -> np.ndarray:
         return self.rng.standard_normal((n, self.pred_horizon, self.mapping.num_actions), dtype=np.float32)
-
-    # --- execution ------------------------------------------------------------------------
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        """This step's raw actions (num_envs, A) float64 for stacked observations (num_envs, To*D), clipped;
-        worlds past their chunk's executed span plan a new chunk first."""
-        plan = self.cursor >= self.obs_horizon - 1 + self.action_horizon
-        warm = plan & self.has_chunk & self.warm_start
-        cold = plan & ~warm
-        if cold.any():
-            self.actions[cold] = self.unnormalize(self.sample(obs[cold]), obs[cold])
-        if warm.any():
-            self.actions[warm] = self.unnormalize(self.warm_sample(obs[warm], self.actions[warm]), obs[warm])
-        self.cursor[plan] = self.obs_horizon - 1
-        self.has_chunk |= plan
-        rows = np.arange(self.num_envs)
-        action = self.mapping.clip_action(self.actions[rows, self.cursor])
-        self.cursor += 1
-        self.last_action[:] = action
-        return action
-
-    def step(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> Command:
-        """Observation → chunk (when due) → this step's command. Unbatched states give an unbatched Command."""
-        state, inputs, single = as_batch(state, inputs)
-        command = self.mapping.to_command(self.act(self.observe(state, inputs)))
-        return first_row(command) if single else command

@@ -14,6 +14,7 @@ from s2r.policies.diffusion.export import export_diffusion
 from s2r.policies.diffusion.processing import RangeNormalizer
 from s2r.policies.diffusion.sampler import NoiseSchedule, ddim_sample
 from s2r.policies.diffusion.train import load_diffusion, make_windows, train_diffusion
+from s2r.runtime.chunking import ChunkedPolicy
 from s2r.runtime.diffusion import DiffusionRuntime
 from s2r.runtime.mlp import PolicyRuntime
 from s2r.sim.demos import record_demos
@@ -116,21 +117,23 @@ def test_warm_start_replans_from_the_shifted_chunk_with_only_the_last_denoising_
     _, path, _ = tiny_run
     runtime = _pusher_runtime(path, num_envs=3, warm_start=True, warm_start_steps=3)
     counter = runtime.session = _CountingSession(runtime.session)
-    obs = np.zeros((3, 16), dtype=np.float32)
-    first = runtime.act(obs)
+    policy = ChunkedPolicy(runtime, synchronous=True)
+    state = RobotState(0.0, np.zeros((3, 2)), np.zeros((3, 2)), np.zeros((3, 2)))
+    pose = {"object_pose": np.tile([0.1, 0.1, 0.0, 1.0], (3, 1))}
+    first = policy.action(state, pose)
     assert first.shape == (3, 2) and counter.calls == 10          # no chunk yet: full DDIM-10
     for _ in range(7):
-        runtime.act(obs)
+        policy.action(state, pose)
     assert counter.calls == 10                                    # 8 actions of one chunk executed
-    previous = runtime.actions.copy()
-    runtime.act(obs)
+    previous = policy.chunk.copy()
+    policy.action(state, pose)
     assert counter.calls == 13                                    # warm start: the last 3 steps only
-    assert not np.allclose(runtime.actions, previous)
-    runtime.reset(np.array([1]))
+    assert not np.allclose(policy.chunk, previous)
+    policy.reset(np.array([1]))
     for _ in range(8):
-        runtime.act(obs)
+        policy.action(state, pose)
     assert counter.calls == 13 + 10 + 3                           # world 1 restarts with full sampling
-    chunk = runtime.warm_sample(obs, runtime.actions)
+    chunk = runtime.warm_sample(np.zeros((3, 16), np.float32), policy.chunk)
     assert chunk.shape == (3, 16, 2) and np.all(np.abs(chunk) <= 1.0)
 
 
@@ -217,42 +220,48 @@ def test_a_config_whose_executed_actions_overrun_the_chunk_is_refused():
         DiffusionConfig(pred_horizon=8, action_horizon=8)
 
 
-def test_s2r_eval_runs_a_diffusion_onnx_file_through_the_numpy_runtime(tiny_run):
+def test_s2r_eval_runs_a_diffusion_onnx_file_and_a_run_directory_through_the_numpy_runtime(tiny_run):
     from s2r.policies.evaluate import evaluate
 
     _, path, _ = tiny_run
     result = evaluate(path, episodes=3)
-    assert result["episodes"] == 3 and 0.0 <= result["success_rate"] <= 1.0 and 0.0 <= result["mean_coverage"] <= 1.0
+    assert result["episodes"] == 3 and 0.0 <= result["success_rate"] <= 1.0
+    assert 0.0 <= result["mean_final_reward"] <= 1.0                  # push_t's reward: the goal coverage
     # Placed and left there (the task's rule) implies reached at some step (Diffusion Policy's and LeRobot's rule).
-    assert result["success_rate"] <= result["reached_rate"] and result["mean_coverage"] <= result["mean_max_coverage"]
+    assert result["success_rate"] <= result["reached_rate"] and result["mean_final_reward"] <= result["mean_max_reward"]
     assert result["action_horizon"] == 8
     assert evaluate(path, episodes=2, action_horizon=2)["action_horizon"] == 2
+    run, _, _ = tiny_run                                                    # a run directory: exported first
+    from_run, from_file = evaluate(run, episodes=2), evaluate(path, episodes=2)
+    for key in ("mean_return", "blended_ticks"):
+        assert from_run[key] == from_file[key]
 
 
-def test_the_runtime_replans_every_action_horizon_steps_and_refuses_one_past_the_chunk(tiny_run):
+def test_chunks_are_planned_every_action_horizon_steps_and_one_past_the_chunk_is_refused(tiny_run):
     _, path, _ = tiny_run
     state = RobotState(0.0, np.zeros((1, 2)), np.zeros((1, 2)), np.zeros((1, 2)))
     pose = {"object_pose": np.array([[0.1, 0.1, 0.0, 1.0]])}
     for horizon in (8, 3):
-        runtime = _pusher_runtime(path, action_horizon=horizon)
-        plans = 0
+        policy = ChunkedPolicy(_pusher_runtime(path, action_horizon=horizon), synchronous=True)
         for _ in range(12):
-            plans += runtime.cursor[0] >= runtime.obs_horizon - 1 + runtime.action_horizon
-            runtime.step(state, pose)
-        assert plans == -(-12 // horizon)
+            policy.step(state, pose)
+        assert policy.stats()["chunks_planned"] == -(-12 // horizon)
     with pytest.raises(ValueError, match="action_horizon: 16"):
         _pusher_runtime(path, action_horizon=16)
+    with pytest.raises(ValueError, match="blend_steps: expected 0..6"):
+        ChunkedPolicy(_pusher_runtime(path), blend_steps=7)               # the robot: a chunk arrives a tick late
+    assert ChunkedPolicy(_pusher_runtime(path), blend_steps=7, synchronous=True).blend_steps == 7
 
 
 @pytest.mark.slow
 def test_a_policy_from_100_scripted_demos_succeeds_at_least_80_percent_as_often_as_the_expert(tmp_path):
     # The documented recipe (about 30 min on one CPU core): DART demonstrations with the expert's plans,
-    # the default config, the trained action horizon of 8.
-    from s2r.policies.diffusion.evaluate import evaluate_diffusion
+    # the default config, the trained action horizon of 8, chunks not cross-faded (as docs/diffusion.md measured).
+    from s2r.policies.evaluate import evaluate
     from s2r.sim.demos import evaluate_expert
 
     record_demos("push_t", expert="scripted", episodes=100, out=tmp_path / "demos", action_noise=0.03,
                  successful_only=True, plan_horizon=16)
     train_diffusion(DiffusionConfig(), tmp_path / "demos", tmp_path / "run", progress=False)
-    result = evaluate_diffusion(export_diffusion(tmp_path / "run", tmp_path / "dp.onnx"), episodes=50)
+    result = evaluate(export_diffusion(tmp_path / "run", tmp_path / "dp.onnx"), episodes=50, blend_steps=0)
     assert result["success_rate"] >= 0.8 * evaluate_expert("push_t", episodes=50)["success_rate"]

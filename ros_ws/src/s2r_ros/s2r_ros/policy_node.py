@@ -1,10 +1,10 @@
 """policy_node: an exported ONNX policy on a deadline loop, from `joint_states` to `joint_command`.
 
-At start it loads the ONNX file by its contract's kind, `mlp` with `PolicyRuntime`,
-`diffusion` with `DiffusionRuntime` executed in chunks by `s2r.runtime.chunking.ChunkedPolicy`
-(receding horizon, sampled off the control thread, chunks cross-faded over `blend_steps`
-ticks), and checks the contract in its metadata against the robot's spec: robot, joint
-order, action joints, observation sizes, control period, task inputs it can feed and
+At start it loads the ONNX file with `s2r.runtime.load_runtime`, which picks the runtime by
+the contract's kind (`mlp`: `PolicyRuntime`; `diffusion`: `ChunkedPolicy`, receding horizon,
+sampled off the control thread, chunks cross-faded over `blend_steps` ticks; `s2r eval` runs
+the same in simulation), and checks the contract in its metadata against the robot's spec:
+robot, joint order, action joints, observation sizes, control period, task inputs it can feed and
 (position mode) the PD gains the robot node applies. A mismatch ends the process with status
 2 and a message that names the field.
 
@@ -52,15 +52,14 @@ from geometry_msgs.msg import PointStamped, PoseStamped, Twist
 from rclpy.node import Node
 from sensor_msgs.msg import Imu, JointState
 
-from s2r.contract import ContractError, PolicyContract
+from s2r.contract import ContractError
 from s2r.geometry import yaw_from_quat
 from s2r.hardware.deadline import DEFAULT_SPIN_S, DeadlineLoop, TickTrigger, set_realtime_priority
 from s2r.observations import CMD_VEL, LAST_ACTION, OBJECT_POSE, TARGET
 from s2r.reports import SampleWindow, diagnostic_text, percentiles_us, write_json
-from s2r.runtime.chunking import ChunkedPolicy
-from s2r.runtime.diffusion import DiffusionRuntime
-from s2r.runtime.mlp import PolicyRuntime, read_contract
-from s2r.spec import RobotSpec, SpecError, robot_spec
+from s2r.runtime import load_runtime, read_contract
+from s2r.runtime.chunking import DEFAULT_BLEND_STEPS
+from s2r.spec import SpecError, robot_spec
 
 from .messages import MessageError, StateReader, check_gains, joint_state_from_command
 from .parameters import Param, declare, non_empty, non_negative, positive, priority
@@ -89,8 +88,8 @@ PARAMS = (
     Param("state_wait_s", 0.002, "Seconds a tick waits past its state's expected arrival before it acts on the "
           "newest state it has (below half the control period).", non_negative),
     Param("spin_s", DEFAULT_SPIN_S, "Seconds spun (not slept) before each deadline.", non_negative),
-    Param("blend_steps", 3, "Diffusion policies: ticks over which a new chunk is cross-faded in (0: none).",
-          non_negative),
+    Param("blend_steps", DEFAULT_BLEND_STEPS, "Diffusion policies: ticks over which a new chunk is cross-faded in "
+          "(0: none).", non_negative),
     Param("warm_start", True, "Diffusion policies: sample each chunk from the previous one, shifted, with the "
           "last denoising steps only."),
     Param("realtime_priority", 50, "SCHED_FIFO priority of the control thread, 1..99; 0: normal scheduling.",
@@ -108,9 +107,9 @@ class PolicyNode(Node):
         super().__init__("policy_node")
         self.params = p = declare(self, PARAMS)
         try:
-            contract = read_contract(p["policy"])
-            self.spec = robot_spec(p["robot"] or contract.robot)
-            self.runtime = self._runtime(contract, self.spec)
+            self.spec = robot_spec(p["robot"] or read_contract(p["policy"]).robot)
+            self.runtime = load_runtime(p["policy"], self.spec, warm_start=p["warm_start"],
+                                        blend_steps=p["blend_steps"], refuse_unused=False)
             check_gains(self.runtime.contract.action, self.spec)
         except (ContractError, SpecError, ValueError) as error:
             raise StartupError(str(error)) from None
@@ -172,16 +171,6 @@ class PolicyNode(Node):
             f"policy {p['policy']} for {self.spec.name}: {self.contract.action.num_actions} "
             f"{self.contract.action.mode} actions at {1 / self.period:g} Hz"
             f"{', inputs ' + ', '.join(self.input_names) if self.input_names else ''}")
-
-    def _runtime(self, contract: PolicyContract, spec: RobotSpec) -> PolicyRuntime | ChunkedPolicy:
-        """The runtime for the contract's kind (`mlp` or `diffusion`)."""
-        path = self.params["policy"]
-        if contract.kind == "mlp":
-            return PolicyRuntime(path, spec=spec)
-        if contract.kind == "diffusion":
-            return ChunkedPolicy(DiffusionRuntime(path, spec=spec, warm_start=self.params["warm_start"]),
-                                 blend_steps=self.params["blend_steps"])
-        raise ContractError(f"{path}: kind: {contract.kind!r} is not a kind policy_node runs (mlp, diffusion)")
 
     # --- executor callbacks ---------------------------------------------------------------------
     def on_state(self, msg: JointState) -> None:
@@ -289,7 +278,7 @@ class PolicyNode(Node):
             "first_command_time": self.first_command_time,
             "robot_status": self.robot_status,
             "contract_warnings": self.runtime.warnings,
-            **(self.runtime.stats() if isinstance(self.runtime, ChunkedPolicy) else {}),
+            **self.runtime.stats(),
         }
 
     def close(self) -> None:
@@ -299,8 +288,7 @@ class PolicyNode(Node):
         self.closed = True
         self.stop.set()
         self.thread.join()
-        if isinstance(self.runtime, ChunkedPolicy):
-            self.runtime.close()
+        self.runtime.close()
         summary = self.summary()
         self.get_logger().info(f"stopped after {summary['ticks']} ticks at {summary['control_hz_achieved']:.2f} Hz, "
                                f"period p99 {summary['period_p99_us']:.0f} µs, {summary['overruns']} overruns")

@@ -1,0 +1,56 @@
+"""Runtime: what every policy runtime offers the loop that drives it, on the robot or in simulation.
+
+A runtime turns robot states into commands for `num_envs` worlds: one on a robot, N in the
+simulator, where the same observation terms and action mapping run over the batch. Batched
+states are (num_envs, num_joints); `step` also takes one unbatched state (num_joints,) and then
+returns an unbatched Command. `PolicyRuntime` (kind "mlp") and `ChunkedPolicy` (kind
+"diffusion", a `DiffusionRuntime` executed in chunks) are the two; `load_runtime` picks one by
+the contract's kind.
+
+    runtime: Runtime = load_runtime("policy.onnx", spec)
+    runtime.reset()
+    command = runtime.step(state, {"cmd_vel": v})      # Command, or None while a first chunk samples
+    runtime.close()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from s2r.contract import PolicyContract
+from s2r.spec import RobotSpec
+from s2r.state import Command, RobotState
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    """One exported policy, checked against a robot, driving `num_envs` worlds."""
+
+    path: Path
+    """The ONNX file."""
+    contract: PolicyContract
+    spec: RobotSpec
+    """The robot the contract was checked against."""
+    warnings: list[str]
+    """What the contract check found acceptable but worth saying (the node logs them)."""
+    num_envs: int
+
+    def reset(self, ids: np.ndarray | None = None) -> None:
+        """Forget the history, last action and plans of worlds `ids` (all for None), at an episode start."""
+
+    def action(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> np.ndarray | None:
+        """This step's clipped raw actions (num_envs, num_actions) for a batched state (num_envs, num_joints) and
+        task inputs (num_envs, size); remembered as the last action. None: no action yet (a first chunk samples)."""
+
+    def step(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> Command | None:
+        """`action` mapped to a Command (batched, or unbatched for an unbatched state); None as for `action`."""
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and timings the runtime keeps (empty where it keeps none)."""
+
+    def close(self) -> None:
+        """Release threads the runtime holds. Safe to call twice."""
