@@ -98,7 +98,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from s2r.runtime.mlp import read_contract
+    from s2r.runtime import read_contract
 
     contract = read_contract(Path(args.file))
     if args.json:
