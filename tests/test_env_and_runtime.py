@@ -11,7 +11,8 @@ from s2r import ContractError, RobotState, robot_spec
 from s2r.observations import LAST_ACTION, TARGET, ObservationHistory, build_observation
 from s2r.policies.export import export_onnx
 from s2r.policies.ppo import ActorCritic, ActorCriticConfig
-from s2r.runtime.mlp import PolicyRuntime, read_contract
+from s2r.runtime import read_contract
+from s2r.runtime.mlp import PolicyRuntime
 from s2r.sim.env import make_env
 
 

@@ -38,9 +38,8 @@ from s2r.policies.diffusion.model import DiffusionModel
 from s2r.policies.diffusion.processing import RangeNormalizer
 from s2r.policies.diffusion.sampler import NoiseSchedule
 from s2r.policies.train import plain_data, s2r_version
-from s2r.runtime.diffusion import ActionReference
+from s2r.runtime.diffusion import CHECKPOINT, ActionReference
 
-CHECKPOINT = "diffusion.pt"
 
 
 def check_dataset_fits(dataset: Dataset, task: str, plan_steps: int = 1) -> None:

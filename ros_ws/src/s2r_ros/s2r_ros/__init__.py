@@ -1,9 +1,10 @@
 """s2r_ros: the ROS 2 side of s2r, the nodes that run an exported policy on a robot.
 
-- `robot_node` owns one `hardware.RobotInterface`, publishes `joint_states`
+- `robot_node` owns one `s2r.interface.RobotInterface`, publishes `joint_states`
   (and `imu` for floating-base robots), takes `joint_command` through the
   `SafetyFilter`, and serves `enable`, `disable`, `estop` and `reset_estop`.
-- `policy_node` runs a `PolicyRuntime` on a deadline loop of its own thread.
+- `policy_node` runs the runtime `s2r.runtime.load_runtime` picks for the policy's kind
+  (mlp, or diffusion executed in chunks) on a deadline loop of its own thread.
 - `recorder` writes every topic of interest to a chunked MCAP file.
 
 Importing this package costs nothing (no rclpy): `environment()` is what
