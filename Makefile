@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 # policy_node, recorder) against SimRobot with the pole hanging, and print the deploy figures.
 demo: $(STAMP)
 	$(BIN)/s2r demo --out $(DEMO_DIR)
-	$(BIN)/s2r deploy $(DEMO_DIR)/cartpole.onnx --robot sim --robot-config hardware/configs/cartpole_hanging.yaml \
+	$(BIN)/s2r deploy $(DEMO_DIR)/cartpole.onnx --driver sim:hardware/configs/cartpole_hanging.yaml \
 		--duration 8 --record $(DEMO_DIR)/deploy.mcap --out $(DEMO_DIR)/deploy
 
 test: lint

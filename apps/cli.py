@@ -4,6 +4,15 @@ Every command that takes `--json` prints one JSON object as the last line of
 stdout; tables and progress go elsewhere (tables before it, progress to stderr).
 Heavy modules (torch, MuJoCo) are imported inside the commands that need them,
 so `s2r info` works on a robot computer.
+
+One meaning per option: `--robot SPEC` is always the robot's spec (a shipped robot's name or a
+spec YAML), `--driver KIND[:WHERE]` always the driver that reaches it (`s2r.hardware.drivers`;
+`sim:SIMROBOT.yaml` for a SimRobot that differs from its model). An option the chosen mode
+would ignore is refused (exit status 2), and output piped into `head` ends quietly:
+
+    s2r deploy runs/demo/cartpole.onnx --driver sim:hardware/configs/cartpole_hanging.yaml --duration 8
+    s2r excite --robot arm --driver sim:hardware/configs/arm_perturbed.yaml --out arm.mcap
+    s2r train push_t --policy diffusion --num-envs 8      # s2r train: --num-envs does not apply to --policy diffusion
 """
 
 from __future__ import annotations
@@ -17,7 +26,27 @@ from pathlib import Path
 from typing import Any
 
 from s2r.contract import ContractError
+from s2r.hardware.drivers import DriverError, help_text, parse_driver
 from s2r.spec import SpecError
+
+
+class UsageError(Exception):
+    """An option that does not apply to the mode chosen; main() prints it as one line, exit status 2."""
+
+
+def _refuse(args: argparse.Namespace, options: tuple[str, ...], mode: str) -> None:
+    """UsageError for the first of `options` given on the command line (not None, not False)."""
+    for option in options:
+        if getattr(args, option.removeprefix("--").replace("-", "_")) not in (None, False):
+            raise UsageError(f"{option} does not apply to {mode}")
+
+
+def _driver(text: str) -> str:
+    """argparse type of --driver: KIND[:WHERE], checked against the driver registry."""
+    try:
+        return str(parse_driver(text))
+    except DriverError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--driver: ")) from None
 
 
 def _emit(result: dict[str, Any], as_json: bool, title: str) -> None:
@@ -35,8 +64,15 @@ def _emit(result: dict[str, Any], as_json: bool, title: str) -> None:
     Console().print(table)
 
 
+PPO_OPTIONS = ("--backend", "--device", "--nproc", "--num-envs", "--iterations", "--resume", "--randomize", "--robot")
+"""`s2r train` options of reinforcement learning in simulation (--policy ppo)."""
+DIFFUSION_OPTIONS = ("--dataset", "--epochs")
+"""`s2r train` options of imitation (--policy diffusion)."""
+
+
 def cmd_train(args: argparse.Namespace) -> None:
-    if args.nproc > 1:
+    _refuse(args, PPO_OPTIONS if args.policy == "diffusion" else DIFFUSION_OPTIONS, f"--policy {args.policy}")
+    if args.nproc is not None and args.nproc > 1:
         from s2r.policies.distributed import launch
 
         raise SystemExit(launch(args.nproc, _without_option(args.argv, "--nproc")))
@@ -47,7 +83,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from s2r.policies.runner import TrainingDivergedError
     from s2r.policies.train import default_config, train
 
-    cfg = default_config(args.task, backend=args.backend, device=args.device, num_envs=args.num_envs,
+    cfg = default_config(args.task, backend=args.backend or "cpu", device=args.device, num_envs=args.num_envs,
                          iterations=args.iterations, seed=args.seed, randomize=args.randomize, robot=args.robot)
     try:
         metrics = train(cfg, out, resume=args.resume, progress=not args.json)
@@ -83,16 +119,20 @@ def _train_diffusion(args: argparse.Namespace, out: Path) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    from s2r.apps.quiet import quiet_onnx_export
     from s2r.policies.diffusion.export import export_diffusion
     from s2r.policies.diffusion.train import is_diffusion_run
     from s2r.policies.export import export_onnx
     from s2r.policies.train import load_policy
 
     if is_diffusion_run(Path(args.run_dir)):
-        print(f"wrote {export_diffusion(Path(args.run_dir), Path(args.out))} (diffusion policy)")
+        with quiet_onnx_export():
+            path = export_diffusion(Path(args.run_dir), Path(args.out))
+        print(f"wrote {path} (diffusion policy)")
         return
     policy, contract, _ = load_policy(Path(args.run_dir))
-    path = export_onnx(policy, contract, Path(args.out))
+    with quiet_onnx_export():
+        path = export_onnx(policy, contract, Path(args.out))
     print(f"wrote {path} (robot {contract.robot}, obs {contract.obs_dim}×{contract.history_length}, "
           f"{contract.action.num_actions} {contract.action.mode} actions)")
 
@@ -117,45 +157,57 @@ def cmd_eval(args: argparse.Namespace) -> None:
     _emit(result, args.json, f"evaluation of {args.source}")
 
 
+BENCH_OPTIONS = {"sim": ("--task", "--num-envs", "--backend"), "train": ("--task",),
+                 "loop": ("--rate", "--rt-priority")}
+"""The options each benchmark takes."""
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
+    _refuse(args, tuple({o for options in BENCH_OPTIONS.values() for o in options} - set(BENCH_OPTIONS[args.what])),
+            f"bench {args.what}")
     if args.what == "sim" and args.backend == "warp":
-        from bench.gpu_sim import run
-
-        result = run(task=args.task or "cartpole", num_envs=args.num_envs or 4096)
+        result = _bench_module("gpu_sim").run(task=args.task or "cartpole", num_envs=args.num_envs or 4096)
     elif args.what == "sim":
-        from bench.sim import run
-
-        result = run(task=args.task or "cartpole", num_envs=args.num_envs or 1024)
+        result = _bench_module("sim").run(task=args.task or "cartpole", num_envs=args.num_envs or 1024)
     elif args.what == "train":
-        from bench.train import run
-
-        result = run(task=args.task or "cartpole")
-    elif args.what == "loop":
-        from bench.loop import run
-
-        result = run(rate=args.rate, rt_priority=args.rt_priority)
+        result = _bench_module("train").run(task=args.task or "cartpole")
     else:
-        raise SystemExit(f"s2r bench: unknown benchmark {args.what!r} (sim, train, loop)")
+        result = _bench_module("loop").run(rate=args.rate or 500.0,
+                                           rt_priority=50 if args.rt_priority is None else args.rt_priority)
     _emit(result, args.json, f"s2r bench {args.what}")
+
+
+def _bench_module(name: str) -> Any:
+    """bench.NAME from the source checkout s2r runs from: bench/ is not installed with s2r."""
+    import importlib
+
+    import s2r
+
+    root = Path(s2r.__file__).resolve().parent.parent
+    if not (root / "bench" / "__init__.py").is_file():
+        raise SystemExit(f"s2r bench: the benchmarks are in the source checkout's bench/, and this s2r is installed "
+                         f"from {root}, which has none: run it from a clone (pip install -e .)")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module(f"bench.{name}")
 
 
 def cmd_deploy(args: argparse.Namespace) -> None:
     from s2r.apps.deploy import DeployError, deploy
 
     try:
-        result = deploy(args.file, robot=args.robot, robot_config=args.robot_config, spec=args.spec,
-                        duration=args.duration, record=args.record, out_dir=args.out, rt_priority=args.rt_priority)
+        result = deploy(args.file, robot=args.robot, driver=args.driver, duration=args.duration, record=args.record,
+                        out_dir=args.out, rt_priority=args.rt_priority)
     except DeployError as error:
         raise SystemExit(f"s2r deploy: {error}") from None
-    _emit(result, args.json, f"deploy {args.file} on {args.robot}")
+    _emit(result, args.json, f"deploy {args.file} on {args.driver}")
 
 
 def cmd_excite(args: argparse.Namespace) -> None:
     from s2r.calibration.excitation import excite
 
-    result = excite(robot=args.robot, spec=args.spec, robot_config=args.robot_config, duration_s=args.duration,
-                    rate_hz=args.rate, seed=args.seed, joints=args.joints.split(",") if args.joints else None,
-                    realtime=args.realtime, out=args.out)
+    result = excite(robot=args.robot, driver=args.driver, duration_s=args.duration, rate_hz=args.rate, seed=args.seed,
+                    joints=args.joints.split(",") if args.joints else None, realtime=args.realtime, out=args.out)
     _emit(result, args.json, f"excitation → {args.out}")
 
 
@@ -232,19 +284,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a task with PPO on the batched simulator")
     p.add_argument("task", help="pendulum, cartpole or reach")
-    p.add_argument("--backend", default="cpu", choices=BACKENDS,
-                   help="simulation backend: cpu (MuJoCo), warp (MuJoCo Warp on an NVIDIA GPU)")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="where the networks train (default cpu)")
-    p.add_argument("--nproc", type=int, default=1,
-                   help="data-parallel ranks on this machine (torchrun; one per GPU, else per CPU core)")
-    p.add_argument("--num-envs", type=int, help="parallel worlds (task default if omitted)")
-    p.add_argument("--iterations", type=int, help="PPO iterations (task default if omitted)")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="ppo: simulation backend, cpu (MuJoCo, the default) or warp (MuJoCo Warp on an NVIDIA GPU)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="ppo: where the networks train (default cpu)")
+    p.add_argument("--nproc", type=int,
+                   help="ppo: data-parallel ranks on this machine (torchrun; one per GPU, else per CPU core; "
+                        "default 1)")
+    p.add_argument("--num-envs", type=int, help="ppo: parallel worlds (task default if omitted)")
+    p.add_argument("--iterations", type=int, help="ppo: PPO iterations (task default if omitted)")
     p.add_argument("--seed", type=int, help="seed (0 if omitted)")
     p.add_argument("--out", help="run directory (default runs/TASK)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--resume", action="store_true", help="ppo: continue from OUT/checkpoint.pt")
     p.add_argument("--randomize", nargs="?", const="default", metavar="FILE.yaml",
-                   help="domain randomization: the task's default terms, or a randomization YAML")
-    p.add_argument("--robot", metavar="SPEC.yaml", help="train on this spec of the task's robot (e.g. from s2r sysid)")
+                   help="ppo: domain randomization, the task's default terms or a randomization YAML")
+    p.add_argument("--robot", metavar="SPEC",
+                   help="ppo: train on this spec of the task's robot, a name or YAML (e.g. from s2r sysid)")
     p.add_argument("--policy", default="ppo", choices=["ppo", "diffusion"],
                    help="ppo: reinforcement learning in simulation; diffusion: imitation of a dataset")
     p.add_argument("--dataset", help="diffusion: the LeRobot v3 dataset to imitate (from s2r demos or s2r teleop)")
@@ -276,22 +330,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_eval)
 
-    p = sub.add_parser("bench", help="benchmarks against peers, measured in one run")
-    p.add_argument("what", choices=["sim", "train", "loop"])
-    p.add_argument("--task")
-    p.add_argument("--num-envs", type=int)
-    p.add_argument("--backend", default="cpu", choices=BACKENDS, help="sim: the backend to measure")
-    p.add_argument("--rate", type=float, default=500.0, help="loop: rate in Hz")
-    p.add_argument("--rt-priority", type=int, default=50,
-                   help="loop: SCHED_FIFO priority of the process where permitted; 0: normal scheduling")
+    p = sub.add_parser("bench", help="benchmarks against peers, measured in one run (from a source checkout)")
+    p.add_argument("what", choices=list(BENCH_OPTIONS))
+    p.add_argument("--task", help="sim, train: the task (default cartpole)")
+    p.add_argument("--num-envs", type=int, help="sim: worlds (default 1024 on cpu, 4096 on warp)")
+    p.add_argument("--backend", choices=BACKENDS, help="sim: the backend to measure (default cpu)")
+    p.add_argument("--rate", type=float, help="loop: rate in Hz (default 500)")
+    p.add_argument("--rt-priority", type=int,
+                   help="loop: SCHED_FIFO priority of the process where permitted; 0: normal scheduling (default 50)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("deploy", help="run an ONNX policy through ROS 2 nodes against a robot and report")
     p.add_argument("file", help="the exported FILE.onnx")
-    p.add_argument("--robot", default="sim", choices=["sim"], help="robot driver (sim: SimRobot)")
-    p.add_argument("--robot-config", help="driver config: for sim, a SimRobot YAML (latency, noise, start pose)")
-    p.add_argument("--spec", help="robot spec name or YAML (default: the policy's robot)")
+    p.add_argument("--robot", metavar="SPEC", help="the robot's spec, a name or YAML (default: the policy's robot)")
+    p.add_argument("--driver", default="sim", type=_driver, metavar="KIND[:WHERE]",
+                   help=f"the robot's driver (default sim): {help_text()}")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of control after the first command")
     p.add_argument("--record", help="write every topic to this MCAP file")
     p.add_argument("--out", help="directory for the nodes' logs and summaries (default: a temporary one)")
@@ -301,10 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_deploy)
 
     p = sub.add_parser("excite", help="drive a robot with a safe multisine and record commands and states (MCAP)")
-    p.add_argument("--robot", default="sim", choices=["sim"], help="robot driver (sim: SimRobot)")
-    p.add_argument("--spec", required=True, help="robot spec name (arm) or YAML")
-    p.add_argument("--robot-config", metavar="SIMROBOT.yaml",
-                   help="driver config: for sim, a SimRobot YAML (latency, noise, parameters unlike the model)")
+    p.add_argument("--robot", required=True, metavar="SPEC", help="the robot's spec, a name (arm) or YAML")
+    p.add_argument("--driver", default="sim", type=_driver, metavar="KIND[:WHERE]",
+                   help=f"the robot's driver (default sim): {help_text()}")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of excitation, after a 1 s soft start")
     p.add_argument("--rate", type=float, help="command rate in Hz (default: 1 / the spec's control period)")
     p.add_argument("--joints", help="comma-separated joints to excite (default: every position-controlled joint)")
@@ -316,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sysid", help="identify a robot's model parameters from an MCAP recording (mujoco.sysid)")
     p.add_argument("file", help="the FILE.mcap recording (from s2r excite or s2r deploy --record)")
-    p.add_argument("--robot", required=True, help="robot spec name (arm) or YAML of the recorded robot")
+    p.add_argument("--robot", required=True, metavar="SPEC", help="the recorded robot's spec, a name (arm) or YAML")
     p.add_argument("--params", default="damping,armature,frictionloss,delay",
                    help="comma-separated kinds to fit: damping, armature, frictionloss, kp, kd, delay")
     p.add_argument("--bound", action="append", metavar="NAME=LO:HI",
@@ -389,9 +442,18 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args.fn(args)
+        sys.stdout.flush()
+    except UsageError as error:
+        print(f"s2r {args.command}: {error}", file=sys.stderr)
+        return 2
     except (SpecError, ContractError, ValueError, FileNotFoundError) as error:
         print(f"s2r {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader closed stdout (`s2r info FILE | head -1`). As the Python docs advise: point
+        # stdout at devnull, so that the flush at exit does not fail again, and exit with 1.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

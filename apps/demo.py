@@ -1,7 +1,11 @@
 """`make demo`: train cartpole on the CPU, export it, evaluate the ONNX file, report.
 
 The whole user path in one command: PPO on the batched simulator → ONNX with
-its contract → the robot-side runtime driving the simulator → figures.
+its contract → the robot-side runtime driving the simulator → figures (the
+inference latency from `s2r.apps.latency`: the demo needs no source checkout).
+
+    report = run_demo(Path("runs/demo"))          # s2r demo --out runs/demo
+    report["onnx_success_rate"], report["runtime_step_p50_us"]
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ def run_demo(out: Path, *, iterations: int | None = None) -> dict:
     from rich.console import Console
     from rich.table import Table
 
-    from bench.inference import run as bench_inference
+    from s2r.apps.latency import policy_latency
+    from s2r.apps.quiet import quiet_onnx_export
     from s2r.policies.evaluate import evaluate
     from s2r.policies.export import ExportedActor, export_onnx
     from s2r.policies.train import default_config, load_policy, train
@@ -28,14 +33,15 @@ def run_demo(out: Path, *, iterations: int | None = None) -> dict:
     metrics = train(cfg, run_dir)
     console.rule("2/4 export to ONNX with the policy contract")
     policy, contract, _ = load_policy(run_dir)
-    export_onnx(policy, contract, onnx_path)
+    with quiet_onnx_export():
+        export_onnx(policy, contract, onnx_path)
     console.print(f"wrote {onnx_path}: {contract.obs_dim} observations ({', '.join(t.name for t in contract.observation)}), "
                   f"{contract.action.num_actions} {contract.action.mode} action")
     console.rule("3/4 evaluate the ONNX file through the robot runtime, in simulation")
     result = evaluate(onnx_path, episodes=64)
     console.rule("4/4 inference latency: runtime step vs torch forward")
-    latency = bench_inference(onnx_path, robot_spec(contract.robot), actor=ExportedActor(policy),
-                              obs_dim=contract.obs_dim * contract.history_length, iterations=1000)
+    latency = policy_latency(onnx_path, robot_spec(contract.robot), actor=ExportedActor(policy),
+                             obs_dim=contract.obs_dim * contract.history_length, iterations=1000)
 
     report = {
         "train_wall_s": metrics["wall_s"], "train_env_steps": metrics["env_steps"],

@@ -5,7 +5,7 @@ on one private ROS domain on loopback (`s2r.ros.environment()`), waits until the
 its first command, lets them run for `duration` seconds, stops them with SIGINT (the robot
 first: it damps and disables its motors), and merges their summaries:
 
-    result = deploy("cartpole.onnx", robot="sim", robot_config="hardware/configs/cartpole_hanging.yaml",
+    result = deploy("cartpole.onnx", driver="sim:hardware/configs/cartpole_hanging.yaml",
                     duration=8.0, record="run.mcap")
     result["control_hz_achieved"], result["state_to_command_p99_us"], result["upright_fraction"]
 
@@ -40,10 +40,10 @@ import numpy as np
 
 from s2r.contract import PolicyContract
 from s2r.geometry import wrap_to_pi
+from s2r.hardware.drivers import Driver, parse_driver
 
 CONFIG = Path(__file__).resolve().parent.parent / "ros_ws" / "src" / "s2r_ros" / "config" / "deploy.yaml"
 """The nodes' parameters (one ROS params file for all three); run-specific ones are set per run."""
-DRIVERS = ("sim",)
 STOP_TIMEOUT_S = 15.0
 """Seconds a node gets to exit after SIGINT before it is killed."""
 
@@ -105,26 +105,25 @@ class _Process:
         return self.popen.returncode
 
 
-def deploy(policy: str | Path, *, robot: str = "sim", robot_config: str | Path | None = None,
-           spec: str | None = None, duration: float = 10.0, record: str | Path | None = None,
-           out_dir: str | Path | None = None, rt_priority: int = 50, domain_id: int | None = None,
-           startup_timeout: float = 60.0) -> dict[str, Any]:
+def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver = "sim", duration: float = 10.0,
+           record: str | Path | None = None, out_dir: str | Path | None = None, rt_priority: int = 50,
+           domain_id: int | None = None, startup_timeout: float = 60.0) -> dict[str, Any]:
     """Run `policy` on the robot through ROS 2 for `duration` seconds after its first command; the figures.
 
-    `robot` is the driver (`sim`: SimRobot with `robot_config`, a SimRobot YAML); `spec` a
-    robot spec name or YAML (default: the contract's robot). Raises DeployError when a node
-    refuses to start (a contract mismatch names the field) or dies.
+    `robot` is the robot's spec, a name or YAML (default: the contract's robot); `driver` is
+    `KIND[:WHERE]` of the driver registry (`sim:SIMROBOT.yaml`: SimRobot with that YAML's
+    latency, noise and start pose). Raises DeployError when a node refuses to start (a
+    contract mismatch names the field) or dies.
     """
     from s2r.ros import environment
     from s2r.runtime.mlp import read_contract
 
-    if robot not in DRIVERS:
-        raise ValueError(f"--robot: unknown driver {robot!r} (drivers: {', '.join(DRIVERS)})")
+    driver = parse_driver(driver)
     if not duration > 0:
         raise ValueError(f"--duration: expected seconds > 0, got {duration}")
     policy = Path(policy).resolve()
     contract = read_contract(policy)
-    spec = spec or contract.robot
+    spec = robot or contract.robot
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="s2r-deploy-"))
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("robot_node.json", "policy_node.json", "trajectory.npz", "ready"):
@@ -151,8 +150,7 @@ def deploy(policy: str | Path, *, robot: str = "sim", robot_config: str | Path |
             "policy": policy, "robot": spec, "realtime_priority": rt, "summary_path": out / "policy_node.json",
             "ready_path": out / "ready"}), env, out / "policy_node.log"))
         processes.append(_Process("robot_node", node("robot_node", {
-            "robot": spec, "driver": robot, "robot_config": Path(robot_config).resolve() if robot_config else "",
-            "realtime_priority": rt, "summary_path": out / "robot_node.json",
+            "robot": spec, "driver": driver, "realtime_priority": rt, "summary_path": out / "robot_node.json",
             "trajectory_path": out / "trajectory.npz"}), env, out / "robot_node.log"))
         if not _watch(processes, startup_timeout, until=lambda: (out / "ready").exists()):
             raise DeployError(f"no command from the policy within {startup_timeout:g} s; policy_node log:\n"
@@ -169,7 +167,7 @@ def deploy(policy: str | Path, *, robot: str = "sim", robot_config: str | Path |
     if failed:
         raise DeployError("; ".join(f"{name} exited with status {code}:\n{_by_name(processes, name).tail()}"
                                     for name, code in failed.items()))
-    return _report(out, contract, spec, robot, duration, record, rt)
+    return _report(out, contract, driver, duration, record, rt)
 
 
 def _by_name(processes: list[_Process], name: str) -> _Process:
@@ -189,12 +187,12 @@ def _watch(processes: list[_Process], timeout: float, until: Callable[[], bool] 
     return False
 
 
-def _report(out: Path, contract: PolicyContract, spec: str, robot: str, duration: float, record: Path | None,
+def _report(out: Path, contract: PolicyContract, driver: Driver, duration: float, record: Path | None,
             rt: int) -> dict[str, Any]:
     policy = json.loads((out / "policy_node.json").read_text())
     robot_side = json.loads((out / "robot_node.json").read_text())
     result: dict[str, Any] = {
-        "policy": policy["policy"], "robot": robot_side["robot"], "driver": robot, "duration_s": duration,
+        "policy": policy["policy"], "robot": robot_side["robot"], "driver": str(driver), "duration_s": duration,
         "rt_priority": rt,
         "control_hz_target": policy["control_hz_target"], "control_hz_achieved": policy["control_hz_achieved"],
         "period_p50_us": policy["period_p50_us"], "period_p99_us": policy["period_p99_us"],

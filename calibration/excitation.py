@@ -19,11 +19,14 @@ velocity as dq*, and records every state and command to MCAP (`calibration.recor
 
 A SimRobot with `realtime=False` is stepped by hand (no waiting on the wall clock; its clock
 is simulation time); any other robot is driven at absolute deadlines of the wall clock.
+`excite` (the `s2r excite` command) opens its robot through the driver registry
+(`s2r.hardware.drivers`), so a real robot is excited without MuJoCo being imported.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,14 +35,11 @@ from pathlib import Path
 import numpy as np
 
 from s2r.calibration.recording import RecordingWriter
+from s2r.hardware.drivers import load_driver_config, open_driver, parse_driver
 from s2r.hardware.safety import SafetyConfig, SafetyFilter
 from s2r.interface import RobotInterface
-from s2r.sim.sim_robot import SimRobot, SimRobotConfig, load_sim_robot_config
 from s2r.spec import RobotSpec, robot_spec
 from s2r.state import Command
-
-DRIVERS = ("sim",)
-"""Robots `excite` can drive: `sim`, a SimRobot (with a SimRobot YAML for how it differs from the model)."""
 
 
 class ExcitationError(ValueError):
@@ -165,7 +165,7 @@ class _Clock:
     def __init__(self, robot: RobotInterface, period: float) -> None:
         self.robot = robot
         self.period = period
-        self.manual = isinstance(robot, SimRobot) and not robot.config.realtime
+        self.manual = _stepped_by_hand(robot)
         if self.manual:
             steps = period / robot.timestep
             if abs(steps - round(steps)) > 1e-6 or round(steps) < 1:
@@ -187,6 +187,13 @@ class _Clock:
         delay = self.start + tick * self.period - time.time()
         if delay > 0:
             time.sleep(delay)
+
+
+def _stepped_by_hand(robot: RobotInterface) -> bool:
+    """Whether `robot` is a SimRobot with realtime=False. The SimRobot module is looked up, not
+    imported: if nothing loaded it, the robot is not simulated, and MuJoCo stays unloaded."""
+    sim_robot = sys.modules.get("s2r.sim.sim_robot")
+    return sim_robot is not None and isinstance(robot, sim_robot.SimRobot) and not robot.config.realtime
 
 
 def run_excitation(robot: RobotInterface, spec: RobotSpec, *, duration_s: float, rate_hz: float | None = None,
@@ -231,30 +238,33 @@ def run_excitation(robot: RobotInterface, spec: RobotSpec, *, duration_s: float,
     return Path(out)
 
 
-def excite(*, robot: str = "sim", spec: str, robot_config: str | Path | None = None, duration_s: float = 20.0,
-           rate_hz: float | None = None, seed: int = 0, joints: Sequence[str] | None = None, realtime: bool = False,
+def excite(*, robot: str, driver: str = "sim", duration_s: float = 20.0, rate_hz: float | None = None,
+           seed: int = 0, joints: Sequence[str] | None = None, realtime: bool = False,
            out: str | Path) -> dict[str, object]:
-    """`s2r excite`: build the robot, run the excitation, and summarize the recording it wrote.
+    """`s2r excite`: open the robot, run the excitation, and summarize the recording it wrote.
 
-    robot: the driver (`sim`); spec: a shipped robot name or a spec YAML; robot_config: a
-    SimRobot YAML (latency, noise, parameter overrides). A SimRobot is stepped as fast as it
-    computes unless `realtime`.
+    robot: the robot's spec, a shipped robot name or a spec YAML; driver: `KIND[:WHERE]` of the
+    driver registry (`sim:SIMROBOT.yaml` for a SimRobot that differs from the model in latency,
+    noise or parameters). A SimRobot is stepped as fast as it computes unless `realtime`.
     """
     from s2r.calibration.recording import read_recording
 
-    if robot not in DRIVERS:
-        raise ExcitationError(f"--robot: unknown driver {robot!r} (drivers: {', '.join(DRIVERS)})")
-    robot_spec_ = robot_spec(spec)
-    config = load_sim_robot_config(robot_config) if robot_config else SimRobotConfig()
-    config.realtime = realtime
+    driver = parse_driver(driver)
+    robot_spec_ = robot_spec(robot)
+    config = load_driver_config(driver)
+    if driver.kind == "sim":
+        from s2r.sim.sim_robot import SimRobotConfig
+
+        config = config if config is not None else SimRobotConfig()
+        config.realtime = realtime
     start = time.perf_counter()
-    with SimRobot(robot_spec_, config) as sim:
-        path = run_excitation(sim, robot_spec_, duration_s=duration_s, rate_hz=rate_hz, seed=seed, out=Path(out),
-                              joints=joints)
+    with open_driver(driver, robot_spec_, config=config) as connected:
+        path = run_excitation(connected, robot_spec_, duration_s=duration_s, rate_hz=rate_hz, seed=seed,
+                              out=Path(out), joints=joints)
     wall = time.perf_counter() - start
     recording = read_recording(path, robot_spec_)
     excursion = np.ptp(recording.q, axis=0)
-    return {"out": str(path), "robot": robot_spec_.name, "driver": robot, "duration_s": recording.duration,
+    return {"out": str(path), "robot": robot_spec_.name, "driver": str(driver), "duration_s": recording.duration,
             "states": len(recording.state_time), "commands": len(recording.command_time),
             "excursion": dict(zip(robot_spec_.joint_names, excursion.round(4).tolist())),
             "peak_velocity": dict(zip(robot_spec_.joint_names, np.abs(recording.dq).max(axis=0).round(3).tolist())),

@@ -30,7 +30,7 @@ def s2r(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_the_cartpole_policy_swings_up_and_balances_under_ros2_control(cartpole_onnx, tmp_path):
-    run = s2r("deploy", str(cartpole_onnx), "--robot", "sim", "--robot-config", str(HANGING), "--duration", "10",
+    run = s2r("deploy", str(cartpole_onnx), "--driver", f"sim:{HANGING}", "--duration", "10",
               "--record", str(tmp_path / "run.mcap"), "--out", str(tmp_path / "run"), "--json")
     assert run.returncode == 0, run.stdout + run.stderr
     result = json.loads(run.stdout.strip().splitlines()[-1])
@@ -66,6 +66,6 @@ def test_the_cartpole_policy_swings_up_and_balances_under_ros2_control(cartpole_
 
 
 def test_deploy_refuses_a_policy_for_another_robot_naming_the_field(cartpole_onnx, tmp_path):
-    run = s2r("deploy", str(cartpole_onnx), "--spec", "pendulum", "--duration", "1", "--out", str(tmp_path))
+    run = s2r("deploy", str(cartpole_onnx), "--robot", "pendulum", "--duration", "1", "--out", str(tmp_path))
     assert run.returncode != 0
     assert "robot: policy expects 'cartpole', spec is 'pendulum'" in run.stderr

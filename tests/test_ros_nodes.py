@@ -296,7 +296,7 @@ def test_a_command_with_unknown_names_or_wrong_lengths_is_rejected_and_counted_a
 
 def test_estop_while_running_is_latched_until_reset_estop(ros, cartpole_onnx):
     env, client, tmp = ros
-    robot = Node("robot_node", {"robot_config": HANGING, "summary_path": tmp / "robot.json", **FAST}, env,
+    robot = Node("robot_node", {"driver": f"sim:{HANGING}", "summary_path": tmp / "robot.json", **FAST}, env,
                  tmp / "robot.log")
     policy = Node("policy_node", {"policy": cartpole_onnx, "realtime_priority": 0}, env, tmp / "policy.log")
     try:
@@ -318,7 +318,7 @@ def test_estop_while_running_is_latched_until_reset_estop(ros, cartpole_onnx):
 
 def test_the_robot_goes_safe_when_the_policy_stalls_or_dies(ros, cartpole_onnx):
     env, client, tmp = ros
-    robot = Node("robot_node", {"robot_config": HANGING, "summary_path": tmp / "robot.json", **FAST}, env,
+    robot = Node("robot_node", {"driver": f"sim:{HANGING}", "summary_path": tmp / "robot.json", **FAST}, env,
                  tmp / "robot.log")
     policy = Node("policy_node", {"policy": cartpole_onnx, "realtime_priority": 0}, env, tmp / "policy.log")
     try:
@@ -354,6 +354,14 @@ def test_a_policy_whose_contract_does_not_fit_the_robot_refuses_to_start_naming_
     assert "joint_names[0]: policy expects 'slider', the robot has 'hinge'" in policy.output()
 
 
+def test_a_robot_node_given_a_driver_kind_it_does_not_know_refuses_to_start_naming_the_parameter(ros):
+    env, _, tmp = ros
+    robot = Node("robot_node", {"driver": "dynamixel:/dev/ttyUSB0", **FAST}, env, tmp / "robot.log")
+    assert robot.popen.wait(60) == 2
+    assert "refusing to start: parameter 'driver': unknown kind 'dynamixel'" in robot.output()
+    assert "kinds: sim" in robot.output()
+
+
 def test_sigterm_damps_the_robot_and_closes_the_recording_readable(ros, cartpole_onnx):
     from mcap.reader import make_reader
     from mcap_ros2.reader import read_ros2_messages
@@ -363,7 +371,7 @@ def test_sigterm_damps_the_robot_and_closes_the_recording_readable(ros, cartpole
     env, client, tmp = ros
     recorders = [Node("recorder", {"path": tmp / f"{name}.mcap"}, env, tmp / f"{name}.log")
                  for name in ("closed", "killed")]
-    robot = Node("robot_node", {"robot_config": HANGING, "summary_path": tmp / "robot.json", **FAST}, env,
+    robot = Node("robot_node", {"driver": f"sim:{HANGING}", "summary_path": tmp / "robot.json", **FAST}, env,
                  tmp / "robot.log")
     policy = Node("policy_node", {"policy": cartpole_onnx, "summary_path": tmp / "policy.json",
                                   "realtime_priority": 0}, env, tmp / "policy.log")
@@ -460,6 +468,7 @@ def test_the_robot_side_imports_and_runs_without_torch_or_mujoco(cartpole_onnx):
         import numpy as np
         import s2r, s2r.runtime.mlp, s2r.hardware, s2r.interface, s2r.hardware.safety
         import s2r.ros, s2r.ros.messages, s2r.ros.robot_node, s2r.ros.policy_node, s2r.ros.recorder
+        import s2r.hardware.drivers, s2r.calibration.excitation
         import s2r.runtime.diffusion, s2r.runtime.chunking
         from s2r.runtime.mlp import PolicyRuntime
         from s2r.spec import robot_spec

@@ -3,7 +3,7 @@
 The same three processes `s2r deploy` starts, with the same parameters file:
 
     ros2 launch s2r_ros deploy.launch.py policy:=/path/cartpole.onnx \
-        robot_config:=/path/hardware/configs/cartpole_hanging.yaml record:=/tmp/run.mcap
+        driver:=sim:/path/hardware/configs/cartpole_hanging.yaml record:=/tmp/run.mcap
 
 robot_node configures and activates itself (`autostart`); set `autostart:=false` to hand its
 lifecycle to a manager (`ros2 lifecycle set /robot_node configure`, then `activate`).
@@ -27,9 +27,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("policy", description="The exported .onnx policy (its contract is in the metadata)."),
         DeclareLaunchArgument("robot", default_value="cartpole",
                               description="Robot spec: a robot shipped with s2r or a spec YAML path."),
-        DeclareLaunchArgument("driver", default_value="sim", description="RobotInterface driver: sim (SimRobot)."),
-        DeclareLaunchArgument("robot_config", default_value="",
-                              description="Driver config; for sim a SimRobot YAML (latency, noise, start pose)."),
+        DeclareLaunchArgument("driver", default_value="sim",
+                              description="RobotInterface driver, KIND[:WHERE]: sim, or sim:SIMROBOT.yaml "
+                                          "(latency, noise, start pose); see s2r.hardware.drivers."),
         DeclareLaunchArgument("record", default_value="",
                               description="Record every topic to this MCAP file; empty: no recorder."),
         DeclareLaunchArgument("autostart", default_value="true",
@@ -49,7 +49,6 @@ def generate_launch_description() -> LaunchDescription:
         parameters=[params_file, {
             "robot": LaunchConfiguration("robot"),
             "driver": LaunchConfiguration("driver"),
-            "robot_config": LaunchConfiguration("robot_config"),
             "autostart": LaunchConfiguration("autostart"),
         }],
     )

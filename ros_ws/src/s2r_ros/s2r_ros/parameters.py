@@ -18,6 +18,8 @@ from typing import Any
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
+from s2r.hardware.drivers import DriverError, parse_driver
+
 from .spin import StartupError
 
 Check = Callable[[Any], str | None]
@@ -68,3 +70,12 @@ def one_of(*choices: str) -> Check:
         return None if value in choices else f"expected one of {', '.join(choices)}"
 
     return check
+
+
+def driver(value: str) -> str | None:
+    """A driver of the registry, KIND[:WHERE] (s2r.hardware.drivers)."""
+    try:
+        parse_driver(value)
+    except DriverError as error:
+        return str(error).removeprefix("--driver: ")
+    return None

@@ -33,60 +33,39 @@ lock; between them the filter is called about once per control period, as it exp
 
 `state_to_command` latency is measured here: a command's header.stamp is the stamp of the
 state it was computed from, and its arrival time minus that stamp covers sensor age, the
-publish, the policy's wait for its deadline, inference and the way back.
+publish, the policy's wait for its deadline, inference and the way back. The figures,
+diagnostics, summary and trajectory are kept by `s2r.ros.robot_report`. The robot is opened
+through the driver registry (`s2r.hardware.drivers`, `driver:=KIND[:WHERE]`): only `sim` loads MuJoCo.
 
-    s2r-robot-node --ros-args -p robot:=cartpole -p robot_config:=hardware/configs/cartpole_hanging.yaml
+    s2r-robot-node --ros-args -p robot:=cartpole -p driver:=sim:hardware/configs/cartpole_hanging.yaml
 """
 
 from __future__ import annotations
 
-import functools
 import sys
 import threading
 import time
 import traceback
-from collections import OrderedDict
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Imu, JointState
 from std_srvs.srv import Trigger
 
 from s2r.hardware.deadline import DeadlineLoop, TickTrigger, set_realtime_priority
+from s2r.hardware.drivers import help_text, open_driver
 from s2r.hardware.safety import SafetyConfig, SafetyFilter
 from s2r.interface import RobotError, RobotInterface
-from s2r.reports import SampleWindow, diagnostic_text, percentiles_us, write_json
 from s2r.spec import RobotSpec, SpecError, robot_spec
 from s2r.state import Command, RobotState
 
 from .messages import CommandReader, MessageError, imu_from_state, joint_state_from_state
-from .parameters import Param, declare, non_empty, non_negative, one_of, positive, priority
+from .parameters import Param, declare, driver, non_empty, non_negative, positive, priority
 from .qos import COMMAND_QOS, DIAGNOSTICS_QOS, SENSOR_QOS
-from .spin import StartupError, run_node
-
-MODE_CODES = {"soft_start": 0, "running": 1, "damping": 2, "estop": 3, "disabled": 4}
-"""Mode of each trajectory sample, as stored in the trajectory file."""
-CAUSES = {"watchdog": "watchdog: no fresh state or policy command within the watchdog periods",
-          "nan_guard": "NaN guard: a non-finite command", "estop": "e-stop latched"}
-"""SafetyFilter events that put the robot in damping, and how the log says so."""
-DIAGNOSTIC_LEVELS = {"running": DiagnosticStatus.OK, "soft_start": DiagnosticStatus.OK,
-                     "damping": DiagnosticStatus.WARN, "disabled": DiagnosticStatus.WARN,
-                     "estop": DiagnosticStatus.ERROR}
-
-
-def _sim_robot(spec: RobotSpec, config_path: str) -> RobotInterface:
-    """SimRobot, imported here: MuJoCo is needed only when the robot is simulated."""
-    from s2r.sim.sim_robot import SimRobot, load_sim_robot_config
-
-    return SimRobot(spec, load_sim_robot_config(config_path) if config_path else None)
-
-
-DRIVERS = {"sim": _sim_robot}
-"""`driver` parameter → factory(spec, robot_config) of the RobotInterface."""
+from .robot_report import RobotReport
+from .spin import StartupError, reported, run_node
 
 
 @runtime_checkable
@@ -99,8 +78,7 @@ class AnnouncesStates(Protocol):
 
 PARAMS = (
     Param("robot", "cartpole", "Robot spec: a robot shipped with s2r or a spec YAML path.", non_empty),
-    Param("driver", "sim", f"The RobotInterface: {', '.join(DRIVERS)}.", one_of(*DRIVERS)),
-    Param("robot_config", "", "Driver config file; for sim, a SimRobot YAML (latency, noise, overrides)."),
+    Param("driver", "sim", f"The RobotInterface, KIND[:WHERE]: {help_text()}.", driver),
     Param("state_wait_s", 0.002, "Seconds the loop waits past a measurement's expected time before it ticks "
           "without it (robots that announce their measurements; below half the control period).", non_negative),
     Param("watchdog_periods", 3, "State or policy commands older than this many control periods → damping.",
@@ -117,21 +95,6 @@ PARAMS = (
     Param("summary_path", "", "JSON written at shutdown: safety report, latencies, counters (empty: none)."),
     Param("trajectory_path", "", "NPZ written at shutdown: stamp, q, dq and mode of every tick (empty: none)."),
 )
-
-
-def _reported(transition):
-    """A lifecycle callback whose unexpected exception is logged and kept (rclpy would swallow it)."""
-
-    @functools.wraps(transition)
-    def wrapper(self, state: LifecycleState) -> TransitionCallbackReturn:
-        try:
-            return transition(self, state)
-        except Exception as error:
-            self.startup_error = f"{transition.__name__}: {type(error).__name__}: {error}"
-            self.get_logger().error(f"{self.startup_error}\n{traceback.format_exc()}")
-            return TransitionCallbackReturn.ERROR
-
-    return wrapper
 
 
 class RobotNode(LifecycleNode):
@@ -157,23 +120,10 @@ class RobotNode(LifecycleNode):
         """Fired by the robot when the measurement of a control period becomes readable."""
         self.loop: DeadlineLoop | None = None
         self.commanded_since_tick = False
-        self.counters = {"commands_applied": 0, "commands_rejected": 0, "read_errors": 0, "states_published": 0,
-                         "shutdown_damping_commands": 0}
-        self.last_rejection = ""
-        self.events_seen: dict[str, int] = {}
-        """SafetyFilter event counts at the last mode check, to tell what caused a change."""
-        self.mode_log: list[tuple[float, str]] = []
-        """(time.time(), mode) at every change of the safety mode."""
-        self.first_command_time: float | None = None
-        self.last_command_time: float | None = None
-        self.published: OrderedDict[int, float] = OrderedDict()
-        """state stamp (ns) → time.time() it was published, for the last few states."""
-        self.state_to_command = SampleWindow()
-        self.publish_to_command = SampleWindow()
-        self.window_start = {"state_to_command": 0}
-        """Sample counts at the last diagnostics message: each message covers what came since."""
-        self.trajectory: list[tuple[float, np.ndarray, np.ndarray, int]] = []
-        """(stamp, q, dq, mode code) of every tick, kept only with a trajectory_path."""
+        self.report: RobotReport | None = None
+        """The figures, from configure on."""
+        self.robot_stats: dict[str, int] = {}
+        """The robot's own counters, read when it is released."""
         if self.params["autostart"]:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise StartupError(self.startup_error)
@@ -181,7 +131,7 @@ class RobotNode(LifecycleNode):
                 raise StartupError(self.startup_error)
 
     # --- lifecycle ------------------------------------------------------------------------------
-    @_reported
+    @reported
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         p = self.params
         try:
@@ -192,7 +142,9 @@ class RobotNode(LifecycleNode):
             config = SafetyConfig(watchdog_periods=p["watchdog_periods"], damping_kd=p["damping_kd"] or None,
                                   soft_start_s=p["soft_start_s"], fade_in_s=p["fade_in_s"])
             self.safety = SafetyFilter(self.spec, self.spec.control_period, config)
-            self.robot = DRIVERS[p["driver"]](self.spec, p["robot_config"])
+            self.report = RobotReport(self.spec, driver=p["driver"], logger=self.get_logger(),
+                                      keep_trajectory=bool(p["trajectory_path"]))
+            self.robot = open_driver(p["driver"], self.spec)
             self.robot.connect()
         except (SpecError, RobotError, ValueError, OSError) as error:
             self.startup_error = f"{type(error).__name__}: {error}"
@@ -208,12 +160,11 @@ class RobotNode(LifecycleNode):
             ("enable", self.on_enable), ("disable", self.on_disable),
             ("estop", self.on_estop), ("reset_estop", self.on_reset_estop))]
         self.diagnostics_timer = self.create_timer(p["diagnostics_period_s"], self.publish_diagnostics)
-        self.get_logger().info(f"configured {self.spec.name} ({p['driver']} driver"
-                               f"{', ' + p['robot_config'] if p['robot_config'] else ''}), "
+        self.get_logger().info(f"configured {self.spec.name} (driver {p['driver']}), "
                                f"control period {self.spec.control_period * 1e3:g} ms")
         return super().on_configure(state)
 
-    @_reported
+    @reported
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._enable()
@@ -233,13 +184,13 @@ class RobotNode(LifecycleNode):
         self.get_logger().info("active: motors enabled, soft start")
         return super().on_activate(state)
 
-    @_reported
+    @reported
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_loop()
         self._damp_and_disable()
         return super().on_deactivate(state)
 
-    @_reported
+    @reported
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
         for publisher in (self.state_pub, self.imu_pub):
@@ -252,7 +203,7 @@ class RobotNode(LifecycleNode):
         self.destroy_timer(self.diagnostics_timer)
         return super().on_cleanup(state)
 
-    @_reported
+    @reported
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         if self.robot is not None:
             self._stop_loop()
@@ -290,7 +241,7 @@ class RobotNode(LifecycleNode):
                 state = self.robot.read_state()
             except RobotError as error:
                 state = None
-                self.counters["read_errors"] += 1
+                self.report.counters["read_errors"] += 1
                 self.get_logger().error(f"read_state failed: {error}", throttle_duration_sec=1.0)
             new = state is not None and state.stamp != last_stamp
             if new:
@@ -302,19 +253,16 @@ class RobotNode(LifecycleNode):
                     self._apply(None, time.time())
                 self.commanded_since_tick = False
                 mode = self._mode()
-            if new and self.params["trajectory_path"]:
-                self.trajectory.append((state.stamp, state.q.copy(), state.dq.copy(), MODE_CODES[mode]))
+            if new:
+                self.report.measured(state, mode)
 
     def _publish(self, state: RobotState) -> None:
         msg = joint_state_from_state(state, self.spec, self.state_msg)
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         self.state_pub.publish(msg)
-        self.published[stamp_ns] = time.time()
-        if len(self.published) > 64:
-            self.published.popitem(last=False)
+        self.report.state_published(stamp_ns, time.time())
         if self.imu_pub is not None and state.base_quat is not None:
             self.imu_pub.publish(imu_from_state(state))
-        self.counters["states_published"] += 1
 
     def _apply(self, command: Command | None, now: float) -> None:
         """Filter `command` (None: this tick has none) against the newest state and write it. Holds the lock."""
@@ -324,19 +272,7 @@ class RobotNode(LifecycleNode):
 
     def _mode(self) -> str:
         """The safety mode ('disabled' while the motors are off); logs changes. Holds the lock."""
-        mode = self.safety.mode if self.enabled else "disabled"
-        events = self.safety.events
-        causes = [CAUSES[k] for k in CAUSES if events[k] > self.events_seen.get(k, 0)]
-        self.events_seen = dict(events)
-        if not self.mode_log or self.mode_log[-1][1] != mode:
-            previous = self.mode_log[-1][1] if self.mode_log else "start"
-            self.mode_log.append((time.time(), mode))
-            if mode in ("damping", "estop"):
-                why = f" ({'; '.join(causes)})" if causes else ""
-                self.get_logger().warning(f"safety mode {previous} → {mode}{why}")
-            else:
-                self.get_logger().info(f"safety mode {previous} → {mode}")
-        return mode
+        return self.report.track_mode(self.safety.mode if self.enabled else "disabled", self.safety.events)
 
     # --- commands -------------------------------------------------------------------------------
     def on_command(self, msg: JointState) -> None:
@@ -347,23 +283,14 @@ class RobotNode(LifecycleNode):
         try:
             command = self.commands(msg)
         except MessageError as error:
-            self.counters["commands_rejected"] += 1
-            self.last_rejection = str(error)
-            self.get_logger().warning(f"rejected command #{self.counters['commands_rejected']}: {error}",
-                                      throttle_duration_sec=1.0)
+            count = self.report.rejected(str(error))
+            self.get_logger().warning(f"rejected command #{count}: {error}", throttle_duration_sec=1.0)
             return
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        self.state_to_command.add(now - stamp_ns * 1e-9)
-        published = self.published.get(stamp_ns)
-        if published is not None:
-            self.publish_to_command.add(now - published)
-        if self.first_command_time is None:
-            self.first_command_time = now
-        self.last_command_time = now
+        self.report.command_arrived(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec, now)
         with self.lock:
             self._apply(command, now)
             self.commanded_since_tick = True
-            self.counters["commands_applied"] += 1
+            self.report.counters["commands_applied"] += 1
             self._mode()
 
     # --- services -------------------------------------------------------------------------------
@@ -429,7 +356,7 @@ class RobotNode(LifecycleNode):
                     state = None
                 with self.lock:
                     self.robot.write_command(self.safety.damping_command(state))
-                    self.counters["shutdown_damping_commands"] += 1
+                    self.report.counters["shutdown_damping_commands"] += 1
                 if time.monotonic() >= end:
                     break
                 time.sleep(min(self.spec.control_period, max(end - time.monotonic(), 0.0)))
@@ -450,53 +377,17 @@ class RobotNode(LifecycleNode):
     def publish_diagnostics(self) -> None:
         with self.lock:
             mode = self._mode()
-            report = self.safety.report()
-        latency = self.state_to_command.since(self.window_start["state_to_command"])
-        self.window_start["state_to_command"] = self.state_to_command.count
-        values = {**{k: v for k, v in report.items() if k != "mode"}, **self.counters,
-                  **percentiles_us(latency, "state_to_command"), "last_rejection": self.last_rejection}
-        status = DiagnosticStatus(level=DIAGNOSTIC_LEVELS[mode], name=f"s2r robot_node: {self.spec.name}",
-                                  hardware_id=f"{self.params['driver']}:{self.spec.name}", message=mode,
-                                  values=[KeyValue(key=k, value=diagnostic_text(v)) for k, v in values.items()])
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diagnostics_pub.publish(msg)
-
-    def summary(self) -> dict[str, Any]:
-        """Everything a deploy run reports from the robot side."""
-        report = self.safety.report()
-        return {
-            "robot": self.spec.name,
-            "driver": self.params["driver"],
-            "control_period": self.spec.control_period,
-            "mode": self.mode_log[-1][1] if self.mode_log else "unconfigured",
-            "safety": report,
-            "safety_events": {k: v for k, v in report.items() if k != "mode" and v},
-            "mode_log": self.mode_log,
-            **self.counters,
-            "last_rejection": self.last_rejection,
-            "first_command_time": self.first_command_time,
-            "last_command_time": self.last_command_time,
-            **percentiles_us(self.state_to_command.values(), "state_to_command"),
-            **percentiles_us(self.publish_to_command.values(), "publish_to_command"),
-            "loop_overruns": self.loop.overruns if self.loop else 0,
-            "late_measurements": self.loop.late if self.loop else 0,
-            "robot_stats": getattr(self, "robot_stats", {}),
-            "shutdown_damping_s": self.params["shutdown_damping_s"],
-        }
+            safety = self.safety.report()
+        self.diagnostics_pub.publish(self.report.diagnostics(mode, safety, self.get_clock().now().to_msg()))
 
     def _write_outputs(self) -> None:
-        if self.spec is None:
+        if self.report is None:
             return
-        if self.params["summary_path"]:
-            write_json(self.params["summary_path"], self.summary())
-        if self.params["trajectory_path"] and self.trajectory:
-            stamp, q, dq, mode = zip(*self.trajectory)
-            path = Path(self.params["trajectory_path"])
-            tmp = path.with_name(path.name + ".tmp.npz")
-            np.savez(tmp, stamp=np.array(stamp), q=np.stack(q), dq=np.stack(dq), mode=np.array(mode, dtype=np.int8),
-                     joint_names=np.array(self.spec.joint_names), modes=np.array(list(MODE_CODES)))
-            tmp.replace(path)
+        summary = self.report.summary(
+            self.safety.report(), loop_overruns=self.loop.overruns if self.loop else 0,
+            late_measurements=self.loop.late if self.loop else 0, robot_stats=self.robot_stats,
+            shutdown_damping_s=self.params["shutdown_damping_s"])
+        self.report.write(self.params["summary_path"], self.params["trajectory_path"], summary)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -12,19 +12,23 @@ or log; ours only set a flag that the spin loop checks every `POLL_S`.
 A node whose construction raises `StartupError` (a contract that does not fit the robot, a
 bad parameter) logs the reason and the process exits with status 2. A node whose control
 thread dies sets its `failure` (after leaving the robot safe); the process then shuts down
-and exits with status 1, so that whoever supervises it sees the fault.
+and exits with status 1, so that whoever supervises it sees the fault. A lifecycle node's
+transitions are wrapped in `reported`, so that an exception in one is logged and kept.
 """
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.experimental import EventsExecutor
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
@@ -42,6 +46,22 @@ EXIT_STARTUP_ERROR = 2
 
 class StartupError(RuntimeError):
     """A node cannot start: the message says which parameter or contract field is wrong."""
+
+
+def reported(transition: Callable) -> Callable:
+    """A lifecycle node's transition callback whose unexpected exception is logged and kept in the
+    node's `startup_error` (rclpy would swallow it); the transition then ends in ERROR."""
+
+    @functools.wraps(transition)
+    def wrapper(node, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            return transition(node, state)
+        except Exception as error:
+            node.startup_error = f"{transition.__name__}: {type(error).__name__}: {error}"
+            node.get_logger().error(f"{node.startup_error}\n{traceback.format_exc()}")
+            return TransitionCallbackReturn.ERROR
+
+    return wrapper
 
 
 def run_node(build: Callable[[], Node], args: list[str] | None = None, *, name: str) -> int:
