@@ -119,20 +119,17 @@ def _train_diffusion(args: argparse.Namespace, out: Path) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from s2r.apps.quiet import quiet_onnx_export
     from s2r.policies.diffusion.export import export_diffusion
     from s2r.policies.diffusion.train import is_diffusion_run
     from s2r.policies.export import export_onnx
     from s2r.policies.train import load_policy
 
     if is_diffusion_run(Path(args.run_dir)):
-        with quiet_onnx_export():
-            path = export_diffusion(Path(args.run_dir), Path(args.out))
+        path = export_diffusion(Path(args.run_dir), Path(args.out))
         print(f"wrote {path} (diffusion policy)")
         return
     policy, contract, _ = load_policy(Path(args.run_dir))
-    with quiet_onnx_export():
-        path = export_onnx(policy, contract, Path(args.out))
+    path = export_onnx(policy, contract, Path(args.out))
     print(f"wrote {path} (robot {contract.robot}, obs {contract.obs_dim}×{contract.history_length}, "
           f"{contract.action.num_actions} {contract.action.mode} actions)")
 
@@ -150,7 +147,8 @@ def cmd_info(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from s2r.policies.evaluate import evaluate
 
-    sampler = {k: v for k, v in (("warm_start", args.warm_start or None), ("action_horizon", args.action_horizon))
+    sampler = {k: v for k, v in (("warm_start", args.warm_start), ("action_horizon", args.action_horizon),
+                                 ("blend_steps", args.blend_steps), ("sampling_ticks", args.sampling_ticks))
                if v is not None}
     result = evaluate(Path(args.source), task=args.task, episodes=args.episodes, seed=args.seed, backend=args.backend,
                       randomize=args.randomize, **sampler)
@@ -322,7 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=64)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--backend", default="cpu", choices=BACKENDS)
-    p.add_argument("--warm-start", action="store_true", help="diffusion: warm-start each chunk from the previous one")
+    p.add_argument("--warm-start", action=argparse.BooleanOptionalAction,
+                   help="diffusion: sample each chunk from the previous one (default: off, as policy_node)")
+    p.add_argument("--blend-steps", type=int, metavar="N",
+                   help="diffusion: ticks over which a new chunk is cross-faded in (default: policy_node's, 3)")
+    p.add_argument("--sampling-ticks", type=int, metavar="N",
+                   help="diffusion: ticks a chunk takes to arrive after its observation (default 0)")
     p.add_argument("--action-horizon", type=int, metavar="N",
                    help="diffusion: actions executed per chunk (default: the trained one, 8)")
     p.add_argument("--randomize", nargs="?", const="default", metavar="FILE.yaml",
@@ -370,8 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sysid", help="identify a robot's model parameters from an MCAP recording (mujoco.sysid)")
     p.add_argument("file", help="the FILE.mcap recording (from s2r excite or s2r deploy --record)")
     p.add_argument("--robot", required=True, metavar="SPEC", help="the recorded robot's spec, a name (arm) or YAML")
-    p.add_argument("--params", default="damping,armature,frictionloss,delay",
-                   help="comma-separated kinds to fit: damping, armature, frictionloss, kp, kd, delay")
+    p.add_argument("--params", default="damping,armature,frictionloss,command_delay_s",
+                   help="comma-separated kinds to fit: damping, armature, frictionloss, kp, kd, command_delay_s")
     p.add_argument("--bound", action="append", metavar="NAME=LO:HI",
                    help="bounds of a kind or parameter, e.g. damping=0:3 or kp.elbow=20:60 (repeatable)")
     p.add_argument("--max-iters", type=int, default=50, help="least-squares iterations at most")

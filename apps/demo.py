@@ -20,7 +20,6 @@ def run_demo(out: Path, *, iterations: int | None = None) -> dict:
     from rich.table import Table
 
     from s2r.apps.latency import policy_latency
-    from s2r.apps.quiet import quiet_onnx_export
     from s2r.policies.evaluate import evaluate
     from s2r.policies.export import ExportedActor, export_onnx
     from s2r.policies.train import default_config, load_policy, train
@@ -33,8 +32,7 @@ def run_demo(out: Path, *, iterations: int | None = None) -> dict:
     metrics = train(cfg, run_dir)
     console.rule("2/4 export to ONNX with the policy contract")
     policy, contract, _ = load_policy(run_dir)
-    with quiet_onnx_export():
-        export_onnx(policy, contract, onnx_path)
+    export_onnx(policy, contract, onnx_path)
     console.print(f"wrote {onnx_path}: {contract.obs_dim} observations ({', '.join(t.name for t in contract.observation)}), "
                   f"{contract.action.num_actions} {contract.action.mode} action")
     console.rule("3/4 evaluate the ONNX file through the robot runtime, in simulation")

@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from s2r.contract import PolicyContract
 from s2r.geometry import wrap_to_pi
 from s2r.hardware.drivers import Driver, parse_driver
 
-CONFIG = Path(__file__).resolve().parent.parent / "ros_ws" / "src" / "s2r_ros" / "config" / "deploy.yaml"
+CONFIG = Path(str(resources.files("s2r.ros") / "config" / "deploy.yaml"))
 """The nodes' parameters (one ROS params file for all three); run-specific ones are set per run."""
 STOP_TIMEOUT_S = 15.0
 """Seconds a node gets to exit after SIGINT before it is killed."""
@@ -116,7 +117,7 @@ def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver
     contract mismatch names the field) or dies.
     """
     from s2r.ros import environment
-    from s2r.runtime.mlp import read_contract
+    from s2r.runtime import read_contract
 
     driver = parse_driver(driver)
     if not duration > 0:

@@ -20,73 +20,24 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from torch import nn
 
 from bench.report import machine, report
+from s2r.apps.latency import policy_latency
 from s2r.policies.export import ExportedActor, export_onnx
 from s2r.policies.ppo import ActorCritic, ActorCriticConfig
-from s2r.runtime.mlp import PolicyRuntime
 from s2r.sim.env import make_env
 from s2r.spec import RobotSpec
-from s2r.state import RobotState
-
-WARMUP_CALLS = 100
-"""Untimed calls of each before timing (session and allocator warm-up)."""
 
 
 def run(onnx_path: str | Path, spec: RobotSpec, *, actor: nn.Module, obs_dim: int,
         iterations: int = 2000) -> dict[str, Any]:
-    """p50/p99 µs of `PolicyRuntime.step` on `onnx_path` and of `actor`'s forward on a (1, obs_dim) input.
-
-    `actor` maps policy observations (N, obs_dim) to raw actions (N, A): the network the ONNX
-    file was exported from, normalizer included.
-    """
-    runtime = PolicyRuntime(onnx_path, spec=spec)
-    state = RobotState(stamp=0.0, q=np.asarray(spec.default_q, dtype=np.float64),
-                       dq=np.zeros(spec.num_joints), tau=np.zeros(spec.num_joints))
-    inputs = {name: np.zeros(size) for name, size in runtime.contract.inputs.items()}
-    obs = torch.zeros(1, obs_dim)
-    actor.eval()
-
-    runtime_us, torch_us = np.empty(iterations), np.empty(iterations)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.inference_mode():
-            for _ in range(WARMUP_CALLS):
-                runtime.step(state, inputs)
-                actor(obs)
-            for i in range(iterations):
-                runtime_us[i] = _microseconds(lambda: runtime.step(state, inputs))
-                torch_us[i] = _microseconds(lambda: actor(obs))
-    finally:
-        torch.set_num_threads(threads)
-
-    runtime_p50, runtime_p99 = np.percentile(runtime_us, [50, 99])
-    torch_p50, torch_p99 = np.percentile(torch_us, [50, 99])
-    return {
-        "robot": spec.name,
-        "iterations": iterations,
-        "runtime_step_p50_us": float(runtime_p50),
-        "runtime_step_p99_us": float(runtime_p99),
-        "torch_forward_p50_us": float(torch_p50),
-        "torch_forward_p99_us": float(torch_p99),
-        "ratio_p50": float(runtime_p50 / torch_p50),
-        "machine": machine(),
-    }
-
-
-def _microseconds(call: Callable[[], object]) -> float:
-    start = time.perf_counter_ns()
-    call()
-    return (time.perf_counter_ns() - start) / 1e3
+    """`s2r.apps.latency.policy_latency` (what `s2r demo` prints) with the machine it ran on."""
+    return {**policy_latency(onnx_path, spec, actor=actor, obs_dim=obs_dim, iterations=iterations),
+            "machine": machine()}
 
 
 def main(args: list[str] | None = None) -> None:

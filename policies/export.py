@@ -10,7 +10,11 @@ same code the simulator used). The batch axis is dynamic.
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -19,9 +23,33 @@ from torch import nn
 
 from s2r.contract import METADATA_KEY, PolicyContract
 from s2r.policies.ppo import ActorCritic
-from s2r.runtime.mlp import ACTION_OUTPUT, OBS_INPUT
+from s2r.runtime.mlp import ACTION_OUTPUT
+from s2r.runtime.session import OBS_INPUT
 
 OPSET = 18
+
+ONNX_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
+"""Logs "torchvision is not installed. Skipping torchvision::nms" and the like: s2r exports no vision ops."""
+ONNX_EXPORT_WARNINGS = (
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),  # torch.export's pytree, inside torch
+    (UserWarning, r"# The axis name: .* will not be used"),  # one batch axis named for several inputs (diffusion)
+)
+"""(category, message regex) of warnings torch's ONNX exporter raises about its own internals."""
+
+
+@contextmanager
+def quiet_onnx_export() -> Iterator[None]:
+    """While inside: torch's ONNX exporter keeps its internal warnings and log lines to itself."""
+    registration = logging.getLogger(ONNX_REGISTRATION_LOGGER)
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            for category, message in ONNX_EXPORT_WARNINGS:
+                warnings.filterwarnings("ignore", message=message, category=category)
+            yield
+    finally:
+        registration.setLevel(level)
 
 
 class ExportedActor(nn.Module):
@@ -42,7 +70,7 @@ def export_onnx(policy: ActorCritic, contract: PolicyContract, path: str | Path)
     obs_dim = contract.obs_dim * contract.history_length
     actor = ExportedActor(policy).eval()
     example = torch.zeros(2, obs_dim)
-    with torch.no_grad():
+    with torch.no_grad(), quiet_onnx_export():
         program = torch.onnx.export(
             actor, (example,), input_names=[OBS_INPUT], output_names=[ACTION_OUTPUT],
             dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=OPSET, dynamo=True, verbose=False,

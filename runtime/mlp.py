@@ -22,7 +22,7 @@ import numpy as np
 from s2r.contract import ContractError
 from s2r.observations import ObservationHistory
 from s2r.runtime.batching import as_batch, first_row, stacked_observation
-from s2r.runtime.session import OBS_INPUT, contract_of, open_session, read_contract  # noqa: F401 (still imported here)
+from s2r.runtime.session import OBS_INPUT, contract_of, open_session
 from s2r.spec import RobotSpec
 from s2r.state import Command, RobotState
 

@@ -23,7 +23,7 @@ from s2r.policies.diffusion.config import DiffusionConfig
 from s2r.policies.diffusion.model import DiffusionModel
 from s2r.policies.diffusion.processing import RangeNormalizer
 from s2r.policies.diffusion.sampler import NoiseSchedule
-from s2r.policies.export import OPSET, save_onnx
+from s2r.policies.export import OPSET, quiet_onnx_export, save_onnx
 from s2r.runtime.diffusion import DIFFUSION_KEY, EPS_OUTPUT, OBS_INPUT, SAMPLE_INPUT, TIMESTEP_INPUT, ActionReference
 
 
@@ -48,7 +48,7 @@ def export_diffusion_model(model: DiffusionModel, cfg: DiffusionConfig, contract
     example = (torch.zeros(2, cfg.obs_horizon * model.obs_dim), torch.zeros(2, cfg.pred_horizon, model.action_dim),
                torch.zeros(2, dtype=torch.int64))
     batch = torch.export.Dim("batch")
-    with torch.no_grad():
+    with torch.no_grad(), quiet_onnx_export():
         program = torch.onnx.export(
             model, example, input_names=[OBS_INPUT, SAMPLE_INPUT, TIMESTEP_INPUT], output_names=[EPS_OUTPUT],
             dynamic_shapes=({0: batch}, {0: batch}, {0: batch}), opset_version=OPSET, dynamo=True, verbose=False,

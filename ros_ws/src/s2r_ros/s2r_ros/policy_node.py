@@ -90,7 +90,7 @@ PARAMS = (
     Param("spin_s", DEFAULT_SPIN_S, "Seconds spun (not slept) before each deadline.", non_negative),
     Param("blend_steps", DEFAULT_BLEND_STEPS, "Diffusion policies: ticks over which a new chunk is cross-faded in "
           "(0: none).", non_negative),
-    Param("warm_start", True, "Diffusion policies: sample each chunk from the previous one, shifted, with the "
+    Param("warm_start", False, "Diffusion policies: sample each chunk from the previous one, shifted, with the "
           "last denoising steps only."),
     Param("realtime_priority", 50, "SCHED_FIFO priority of the control thread, 1..99; 0: normal scheduling.",
           priority),
