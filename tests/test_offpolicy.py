@@ -1,0 +1,103 @@
+"""TD3 and SAC: they learn the pendulum in seconds, checkpoint and export like PPO, and stop on NaN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from s2r.policies.export import export_onnx
+from s2r.policies.offpolicy.runner import OffPolicyRunner
+from s2r.policies.offpolicy.sac import SACConfig
+from s2r.policies.offpolicy.td3 import TD3Config
+from s2r.policies.runner import TrainingDivergedError
+from s2r.runtime import load_runtime
+from s2r.sim.env import make_env
+
+EPISODE_STEPS = 250   # the pendulum's 5 s at 50 Hz
+
+
+def deterministic_return(act) -> float:
+    """Mean return of 64 pendulum episodes from the same initial states, `act` choosing the actions."""
+    env = make_env("pendulum", 64, seed=1)
+    obs, total = env.reset(), torch.zeros(64)
+    for _ in range(EPISODE_STEPS):
+        with torch.no_grad():
+            obs, reward, *_ = env.step(act(obs["policy"]))
+        total += reward
+    return total.mean().item()
+
+
+def random_return() -> float:
+    generator = torch.Generator().manual_seed(0)
+    return deterministic_return(lambda obs: 2 * torch.rand(obs.shape[0], 1, generator=generator) - 1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("algo", [
+    TD3Config(learning_starts=320, batch_size=256, gamma=0.98, exploration_noise=0.3, tau=0.01),
+    SACConfig(learning_starts=320, batch_size=128, actor_learning_rate=3e-3, critic_learning_rate=3e-3, gamma=0.97),
+], ids=["td3", "sac"])
+def test_an_off_policy_learner_swings_the_pendulum_better_than_chance_in_seconds(algo):
+    runner = OffPolicyRunner(make_env("pendulum", 16, seed=0), algo=algo, log_dir=None, seed=0, progress=False)
+    summary = runner.learn(3500)
+    assert summary["env_steps"] == 3500 * 16 and summary["updates"] == (3500 - 19) * algo.updates_per_step  # from the 20th step on
+    learned, chance = deterministic_return(runner.agent.act_inference), random_return()
+    assert learned > chance + 25, (learned, chance)
+
+
+def test_a_td3_checkpoint_resumes_the_same_actor_and_exports_it_with_its_contract(tmp_path):
+    env = make_env("pendulum", 8, seed=0)
+    runner = OffPolicyRunner(env, algo=TD3Config(learning_starts=64, batch_size=32), log_dir=tmp_path, seed=0,
+                             progress=False)
+    runner.learn(60)
+    runner.save(tmp_path / "checkpoint.pt", extra={"task": "pendulum"})
+    resumed = OffPolicyRunner(make_env("pendulum", 8, seed=0), algo=TD3Config(), log_dir=None, seed=1, progress=False)
+    assert resumed.load(tmp_path / "checkpoint.pt") == {"task": "pendulum"} and resumed.env_steps == 60
+    obs = torch.randn(5, env.obs_dims["policy"])
+    runner.agent.eval(), resumed.agent.eval()
+    assert torch.equal(runner.agent.act_inference(obs), resumed.agent.act_inference(obs))
+    with pytest.raises(ValueError, match="algorithm: checkpoint is 'td3'"):
+        OffPolicyRunner(make_env("pendulum", 8), algo=SACConfig(), log_dir=None, seed=0,
+                        progress=False).load(tmp_path / "checkpoint.pt")
+
+    path = export_onnx(runner.agent, env.contract(provenance={"task": "pendulum", "trainer": "s2r.td3"}),
+                       tmp_path / "policy.onnx")
+    runtime = load_runtime(path, env.spec, num_envs=8)
+    clean = env.reset(seed=3)["critic"][:, : env.obs_dims["policy"]]   # the critic's noise-free policy terms
+    from_onnx = runtime.action(env.read_state(), {})
+    with torch.no_grad():
+        from_torch = runner.agent.act_inference(clean).numpy()
+    np.testing.assert_allclose(from_onnx, env.action_mapping.clip_action(from_torch), atol=1e-5)
+
+
+class NaNRewardAfter:
+    """The pendulum env whose reward turns NaN in world 2 after `steps` steps."""
+
+    def __init__(self, steps: int) -> None:
+        self.env, self.steps = make_env("pendulum", 4), steps
+        self.num_envs, self.num_actions, self.obs_dims = self.env.num_envs, self.env.num_actions, self.env.obs_dims
+
+    def reset(self, seed=None):
+        return self.env.reset(seed)
+
+    def step(self, actions):
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        self.steps -= 1
+        if self.steps < 0:
+            reward[2] = float("nan")
+        return obs, reward, terminated, truncated, info
+
+
+def test_sac_stops_at_a_nan_reward_naming_the_world_and_the_step():
+    runner = OffPolicyRunner(NaNRewardAfter(10), algo=SACConfig(learning_starts=8, batch_size=8), log_dir=None,
+                             seed=0, progress=False)
+    with pytest.raises(TrainingDivergedError, match=r"non-finite reward at iteration 10: env ids \[2\]"):
+        runner.learn(100)
