@@ -34,8 +34,11 @@ No rclpy: it runs on the robot computer.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import os
+import resource
 import threading
 import time
 
@@ -66,6 +69,27 @@ def set_realtime_priority(priority: int) -> str | None:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
     except (OSError, AttributeError) as error:
         return f"SCHED_FIFO priority {priority} not permitted ({error}); running with normal scheduling"
+    return None
+
+
+MCL_CURRENT, MCL_FUTURE = 1, 2
+"""mlockall flags (Linux <sys/mman.h>)."""
+
+
+def lock_memory() -> str | None:
+    """Lock this process's pages in RAM now and from now on (mlockall), so that no tick waits
+    for a page fault; returns why it could not, or None.
+
+    Only with the right to lock without a limit (root or CAP_IPC_LOCK, or an unlimited
+    RLIMIT_MEMLOCK): under a finite limit, MCL_FUTURE would make later allocations fail.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if os.geteuid() != 0 and soft != resource.RLIM_INFINITY:
+        return (f"mlockall not attempted: RLIMIT_MEMLOCK is {soft} bytes and the process is not root "
+                "(raise it with `ulimit -l unlimited` or give CAP_IPC_LOCK); memory is not locked")
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
+        return f"mlockall failed ({os.strerror(ctypes.get_errno())}); memory is not locked"
     return None
 
 

@@ -1,0 +1,114 @@
+"""The one-process robot loop as a robot meets it: SimRobot in real time, a policy hosted in the loop.
+
+No ROS here (tests/test_ros_deploy.py runs the loop inside robot_node); nothing asserts on timing.
+"""
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from s2r.hardware.robot_loop import LoopConfig, RobotLoop, TaskInputs
+from s2r.hardware.safety import SafetyFilter
+from s2r.spec import robot_spec
+from s2r.state import Command
+
+pytest.importorskip("mujoco")
+
+from s2r.sim.sim_robot import SimRobot, load_sim_robot_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+HANGING = ROOT / "hardware" / "configs" / "cartpole_hanging.yaml"
+TEST_LOOP = LoopConfig(realtime_priority=0, lock_memory=False)
+
+
+class ScriptedRuntime:
+    """A runtime that pushes the cart with a constant effort, raising or returning NaN when told to."""
+
+    def __init__(self, spec, *, fail_after: int | None = None, nan_after: int | None = None) -> None:
+        self.spec, self.fail_after, self.nan_after, self.steps, self.resets = spec, fail_after, nan_after, 0, 0
+        self.seen_inputs = []
+
+    def step(self, state, inputs=None):
+        self.steps += 1
+        self.seen_inputs.append(dict(inputs or {}))
+        if self.fail_after is not None and self.steps > self.fail_after:
+            raise RuntimeError("onnxruntime: simulated failure")
+        effort = np.nan if self.nan_after is not None and self.steps > self.nan_after else 1.0
+        zeros = np.zeros(1)
+        return Command(q=zeros, dq=zeros, kp=zeros, kd=zeros, tau_ff=np.array([effort]))
+
+    def reset(self, ids=None):
+        self.resets += 1
+
+    def stats(self):
+        return {}
+
+
+def run_loop(runtime, seconds: float, inputs: TaskInputs | None = None):
+    spec = robot_spec("cartpole")
+    with SimRobot(spec, load_sim_robot_config(HANGING)) as robot:
+        loop = RobotLoop(robot, SafetyFilter(spec, spec.control_period), runtime=runtime, inputs=inputs,
+                         config=TEST_LOOP, log=lambda message: None)
+        loop.enable()
+        loop.start()
+        time.sleep(seconds)
+        loop.stop()
+        return loop
+
+
+def test_the_hosted_cartpole_policy_swings_up_and_balances_with_every_tick_on_a_fresh_state(cartpole_onnx):
+    from s2r.runtime import load_runtime
+
+    spec = robot_spec("cartpole")
+    loop = run_loop(load_runtime(cartpole_onnx, spec), 6.0)
+    stats = loop.stats()
+    assert loop.failure is None and stats["policy_errors"] == 0 and stats["loop_errors"] == 0
+    assert stats["ticks"] >= 250 and stats["ticks_with_policy"] >= stats["ticks"] - 3
+    assert loop.safety.mode == "running" and loop.safety.events["watchdog"] == 0
+    records = []
+    while not loop.telemetry.empty():
+        records.append(loop.telemetry.get())
+    hinge = np.array([r.state.q[1] for r in records if r.state is not None])[-100:]  # the last 2 s
+    assert np.mean(np.abs(np.angle(np.exp(1j * hinge))) < 0.25) >= 0.9
+
+
+def test_a_policy_that_raises_sends_the_robot_to_damping_and_the_loop_goes_on():
+    runtime = ScriptedRuntime(robot_spec("cartpole"), fail_after=80)
+    loop = run_loop(runtime, 2.5)
+    stats = loop.stats()
+    assert loop.failure is None and stats["policy_errors"] >= 20
+    assert loop.safety.mode == "damping" and loop.safety.events["nan_guard"] >= 20
+    assert runtime.resets == 1 and stats["ticks"] > 100, "warmed up once, then ticked on"
+
+
+def test_a_policy_that_returns_nan_is_caught_by_the_nan_guard():
+    loop = run_loop(ScriptedRuntime(robot_spec("cartpole"), nan_after=80), 2.5)
+    assert loop.stats()["nonfinite_actions"] >= 20 and loop.safety.events["nan_guard"] >= 20
+    assert loop.safety.mode == "damping"
+
+
+def test_a_stalled_cmd_vel_publisher_falls_back_to_standing_still():
+    inputs = TaskInputs({"cmd_vel": 3}, timeout_s=0.2)
+    inputs.set("cmd_vel", np.array([0.5, 0.0, 0.3]))
+    assert inputs.read()["cmd_vel"].tolist() == [0.5, 0.0, 0.3]
+    time.sleep(0.25)  # the publisher stalls
+    assert inputs.read()["cmd_vel"].tolist() == [0.0, 0.0, 0.0] and inputs.fallbacks["cmd_vel"] == 1
+    pose = TaskInputs({"object_pose": 4}, timeout_s=0.2)
+    pose.set("object_pose", np.array([0.1, 0.2, 0.0, 1.0]))
+    time.sleep(0.25)
+    assert pose.read()["object_pose"].tolist() == [0.1, 0.2, 0.0, 1.0], "a tracked pose keeps its newest value"
+
+
+def test_the_loop_feeds_the_policy_the_task_inputs_without_waiting_for_them():
+    inputs = TaskInputs({"cmd_vel": 3}, timeout_s=10.0)
+    runtime = ScriptedRuntime(robot_spec("cartpole"))
+    inputs.set("cmd_vel", np.array([0.2, 0.0, 0.0]))
+    run_loop(runtime, 0.5, inputs)
+    assert runtime.seen_inputs[-1]["cmd_vel"].tolist() == [0.2, 0.0, 0.0]
+
+
+def test_a_loop_config_with_a_bad_field_is_refused_naming_it():
+    with pytest.raises(ValueError, match="LoopConfig.stale_state_periods: expected an integer >= 1"):
+        LoopConfig(stale_state_periods=0)
