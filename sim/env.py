@@ -29,7 +29,7 @@ from s2r.sim.model import compile_model
 from s2r.sim.privileged import PRIVILEGED
 from s2r.sim.randomization import Randomize, Randomizer
 from s2r.sim.robot_view import RobotView
-from s2r.sim.tasks import Task
+from s2r.sim.task import Task
 from s2r.spec import RobotSpec, robot_spec
 from s2r.state import RobotState
 
@@ -100,6 +100,8 @@ class BatchEnv:
         self.success_held = np.zeros(num_envs, dtype=np.int64)
         self.success_reached = np.zeros(num_envs, dtype=bool)
         """Whether the task's success condition has held at any step of each world's episode."""
+        self.episode_terms = {term.name: np.zeros(num_envs) for term in cfg.rewards}
+        """Each reward term's weighted sum over the current episode, (num_envs,) per term."""
         self._command_delay = np.zeros(num_envs, dtype=np.int64)
         """Physics steps each world applies the previous action before this one (`set_command_delay`)."""
         self._encoder_offset = np.zeros((num_envs, self.spec.num_joints))
@@ -218,12 +220,14 @@ class BatchEnv:
 
         state = self.read_state()
         self.task.update(self)
-        reward = self.task.reward(self, state, action)
+        reward, failed, terms = self.task.evaluate(self, state, action)
+        for name, value in terms.items():
+            self.episode_terms[name] += value
         self.episode_length += 1
         # MuJoCo resets a world whose state turns NaN/Inf, clock included: catch it by its clock.
         diverged = np.abs(self._time - self.episode_length * self.spec.control_period) > 0.5 * self.model.opt.timestep
         self.diverged_total += int(diverged.sum())
-        terminated = self.task.terminated(self, state) | diverged
+        terminated = failed | diverged
         truncated = (self.episode_length >= self.max_episode_length) & ~terminated
         self.success_held = np.where(self.task.success_condition(self, state), self.success_held + 1, 0)
         self.success_reached |= self.success_held > 0
@@ -241,6 +245,10 @@ class BatchEnv:
                 "length": torch.from_numpy(self.episode_length[done].astype(np.float32)),
                 "success": torch.from_numpy(success.astype(np.float32)),
                 "reached": torch.from_numpy(self.success_reached[done].astype(np.float32)),
+                # each reward term's mean per step over the episode (TensorBoard: episode/reward/NAME)
+                **{f"reward/{name}": torch.from_numpy((total[done] / self.episode_length[done]).astype(np.float32))
+                   for name, total in self.episode_terms.items()},
+                **{name: torch.from_numpy(value) for name, value in self.task.episode_metrics(self, done).items()},
             },
         }
         if len(done):
@@ -274,6 +282,8 @@ class BatchEnv:
         self.success_held[:] = source.success_held
         self.success_reached[:] = source.success_reached
         self.episode_return[:] = source.episode_return
+        for name, total in source.episode_terms.items():
+            self.episode_terms[name][:] = total
         self.history.buffer[:] = source.history.buffer
         self.history.fresh[:] = source.history.fresh
         self.batch.forward(stage=mujoco.mjtStage.mjSTAGE_POS)    # positions (sites) the task may read
@@ -298,6 +308,8 @@ class BatchEnv:
         self.episode_length[ids] = 0
         self.success_held[ids] = 0
         self.success_reached[ids] = False
+        for total in self.episode_terms.values():
+            total[ids] = 0.0
 
     def _observe(self, state: RobotState, ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Policy (noisy, stacked) and critic (clean + privileged) observations of rows `ids` (all for None)."""

@@ -31,8 +31,26 @@ def ee_error(env: BatchEnv) -> np.ndarray:
     return env.task.ee_error(env)
 
 
+def base_lin_vel(env: BatchEnv) -> np.ndarray:
+    """The base's true linear velocity in its frame, (num_envs, 3) m/s (locomotion tasks)."""
+    return env.task.base.lin_vel_b()
+
+
+def foot_contact_forces(env: BatchEnv) -> np.ndarray:
+    """Normal contact force on each foot, (num_envs, num_feet) N (locomotion tasks)."""
+    return env.task.base.touch("feet")
+
+
+def base_height(env: BatchEnv) -> np.ndarray:
+    """The base's height above the ground, (num_envs, 1) m (locomotion tasks)."""
+    return env.task.base.height()[:, None]
+
+
 PRIVILEGED: dict[str, Callable[[BatchEnv], np.ndarray]] = {
     "joint_damping": joint_damping,
     "body_mass": body_mass,
     "ee_error": ee_error,
+    "base_lin_vel": base_lin_vel,
+    "foot_contact_forces": foot_contact_forces,
+    "base_height": base_height,
 }

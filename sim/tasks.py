@@ -1,9 +1,10 @@
-"""Tasks: what the robot should do, as vectorized functions over the batch.
+"""The shipped tasks, each a `TaskConfig` of terms plus its scene's reset and success, and their registry.
 
 A task names its robot, its action mapping, its observation terms (the shared
-ones in `s2r.observations`, plus privileged critic terms from
-`sim.privileged`), and defines reset, reward, termination and success. Every
-method works on all worlds at once, (num_envs, ...) numpy arrays.
+ones in `s2r.observations`, plus privileged critic terms from `sim.privileged`),
+its reward and termination terms (`sim.terms`) and defines reset and success
+(`sim.task.Task`). Every method works on all worlds at once, (num_envs, ...)
+numpy arrays. The legged tasks live in `sim.locomotion`.
 
 Success is one rule for every task: the task's success condition held for the
 last `success_window_s` seconds of an episode that timed out.
@@ -14,83 +15,44 @@ last `success_window_s` seconds of an episode that timed out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 
-from s2r.actions import ActionMode
 from s2r.geometry import wrap_to_pi, yaw_from_quat
-from s2r.observations import LAST_ACTION, OBJECT_POSE, TARGET, ObsTerm
+from s2r.observations import OBJECT_POSE, TARGET, ObsTerm
+from s2r.sim.locomotion import Go2Flat
 from s2r.sim.push_t import GOAL_POSE, PUSHER_RADIUS, coverage, t_distance, to_block_frame
 from s2r.sim.randomization import Dist, Randomize
-from s2r.state import RobotState
+from s2r.sim.task import Task, TaskConfig
+from s2r.sim.terms import NoParams, Reward, StepContext, Termination, reward_term
 
-if TYPE_CHECKING:
-    from s2r.sim.env import BatchEnv
+
+@reward_term()
+def pole_upright_cart_centered(ctx: StepContext, p: NoParams) -> np.ndarray:
+    """(1 + cos θ) / 2 of the pole (joint 1) times (1 + exp(-x²)) / 2 of the cart (joint 0, m): 1 upright at the
+    rail's centre."""
+    x, angle = ctx.state.q[:, 0], wrap_to_pi(ctx.state.q[:, 1])
+    return 0.5 * (1 + np.cos(angle)) * (0.5 * (1 + np.exp(-x**2)))
 
 
 @dataclass(frozen=True)
-class TaskConfig:
-    """The declarative part of a task."""
+class Kernel:
+    """The length scale of a distance kernel, m."""
 
-    name: str
-    robot: str
-    """A robot shipped in sim/robots, or a path to a spec YAML."""
-    action_mode: ActionMode
-    action_scale: float
-    """rad (or m) per unit action in position mode; N·m (or N) in torque mode."""
-    policy_terms: tuple[ObsTerm, ...]
-    """What the robot can measure, in order; the critic sees these without noise."""
-    privileged_terms: tuple[str, ...] = ()
-    """Sim-only critic terms from s2r.sim.privileged."""
-    action_clip: float = 1.0
-    history_length: int = 1
-    """Policy observation frames stacked, oldest first."""
-    episode_length_s: float = 5.0
-    success_window_s: float = 1.0
-    inputs: dict[str, int] = field(default_factory=dict)
-    """Task inputs the env keeps per world besides the last action (name → size)."""
-    kinematics: bool = False
-    """Whether reward or success read positions (site_xpos) that must be current after each step."""
-    randomization: tuple[Randomize, ...] = ()
-    """The task's default domain randomization (`s2r train TASK --randomize`)."""
+    std: float = 0.1
 
 
-class Task:
-    """Base class: subclasses set `config` and define the four vectorized methods."""
+@reward_term(Kernel)
+def ee_distance_tanh(ctx: StepContext, p: Kernel) -> np.ndarray:
+    """1 - tanh(d / std) of the end effector's distance d to the target (the `ee_error` quantity)."""
+    return 1.0 - np.tanh(np.linalg.norm(ctx.quantities["ee_error"], axis=-1) / p.std)
 
-    config: TaskConfig
-    has_mirror: bool = False
-    """Whether `mirror` reflects the task's demonstrations into equally valid ones."""
 
-    def bind(self, env: BatchEnv) -> None:
-        """Resolve model ids once, after the env has built its batch."""
-
-    def reset(self, env: BatchEnv, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Initial joint positions and velocities for worlds `ids`, each (n, num_joints); may set env.inputs."""
-        raise NotImplementedError
-
-    def update(self, env: BatchEnv) -> None:
-        """Refresh task inputs and quantities that follow from the new physics state; called after every step."""
-
-    def reward(self, env: BatchEnv, state: RobotState, action: np.ndarray) -> np.ndarray:
-        """(num_envs,) reward for the step that led to `state` under clipped `action` (num_envs, A)."""
-        raise NotImplementedError
-
-    def terminated(self, env: BatchEnv, state: RobotState) -> np.ndarray:
-        """(num_envs,) bool: the episode failed and ends now."""
-        return np.zeros(len(state.q), dtype=bool)
-
-    def success_condition(self, env: BatchEnv, state: RobotState) -> np.ndarray:
-        """(num_envs,) bool: the goal holds in this state."""
-        raise NotImplementedError
-
-    def mirror(self, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Policy observations (..., D) and raw actions (..., A) of a demonstration reflected by the task's
-        mirror symmetry (scene, goal and physics unchanged): a second, equally valid demonstration.
-        Tasks without one raise NotImplementedError."""
-        raise NotImplementedError(f"task {self.config.name} defines no mirror symmetry")
+@reward_term()
+def goal_coverage(ctx: StepContext, p: NoParams) -> np.ndarray:
+    """The fraction of the goal T the block covers (the `coverage` quantity)."""
+    return ctx.quantities["coverage"]
 
 
 class PendulumSwingUp(Task):
@@ -102,6 +64,8 @@ class PendulumSwingUp(Task):
         action_mode="torque",
         action_scale=2.5,
         policy_terms=(ObsTerm("joint_pos_sincos"), ObsTerm("joint_vel", scale=0.2, noise=0.05), ObsTerm("last_action")),
+        rewards=(Reward("joint_upright_cos", 1.0, {"joint": 0}), Reward("joint_vel_l2", -0.01, {"joints": (0,)}),
+                 Reward("action_l2", -0.01)),
         privileged_terms=("joint_damping", "body_mass"),
         episode_length_s=5.0,
         success_window_s=1.0,
@@ -117,11 +81,6 @@ class PendulumSwingUp(Task):
         q = rng.uniform(-np.pi, np.pi, size=(len(ids), 1))
         dq = rng.uniform(-1.0, 1.0, size=(len(ids), 1))
         return q, dq
-
-    def reward(self, env, state, action):
-        angle = wrap_to_pi(state.q[:, 0])
-        # upright in [0, 1], with small penalties on speed and effort
-        return 0.5 * (1 + np.cos(angle)) - 0.01 * state.dq[:, 0] ** 2 - 0.01 * action[:, 0] ** 2
 
     def success_condition(self, env, state):
         return (np.abs(wrap_to_pi(state.q[:, 0])) < 0.3) & (np.abs(state.dq[:, 0]) < 2.0)
@@ -141,6 +100,9 @@ class CartpoleSwingUp(Task):
             ObsTerm("joint_vel", scale=0.2, noise=0.05),
             ObsTerm("last_action"),
         ),
+        rewards=(Reward("pole_upright_cart_centered", 1.0), Reward("action_l2", -0.01),
+                 Reward("joint_vel_l2", -0.002, {"joints": (1,)})),
+        terminations=(Termination("joint_pos_out_of_bounds", {"joint": 0, "limit": 1.75}),),
         privileged_terms=("joint_damping", "body_mass"),
         episode_length_s=6.0,
         success_window_s=2.0,
@@ -158,15 +120,6 @@ class CartpoleSwingUp(Task):
         q = np.stack([rng.uniform(-0.3, 0.3, n), np.pi + rng.uniform(-0.3, 0.3, n)], axis=-1)
         dq = rng.uniform(-0.1, 0.1, size=(n, 2))
         return q, dq
-
-    def reward(self, env, state, action):
-        x, angle = state.q[:, 0], wrap_to_pi(state.q[:, 1])
-        upright = 0.5 * (1 + np.cos(angle))
-        centered = 0.5 * (1 + np.exp(-x**2))
-        return upright * centered - 0.01 * action[:, 0] ** 2 - 0.002 * state.dq[:, 1] ** 2
-
-    def terminated(self, env, state):
-        return np.abs(state.q[:, 0]) > 1.75
 
     def success_condition(self, env, state):
         return (np.abs(wrap_to_pi(state.q[:, 1])) < 0.25) & (np.abs(state.q[:, 0]) < 1.0)
@@ -187,6 +140,8 @@ class ArmReach(Task):
             ObsTerm("target"),
             ObsTerm("last_action"),
         ),
+        rewards=(Reward("ee_distance_tanh", 1.0, {"std": 0.1}), Reward("action_rate_l2", -0.01),
+                 Reward("joint_vel_l2", -0.001)),
         privileged_terms=("ee_error", "joint_damping", "body_mass"),
         episode_length_s=3.0,
         success_window_s=0.5,
@@ -211,6 +166,7 @@ class ArmReach(Task):
     """The shoulder's position in the base frame: the centre of the sampled target shell."""
 
     def bind(self, env):
+        super().bind(env)
         self.ee = env.site_id("ee")
 
     def reset(self, env, ids, rng):
@@ -230,10 +186,8 @@ class ArmReach(Task):
         """End effector minus target, (num_envs, 3) m."""
         return env.site_pos(self.ee) - env.inputs[TARGET]
 
-    def reward(self, env, state, action):
-        distance = np.linalg.norm(self.ee_error(env), axis=-1)
-        smooth = np.sum((action - env.inputs[LAST_ACTION]) ** 2, axis=-1)
-        return 1.0 - np.tanh(distance / 0.1) - 0.01 * smooth - 0.001 * np.sum(state.dq**2, axis=-1)
+    def quantities(self, env):
+        return {"ee_error": self.ee_error(env)}
 
     def success_condition(self, env, state):
         return np.linalg.norm(self.ee_error(env), axis=-1) < self.success_radius
@@ -255,6 +209,7 @@ class PushT(Task):
         action_mode="position",
         action_scale=0.25,
         policy_terms=(ObsTerm("joint_pos"), ObsTerm("joint_vel"), ObsTerm("object_pose")),
+        rewards=(Reward("goal_coverage", 1.0),),
         episode_length_s=30.0,     # 300 steps, as Diffusion Policy's and LeRobot's Push-T
         success_window_s=0.5,
         inputs={OBJECT_POSE: 4},
@@ -268,6 +223,7 @@ class PushT(Task):
     """The pusher's initial position is uniform in ±pusher_range m, clear of the block."""
 
     def bind(self, env):
+        super().bind(env)
         joint = env.model.joint("block")
         self.block_qpos = int(env.model.jnt_qposadr[joint.id])
         self.qpos = env.data_field("qpos")
@@ -307,8 +263,8 @@ class PushT(Task):
         env.inputs[OBJECT_POSE][:] = _planar_pose_input(pose)
         self.current_coverage = coverage(pose)
 
-    def reward(self, env, state, action):
-        return self.current_coverage
+    def quantities(self, env):
+        return {"coverage": self.current_coverage}
 
     def success_condition(self, env, state):
         return self.current_coverage > self.success_coverage
@@ -334,11 +290,11 @@ def _planar_pose_input(pose: np.ndarray) -> np.ndarray:
 
 
 TASKS: dict[str, type[Task]] = {"pendulum": PendulumSwingUp, "cartpole": CartpoleSwingUp, "reach": ArmReach,
-                                "push_t": PushT}
+                                "push_t": PushT, "go2_flat": Go2Flat}
 
 
 def make_task(name: str) -> Task:
-    """A fresh task by name: `pendulum`, `cartpole`, `reach` or `push_t`."""
+    """A fresh task by name: `pendulum`, `cartpole`, `reach`, `push_t` or `go2_flat`."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
     return TASKS[name]()

@@ -1,0 +1,258 @@
+"""Legged locomotion: velocity-tracking terms and the `go2_flat` task (legged_gym's base config).
+
+The policy sees what the robot measures (IMU angular velocity, projected gravity, the
+velocity command, joint positions relative to the default pose, joint velocities, the
+last action; with noise) and no base linear velocity; the critic adds the true base
+linear velocity, the feet's contact forces, the base height and the randomized
+parameters (friction, added mass, pushes, ...). Rewards are legged_gym's, per second.
+
+    env = make_env("go2_flat", 1024, randomize="default")
+    # info["episode"]: lin_vel_error (m/s), yaw_rate_error (rad/s), fell (0/1), reward/NAME per episode
+
+Walking rule (docs/locomotion.md): over episodes of random commands within the trained
+ranges, mean linear-velocity tracking error < 0.2 m/s, yaw-rate error < 0.3 rad/s and
+fewer than 5 % of episodes ending in a fall.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from s2r.observations import CMD_VEL, ObsTerm, projected_gravity
+from s2r.sim.commands import VelocityCommandConfig
+from s2r.sim.floating_base import FloatingBase
+from s2r.sim.randomization import Dist, Randomize
+from s2r.sim.task import Task, TaskConfig
+from s2r.sim.terms import NoParams, Reward, SoftLimits, StepContext, Termination, reward_term, termination_term
+
+
+# --- reward terms ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrackingKernel:
+    """exp(-err² / sigma): sigma in (m/s)² or (rad/s)²."""
+
+    sigma: float = 0.25
+
+
+@reward_term(TrackingKernel)
+def track_lin_vel_xy_exp(ctx: StepContext, p: TrackingKernel) -> np.ndarray:
+    """exp(-|v_cmd - v_b|² / sigma) of the commanded and the true planar base velocity (base frame)."""
+    error = np.sum((ctx.inputs[CMD_VEL][:, :2] - ctx.quantities["lin_vel_b"][:, :2]) ** 2, axis=-1)
+    return np.exp(-error / p.sigma)
+
+
+@reward_term(TrackingKernel)
+def track_ang_vel_z_exp(ctx: StepContext, p: TrackingKernel) -> np.ndarray:
+    """exp(-(ω_cmd - ω_z)² / sigma) of the commanded and the measured yaw rate."""
+    return np.exp(-((ctx.inputs[CMD_VEL][:, 2] - ctx.state.base_ang_vel[:, 2]) ** 2) / p.sigma)
+
+
+@reward_term()
+def lin_vel_z_l2(ctx: StepContext, p: NoParams) -> np.ndarray:
+    """v_z² of the base in its frame, (m/s)²."""
+    return ctx.quantities["lin_vel_b"][:, 2] ** 2
+
+
+@reward_term()
+def ang_vel_xy_l2(ctx: StepContext, p: NoParams) -> np.ndarray:
+    """ω_x² + ω_y² of the base (roll and pitch rates), (rad/s)²."""
+    return np.sum(ctx.state.base_ang_vel[:, :2] ** 2, axis=-1)
+
+
+@reward_term()
+def flat_orientation_l2(ctx: StepContext, p: NoParams) -> np.ndarray:
+    """g_x² + g_y² of the projected gravity: 0 level."""
+    return np.sum(ctx.quantities["projected_gravity"][:, :2] ** 2, axis=-1)
+
+
+@dataclass(frozen=True)
+class HeightTarget:
+    """The base height to hold, m."""
+
+    target: float = 0.30
+
+
+@reward_term(HeightTarget)
+def base_height_l2(ctx: StepContext, p: HeightTarget) -> np.ndarray:
+    """(h - target)² of the base height, m²."""
+    return (ctx.quantities["base_height"] - p.target) ** 2
+
+
+@dataclass(frozen=True)
+class AirTime:
+    """Feet air time: seconds of swing rewarded above `threshold_s`, only while the command's speed exceeds
+    `min_command` m/s."""
+
+    threshold_s: float = 0.5
+    min_command: float = 0.1
+
+
+@reward_term(AirTime)
+def feet_air_time(ctx: StepContext, p: AirTime) -> np.ndarray:
+    """Σ over the feet touching down this step of (air time - threshold) s (legged_gym's feet_air_time)."""
+    landed = ctx.quantities["feet_landing_air_time"]
+    reward = np.sum(np.where(landed > 0, landed - p.threshold_s, 0.0), axis=-1)
+    return reward * (np.linalg.norm(ctx.inputs[CMD_VEL][:, :2], axis=-1) > p.min_command)
+
+
+@dataclass(frozen=True)
+class ForceThreshold:
+    """A contact counts above this normal force, N."""
+
+    threshold: float = 1.0
+
+
+@reward_term(ForceThreshold)
+def undesired_contacts(ctx: StepContext, p: ForceThreshold) -> np.ndarray:
+    """How many thighs and calves touch something."""
+    return np.sum(ctx.quantities["undesired_contact_forces"] > p.threshold, axis=-1).astype(float)
+
+
+# --- terminations -------------------------------------------------------------------------------
+
+@termination_term(ForceThreshold)
+def base_contact(ctx: StepContext, p: ForceThreshold) -> np.ndarray:
+    """The base (body or head) touches something."""
+    return np.any(ctx.quantities["base_contact_forces"] > p.threshold, axis=-1)
+
+
+@dataclass(frozen=True)
+class TiltLimit:
+    """The largest tilt of the base from upright, rad."""
+
+    limit_rad: float = 1.0
+
+
+@termination_term(TiltLimit)
+def bad_orientation(ctx: StepContext, p: TiltLimit) -> np.ndarray:
+    """The base tilts more than `limit_rad` from upright (from the projected gravity)."""
+    return -ctx.quantities["projected_gravity"][:, 2] < np.cos(p.limit_rad)
+
+
+# --- the task -----------------------------------------------------------------------------------
+
+class Locomotion(Task):
+    """Base of the velocity-tracking tasks: quantities from the floating base, feet air time, the command,
+    tracking errors and falls per episode. Subclasses set `config`."""
+
+    reset_joint_scale = (0.5, 1.5)
+    """Initial joint positions: the default pose times a uniform factor per joint (legged_gym)."""
+    reset_base_speed = 0.5
+    """Initial base velocity: uniform in ±this per axis, m/s and rad/s (legged_gym)."""
+
+    def bind(self, env):
+        super().bind(env)
+        self.base = FloatingBase(env)
+        n, feet = env.num_envs, len(env.spec.feet)
+        self.air_time = np.zeros((n, feet))
+        self.landing_air_time = np.zeros((n, feet))
+        self.last_dq = np.zeros((n, env.spec.num_joints))
+        self.lin_vel_error = np.zeros(n)
+        self.yaw_rate_error = np.zeros(n)
+
+    def reset(self, env, ids, rng):
+        n, spec = len(ids), env.spec
+        q = spec.default_q * rng.uniform(*self.reset_joint_scale, (n, spec.num_joints))
+        q = np.clip(q, spec.lower, spec.upper)
+        speed = self.reset_base_speed
+        self.base.set_velocity(ids, rng.uniform(-speed, speed, (n, 3)), rng.uniform(-speed, speed, (n, 3)))
+        self.command.reset(ids, rng)
+        self.air_time[ids] = 0.0
+        self.landing_air_time[ids] = 0.0
+        self.last_dq[ids] = 0.0
+        self.lin_vel_error[ids] = 0.0
+        self.yaw_rate_error[ids] = 0.0
+        return q, np.zeros((n, spec.num_joints))
+
+    def update(self, env):
+        contact = self.base.touch("feet") > 1.0
+        self.air_time += env.spec.control_period
+        self.landing_air_time = np.where(contact & (self.air_time > env.spec.control_period), self.air_time, 0.0)
+        self.air_time[contact] = 0.0
+        self.command.step(self.base.heading(), env.rng)
+
+    def quantities(self, env):
+        state = env.read_state()
+        return {
+            "lin_vel_b": self.base.lin_vel_b(),
+            "base_height": self.base.height(),
+            "projected_gravity": projected_gravity(state, env.inputs, env.spec),
+            "feet_landing_air_time": self.landing_air_time,
+            "undesired_contact_forces": self.base.touch("undesired"),
+            "base_contact_forces": self.base.touch("base"),
+            "last_dq": self.last_dq,
+        }
+
+    def evaluate(self, env, state, action):
+        reward, terminated, parts = super().evaluate(env, state, action)
+        command = env.inputs[CMD_VEL]
+        self.lin_vel_error += np.linalg.norm(command[:, :2] - self.base.lin_vel_b()[:, :2], axis=-1)
+        self.yaw_rate_error += np.abs(command[:, 2] - state.base_ang_vel[:, 2])
+        self.last_dq = state.dq.copy()
+        return np.maximum(reward, 0.0), terminated, parts
+
+    def episode_metrics(self, env, done):
+        steps = np.maximum(env.episode_length[done], 1)
+        return {"lin_vel_error": (self.lin_vel_error[done] / steps).astype(np.float32),
+                "yaw_rate_error": (self.yaw_rate_error[done] / steps).astype(np.float32),
+                "fell": (env.episode_length[done] < env.max_episode_length).astype(np.float32)}
+
+    def success_condition(self, env, state):
+        """Tracking within the walking rule's bounds this step (0.2 m/s, 0.3 rad/s)."""
+        command = env.inputs[CMD_VEL]
+        return ((np.linalg.norm(command[:, :2] - self.base.lin_vel_b()[:, :2], axis=-1) < 0.2)
+                & (np.abs(command[:, 2] - state.base_ang_vel[:, 2]) < 0.3))
+
+
+class Go2Flat(Locomotion):
+    """The Go2 tracks random planar velocity and yaw-rate commands on flat ground (legged_gym's base config:
+    ±1 m/s, ±1 rad/s, resampled every 10 s; only positive rewards)."""
+
+    config = TaskConfig(
+        name="go2_flat",
+        robot="go2",
+        action_mode="position",
+        action_scale=0.25,
+        action_clip=100.0,
+        policy_terms=(
+            ObsTerm("base_ang_vel", scale=0.25, noise=0.2),
+            ObsTerm("projected_gravity", noise=0.05),
+            ObsTerm("cmd_vel"),
+            ObsTerm("joint_pos", noise=0.01),
+            ObsTerm("joint_vel", scale=0.05, noise=1.5),
+            ObsTerm("last_action"),
+        ),
+        rewards=(
+            Reward("track_lin_vel_xy_exp", 1.0, {"sigma": 0.25}),
+            Reward("track_ang_vel_z_exp", 0.5, {"sigma": 0.25}),
+            Reward("lin_vel_z_l2", -2.0),
+            Reward("ang_vel_xy_l2", -0.05),
+            Reward("joint_torques_l2", -1e-5),
+            Reward("joint_acc_l2", -2.5e-7),
+            Reward("feet_air_time", 1.0, {"threshold_s": 0.5}),
+            Reward("undesired_contacts", -1.0),
+            Reward("action_rate_l2", -0.01),
+            Reward("joint_pos_limits", -10.0, {"soft_fraction": 0.9}),
+        ),
+        rewards_per_second=True,
+        terminations=(Termination("base_contact"), Termination("bad_orientation", {"limit_rad": 1.0})),
+        command=VelocityCommandConfig(lin_vel_x=(-1.0, 1.0), lin_vel_y=(-1.0, 1.0), ang_vel_z=(-1.0, 1.0),
+                                      resample_s=10.0, standing_fraction=0.05),
+        privileged_terms=("base_lin_vel", "foot_contact_forces", "base_height"),
+        episode_length_s=20.0,
+        success_window_s=1.0,
+        inputs={CMD_VEL: 3},
+        randomization=(
+            Randomize("friction", Dist("uniform", 0.5, 1.25), "set", names=("floor",)),
+            Randomize("mass", Dist("uniform", -1.0, 1.0), "add", names=("base",)),
+            Randomize("motor_strength", Dist("uniform", 0.9, 1.1)),
+            Randomize("kp", Dist("uniform", 0.9, 1.1)),
+            Randomize("kd", Dist("uniform", 0.9, 1.1)),
+            Randomize("command_delay_s", Dist("uniform", 0.0, 0.01), "set"),
+            Randomize("push", Dist("uniform", 50.0, 150.0), "set", mode="interval", names=("base",),
+                      interval_s=(8.0, 15.0)),
+        ),
+    )
