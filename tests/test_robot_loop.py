@@ -16,7 +16,7 @@ from s2r.state import Command
 
 pytest.importorskip("mujoco")
 
-from s2r.sim.sim_robot import SimRobot, load_sim_robot_config  # noqa: E402
+from s2r.sim.sim_robot import SimRobot, load_sim_robot_config
 
 ROOT = Path(__file__).resolve().parent.parent
 HANGING = ROOT / "hardware" / "configs" / "cartpole_hanging.yaml"

@@ -29,10 +29,13 @@ from collections.abc import Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
+from geometry_msgs.msg import PointStamped, PoseStamped, Twist
 from sensor_msgs.msg import Imu, JointState
 
 from s2r.actions import ActionMapping
 from s2r.contract import ContractError
+from s2r.geometry import yaw_from_quat
+from s2r.observations import CMD_VEL, OBJECT_POSE, TARGET
 from s2r.spec import RobotSpec
 from s2r.state import Command, RobotState
 
@@ -199,3 +202,18 @@ def check_gains(mapping: ActionMapping, spec: RobotSpec) -> None:
             if abs(policy_gain - robot_gain) > 1e-9 * max(1.0, abs(robot_gain)):
                 raise ContractError(f"action.{key}[{i}] ({mapping.joint_names[i]}): policy expects {policy_gain}, "
                                     f"the robot spec has {robot_gain} (the robot node applies the spec's gains)")
+
+
+def _planar_pose(msg: PoseStamped) -> np.ndarray:
+    """(x, y, sin yaw, cos yaw) of a pose, yaw about z (the `object_pose` observation term)."""
+    o = msg.pose.orientation
+    yaw = yaw_from_quat(np.array([o.w, o.x, o.y, o.z]))
+    return np.array([msg.pose.position.x, msg.pose.position.y, np.sin(yaw), np.cos(yaw)])
+
+
+INPUT_TOPICS = {
+    CMD_VEL: ("cmd_vel", Twist, lambda msg: np.array([msg.linear.x, msg.linear.y, msg.angular.z])),
+    TARGET: ("target", PointStamped, lambda msg: np.array([msg.point.x, msg.point.y, msg.point.z])),
+    OBJECT_POSE: ("object_pose", PoseStamped, _planar_pose),
+}
+"""Task input → (topic, message type, message → (size,) array): what feeds a policy's task inputs."""

@@ -48,38 +48,21 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PointStamped, PoseStamped, Twist
 from rclpy.node import Node
 from sensor_msgs.msg import Imu, JointState
 
 from s2r.contract import ContractError
-from s2r.geometry import yaw_from_quat
 from s2r.hardware.deadline import DEFAULT_SPIN_S, DeadlineLoop, TickTrigger, set_realtime_priority
-from s2r.observations import CMD_VEL, LAST_ACTION, OBJECT_POSE, TARGET
+from s2r.observations import LAST_ACTION
 from s2r.reports import SampleWindow, diagnostic_text, percentiles_us, write_json
 from s2r.runtime import load_runtime, read_contract
 from s2r.runtime.chunking import DEFAULT_BLEND_STEPS
 from s2r.spec import SpecError, robot_spec
 
-from .messages import MessageError, StateReader, check_gains, joint_state_from_command
+from .messages import INPUT_TOPICS, MessageError, StateReader, check_gains, joint_state_from_command
 from .parameters import Param, declare, non_empty, non_negative, positive, priority
 from .qos import COMMAND_QOS, DIAGNOSTICS_QOS, SENSOR_QOS
 from .spin import StartupError, run_node
-
-
-def _planar_pose(msg: PoseStamped) -> np.ndarray:
-    """(x, y, sin yaw, cos yaw) of a pose, yaw about z (the `object_pose` observation term)."""
-    o = msg.pose.orientation
-    yaw = yaw_from_quat(np.array([o.w, o.x, o.y, o.z]))
-    return np.array([msg.pose.position.x, msg.pose.position.y, np.sin(yaw), np.cos(yaw)])
-
-
-INPUT_TOPICS = {
-    CMD_VEL: ("cmd_vel", Twist, lambda msg: np.array([msg.linear.x, msg.linear.y, msg.angular.z])),
-    TARGET: ("target", PointStamped, lambda msg: np.array([msg.point.x, msg.point.y, msg.point.z])),
-    OBJECT_POSE: ("object_pose", PoseStamped, _planar_pose),
-}
-"""Task input → (topic, message type, message → (size,) array)."""
 
 PARAMS = (
     Param("policy", "", "The exported .onnx policy (its contract is in the metadata).", non_empty),

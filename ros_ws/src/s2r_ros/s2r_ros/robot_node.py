@@ -1,9 +1,9 @@
-"""robot_node: one robot on the ROS 2 graph, with the SafetyFilter as the only path to its motors.
+"""robot_node: one robot on the ROS 2 graph, its control loop in this process, the SafetyFilter its only way out.
 
-A lifecycle node that owns one `hardware.RobotInterface`:
+A lifecycle node that owns one `hardware.RobotInterface` and runs its `s2r.hardware.robot_loop.RobotLoop`:
 
-    configure   load the spec, build and connect the robot, create topics and services
-    activate    enable the motors, start the control-period loop
+    configure   load the spec (and the policy), build and connect the robot, create topics and services
+    activate    enable the motors, start the loop (warm-up, SCHED_FIFO, mlockall where permitted)
     deactivate  stop the loop, damp for `shutdown_damping_s`, disable the motors
     cleanup     close the robot
     shutdown    (SIGINT/SIGTERM) deactivate and clean up, whatever the state
@@ -11,76 +11,88 @@ A lifecycle node that owns one `hardware.RobotInterface`:
 With `autostart` (the default) it configures and activates itself; on a machine with a
 full ROS 2 install `autostart:=false` hands the transitions to a lifecycle manager.
 
-Topics and services (relative names, so a namespace can hold several robots):
+With `policy:=FILE.onnx` the node hosts the policy, as a ros2_control controller manager hosts
+its controllers: read → observe → policy → safety filter → write runs in one real-time thread,
+and nothing of ROS is inside it. Without one (the two-process mode, `s2r deploy --split`), the
+commands come from policy_node on `joint_command` and are filtered and written the moment they
+arrive; the loop still reads, publishes and ticks the filter's watchdog every period.
 
-    joint_states   sensor_msgs/JointState  out  every control period, header.stamp = state.stamp
+ROS 2 stays around the loop: a telemetry thread drains the loop's non-blocking hand-off and
+publishes each tick's state and command; subscriptions hand task inputs to the loop through
+`TaskInputs` (never a lock the loop waits on). Topics and services (relative names, so a
+namespace can hold several robots; at the root they are /joint_states, ...):
+
+    joint_states   sensor_msgs/JointState  out  every new measurement, header.stamp = state.stamp
     imu            sensor_msgs/Imu         out  floating-base robots with an IMU
-    joint_command  sensor_msgs/JointState  in   see s2r.ros.messages: names checked, reordered
-    /diagnostics   diagnostic_msgs/DiagnosticArray  out  ~1 Hz: safety mode and events, latency
+    joint_command  sensor_msgs/JointState  out  hosted policy: its command each tick (stamp = its state's)
+                                           in   two-process mode: see s2r.ros.messages (names checked)
+    cmd_vel, target, object_pose           in   hosted policy: its task inputs (s2r.ros.messages.INPUT_TOPICS)
+    /diagnostics   diagnostic_msgs/DiagnosticArray  out  ~1 Hz: safety mode and events, loop figures
     enable, disable, estop, reset_estop    std_srvs/Trigger
 
-The loop thread runs at the spec's control period, the SafetyFilter's period: it reads the
-state, publishes it (each measurement once), and, when no command came since its last tick,
-calls the filter without one, so the filter's watchdog drops to damping when the policy
-stops. A robot that measures on its own clock and announces its measurements (SimRobot,
-`AnnouncesStates`) drives the loop: it ticks the moment the measurement of its period becomes
-readable, so a state leaves at the age the robot gave it; the loop's absolute deadlines,
-`state_wait_s` after each expected measurement, tick it when one is late or never comes (a
-stalled robot still gets its watchdog). Any other robot is read at the loop's deadlines.
-A command is filtered and written the moment it arrives, on the executor thread: the motors
-get it within a fraction of a millisecond instead of at the next tick. Both paths share one
-lock; between them the filter is called about once per control period, as it expects.
+A robot that measures on its own clock and announces its measurements (SimRobot,
+`AnnouncesStates`) drives the loop: it ticks the moment a measurement becomes readable; the
+loop's absolute deadlines, `state_wait_s` later, tick it when one is late or never comes.
 
-`state_to_command` latency is measured here: a command's header.stamp is the stamp of the
-state it was computed from, and its arrival time minus that stamp covers sensor age, the
-publish, the policy's wait for its deadline, inference and the way back. The figures,
-diagnostics, summary and trajectory are kept by `s2r.ros.robot_report`. The robot is opened
-through the driver registry (`s2r.hardware.drivers`, `driver:=KIND[:WHERE]`): only `sim` loads MuJoCo.
+`state_to_command` is measured here: a state's measurement stamp to the write of the command
+computed from it (hosted), or to the arrival of policy_node's command, which carries the
+state's stamp (two-process). The figures, diagnostics, summary and trajectory are kept by
+`s2r.ros.robot_report`. The robot is opened through the driver registry
+(`s2r.hardware.drivers`, `driver:=KIND[:WHERE]`): only `sim` loads MuJoCo.
 
-    s2r-robot-node --ros-args -p robot:=cartpole -p driver:=sim:hardware/configs/cartpole_hanging.yaml
+    s2r-robot-node --ros-args -p driver:=sim:hardware/configs/cartpole_hanging.yaml -p policy:=cartpole.onnx
 """
 
 from __future__ import annotations
 
+import queue
 import sys
 import threading
 import time
-import traceback
-from collections.abc import Callable
-from typing import Protocol, runtime_checkable
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Imu, JointState
 from std_srvs.srv import Trigger
 
-from s2r.hardware.deadline import DeadlineLoop, TickTrigger, set_realtime_priority
+from s2r.contract import ContractError
 from s2r.hardware.drivers import help_text, open_driver
+from s2r.hardware.robot_loop import LoopConfig, RobotLoop, TaskInputs, TickRecord
 from s2r.hardware.safety import SafetyConfig, SafetyFilter
 from s2r.interface import RobotError, RobotInterface
+from s2r.observations import LAST_ACTION
+from s2r.runtime import load_runtime
+from s2r.runtime.chunking import DEFAULT_BLEND_STEPS
+from s2r.runtime.protocol import Runtime
 from s2r.spec import RobotSpec, SpecError, robot_spec
-from s2r.state import Command, RobotState
 
-from .messages import CommandReader, MessageError, imu_from_state, joint_state_from_state
+from .messages import (
+    INPUT_TOPICS,
+    CommandReader,
+    MessageError,
+    check_gains,
+    imu_from_state,
+    joint_state_from_command,
+    joint_state_from_state,
+    to_time,
+)
 from .parameters import Param, declare, driver, non_empty, non_negative, positive, priority
 from .qos import COMMAND_QOS, DIAGNOSTICS_QOS, SENSOR_QOS
 from .robot_report import RobotReport
 from .spin import StartupError, reported, run_node
 
-
-@runtime_checkable
-class AnnouncesStates(Protocol):
-    """A robot that measures on its own clock and calls back the moment a measurement becomes
-    readable, one every `period` seconds (see `s2r.sim.sim_robot.SimRobot.set_state_callback`)."""
-
-    def set_state_callback(self, callback: Callable[[], None] | None, *, period: float | None = None) -> None: ...
-
-
 PARAMS = (
     Param("robot", "cartpole", "Robot spec: a robot shipped with s2r or a spec YAML path.", non_empty),
     Param("driver", "sim", f"The RobotInterface, KIND[:WHERE]: {help_text()}.", driver),
+    Param("policy", "", "The exported .onnx policy the loop runs; empty: commands come on joint_command "
+          "(the two-process mode)."),
     Param("state_wait_s", 0.002, "Seconds the loop waits past a measurement's expected time before it ticks "
           "without it (robots that announce their measurements; below half the control period).", non_negative),
+    Param("stale_state_periods", 3, "Hosted policy: a state older than this many periods is not acted on.", positive),
+    Param("input_timeout_s", 0.5, "Hosted policy: cmd_vel older than this falls back to zero.", positive),
+    Param("blend_steps", DEFAULT_BLEND_STEPS, "Hosted diffusion policies: ticks over which a new chunk is "
+          "cross-faded in (0: none).", non_negative),
+    Param("warm_start", False, "Hosted diffusion policies: sample each chunk from the previous one, shifted."),
     Param("watchdog_periods", 3, "State or policy commands older than this many control periods → damping.",
           positive),
     Param("soft_start_s", 1.0, "Seconds of the soft start's ramp to the default pose.", non_negative),
@@ -91,44 +103,48 @@ PARAMS = (
     Param("autostart", True, "Configure, activate and enable at start, without a lifecycle manager."),
     Param("realtime_priority", 50, "SCHED_FIFO priority of the control thread, 1..99; 0: normal scheduling.",
           priority),
+    Param("lock_memory", True, "mlockall the process where permitted (no page faults in the loop)."),
     Param("diagnostics_period_s", 1.0, "Seconds between /diagnostics messages.", positive),
     Param("summary_path", "", "JSON written at shutdown: safety report, latencies, counters (empty: none)."),
     Param("trajectory_path", "", "NPZ written at shutdown: stamp, q, dq and mode of every tick (empty: none)."),
+    Param("ready_path", "", "Hosted policy: file created at its first command, for supervisors (empty: none)."),
 )
+TELEMETRY_POLL_S = 0.1
+"""Seconds the telemetry thread waits for a tick record before it checks for a stop."""
 
 
 class RobotNode(LifecycleNode):
-    """Publishes a robot's state, takes commands through the SafetyFilter, serves e-stop and enable."""
+    """Runs a robot's control loop (with its policy, or commanded from joint_command) and publishes around it."""
 
     def __init__(self) -> None:
         super().__init__("robot_node")
         self.params = declare(self, PARAMS)
         self.spec: RobotSpec | None = None
         self.robot: RobotInterface | None = None
+        self.runtime: Runtime | None = None
+        self.loop: RobotLoop | None = None
         self.startup_error = ""
-        self.lock = threading.Lock()
-        """Guards the SafetyFilter, the robot's command path and the newest state."""
         self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
-        self.enabled = False
+        self.telemetry_thread: threading.Thread | None = None
         self.active = False
         self.closed = False
-        self.failure: str | None = None
-        """Set when the loop thread died; the process then shuts down (see s2r.ros.spin)."""
-        self.state: RobotState | None = None
-        self.measured = TickTrigger()
-        """Fired by the robot when the measurement of a control period becomes readable."""
-        self.loop: DeadlineLoop | None = None
-        self.commanded_since_tick = False
+        self.ready_written = False
         self.report: RobotReport | None = None
         """The figures, from configure on."""
         self.robot_stats: dict[str, int] = {}
         """The robot's own counters, read when it is released."""
+        self.loop_stats: dict = {}
+        """The loop's figures, read when it stops."""
         if self.params["autostart"]:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise StartupError(self.startup_error)
             if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 raise StartupError(self.startup_error)
+
+    @property
+    def failure(self) -> str | None:
+        """Set when the loop thread died; the process then shuts down (see s2r.ros.spin)."""
+        return self.loop.failure if self.loop is not None else None
 
     # --- lifecycle ------------------------------------------------------------------------------
     @reported
@@ -136,51 +152,78 @@ class RobotNode(LifecycleNode):
         p = self.params
         try:
             self.spec = robot_spec(p["robot"])
+            inputs = TaskInputs({}, timeout_s=p["input_timeout_s"])
+            if p["policy"]:
+                self.runtime = load_runtime(p["policy"], self.spec, warm_start=p["warm_start"],
+                                            blend_steps=p["blend_steps"], refuse_unused=False)
+                check_gains(self.runtime.contract.action, self.spec)
+                names = [n for n in self.runtime.contract.inputs if n != LAST_ACTION]
+                unknown = [n for n in names if n not in INPUT_TOPICS]
+                if unknown:
+                    raise ContractError(f"{p['policy']}: inputs.{unknown[0]}: no topic feeds this task input "
+                                        f"(supported: {', '.join(INPUT_TOPICS)})")
+                inputs = TaskInputs({n: self.runtime.contract.inputs[n] for n in names}, timeout_s=p["input_timeout_s"])
+                for warning in self.runtime.warnings:
+                    self.get_logger().warning(warning)
+            config = SafetyConfig(watchdog_periods=p["watchdog_periods"], damping_kd=p["damping_kd"] or None,
+                                  soft_start_s=p["soft_start_s"], fade_in_s=p["fade_in_s"])
+            safety = SafetyFilter(self.spec, self.spec.control_period, config)
+            loop_config = LoopConfig(state_wait_s=p["state_wait_s"], stale_state_periods=p["stale_state_periods"],
+                                     realtime_priority=p["realtime_priority"], lock_memory=p["lock_memory"])
             if not p["state_wait_s"] < self.spec.control_period / 2:
                 raise ValueError(f"parameter 'state_wait_s': expected below half the control period "
                                  f"{self.spec.control_period / 2} s (got {p['state_wait_s']})")
-            config = SafetyConfig(watchdog_periods=p["watchdog_periods"], damping_kd=p["damping_kd"] or None,
-                                  soft_start_s=p["soft_start_s"], fade_in_s=p["fade_in_s"])
-            self.safety = SafetyFilter(self.spec, self.spec.control_period, config)
             self.report = RobotReport(self.spec, driver=p["driver"], logger=self.get_logger(),
                                       keep_trajectory=bool(p["trajectory_path"]))
             self.robot = open_driver(p["driver"], self.spec)
             self.robot.connect()
-        except (SpecError, RobotError, ValueError, OSError) as error:
-            self.startup_error = f"{type(error).__name__}: {error}"
+            self.loop = RobotLoop(self.robot, safety, runtime=self.runtime, inputs=inputs, config=loop_config,
+                                  log=self.get_logger().warning)
+        except (ContractError, SpecError, RobotError, ValueError, OSError) as error:
+            self.startup_error = str(error) if isinstance(error, ContractError) else f"{type(error).__name__}: {error}"
             self.get_logger().error(f"configure failed: {self.startup_error}")
             return TransitionCallbackReturn.FAILURE
-        self.commands = CommandReader(self.spec)
         self.state_msg = JointState(name=list(self.spec.joint_names))
+        self.command_msg = JointState(name=list(self.spec.actuated_joint_names))
         self.state_pub = self.create_lifecycle_publisher(JointState, "joint_states", SENSOR_QOS)
         self.imu_pub = self.create_lifecycle_publisher(Imu, "imu", SENSOR_QOS) if self.spec.imu else None
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
-        self.command_sub = self.create_subscription(JointState, "joint_command", self.on_command, COMMAND_QOS)
+        self.subscriptions_made = []
+        if self.runtime is None:
+            self.commands = CommandReader(self.spec)
+            self.command_pub = None
+            self.subscriptions_made.append(
+                self.create_subscription(JointState, "joint_command", self.on_command, COMMAND_QOS))
+        else:
+            self.command_pub = self.create_lifecycle_publisher(JointState, "joint_command", COMMAND_QOS)
+            for name in inputs.sizes:
+                topic, msg_type, to_array = INPUT_TOPICS[name]
+                self.subscriptions_made.append(self.create_subscription(
+                    msg_type, topic, lambda msg, name=name, f=to_array: self.loop.inputs.set(name, f(msg)),
+                    SENSOR_QOS))
         self.trigger_services = [self.create_service(Trigger, name, handler) for name, handler in (
             ("enable", self.on_enable), ("disable", self.on_disable),
             ("estop", self.on_estop), ("reset_estop", self.on_reset_estop))]
         self.diagnostics_timer = self.create_timer(p["diagnostics_period_s"], self.publish_diagnostics)
-        self.get_logger().info(f"configured {self.spec.name} (driver {p['driver']}), "
+        hosted = f", hosting {p['policy']}" if self.runtime else ", commands on joint_command"
+        self.get_logger().info(f"configured {self.spec.name} (driver {p['driver']}{hosted}), "
                                f"control period {self.spec.control_period * 1e3:g} ms")
         return super().on_configure(state)
 
     @reported
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            self._enable()
+            self.loop.enable()
         except RobotError as error:
             self.startup_error = f"RobotError: {error}"
             self.get_logger().error(f"activate failed: {error}")
             return TransitionCallbackReturn.FAILURE
-        announces = isinstance(self.robot, AnnouncesStates)
-        self.loop = DeadlineLoop(self.spec.control_period, trigger=self.measured if announces else None,
-                                 trigger_wait_s=self.params["state_wait_s"])
-        if announces:
-            self.robot.set_state_callback(self.measured.fire, period=self.spec.control_period)
         self.active = True
         self.stop.clear()
-        self.thread = threading.Thread(target=self.run_loop, name="robot_node loop", daemon=True)
-        self.thread.start()
+        self.telemetry_thread = threading.Thread(target=self.publish_telemetry, name="robot_node telemetry",
+                                                 daemon=True)
+        self.telemetry_thread.start()
+        self.loop.start()
         self.get_logger().info("active: motors enabled, soft start")
         return super().on_activate(state)
 
@@ -193,11 +236,12 @@ class RobotNode(LifecycleNode):
     @reported
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
-        for publisher in (self.state_pub, self.imu_pub):
+        for publisher in (self.state_pub, self.imu_pub, self.command_pub):
             if publisher is not None:
                 self.destroy_lifecycle_publisher(publisher)
         self.destroy_publisher(self.diagnostics_pub)
-        self.destroy_subscription(self.command_sub)
+        for subscription in self.subscriptions_made:
+            self.destroy_subscription(subscription)
         for service in self.trigger_services:
             self.destroy_service(service)
         self.destroy_timer(self.diagnostics_timer)
@@ -219,64 +263,44 @@ class RobotNode(LifecycleNode):
         self.trigger_shutdown()
         self._write_outputs()
 
-    # --- the loop -------------------------------------------------------------------------------
-    def run_loop(self) -> None:
-        """The loop thread: ticks until stopped; on an unexpected error, damping and a failure report."""
-        problem = set_realtime_priority(self.params["realtime_priority"])
-        if problem:
-            self.get_logger().warning(problem)
-        try:
-            self.ticks()
-        except Exception as error:
-            self.get_logger().fatal(f"control loop died: {traceback.format_exc()}")
-            with self.lock:
-                self.robot.write_command(self.safety.damping_command(self.state))
-            self.failure = f"{type(error).__name__}: {error}"
-
-    def ticks(self) -> None:
-        """Every control period: read, publish a new measurement, and tick the SafetyFilter when no command came."""
-        last_stamp = None
-        while self.loop.wait(self.stop):
+    # --- telemetry: a non-real-time thread around the loop ----------------------------------------
+    def publish_telemetry(self) -> None:
+        """Drain the loop's tick records: publish states and commands, note modes, keep the trajectory."""
+        while not self.stop.is_set():
             try:
-                state = self.robot.read_state()
-            except RobotError as error:
-                state = None
-                self.report.counters["read_errors"] += 1
-                self.get_logger().error(f"read_state failed: {error}", throttle_duration_sec=1.0)
-            new = state is not None and state.stamp != last_stamp
-            if new:
-                self._publish(state)
-                last_stamp = state.stamp
-            with self.lock:
-                self.state = state
-                if not self.commanded_since_tick:
-                    self._apply(None, time.time())
-                self.commanded_since_tick = False
-                mode = self._mode()
-            if new:
-                self.report.measured(state, mode)
+                record = self.loop.telemetry.get(timeout=TELEMETRY_POLL_S)
+            except queue.Empty:
+                continue
+            self._publish(record)
 
-    def _publish(self, state: RobotState) -> None:
+    def _publish(self, record: TickRecord) -> None:
+        mode = self.report.track_mode(record.mode, record.events)
+        state = record.state
+        if state is None:
+            return
+        stamp = to_time(state.stamp)
+        stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
+        if record.command is not None:  # measured before the publish: the state left after its command
+            self.report.command_arrived(stamp_ns, record.written)
         msg = joint_state_from_state(state, self.spec, self.state_msg)
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         self.state_pub.publish(msg)
         self.report.state_published(stamp_ns, time.time())
         if self.imu_pub is not None and state.base_quat is not None:
             self.imu_pub.publish(imu_from_state(state))
+        if record.command is not None:
+            self.command_pub.publish(joint_state_from_command(record.command, self.spec,
+                                                              self.runtime.contract.action.mode, stamp,
+                                                              self.command_msg))
+            self.report.counters["commands_applied"] += 1
+            if not self.ready_written and self.params["ready_path"]:
+                with open(self.params["ready_path"], "w") as ready:
+                    ready.write(f"{record.written}\n")
+                self.ready_written = True
+        self.report.measured(state, mode)
 
-    def _apply(self, command: Command | None, now: float) -> None:
-        """Filter `command` (None: this tick has none) against the newest state and write it. Holds the lock."""
-        safe = self.safety.filter(command, self.state, now)
-        if self.enabled:
-            self.robot.write_command(safe)
-
-    def _mode(self) -> str:
-        """The safety mode ('disabled' while the motors are off); logs changes. Holds the lock."""
-        return self.report.track_mode(self.safety.mode if self.enabled else "disabled", self.safety.events)
-
-    # --- commands -------------------------------------------------------------------------------
+    # --- commands (the two-process mode) --------------------------------------------------------
     def on_command(self, msg: JointState) -> None:
-        """A policy command: check names and lengths, measure its latency, filter and write it now."""
+        """A policy_node command: check names and lengths, measure its latency, filter and write it now."""
         now = time.time()
         if not self.active:
             return
@@ -287,16 +311,13 @@ class RobotNode(LifecycleNode):
             self.get_logger().warning(f"rejected command #{count}: {error}", throttle_duration_sec=1.0)
             return
         self.report.command_arrived(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec, now)
-        with self.lock:
-            self._apply(command, now)
-            self.commanded_since_tick = True
-            self.report.counters["commands_applied"] += 1
-            self._mode()
+        self.loop.command(command)
+        self.report.counters["commands_applied"] += 1
 
     # --- services -------------------------------------------------------------------------------
     def on_enable(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         try:
-            self._enable()
+            self.loop.enable()
         except RobotError as error:
             response.success, response.message = False, f"enable failed: {error}"
             return response
@@ -304,67 +325,44 @@ class RobotNode(LifecycleNode):
         return response
 
     def on_disable(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        with self.lock:
-            self.enabled = False
-            self.robot.disable()
+        self.loop.disable()
         self.get_logger().warning("motors disabled (zero torque) by the disable service")
         response.success, response.message = True, "motors disabled (zero torque); call enable to restart"
         return response
 
     def on_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        with self.lock:
-            self.safety.estop()
-            self._apply(None, time.time())
-            self._mode()
+        self.loop.estop()
         self.get_logger().error("E-STOP latched: damping until reset_estop")
         response.success, response.message = True, "e-stop latched: damping until reset_estop"
         return response
 
     def on_reset_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        with self.lock:
-            was_latched = self.safety.mode == "estop"
-            self.safety.reset_estop()
-            self._mode()
+        was_latched = self.loop.reset_estop()
         response.success = True
         response.message = "e-stop released; soft start" if was_latched else "e-stop was not latched; soft start"
         return response
 
-    def _enable(self) -> None:
-        with self.lock:
-            self.robot.enable()
-            self.safety.reset()
-            self.enabled = True
-
     # --- shutdown -------------------------------------------------------------------------------
     def _stop_loop(self) -> None:
         self.active = False
+        if self.loop is not None:
+            self.loop.stop()
+            self.loop_stats = self.loop.stats()
         self.stop.set()
-        if self.thread is not None:
-            self.thread.join()
-            self.thread = None
-        if isinstance(self.robot, AnnouncesStates):
-            self.robot.set_state_callback(None)
+        if self.telemetry_thread is not None:
+            self.telemetry_thread.join()
+            self.telemetry_thread = None
+        while self.loop is not None and not self.loop.telemetry.empty():  # the last ticks' records
+            self._publish(self.loop.telemetry.get())
 
     def _damp_and_disable(self) -> None:
         """The damping command each control period for `shutdown_damping_s`, then motors off."""
-        if self.enabled:
-            end = time.monotonic() + self.params["shutdown_damping_s"]
-            while True:
-                try:
-                    state = self.robot.read_state()
-                except RobotError:
-                    state = None
-                with self.lock:
-                    self.robot.write_command(self.safety.damping_command(state))
-                    self.report.counters["shutdown_damping_commands"] += 1
-                if time.monotonic() >= end:
-                    break
-                time.sleep(min(self.spec.control_period, max(end - time.monotonic(), 0.0)))
-            self.get_logger().info(f"shutdown: damping sent for {self.params['shutdown_damping_s']:g} s")
-        with self.lock:
-            self.enabled = False
-            self.robot.disable()
-            self._mode()
+        seconds = self.params["shutdown_damping_s"]
+        sent = self.loop.damp_and_disable(seconds)
+        self.report.counters["shutdown_damping_commands"] += sent
+        if sent:
+            self.get_logger().info(f"shutdown: damping sent for {seconds:g} s")
+        self.report.track_mode(self.loop.mode(), self.loop.safety.events)
         self.get_logger().info("motors disabled")
 
     def _release(self) -> None:
@@ -372,21 +370,26 @@ class RobotNode(LifecycleNode):
             self.robot_stats = self.robot.stats() if hasattr(self.robot, "stats") else {}
             self.robot.close()
             self.robot = None
+        if self.runtime is not None:
+            self.runtime.close()
 
     # --- reports --------------------------------------------------------------------------------
     def publish_diagnostics(self) -> None:
-        with self.lock:
-            mode = self._mode()
-            safety = self.safety.report()
-        self.diagnostics_pub.publish(self.report.diagnostics(mode, safety, self.get_clock().now().to_msg()))
+        loop = self.loop.stats()
+        extra = {k: loop[k] for k in ("late_ticks", "stale_ticks", "overruns", "policy_errors", "telemetry_dropped",
+                                      "inference_p99_us")}
+        msg = self.report.diagnostics(self.loop.mode(), self.loop.safety.report(), self.get_clock().now().to_msg(),
+                                      extra=extra)
+        self.diagnostics_pub.publish(msg)
 
     def _write_outputs(self) -> None:
         if self.report is None:
             return
-        summary = self.report.summary(
-            self.safety.report(), loop_overruns=self.loop.overruns if self.loop else 0,
-            late_measurements=self.loop.late if self.loop else 0, robot_stats=self.robot_stats,
-            shutdown_damping_s=self.params["shutdown_damping_s"])
+        # The report's state_to_command covers both modes (the write, or policy_node's command arriving).
+        loop = {k: v for k, v in self.loop_stats.items() if not k.startswith("state_to_command") and k != "first_command_time"}
+        summary = self.report.summary(self.loop.safety.report() if self.loop else {}, robot_stats=self.robot_stats,
+                                      policy=self.params["policy"],
+                                      shutdown_damping_s=self.params["shutdown_damping_s"], **loop)
         self.report.write(self.params["summary_path"], self.params["trajectory_path"], summary)
 
 

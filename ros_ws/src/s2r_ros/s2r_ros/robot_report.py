@@ -10,8 +10,9 @@ run reads, and the trajectory NPZ (stamp, q, dq and safety mode of every measure
     mode = report.track_mode(safety.mode, safety.events)
     report.write(summary_path, trajectory_path, report.summary(safety.report(), ...))
 
-Not thread-safe by itself: robot_node calls it under its lock, or from the executor thread only
-(`command_arrived`, `diagnostics`).
+Not thread-safe by itself: robot_node calls it from its telemetry thread (states, modes, the
+hosted policy's commands) and from the executor thread (policy_node's commands, diagnostics),
+whose calls touch separate fields or single dictionary operations.
 """
 
 from __future__ import annotations
@@ -106,13 +107,15 @@ class RobotReport:
                 self.logger.info(f"safety mode {previous} → {mode}")
         return mode
 
-    def diagnostics(self, mode: str, safety: dict[str, Any], stamp: Any) -> DiagnosticArray:
-        """The /diagnostics message: mode, the SafetyFilter's report `safety`, counters and the
-        state-to-command latency since the last message; `stamp` is its header stamp."""
+    def diagnostics(self, mode: str, safety: dict[str, Any], stamp: Any, *,
+                    extra: dict[str, Any] | None = None) -> DiagnosticArray:
+        """The /diagnostics message: mode, the SafetyFilter's report `safety`, counters, the
+        state-to-command latency since the last message and `extra` (the loop's figures);
+        `stamp` is its header stamp."""
         latency = self.state_to_command.since(self.diagnosed)
         self.diagnosed = self.state_to_command.count
         values = {**{k: v for k, v in safety.items() if k != "mode"}, **self.counters,
-                  **percentiles_us(latency, "state_to_command"), "last_rejection": self.last_rejection}
+                  **percentiles_us(latency, "state_to_command"), "last_rejection": self.last_rejection, **(extra or {})}
         status = DiagnosticStatus(level=DIAGNOSTIC_LEVELS[mode], name=f"s2r robot_node: {self.spec.name}",
                                   hardware_id=f"{self.driver}:{self.spec.name}", message=mode,
                                   values=[KeyValue(key=k, value=diagnostic_text(v)) for k, v in values.items()])
