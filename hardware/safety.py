@@ -149,7 +149,7 @@ class SafetyFilter:
         if policy is None:
             self._restart()
             return self._safe(state, q_meas, "watchdog", "damping")
-        if not all(np.isfinite(value).all() for value in vars(policy).values()):
+        if not all(np.isfinite(value).all() for value in vars(policy).values() if value is not None):
             return self._safe(state, q_meas, "nan_guard", "damping")
         if self._fade_start is None:
             self._fade_start = now
@@ -159,7 +159,8 @@ class SafetyFilter:
             self.events["soft_start"] += 1
             self.mode = "soft_start"
             hold = self._hold(elapsed)
-            policy = Command(**{k: (1 - alpha) * getattr(hold, k) + alpha * v for k, v in vars(policy).items()})
+            policy = Command(**{k: (1 - alpha) * getattr(hold, k) + alpha * v for k, v in vars(policy).items()
+                                if v is not None})
         else:
             self.mode = "running"
         return self._limited(policy, q_meas)

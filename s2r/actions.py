@@ -7,6 +7,8 @@ contract, turns it into targets.
 
     position mode: q = offset + scale * clip(a),  kp, kd from the mapping
     torque mode:   tau_ff = offset + scale * clip(a),  kp = kd = 0
+    thrust mode:   rotor_thrust = offset + scale * clip(a), per rotor in spec order, as a fraction of
+                   its top thrust in [0, 1] (offset = scale = 0.5: a = -1 motors off, a = 1 full thrust)
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import numpy as np
 from s2r.spec import RobotSpec
 from s2r.state import Command
 
-ActionMode = Literal["position", "torque"]
+ActionMode = Literal["position", "torque", "thrust"]
+ACTION_MODES: tuple[ActionMode, ...] = ("position", "torque", "thrust")
 
 
 @dataclass(frozen=True)
@@ -36,8 +39,8 @@ class ActionMapping:
     kd: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        if self.mode not in ("position", "torque"):
-            raise ValueError(f"action mapping mode: expected 'position' or 'torque', got {self.mode!r}")
+        if self.mode not in ACTION_MODES:
+            raise ValueError(f"action mapping mode: expected one of {', '.join(ACTION_MODES)}, got {self.mode!r}")
         n = len(self.joint_names)
         for key in ("scale", "offset", "kp", "kd"):
             if len(getattr(self, key)) != n:
@@ -60,8 +63,15 @@ class ActionMapping:
         """The usual mapping: position actions around the default pose, torque actions around zero.
 
         `scale` is in rad (or m) per unit action for position mode, in N·m (or N)
-        for torque mode.
+        for torque mode; thrust mode (the spec's rotors) ignores it: [-1, 1] spans [0, 1] of top thrust.
         """
+        if mode == "thrust" or spec.rotors:
+            if mode != "thrust" or not spec.rotors:
+                raise ValueError(f"{spec.source}: rotors: action mode {mode!r} needs "
+                                 f"{'a spec with rotors' if mode == 'thrust' else 'thrust (the spec has rotors)'}")
+            n = len(spec.rotors)
+            return cls(joint_names=tuple(r.name for r in spec.rotors), mode=mode, scale=(0.5,) * n, offset=(0.5,) * n,
+                       clip=float(clip), kp=(0.0,) * n, kd=(0.0,) * n)
         n = len(spec.actuated_joint_names)
         position = mode == "position"
         return cls(
@@ -79,13 +89,16 @@ class ActionMapping:
         return np.clip(action, -self.clip, self.clip)
 
     def targets(self, action: np.ndarray) -> np.ndarray:
-        """Position targets (position mode) or efforts (torque mode), (..., num_actions)."""
+        """Position targets (position mode), efforts (torque mode) or thrust fractions (thrust mode), (..., num_actions)."""
         return self._offset + self._scale * self.clip_action(action)
 
     def to_command(self, action: np.ndarray) -> Command:
         """The Command for a raw action (..., num_actions)."""
         value = self.targets(action)
         zeros = np.zeros_like(value)
+        if self.mode == "thrust":
+            none = np.zeros((*value.shape[:-1], 0))
+            return Command(q=none, dq=none.copy(), kp=none.copy(), kd=none.copy(), tau_ff=none.copy(), rotor_thrust=value)
         if self.mode == "position":
             return Command(q=value, dq=zeros, kp=np.broadcast_to(self._kp, value.shape).copy(),
                            kd=np.broadcast_to(self._kd, value.shape).copy(), tau_ff=zeros.copy())

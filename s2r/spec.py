@@ -63,6 +63,30 @@ class ImuSpec:
 
 
 @dataclass(frozen=True)
+class RotorSpec:
+    """One propeller and its motor: thrust along its MJCF site's z axis, a first-order motor."""
+
+    name: str
+    site: str
+    """The MJCF site at the rotor hub; its z axis is the thrust direction."""
+    direction: int
+    """Sign (+1 or -1) of the rotor's reaction torque about the site's z axis; its MJCF site's `user` repeats it."""
+    thrust_coefficient: float
+    """Thrust per squared speed, N/rpm²."""
+    torque_constant: float
+    """Reaction torque per thrust, N·m/N."""
+    rpm_max: float
+    """Top speed, rpm; the speed range is [0, rpm_max]."""
+    time_constant: float
+    """Motor time constant, s (first-order lag of the commanded thrust)."""
+
+    @property
+    def thrust_max(self) -> float:
+        """Thrust at top speed, N."""
+        return self.thrust_coefficient * self.rpm_max**2
+
+
+@dataclass(frozen=True)
 class RobotSpec:
     """A robot: joints in order, control period, sensors and its MJCF file."""
 
@@ -77,6 +101,8 @@ class RobotSpec:
     """MJCF bodies of the feet (legged robots), for air time, contact and slip terms."""
     ground_contacts: tuple[str, ...] = ()
     """MJCF bodies that may touch the ground; a contact of any other body is undesired (legged robots)."""
+    rotors: tuple[RotorSpec, ...] = ()
+    """Propellers, in command order (multirotors); they take `thrust` actions."""
     source: Path | None = field(default=None, compare=False)
     """The YAML file the spec was read from, for error messages."""
 
@@ -124,7 +150,7 @@ class RobotSpec:
         """The spec as plain data, paths as strings, without its source file."""
         data = asdict(self)
         data.pop("source")
-        for key in ("feet", "ground_contacts"):  # left out when empty: older specs keep their hash
+        for key in ("feet", "ground_contacts", "rotors"):  # left out when empty: older specs keep their hash
             if not data[key]:
                 data.pop(key)
         data["mjcf"] = self.mjcf.name
@@ -148,7 +174,9 @@ _JOINT_REQUIRED = {
 }
 _JOINT_OPTIONAL = {"bus_id": int, "actuated": bool, "continuous": bool}
 _TOP_REQUIRED = {"name": str, "mjcf": str, "control_period": float, "joints": list}
-_TOP_OPTIONAL = {"floating_base": bool, "imu": dict, "feet": list, "ground_contacts": list}
+_TOP_OPTIONAL = {"floating_base": bool, "imu": dict, "feet": list, "ground_contacts": list, "rotors": list}
+_ROTOR_REQUIRED = {"name": str, "site": str, "direction": int, "thrust_coefficient": float, "torque_constant": float,
+                   "rpm_max": float, "time_constant": float}
 
 
 def _float(value: Any) -> float:
@@ -200,8 +228,8 @@ def parse_robot_spec(data: Any, path: Path) -> RobotSpec:
     check_fields(data, path, SpecError, required=_TOP_REQUIRED, optional=_TOP_OPTIONAL)
     if not data["control_period"] > 0:
         raise SpecError(f"{path}: control_period: expected seconds > 0, got {data['control_period']}")
-    if not data["joints"]:
-        raise SpecError(f"{path}: joints: expected at least one joint")
+    if not data["joints"] and not data.get("rotors"):
+        raise SpecError(f"{path}: joints: expected at least one joint (or rotors)")
     joints = tuple(_joint(j, i, path) for i, j in enumerate(data["joints"]))
     seen: set[str] = set()
     for i, joint in enumerate(joints):
@@ -225,8 +253,24 @@ def parse_robot_spec(data: Any, path: Path) -> RobotSpec:
         imu=imu,
         feet=_names(data, "feet", path),
         ground_contacts=_names(data, "ground_contacts", path),
+        rotors=tuple(_rotor(r, i, path) for i, r in enumerate(data.get("rotors", []))),
         source=path,
     )
+
+
+def _rotor(data: Any, index: int, path: Path) -> RotorSpec:
+    where = f"rotors[{index}]."
+    check_fields(data, path, SpecError, required=_ROTOR_REQUIRED, where=where)
+    rotor = RotorSpec(name=data["name"], site=data["site"], direction=int(data["direction"]),
+                      **{k: float(data[k]) for k in ("thrust_coefficient", "torque_constant", "rpm_max", "time_constant")})
+    if rotor.direction not in (-1, 1):
+        raise SpecError(f"{path}: {where}direction: expected +1 or -1, got {rotor.direction}")
+    for key in ("thrust_coefficient", "rpm_max", "time_constant"):
+        if not getattr(rotor, key) > 0:
+            raise SpecError(f"{path}: {where}{key}: expected > 0, got {getattr(rotor, key)}")
+    if rotor.torque_constant < 0:
+        raise SpecError(f"{path}: {where}torque_constant: expected >= 0, got {rotor.torque_constant}")
+    return rotor
 
 
 def _names(data: dict, key: str, path: Path) -> tuple[str, ...]:

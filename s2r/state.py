@@ -55,3 +55,6 @@ class Command:
     """Damping gains, (..., num_actuated)."""
     tau_ff: np.ndarray
     """Feed-forward efforts, (..., num_actuated)."""
+    rotor_thrust: np.ndarray | None = None
+    """Rotor commands of a multirotor, (..., num_rotors) in spec order, each a fraction of its top thrust in
+    [0, 1] (0: motor off); None for a robot without rotors."""

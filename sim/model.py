@@ -7,6 +7,7 @@ drivers are told (Command.kp, Command.kd):
     position mode: a PD actuator per actuated joint, kp and kd from the spec,
                    force clamped to the effort limit; ctrl is the position target
     torque mode:   a motor per actuated joint; ctrl is the effort, clamped
+    thrust mode:   a thrust actuator per rotor (multirotors, `_add_rotors`); ctrl is the thrust fraction
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def compile_model(spec: RobotSpec, mode: ActionMode) -> mujoco.MjModel:
             act.set_to_motor()
             act.ctrllimited = True
             act.ctrlrange = [-joint.effort_limit, joint.effort_limit]
+    if mode == "thrust":
+        _add_rotors(mj, spec)
     model = mj.compile()
     for i, joint in enumerate(spec.joints):
         jid = model.joint(joint.name).id
@@ -51,3 +54,33 @@ def compile_model(spec: RobotSpec, mode: ActionMode) -> mujoco.MjModel:
                 f"{model.jnt_range[jid].tolist()} (angles in degrees? add <compiler angle=\"radian\"/>)"
             )
     return model
+
+
+def _add_rotors(mj: mujoco.MjSpec, spec: RobotSpec) -> None:
+    """Thrust mode: one actuator per rotor at its site, in spec order; ctrl is the thrust fraction in [0, 1].
+
+    Force rotor_thrust · thrust_max along the site's z axis and the reaction torque direction ·
+    torque_constant times that about it (the site transmission's gear), through a first-order lag of
+    `time_constant` (MuJoCo's exact filter). The lag acts on thrust: about a hover speed it equals
+    L2F's lag on rpm to first order (d thrust = 2 k rpm d rpm has the same time constant).
+    """
+    sites = {site.name: site for site in mj.sites}
+    for i, rotor in enumerate(spec.rotors):
+        site = sites.get(rotor.site)
+        if site is None:
+            raise SpecError(f"{spec.source}: rotors[{i}].site: no site {rotor.site!r} in {spec.mjcf.name}")
+        if len(site.userdata) == 0 or site.userdata[0] != rotor.direction:
+            raise SpecError(f"{spec.source}: rotors[{i}].direction: {rotor.direction} but {spec.mjcf.name}'s site "
+                            f"{rotor.site!r} has user {list(site.userdata)} (the sign of its reaction torque)")
+        act = mj.add_actuator()
+        act.name = rotor.name
+        act.trntype = mujoco.mjtTrn.mjTRN_SITE
+        act.target = rotor.site
+        act.gear = [0, 0, 1, 0, 0, rotor.direction * rotor.torque_constant]
+        act.dyntype = mujoco.mjtDyn.mjDYN_FILTEREXACT
+        act.dynprm[0] = rotor.time_constant
+        act.gaintype = mujoco.mjtGain.mjGAIN_FIXED
+        act.gainprm[0] = rotor.thrust_max
+        act.biastype = mujoco.mjtBias.mjBIAS_NONE
+        act.ctrllimited = True
+        act.ctrlrange = [0.0, 1.0]
