@@ -199,8 +199,9 @@ def cmd_deploy(args: argparse.Namespace) -> None:
 
     try:
         result = deploy(args.file, robot=args.robot, driver=args.driver, duration=args.duration, record=args.record,
-                        out_dir=args.out, rt_priority=args.rt_priority)
-    except DeployError as error:
+                        out_dir=args.out, rt_priority=args.rt_priority, domain_id=args.domain_id, split=args.split,
+                        announce=lambda line: print(f"s2r deploy: {line}", file=sys.stderr, flush=True))
+    except (DeployError, ValueError) as error:
         raise SystemExit(f"s2r deploy: {error}") from None
     _emit(result, args.json, f"deploy {args.file} on {args.driver}")
 
@@ -348,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_bench)
 
-    p = sub.add_parser("deploy", help="run an ONNX policy through ROS 2 nodes against a robot and report")
+    p = sub.add_parser("deploy", help="run an ONNX policy in the robot's real-time loop, ROS 2 around it, and report")
     p.add_argument("file", help="the exported FILE.onnx")
     p.add_argument("--robot", metavar="SPEC", help="the robot's spec, a name or YAML (default: the policy's robot)")
     p.add_argument("--driver", default="sim", type=_driver, metavar="KIND[:WHERE]",
@@ -358,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="directory for the nodes' logs and summaries (default: a temporary one)")
     p.add_argument("--rt-priority", type=int, default=50,
                    help="SCHED_FIFO priority of the control threads where permitted; 0: normal scheduling")
+    p.add_argument("--domain-id", metavar="N|random",
+                   help="ROS domain to join (default: $ROS_DOMAIN_ID if set, else 0); random: a random one")
+    p.add_argument("--split", action="store_true",
+                   help="run the policy in its own process (policy_node), state and command over DDS")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_deploy)
 

@@ -1,19 +1,26 @@
-"""`s2r deploy`: run an exported policy through ROS 2 against a robot, and report how it went.
+"""`s2r deploy`: run an exported policy on a robot, with ROS 2 around it, and report how it went.
 
-It starts `robot_node`, `policy_node` and (with `record`) the recorder as separate processes
-on one private ROS domain on loopback (`s2r.ros.environment()`), waits until the policy sends
-its first command, lets them run for `duration` seconds, stops them with SIGINT (the robot
-first: it damps and disables its motors), and merges their summaries:
+By default the policy runs inside `robot_node`'s control loop (read → policy → safety filter →
+write in one real-time thread of one process, as ros2_control hosts its controllers); with
+`split` it runs in its own `policy_node` process and state and command cross DDS (a policy on
+another computer), which the figures show as extra latency. The recorder (with `record`) is a
+process of its own: if it dies the robot goes on, the run says so (`recorder_failures`) and
+the file is recovered to its last complete chunk. All processes join one ROS domain on
+loopback (`s2r.ros.environment()`): `domain_id`, else the user's ROS_DOMAIN_ID, else 0
+(`"random"`: a random one), printed at start and in the result, so a user's own tools can
+listen. It waits until the first command, runs for `duration` seconds, stops the nodes with
+SIGINT (the robot first: it damps and disables its motors), and merges their summaries:
 
     result = deploy("cartpole.onnx", driver="sim:hardware/configs/cartpole_hanging.yaml",
                     duration=8.0, record="run.mcap")
     result["control_hz_achieved"], result["state_to_command_p99_us"], result["upright_fraction"]
 
-Figures: the control loop's rate and period (policy side), inference latency, state-to-command
-latency (a state's measurement stamp to the arrival of the command computed from it, at the
-robot node; `publish_to_command` is the ROS round trip alone, from the robot node's publish),
-overruns, the SafetyFilter's interventions, and the task's metric computed from the robot
-node's own samples. Each process's log, summary and the robot's trajectory stay in `out_dir`.
+Figures: the control loop's rate and period, inference latency, state-to-command latency (a
+state's measurement stamp to the write of the command computed from it, or, split, to its
+arrival at the robot node; `publish_to_command` is the ROS round trip alone), late ticks (no
+new state by the deadline), stale ticks (no fresh state to act on), overruns, the
+SafetyFilter's interventions, and the task's metric computed from the robot node's own
+samples. Each process's log, summary and the robot's trajectory stay in `out_dir`.
 
 With `rt_priority` > 0 (and the right to use it: root, CAP_SYS_NICE or an rtprio limit) the
 node processes run under SCHED_FIFO at `rt_priority - 10` and their control threads at
@@ -108,20 +115,24 @@ class _Process:
 
 def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver = "sim", duration: float = 10.0,
            record: str | Path | None = None, out_dir: str | Path | None = None, rt_priority: int = 50,
-           domain_id: int | None = None, startup_timeout: float = 60.0) -> dict[str, Any]:
-    """Run `policy` on the robot through ROS 2 for `duration` seconds after its first command; the figures.
+           domain_id: int | str | None = None, split: bool = False, startup_timeout: float = 60.0,
+           announce: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run `policy` on the robot for `duration` seconds after its first command; the figures.
 
     `robot` is the robot's spec, a name or YAML (default: the contract's robot); `driver` is
     `KIND[:WHERE]` of the driver registry (`sim:SIMROBOT.yaml`: SimRobot with that YAML's
-    latency, noise and start pose). Raises DeployError when a node refuses to start (a
-    contract mismatch names the field) or dies.
+    latency, noise and start pose). `split`: the policy in its own process (two-process mode).
+    `domain_id`: an id, "random", or None (ROS_DOMAIN_ID, else 0); `announce` is told the
+    domain and the run directory at start. Raises DeployError when a node refuses to start (a
+    contract mismatch names the field) or the robot or policy node dies.
     """
-    from s2r.ros import environment
+    from s2r.ros import environment, resolve_domain_id
     from s2r.runtime import read_contract
 
     driver = parse_driver(driver)
     if not duration > 0:
         raise ValueError(f"--duration: expected seconds > 0, got {duration}")
+    domain = resolve_domain_id(domain_id)
     policy = Path(policy).resolve()
     contract = read_contract(policy)
     spec = robot or contract.robot
@@ -129,7 +140,10 @@ def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("robot_node.json", "policy_node.json", "trajectory.npz", "ready"):
         (out / stale).unlink(missing_ok=True)
-    env = {**os.environ, **environment(domain_id)}
+    env = {**os.environ, **environment(domain)}
+    if announce is not None:
+        announce(f"ROS domain {domain} (export ROS_DOMAIN_ID={domain} to listen), "
+                 f"{'two processes (--split)' if split else 'one process'}, logs in {out}")
     rt = rt_priority if rt_priority > 0 and realtime_permitted() else 0
     prefix = ["chrt", "-f", str(max(rt - 10, 1))] if rt else []
 
@@ -139,24 +153,29 @@ def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver
                 *[token for arg in args for token in ("-p", arg)]]
 
     processes: list[_Process] = []
+    recorder_failures: list[str] = []
     try:
         if record:
             record = Path(record).resolve()
             processes.append(_Process("recorder", [sys.executable, "-m", "s2r.ros.recorder", "--ros-args",
                                                    "--params-file", str(CONFIG), "-p", f"path:={record}"],
                                       env, out / "recorder.log"))
-        # The policy first: it checks its contract against the robot while the robot starts,
-        # and a refusal is the error a user needs to see.
-        processes.append(_Process("policy_node", node("policy_node", {
-            "policy": policy, "robot": spec, "realtime_priority": rt, "summary_path": out / "policy_node.json",
-            "ready_path": out / "ready"}), env, out / "policy_node.log"))
-        processes.append(_Process("robot_node", node("robot_node", {
-            "robot": spec, "driver": driver, "realtime_priority": rt, "summary_path": out / "robot_node.json",
-            "trajectory_path": out / "trajectory.npz"}), env, out / "robot_node.log"))
-        if not _watch(processes, startup_timeout, until=lambda: (out / "ready").exists()):
-            raise DeployError(f"no command from the policy within {startup_timeout:g} s; policy_node log:\n"
-                              f"{_by_name(processes, 'policy_node').tail()}")
-        _watch(processes, duration)
+        robot_params = {"robot": spec, "driver": driver, "realtime_priority": rt,
+                        "summary_path": out / "robot_node.json", "trajectory_path": out / "trajectory.npz"}
+        if split:
+            # The policy first: it checks its contract against the robot while the robot starts,
+            # and a refusal is the error a user needs to see.
+            processes.append(_Process("policy_node", node("policy_node", {
+                "policy": policy, "robot": spec, "realtime_priority": rt, "summary_path": out / "policy_node.json",
+                "ready_path": out / "ready"}), env, out / "policy_node.log"))
+        else:
+            robot_params.update(policy=policy, ready_path=out / "ready")
+        processes.append(_Process("robot_node", node("robot_node", robot_params), env, out / "robot_node.log"))
+        commander = "policy_node" if split else "robot_node"
+        if not _watch(processes, startup_timeout, recorder_failures, until=lambda: (out / "ready").exists()):
+            raise DeployError(f"no command from the policy within {startup_timeout:g} s; {commander} log:\n"
+                              f"{_by_name(processes, commander).tail()}")
+        _watch(processes, duration, recorder_failures)
     finally:
         # The robot first: it stops its loop, damps and disables its motors while the policy
         # still commands (stopping the policy first would trip the robot's watchdog).
@@ -164,48 +183,65 @@ def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver
         for process in sorted(processes, key=lambda p: p.name != "robot_node"):
             process.interrupt()
             codes[process.name] = process.wait()
-    failed = {name: code for name, code in codes.items() if code != 0}
+    failed = {name: code for name, code in codes.items() if code != 0 and name != "recorder"}
     if failed:
         raise DeployError("; ".join(f"{name} exited with status {code}:\n{_by_name(processes, name).tail()}"
                                     for name, code in failed.items()))
-    return _report(out, contract, driver, duration, record, rt)
+    return _report(out, contract, driver, duration, record, rt, split=split, domain=domain,
+                   recorder_failures=recorder_failures)
 
 
 def _by_name(processes: list[_Process], name: str) -> _Process:
     return next(p for p in processes if p.name == name)
 
 
-def _watch(processes: list[_Process], timeout: float, until: Callable[[], bool] | None = None) -> bool:
-    """Wait `timeout` seconds or until `until()`; whether `until()` came true. DeployError if a process exits."""
+def _watch(processes: list[_Process], timeout: float, recorder_failures: list[str],
+           until: Callable[[], bool] | None = None) -> bool:
+    """Wait `timeout` seconds or until `until()`; whether `until()` came true. DeployError if a node
+    exits; a recorder that exits is noted in `recorder_failures` and the run goes on without it."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        for process in processes:
-            if process.popen.poll() is not None:
-                raise DeployError(f"{process.name} exited with status {process.popen.returncode}:\n{process.tail()}")
+        for process in list(processes):
+            if process.popen.poll() is None:
+                continue
+            if process.name == "recorder":
+                message = f"recorder exited with status {process.popen.returncode}; the robot goes on unrecorded"
+                print(f"s2r deploy: {message}", file=sys.stderr, flush=True)
+                recorder_failures.append(message)
+                processes.remove(process)
+                process.wait()
+                continue
+            raise DeployError(f"{process.name} exited with status {process.popen.returncode}:\n{process.tail()}")
         if until is not None and until():
             return True
         time.sleep(0.05)
     return False
 
 
+LOOP_FIGURES = ("control_hz_target", "control_hz_achieved", "period_p50_us", "period_p99_us", "period_max_us",
+                "period_p99_error_us", "inference_p50_us", "inference_p99_us", "overruns")
+"""Figures of the control loop: robot_node's (one process) or policy_node's (split)."""
+
+
 def _report(out: Path, contract: PolicyContract, driver: Driver, duration: float, record: Path | None,
-            rt: int) -> dict[str, Any]:
-    policy = json.loads((out / "policy_node.json").read_text())
+            rt: int, *, split: bool, domain: int, recorder_failures: list[str]) -> dict[str, Any]:
     robot_side = json.loads((out / "robot_node.json").read_text())
+    loop_side = json.loads((out / "policy_node.json").read_text()) if split else robot_side
     result: dict[str, Any] = {
-        "policy": policy["policy"], "robot": robot_side["robot"], "driver": str(driver), "duration_s": duration,
-        "rt_priority": rt,
-        "control_hz_target": policy["control_hz_target"], "control_hz_achieved": policy["control_hz_achieved"],
-        "period_p50_us": policy["period_p50_us"], "period_p99_us": policy["period_p99_us"],
-        "period_max_us": policy["period_max_us"], "period_p99_error_us": policy["period_p99_error_us"],
-        "inference_p50_us": policy["inference_p50_us"], "inference_p99_us": policy["inference_p99_us"],
+        "policy": loop_side["policy"], "robot": robot_side["robot"],
+        "driver": str(driver), "duration_s": duration, "mode": "split" if split else "one-process",
+        "ros_domain_id": domain, "rt_priority": rt,
+        **{key: loop_side[key] for key in LOOP_FIGURES},
         "state_to_command_p50_us": robot_side["state_to_command_p50_us"],
         "state_to_command_p99_us": robot_side["state_to_command_p99_us"],
-        "publish_to_command_p50_us": robot_side["publish_to_command_p50_us"],
-        "publish_to_command_p99_us": robot_side["publish_to_command_p99_us"],
-        "overruns": policy["overruns"],
+        "state_to_command_max_us": robot_side["state_to_command_max_us"],
+        "publish_to_command_p50_us": robot_side["publish_to_command_p50_us"] if split else None,
+        "publish_to_command_p99_us": robot_side["publish_to_command_p99_us"] if split else None,
+        "late_ticks": loop_side["late_states"] if split else robot_side["late_ticks"],
+        "stale_ticks": loop_side["stale_state_ticks"] if split else robot_side["stale_ticks"],
         "safety_events": robot_side["safety_events"],
         "commands_rejected": robot_side["commands_rejected"],
+        "realtime_notes": robot_side.get("realtime_notes", []),
     }
     task = contract.provenance.get("task", contract.robot)
     trajectory_path = out / "trajectory.npz"
@@ -214,8 +250,15 @@ def _report(out: Path, contract: PolicyContract, driver: Driver, duration: float
             result["upright_fraction"] = upright_fraction(dict(trajectory), TASK_METRICS[task],
                                                           start=robot_side["first_command_time"] or -math.inf)
     if record:
+        from s2r.ros.recorder import is_closed, recover_recording
+
         result["recording"] = str(record)
-        result["recording_messages"] = _message_counts(record)
+        result["recorder_failures"] = len(recorder_failures)
+        if not is_closed(record):
+            result["recording_recovered"] = True
+            result["recording_messages"] = recover_recording(record)
+        else:
+            result["recording_messages"] = _message_counts(record)
     result["run_dir"] = str(out)
     return {k: _rounded(k, v) for k, v in result.items()}
 

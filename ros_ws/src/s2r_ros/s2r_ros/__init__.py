@@ -26,6 +26,28 @@ FASTDDS_PROFILE = Path(__file__).resolve().parent / "fastdds.xml"
 """Fast DDS participant defaults: faster discovery announcements (see the file)."""
 
 
+DOMAIN_IDS = range(0, 102)
+"""ROS_DOMAIN_ID values safe on every platform."""
+
+
+def resolve_domain_id(domain_id: int | str | None) -> int:
+    """The ROS domain a deploy joins: `domain_id` itself; "random": a random id in 1..100 (so that
+    concurrent runs on one machine do not hear each other); None: the user's ROS_DOMAIN_ID if
+    set, else 0 (ROS's default), so that the user's own tools see the deploy without being told.
+    ValueError naming `--domain-id` (or ROS_DOMAIN_ID) for anything else."""
+    if domain_id == "random":
+        return random.SystemRandom().randint(1, 100)
+    source, value = ("--domain-id", domain_id) if domain_id is not None else \
+        ("ROS_DOMAIN_ID", os.environ.get("ROS_DOMAIN_ID", "0") or "0")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: expected an integer 0..101 or 'random', got {value!r}") from None
+    if number not in DOMAIN_IDS:
+        raise ValueError(f"{source}: expected 0..101 (the range safe on every platform), got {number}")
+    return number
+
+
 def environment(domain_id: int | None = None) -> dict[str, str]:
     """The ROS 2 variables that keep DDS discovery and traffic on this machine's loopback.
 
@@ -35,10 +57,7 @@ def environment(domain_id: int | None = None) -> dict[str, str]:
     each other; `FASTDDS_DEFAULT_PROFILES_FILE` is s2r's discovery profile unless one is
     set already. Merge it over `os.environ` for every process that joins the graph.
     """
-    if domain_id is None:
-        domain_id = random.SystemRandom().randint(1, 100)
-    if not 0 <= domain_id <= 101:
-        raise ValueError(f"domain_id: expected 0..101 (the range safe on every platform), got {domain_id}")
+    domain_id = resolve_domain_id("random" if domain_id is None else domain_id)
     return {
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
         "ROS_LOCALHOST_ONLY": "1",

@@ -173,6 +173,48 @@ def read_recording(path: str | Path) -> Iterator[tuple[str, Any, int]]:
             return
 
 
+def is_closed(path: str | Path) -> bool:
+    """Whether an MCAP file ends with its footer (closed by its writer), not cut short."""
+    with open(path, "rb") as stream:
+        try:
+            return make_reader(stream).get_summary() is not None
+        except Exception:  # mcap raises several types for a file without a footer
+            return False
+
+
+def recover_recording(path: str | Path) -> dict[str, int]:
+    """Rewrite a recording cut short (its writer killed, the power lost) as a closed one, with index
+    and statistics, keeping every message of its complete chunks; the cut file stays beside it as
+    `NAME.mcap.truncated`. Returns the messages kept per topic. rosbag2 and `s2r sysid` read the result.
+
+        if not is_closed("run.mcap"): recover_recording("run.mcap")
+    """
+    path = Path(path)
+    cut = path.with_name(path.name + ".truncated")
+    path.replace(cut)
+    counts: dict[str, int] = {}
+    with open(cut, "rb") as source, open(path, "wb") as target:
+        writer = Writer(target, compression=CompressionType.ZSTD)
+        writer.start(profile=Profile.ROS2, library="s2r recorder (recovered)")
+        schemas: dict[int, int] = {}
+        channels: dict[int, int] = {}
+        try:
+            for schema, channel, message in NonSeekingReader(source).iter_messages(log_time_order=False):
+                if channel.id not in channels:
+                    if schema is not None and schema.id not in schemas:
+                        schemas[schema.id] = writer.register_schema(schema.name, schema.encoding, schema.data)
+                    channels[channel.id] = writer.register_channel(
+                        channel.topic, channel.message_encoding, schemas[schema.id] if schema else 0,
+                        dict(channel.metadata))
+                writer.add_message(channels[channel.id], log_time=message.log_time, data=message.data,
+                                   publish_time=message.publish_time, sequence=message.sequence)
+                counts[channel.topic] = counts.get(channel.topic, 0) + 1
+        except Exception:  # noqa: BLE001 - the cut (EndOfFile, a partial chunk): the messages before it are kept
+            pass
+        writer.finish()
+    return counts
+
+
 class RecorderNode(Node):
     """Subscribes to the configured topics and writes what it hears to an MCAP file."""
 
