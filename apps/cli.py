@@ -139,9 +139,9 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from s2r.runtime import read_contract
+    from s2r.runtime.load import check_policy_file
 
-    contract = read_contract(Path(args.file))
+    contract = check_policy_file(Path(args.file))
     if args.json:
         print(json.dumps(contract.to_dict()))
     else:
@@ -201,7 +201,7 @@ def cmd_deploy(args: argparse.Namespace) -> None:
         result = deploy(args.file, robot=args.robot, driver=args.driver, duration=args.duration, record=args.record,
                         out_dir=args.out, rt_priority=args.rt_priority, domain_id=args.domain_id, split=args.split,
                         announce=lambda line: print(f"s2r deploy: {line}", file=sys.stderr, flush=True))
-    except (DeployError, ValueError) as error:
+    except DeployError as error:
         raise SystemExit(f"s2r deploy: {error}") from None
     _emit(result, args.json, f"deploy {args.file} on {args.driver}")
 

@@ -127,15 +127,17 @@ def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver
     contract mismatch names the field) or the robot or policy node dies.
     """
     from s2r.ros import environment, resolve_domain_id
-    from s2r.runtime import read_contract
+    from s2r.runtime.load import check_policy_file
+    from s2r.spec import robot_spec
 
     driver = parse_driver(driver)
     if not duration > 0:
         raise ValueError(f"--duration: expected seconds > 0, got {duration}")
     domain = resolve_domain_id(domain_id)
     policy = Path(policy).resolve()
-    contract = read_contract(policy)
+    contract = check_policy_file(policy)  # refused here, in one line, before any node starts
     spec = robot or contract.robot
+    contract.check(robot_spec(spec))
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="s2r-deploy-"))
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("robot_node.json", "policy_node.json", "trajectory.npz", "ready"):

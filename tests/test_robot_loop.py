@@ -112,3 +112,42 @@ def test_the_loop_feeds_the_policy_the_task_inputs_without_waiting_for_them():
 def test_a_loop_config_with_a_bad_field_is_refused_naming_it():
     with pytest.raises(ValueError, match="LoopConfig.stale_state_periods: expected an integer >= 1"):
         LoopConfig(stale_state_periods=0)
+
+
+# --- a policy file checked whole at load --------------------------------------------------------
+def relabelled(source: Path, target: Path, **changes) -> Path:
+    """A copy of an exported policy whose contract says something its graph does not do."""
+    import json
+
+    import onnx
+
+    from s2r.contract import METADATA_KEY
+
+    model = onnx.load(str(source))
+    for entry in model.metadata_props:
+        if entry.key == METADATA_KEY:
+            contract = json.loads(entry.value)
+            contract.update(changes)
+            entry.value = json.dumps(contract)
+    onnx.save(model, str(target))
+    return target
+
+
+def test_a_policy_whose_graph_disagrees_with_its_contract_is_refused_at_load_and_by_info(cartpole_onnx, tmp_path):
+    import subprocess
+    import sys
+
+    from s2r.contract import ContractError
+    from s2r.runtime import load_runtime
+
+    bad = relabelled(cartpole_onnx, tmp_path / "history2.onnx", history_length=2)
+    with pytest.raises(ContractError, match=r"graph input 'obs': shape \[batch, 7\], the contract expects "
+                                            r"\[batch, 14\] \(obs_dim 7 × history_length 2\)"):
+        load_runtime(bad, robot_spec("cartpole"))
+    for args in (("info", str(bad)), ("deploy", str(bad), "--duration", "1", "--domain-id", "random",
+                                      "--out", str(tmp_path / "run"))):
+        run = subprocess.run([sys.executable, "-m", "s2r.apps.cli", *args], capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 2, run.stderr
+        assert "graph input 'obs': shape [batch, 7]" in run.stderr and "Traceback" not in run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1, run.stderr
