@@ -105,6 +105,9 @@ class OnPolicyRunner:
         self.episode_returns: deque[float] = deque(maxlen=EPISODE_WINDOW)
         self.episode_lengths: deque[float] = deque(maxlen=EPISODE_WINDOW)
         self.episode_successes: deque[float] = deque(maxlen=EPISODE_WINDOW)
+        self.episode_extras: dict[str, deque[float]] = {}
+        """The task's other per-episode figures (`info["episode"]` beyond return, length, success and reached:
+        reward terms, tracking errors, falls), over the last `EPISODE_WINDOW` episodes."""
         self._obs: dict[str, Tensor] | None = None
         self.writer = None
         if log_dir is not None and distributed.is_main:
@@ -121,7 +124,8 @@ class OnPolicyRunner:
 
         The summary holds `mean_return`, `success_rate` (over the last
         `EPISODE_WINDOW` episodes, NaN before any ended), `env_steps`, `wall_s`,
-        `env_steps_per_s` and `iterations` of this call. `callback`, if given,
+        `env_steps_per_s`, `iterations` of this call and `episode/NAME` for the
+        task's other per-episode figures (reward terms, tracking errors). `callback`, if given,
         gets the running summary after every iteration and stops training by
         returning True.
         """
@@ -166,6 +170,7 @@ class OnPolicyRunner:
             "env_steps_per_s": iterations * steps_per_iteration / wall_s,
             "iterations": iterations,
             "iteration": self.current_iteration,
+            **{f"episode/{name}": _mean(values) for name, values in self.episode_extras.items()},
         }
 
     def save(self, path: Path, extra: dict[str, Any]) -> None:
@@ -243,6 +248,9 @@ class OnPolicyRunner:
         self.episode_returns.extend(episode["return"].tolist())
         self.episode_lengths.extend(episode["length"].tolist())
         self.episode_successes.extend(episode["success"].tolist())
+        for name, values in episode.items():
+            if name not in ("return", "length", "success", "reached"):
+                self.episode_extras.setdefault(name, deque(maxlen=EPISODE_WINDOW)).extend(values.tolist())
 
     def _log(self, metrics: dict[str, float]) -> None:
         if self.writer is None:
@@ -253,6 +261,7 @@ class OnPolicyRunner:
                 "charts/episodic_return": _mean(self.episode_returns),
                 "charts/success_rate": _mean(self.episode_successes),
                 "charts/episode_length": _mean(self.episode_lengths),
+                **{f"episode/{name}": _mean(values) for name, values in self.episode_extras.items()},
             }
         for name, value in metrics.items():
             self.writer.add_scalar(name, value, self.current_iteration)

@@ -5,7 +5,9 @@ A run directory holds everything needed to resume, export and evaluate:
     DIR/checkpoint.pt        model, optimizer, iteration, task, configs, contract
     DIR/config.yaml          the resolved TrainConfig
     DIR/metrics.json         mean_return, success_rate, env_steps, wall_s, env_steps_per_s
-    DIR/training_curve.png   return and success rate per iteration
+    DIR/training_curve.png   return and success rate per iteration (locomotion: tracking errors and falls
+                             against wall time)
+    DIR/curve.json           the curve's points
     DIR/events.*             TensorBoard scalars
 
     metrics = train(TrainConfig(task="cartpole"), Path("runs/cartpole"))
@@ -34,6 +36,8 @@ from s2r.policies.runner import OnPolicyRunner
 from s2r.sim.env import Backend, make_env
 
 CHECKPOINT = "checkpoint.pt"
+LOCOMOTION_CURVE = ("episode/lin_vel_error", "episode/yaw_rate_error", "episode/fell")
+"""Per-episode figures of the locomotion tasks kept in the training curve (m/s, rad/s, fraction)."""
 
 
 class CheckpointError(ValueError):
@@ -45,7 +49,7 @@ class TrainConfig:
     """One training run."""
 
     task: str
-    """Task name: pendulum, cartpole or reach."""
+    """Task name: pendulum, cartpole, reach, push_t or go2_flat."""
     backend: Backend = "cpu"
     """Simulation backend: `cpu` (MuJoCo's C engine) or `warp` (MuJoCo Warp on a GPU)."""
     num_envs: int = 512
@@ -72,6 +76,11 @@ TASK_DEFAULTS: dict[str, TrainConfig] = {
     "pendulum": TrainConfig(task="pendulum", num_envs=256, iterations=120, ppo=_STABLE_PPO),
     "cartpole": TrainConfig(task="cartpole", num_envs=512, iterations=300, ppo=_STABLE_PPO),
     "reach": TrainConfig(task="reach", num_envs=512, iterations=200, ppo=_STABLE_PPO),
+    # legged_gym's PPO (lr 1e-3, adaptive KL 0.01, 5 epochs × 4 minibatches, 24 steps per env) on fewer
+    # worlds and smaller networks than its 4096 × (512, 256, 128): this is a 2-core CPU budget.
+    "go2_flat": TrainConfig(task="go2_flat", num_envs=512, iterations=500,
+                            ppo=PPOConfig(learning_rate=1e-3, desired_kl=0.01, entropy_coef=0.01),
+                            model=ActorCriticConfig(actor_hidden=(256, 128), critic_hidden=(256, 128))),
 }
 
 
@@ -116,7 +125,8 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool =
 
     def record(summary: dict[str, float]) -> bool:
         curve.append({"iteration": summary["iteration"], "mean_return": summary["mean_return"],
-                      "success_rate": summary["success_rate"], "wall_s": time.perf_counter() - start})
+                      "success_rate": summary["success_rate"], "wall_s": time.perf_counter() - start,
+                      **{k: v for k, v in summary.items() if k in LOCOMOTION_CURVE}})
         return False
 
     summary = runner.learn(cfg.iterations, callback=record)
@@ -126,6 +136,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool =
         "ranks": distributed.world_size,
     })
     metrics = {k: summary[k] for k in ("mean_return", "success_rate", "env_steps", "wall_s", "env_steps_per_s")}
+    metrics.update({k: summary[k] for k in LOCOMOTION_CURVE if k in summary})
     for key in ("mean_return", "success_rate"):  # over every rank's last episodes
         metrics[key] = distributed.mean(metrics[key])
     metrics["env_steps"] *= distributed.world_size
@@ -138,6 +149,7 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool =
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         worlds = f"{distributed.world_size} × {cfg.num_envs}" if distributed.enabled else str(cfg.num_envs)
         plot_training_curve(curve, out / "training_curve.png", title=f"{cfg.task}: PPO, {worlds} worlds")
+        (out / "curve.json").write_text(json.dumps(curve))
     runner.close()
     env.close()
     distributed.close()
@@ -184,11 +196,37 @@ def plot_training_curve(curve: list[dict[str, float]], path: Path, *, title: str
     import matplotlib.pyplot as plt
 
     its = [c["iteration"] for c in curve]
+    if curve and "episode/lin_vel_error" in curve[-1]:
+        plot_locomotion_curves({"s2r PPO": curve}, path, title=title)
+        return
     fig, (ax_ret, ax_succ) = plt.subplots(1, 2, figsize=(9, 3.2))
     ax_ret.plot(its, [c["mean_return"] for c in curve])
     ax_ret.set(xlabel="iteration", ylabel="mean episode return")
     ax_succ.plot(its, [0.0 if math.isnan(c["success_rate"]) else c["success_rate"] for c in curve], color="tab:green")
     ax_succ.set(xlabel="iteration", ylabel="success rate", ylim=(-0.02, 1.02))
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_locomotion_curves(curves: dict[str, list[dict[str, float]]], path: Path, *, title: str) -> None:
+    """Tracking errors (m/s, rad/s) and fall rate against wall time, one line per trainer, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    panels = (("episode/lin_vel_error", "lin. velocity error (m/s)", 0.2),
+              ("episode/yaw_rate_error", "yaw-rate error (rad/s)", 0.3), ("episode/fell", "fall rate", 0.05))
+    for ax, (key, label, rule) in zip(axes, panels):
+        for name, curve in curves.items():
+            points = [(c["wall_s"] / 60, c[key]) for c in curve if key in c and not math.isnan(c[key])]
+            ax.plot([p[0] for p in points], [p[1] for p in points], label=name)
+        ax.axhline(rule, color="gray", linestyle="--", linewidth=0.8)
+        ax.set(xlabel="wall time (min)", ylabel=label, ylim=(0, None))
+    axes[0].legend()
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -46,6 +46,7 @@ def compile_model(spec: RobotSpec, mode: ActionMode) -> mujoco.MjModel:
     if mode == "thrust":
         _add_rotors(mj, spec)
     model = mj.compile()
+    _check_floating_base(model, spec)
     for i, joint in enumerate(spec.joints):
         jid = model.joint(joint.name).id
         if model.jnt_limited[jid] and not np.allclose(model.jnt_range[jid], joint.limits, atol=1e-6):
@@ -84,3 +85,21 @@ def _add_rotors(mj: mujoco.MjSpec, spec: RobotSpec) -> None:
         act.biastype = mujoco.mjtBias.mjBIAS_NONE
         act.ctrllimited = True
         act.ctrlrange = [0.0, 1.0]
+
+
+def _check_floating_base(model: mujoco.MjModel, spec: RobotSpec) -> None:
+    """The spec's `floating_base` agrees with the MJCF: a free joint above the spec's joints (a free object
+    elsewhere in the scene, such as push-T's block, does not count)."""
+    free_bodies = {int(model.jnt_bodyid[j]) for j in np.flatnonzero(model.jnt_type == mujoco.mjtJoint.mjJNT_FREE)}
+    floating = False
+    for joint in spec.joints:
+        body = int(model.jnt_bodyid[model.joint(joint.name).id])
+        while body > 0 and not floating:
+            floating = body in free_bodies
+            body = int(model.body_parentid[body])
+    if spec.floating_base and not floating:
+        raise SpecError(f"{spec.source}: floating_base: true, but {spec.mjcf.name} has no free joint above the "
+                        "spec's joints (add <freejoint/> to the base body, or set floating_base: false)")
+    if floating and not spec.floating_base:
+        raise SpecError(f"{spec.source}: floating_base: false (or missing), but the spec's joints hang from a free "
+                        f"joint in {spec.mjcf.name} (set floating_base: true)")

@@ -104,13 +104,18 @@ class Task:
         """What the task's terms read from the simulator this step, each (num_envs, ...)."""
         return {}
 
+    def context(self, env: BatchEnv, state: RobotState, action: np.ndarray) -> StepContext:
+        """What this step's terms read: `state`, the clipped `action` (num_envs, A), the previous action, the
+        task inputs and `quantities`."""
+        return StepContext(state, action, env.inputs[LAST_ACTION], env.inputs, env.spec, env.spec.control_period,
+                           self.quantities(env))
+
     def evaluate(self, env: BatchEnv, state: RobotState, action: np.ndarray) -> tuple[np.ndarray, np.ndarray,
                                                                                        dict[str, np.ndarray]]:
         """The step's reward (num_envs,), terminations (num_envs,) bool and each reward term's weighted
         value (num_envs,), from the config's terms, for the step that led to `state` under `action`."""
         cfg = self.config
-        ctx = StepContext(state, action, env.inputs[LAST_ACTION], env.inputs, env.spec, env.spec.control_period,
-                          self.quantities(env))
+        ctx = self.context(env, state, action)
         reward, parts = weighted_sum(cfg.rewards, ctx, env.spec.control_period if cfg.rewards_per_second else 1.0)
         terminated = np.zeros(len(action), dtype=bool)
         for term in cfg.terminations:

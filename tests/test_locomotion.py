@@ -1,0 +1,145 @@
+"""Legged locomotion: the go2_flat task's terms, commands and refusals, and a few iterations of training."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from s2r import ContractError, SpecError, load_robot_spec
+from s2r.sim.commands import VelocityCommand, VelocityCommandConfig
+from s2r.sim.env import make_env
+from s2r.sim.terms import Reward, Termination
+from s2r.spec import shipped_robots_dir
+
+
+def go2_copy(tmp_path: Path, edit_spec=None, edit_xml=None) -> Path:
+    """A copy of the shipped go2 (spec and MJCF) in tmp_path, edited."""
+    source = shipped_robots_dir() / "go2"
+    data = yaml.safe_load((source / "go2.yaml").read_text())
+    xml = (source / "go2.xml").read_text()
+    if edit_spec:
+        edit_spec(data)
+    if edit_xml:
+        xml = edit_xml(xml)
+    (tmp_path / "go2.xml").write_text(xml)
+    path = tmp_path / "go2.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_go2_flat_trains_for_a_few_iterations_and_logs_every_reward_term(tmp_path):
+    from s2r.policies.train import default_config, train
+
+    metrics = train(default_config("go2_flat", num_envs=16, iterations=2), tmp_path, progress=False)
+    assert metrics["env_steps"] == 2 * 16 * 24 and (tmp_path / "training_curve.png").is_file()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(tmp_path)).Reload().Tags()["scalars"]
+    assert "losses/approx_kl" in tags and "learning_rate" in tags
+
+
+def test_each_reward_term_gives_the_same_numbers_for_the_batch_as_for_each_world_alone():
+    env = make_env("go2_flat", 6, seed=1, randomize="default")
+    env.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        action = rng.normal(0, 0.5, (6, 12))
+        env.step(torch.from_numpy(action))
+    ctx = env.task.context(env, env.read_state(), np.clip(action, -100, 100))
+    for term in env.task.config.rewards:
+        batched = term(ctx)
+        alone = np.concatenate([term(ctx.take(np.array([i]))) for i in range(6)])
+        # equal to the last bits: numpy may associate a row's sum of 12 numbers differently for 6 rows and 1
+        assert batched.shape == (6,) and np.allclose(batched, alone, rtol=1e-12, atol=0), term.name
+
+
+def test_episodes_report_each_reward_term_tracking_errors_and_falls():
+    env = make_env("go2_flat", 4, seed=0)
+    env.reset()
+    env.max_episode_length = 10
+    for _ in range(10):
+        _, _, terminated, truncated, info = env.step(torch.zeros(4, 12))
+    episode = info["episode"]
+    assert truncated.all() and episode["fell"].tolist() == [0.0] * 4
+    assert {f"reward/{r.name}" for r in env.task.config.rewards} <= set(episode)
+    assert (episode["lin_vel_error"] >= 0).all() and (episode["yaw_rate_error"] >= 0).all()
+
+
+def test_a_standing_go2_tracks_a_zero_command_better_than_a_one_metre_per_second_command():
+    env = make_env("go2_flat", 2, seed=0)
+    env.reset()
+    for _ in range(100):        # 2 s: the initial push (up to 0.5 m/s) dies out
+        env.inputs["cmd_vel"][:] = [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]
+        env.step(torch.zeros(2, 12))
+    ctx = env.task.context(env, env.read_state(), np.zeros((2, 12)))
+    tracking = Reward("track_lin_vel_xy_exp", 1.0, {"sigma": 0.25})(ctx)
+    assert tracking[0] > 0.9 and tracking[1] < 0.05, tracking
+
+
+def test_a_go2_on_its_back_ends_its_episode_as_a_fall():
+    env = make_env("go2_flat", 1, seed=0)
+    env.reset()
+    qpos = env.data_field("qpos")
+    qpos[0, 2], qpos[0, 3:7] = 0.4, [0.0, 1.0, 0.0, 0.0]   # upside down, 40 cm up
+    _, _, terminated, _, info = env.step(torch.zeros(1, 12))
+    assert terminated.tolist() == [True] and info["episode"]["fell"].tolist() == [1.0]
+
+
+def test_commands_resample_on_schedule_and_stand_still_when_told():
+    out = np.zeros((3, 3))
+    command = VelocityCommand(VelocityCommandConfig(resample_s=0.1), out, control_period=0.02)
+    rng = np.random.default_rng(0)
+    command.reset(np.arange(3), rng)
+    history = [out.copy()]
+    for _ in range(10):
+        command.step(np.zeros(3), rng)
+        history.append(out.copy())
+    changed = [not np.array_equal(history[k], history[k - 1]) for k in range(1, 11)]
+    assert changed == [False] * 4 + [True] + [False] * 4 + [True]      # every 5 steps of 20 ms
+    standing = VelocityCommand(VelocityCommandConfig(standing_fraction=1.0), out, control_period=0.02)
+    standing.reset(np.arange(3), rng)
+    assert not out.any()
+
+
+def test_heading_mode_steers_the_yaw_rate_towards_the_sampled_heading():
+    out = np.zeros((2, 3))
+    command = VelocityCommand(VelocityCommandConfig(heading_mode=True, heading_stiffness=0.5), out, 0.02)
+    command.reset(np.arange(2), np.random.default_rng(0))
+    command.heading[:] = [0.5, -0.5]
+    command.step(np.zeros(2), np.random.default_rng(1))
+    assert out[:, 2].tolist() == pytest.approx([0.25, -0.25])
+
+
+def test_a_go2_policy_refuses_a_robot_with_its_front_legs_swapped(tmp_path):
+    def swap_front_legs(d):
+        d["joints"][0:3], d["joints"][3:6] = d["joints"][3:6], d["joints"][0:3]
+
+    contract = make_env("go2_flat", 1).contract()
+    with pytest.raises(ContractError, match=r"joint_names\[0\]: policy expects 'FL_hip_joint', the robot has 'FR_hip_joint'"):
+        contract.check(load_robot_spec(go2_copy(tmp_path, swap_front_legs)))
+
+
+def test_a_spec_and_an_mjcf_that_disagree_about_the_floating_base_are_refused(tmp_path):
+    from s2r.sim.model import compile_model
+
+    fixed = load_robot_spec(go2_copy(tmp_path, edit_xml=lambda xml: xml.replace('<freejoint name="base"/>', "")))
+    with pytest.raises(SpecError, match=r"go2.yaml: floating_base: true, but go2.xml has no free joint"):
+        compile_model(fixed, "position")
+    (tmp_path / "b").mkdir()
+    unflagged = load_robot_spec(go2_copy(tmp_path / "b", edit_spec=lambda d: [d.pop("floating_base"), d.pop("imu")]))
+    with pytest.raises(SpecError, match=r"go2.yaml: floating_base: false .* hang from a free joint"):
+        compile_model(unflagged, "position")
+
+
+def test_unknown_reward_terms_and_mistyped_parameters_are_refused_naming_the_term():
+    with pytest.raises(ValueError, match=r"reward term 'track_lin_vel_exp' is unknown; known: .*track_lin_vel_xy_exp"):
+        Reward("track_lin_vel_exp", 1.0)
+    with pytest.raises(TypeError, match=r"reward term 'track_lin_vel_xy_exp': parameter 'sigma' = '0.25' is not float"):
+        Reward("track_lin_vel_xy_exp", 1.0, {"sigma": "0.25"})
+    with pytest.raises(ValueError, match=r"reward term 'feet_air_time': parameter 'threshold' is unknown; it takes "
+                                         r"min_command, threshold_s"):
+        Reward("feet_air_time", 1.0, {"threshold": 0.5})
+    with pytest.raises(TypeError, match=r"termination term 'bad_orientation': parameter 'limit_rad' = True"):
+        Termination("bad_orientation", {"limit_rad": True})
