@@ -92,8 +92,9 @@ def _check_floating_base(model: mujoco.MjModel, spec: RobotSpec) -> None:
     elsewhere in the scene, such as push-T's block, does not count)."""
     free_bodies = {int(model.jnt_bodyid[j]) for j in np.flatnonzero(model.jnt_type == mujoco.mjtJoint.mjJNT_FREE)}
     floating = False
-    for joint in spec.joints:
-        body = int(model.jnt_bodyid[model.joint(joint.name).id])
+    bodies = [int(model.jnt_bodyid[model.joint(joint.name).id]) for joint in spec.joints]
+    bodies += [int(model.site_bodyid[model.site(rotor.site).id]) for rotor in spec.rotors]   # a multirotor's hull
+    for body in bodies:
         while body > 0 and not floating:
             floating = body in free_bodies
             body = int(model.body_parentid[body])
