@@ -148,6 +148,8 @@ def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver
                  f"{'two processes (--split)' if split else 'one process'}, logs in {out}")
     rt = rt_priority if rt_priority > 0 and realtime_permitted() else 0
     prefix = ["chrt", "-f", str(max(rt - 10, 1))] if rt else []
+    # The recorder below the nodes but above ordinary processes: a CPU hog does not make it drop messages.
+    recorder_prefix = ["chrt", "-f", str(max(rt - 20, 1))] if rt else []
 
     def node(module: str, params: dict[str, Any]) -> list[str]:
         args = [f"{k}:={v}" for k, v in params.items() if v != ""]
@@ -159,9 +161,9 @@ def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver
     try:
         if record:
             record = Path(record).resolve()
-            processes.append(_Process("recorder", [sys.executable, "-m", "s2r.ros.recorder", "--ros-args",
-                                                   "--params-file", str(CONFIG), "-p", f"path:={record}"],
-                                      env, out / "recorder.log"))
+            recorder = [*recorder_prefix, sys.executable, "-m", "s2r.ros.recorder", "--ros-args",
+                        "--params-file", str(CONFIG), "-p", f"path:={record}"]
+            processes.append(_Process("recorder", recorder, env, out / "recorder.log"))
         robot_params = {"robot": spec, "driver": driver, "realtime_priority": rt,
                         "summary_path": out / "robot_node.json", "trajectory_path": out / "trajectory.npz"}
         if split:

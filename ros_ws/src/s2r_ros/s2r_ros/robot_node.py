@@ -77,7 +77,7 @@ from .messages import (
     to_time,
 )
 from .parameters import Param, declare, driver, non_empty, non_negative, positive, priority
-from .qos import COMMAND_QOS, DIAGNOSTICS_QOS, SENSOR_QOS
+from .qos import COMMAND_QOS, DIAGNOSTICS_QOS, SENSOR_QOS, TELEMETRY_QOS
 from .robot_report import RobotReport
 from .spin import StartupError, reported, run_node
 
@@ -185,8 +185,8 @@ class RobotNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.state_msg = JointState(name=list(self.spec.joint_names))
         self.command_msg = JointState(name=list(self.spec.actuated_joint_names))
-        self.state_pub = self.create_lifecycle_publisher(JointState, "joint_states", SENSOR_QOS)
-        self.imu_pub = self.create_lifecycle_publisher(Imu, "imu", SENSOR_QOS) if self.spec.imu else None
+        self.state_pub = self.create_lifecycle_publisher(JointState, "joint_states", TELEMETRY_QOS)
+        self.imu_pub = self.create_lifecycle_publisher(Imu, "imu", TELEMETRY_QOS) if self.spec.imu else None
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.subscriptions_made = []
         if self.runtime is None:
@@ -195,7 +195,7 @@ class RobotNode(LifecycleNode):
             self.subscriptions_made.append(
                 self.create_subscription(JointState, "joint_command", self.on_command, COMMAND_QOS))
         else:
-            self.command_pub = self.create_lifecycle_publisher(JointState, "joint_command", COMMAND_QOS)
+            self.command_pub = self.create_lifecycle_publisher(JointState, "joint_command", TELEMETRY_QOS)
             for name in inputs.sizes:
                 topic, msg_type, to_array = INPUT_TOPICS[name]
                 self.subscriptions_made.append(self.create_subscription(
@@ -385,8 +385,10 @@ class RobotNode(LifecycleNode):
     def _write_outputs(self) -> None:
         if self.report is None:
             return
-        # The report's state_to_command covers both modes (the write, or policy_node's command arriving).
-        loop = {k: v for k, v in self.loop_stats.items() if not k.startswith("state_to_command") and k != "first_command_time"}
+        # The report's state_to_command and first command cover both modes (the write, or
+        # policy_node's command arriving); the loop's own are for callers without ROS.
+        loop = {k: v for k, v in self.loop_stats.items()
+                if not k.startswith("state_to_command") and k != "first_command_time"}
         summary = self.report.summary(self.loop.safety.report() if self.loop else {}, robot_stats=self.robot_stats,
                                       policy=self.params["policy"],
                                       shutdown_damping_s=self.params["shutdown_damping_s"], **loop)
