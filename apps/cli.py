@@ -160,7 +160,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 BENCH_OPTIONS = {"sim": ("--task", "--num-envs", "--backend"), "train": ("--task",),
-                 "loop": ("--rate", "--rt-priority")}
+                 "loop": ("--rate", "--rt-priority"),
+                 "deploy": ("--policy", "--driver", "--duration", "--rt-priority")}
 """The options each benchmark takes."""
 
 
@@ -173,6 +174,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
         result = _bench_module("sim").run(task=args.task or "cartpole", num_envs=args.num_envs or 1024)
     elif args.what == "train":
         result = _bench_module("train").run(task=args.task or "cartpole")
+    elif args.what == "deploy":
+        if not args.policy:
+            raise UsageError("bench deploy: --policy FILE.onnx is required (a cartpole or pendulum policy)")
+        bench = _bench_module("deploy")
+        result = bench.run(args.policy, driver=args.driver or bench.DEFAULT_DRIVER, duration=args.duration or 10.0,
+                           rt_priority=50 if args.rt_priority is None else args.rt_priority)
     else:
         result = _bench_module("loop").run(rate=args.rate or 500.0,
                                            rt_priority=50 if args.rt_priority is None else args.rt_priority)
@@ -344,8 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-envs", type=int, help="sim: worlds (default 1024 on cpu, 4096 on warp)")
     p.add_argument("--backend", choices=BACKENDS, help="sim: the backend to measure (default cpu)")
     p.add_argument("--rate", type=float, help="loop: rate in Hz (default 500)")
+    p.add_argument("--policy", help="deploy: the exported policy to deploy (cartpole or pendulum)")
+    p.add_argument("--driver", type=_driver, metavar="KIND[:WHERE]",
+                   help="deploy: the robot (default: sim with hardware/configs/cartpole_hanging_no_latency.yaml)")
+    p.add_argument("--duration", type=float, help="deploy: seconds of control per run (default 10)")
     p.add_argument("--rt-priority", type=int,
-                   help="loop: SCHED_FIFO priority of the process where permitted; 0: normal scheduling (default 50)")
+                   help="loop, deploy: SCHED_FIFO priority where permitted; 0: normal scheduling (default 50)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_bench)
 

@@ -241,8 +241,9 @@ def _report(out: Path, contract: PolicyContract, driver: Driver, duration: float
         "state_to_command_max_us": robot_side["state_to_command_max_us"],
         "publish_to_command_p50_us": robot_side["publish_to_command_p50_us"] if split else None,
         "publish_to_command_p99_us": robot_side["publish_to_command_p99_us"] if split else None,
-        "late_ticks": loop_side["late_states"] if split else robot_side["late_ticks"],
-        "stale_ticks": loop_side["stale_state_ticks"] if split else robot_side["stale_ticks"],
+        # At the robot, in both modes: measurements that came late, periods without a fresh command.
+        "late_ticks": robot_side["late_ticks"],
+        "stale_ticks": robot_side["stale_ticks"],
         "safety_events": robot_side["safety_events"],
         "commands_rejected": robot_side["commands_rejected"],
         "realtime_notes": robot_side.get("realtime_notes", []),

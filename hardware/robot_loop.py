@@ -159,7 +159,8 @@ class LoopCounters:
 
     ticks_with_policy: int = 0
     stale_ticks: int = 0
-    """Ticks without a new, fresh state: the policy was not stepped."""
+    """Ticks that wrote no command computed from a new, fresh state: the hosted policy was not
+    stepped, or (external commands) none came since the previous tick, after the first."""
     read_errors: int = 0
     policy_errors: int = 0
     """Policy steps that raised: NaN handed to the filter (damping)."""
@@ -336,6 +337,8 @@ class RobotLoop:
                     self.counters.stale_ticks += 1
             with self.lock:
                 self.state = state
+                if self.runtime is None and not self._commanded_since_tick and self.counters.external_commands:
+                    self.counters.stale_ticks += 1
                 if self.runtime is not None or not self._commanded_since_tick:
                     self._write(command, time.time())
                 self._commanded_since_tick = False

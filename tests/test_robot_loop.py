@@ -58,20 +58,22 @@ def run_loop(runtime, seconds: float, inputs: TaskInputs | None = None):
         return loop
 
 
-def test_the_hosted_cartpole_policy_swings_up_and_balances_with_every_tick_on_a_fresh_state(cartpole_onnx):
+def test_the_hosted_cartpole_policy_takes_over_from_the_soft_start_acting_on_every_measurement_once(cartpole_onnx):
     from s2r.runtime import load_runtime
 
     spec = robot_spec("cartpole")
-    loop = run_loop(load_runtime(cartpole_onnx, spec), 6.0)
+    loop = run_loop(load_runtime(cartpole_onnx, spec), 3.0)  # the pole's swing-up: tests/test_ros_deploy.py
     stats = loop.stats()
     assert loop.failure is None and stats["policy_errors"] == 0 and stats["loop_errors"] == 0
-    assert stats["ticks"] >= 250 and stats["ticks_with_policy"] >= stats["ticks"] - 3
+    assert stats["ticks"] >= 120 and stats["stale_ticks"] <= 1 and stats["late_ticks"] <= 1
+    assert stats["ticks_with_policy"] >= stats["ticks"] - 1
     assert loop.safety.mode == "running" and loop.safety.events["watchdog"] == 0
     records = []
     while not loop.telemetry.empty():
         records.append(loop.telemetry.get())
-    hinge = np.array([r.state.q[1] for r in records if r.state is not None])[-100:]  # the last 2 s
-    assert np.mean(np.abs(np.angle(np.exp(1j * hinge))) < 0.25) >= 0.9
+    stamps = [r.state.stamp for r in records if r.state is not None]
+    assert len(stamps) >= stats["ticks"] - 1 and len(set(stamps)) == len(stamps), "each measurement once"
+    assert all(r.command is not None for r in records[2:] if r.state is not None)
 
 
 def test_a_policy_that_raises_sends_the_robot_to_damping_and_the_loop_goes_on():

@@ -1,0 +1,174 @@
+"""Deploy latency: the one-process loop against the two-process mode, idle and under a CPU hog.
+
+Four `s2r deploy` runs of one policy on one SimRobot config: (a) one process (the policy in
+robot_node's real-time loop) and (b) `--split` (policy_node in its own process, state and
+command over DDS), each on the machine as it is and with a busy-loop process on every core
+that the benchmark starts itself. Each reports state → command latency p50/p99/max, the
+period's p99 error, late ticks (no new state by the deadline), stale ticks (no fresh state to
+act on), inference inside the node and the upright fraction. Two references, measured in the
+same run: the upright fraction of the same policy on the same SimRobot config stepped
+synchronously (SimRobot without its thread, the same SafetyFilter on simulation time: no
+transport, no wall clock), and `PolicyRuntime.step` back to back (bench.inference's measure)
+against the inference inside the node.
+
+    result = run("runs/demo/cartpole.onnx")
+    result["runs"][0]["state_to_command_p99_us"], result["synchronous_upright_fraction"]
+
+The default config has no simulated latency (`cartpole_hanging_no_latency.yaml`): state →
+command is then what the pipeline adds, which the goal (p99 under 1 ms, one process) is about.
+
+    PYTHONPATH=. python -m bench.deploy runs/demo/cartpole.onnx      # or: s2r bench deploy --policy FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.report import finite_or_none, machine, report
+from s2r.apps.deploy import TASK_METRICS, deploy
+from s2r.geometry import wrap_to_pi
+from s2r.hardware.safety import SafetyFilter
+from s2r.runtime import load_runtime, read_contract
+from s2r.spec import robot_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DRIVER = f"sim:{ROOT / 'hardware' / 'configs' / 'cartpole_hanging_no_latency.yaml'}"
+FIGURES = ("state_to_command_p50_us", "state_to_command_p99_us", "state_to_command_max_us", "period_p99_error_us",
+           "late_ticks", "stale_ticks", "overruns", "inference_p50_us", "inference_p99_us", "upright_fraction",
+           "control_hz_achieved")
+"""What each run reports (from `s2r deploy`'s result)."""
+
+
+class CpuHog:
+    """A busy-looping process on every core while the block runs."""
+
+    def __enter__(self) -> CpuHog:
+        self.processes = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                          for _ in range(os.cpu_count() or 1)]
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for process in self.processes:
+            process.kill()
+            process.wait()
+
+
+def load_average() -> float:
+    """The 1-minute load average, as `uptime` prints it."""
+    return os.getloadavg()[0]
+
+
+def synchronous_upright_fraction(policy: str | Path, driver: str, duration: float) -> float:
+    """The policy on the same SimRobot config stepped by hand: each control period read → policy →
+    SafetyFilter (simulation time) → write → physics, for `duration` s; the task's upright fraction."""
+    from s2r.hardware.drivers import load_driver_config, open_driver
+
+    contract = read_contract(policy)
+    spec = robot_spec(contract.robot)
+    config = load_driver_config(driver)
+    config.realtime = False
+    metric = TASK_METRICS[contract.provenance.get("task", contract.robot)]
+    runtime = load_runtime(policy, spec)
+    safety = SafetyFilter(spec, spec.control_period)
+    joint = spec.joint_names.index(metric.joint)
+    upright = []
+    with open_driver(driver, spec, config=config) as robot:
+        robot.enable()
+        steps = round(spec.control_period / robot.timestep)
+        for _ in range(round(duration / spec.control_period)):
+            state = robot.read_state()
+            upright.append(abs(wrap_to_pi(state.q[joint])) < metric.threshold)
+            robot.write_command(safety.filter(runtime.step(state), state, state.stamp))
+            robot.step(steps)
+    return float(np.mean(upright))
+
+
+def tight_inference_us(policy: str | Path, iterations: int = 2000) -> dict[str, float]:
+    """`PolicyRuntime.step` back to back on one state (bench.inference's measure): p50/p99 in µs."""
+    from s2r.state import RobotState
+
+    contract = read_contract(policy)
+    spec = robot_spec(contract.robot)
+    runtime = load_runtime(policy, spec)
+    state = RobotState(0.0, spec.default_q.copy(), np.zeros(spec.num_joints), np.zeros(spec.num_joints))
+    times = np.empty(iterations)
+    for i in range(iterations):
+        start = time.perf_counter()
+        runtime.step(state)
+        times[i] = time.perf_counter() - start
+    p50, p99 = np.percentile(times[iterations // 10:], [50, 99])
+    return {"tight_inference_p50_us": 1e6 * p50, "tight_inference_p99_us": 1e6 * p99}
+
+
+def run(policy: str | Path, *, driver: str = DEFAULT_DRIVER, duration: float = 10.0,
+        rt_priority: int = 50) -> dict[str, Any]:
+    """The four deploy runs and the two references; see the module docstring."""
+    runs = []
+    for split in (False, True):
+        for hog in (False, True):
+            load = load_average()
+            with tempfile.TemporaryDirectory(prefix="s2r-bench-deploy-") as out:
+                if hog:
+                    with CpuHog():
+                        result = deploy(policy, driver=driver, duration=duration, out_dir=out, split=split,
+                                        domain_id="random", rt_priority=rt_priority)
+                else:
+                    result = deploy(policy, driver=driver, duration=duration, out_dir=out, split=split,
+                                    domain_id="random", rt_priority=rt_priority)
+            runs.append({"mode": result["mode"], "cpu_hog": hog, "load_before": load,
+                         "rt_priority": result["rt_priority"],
+                         **{key: finite_or_none(float(result[key])) for key in FIGURES}})
+    synchronous = synchronous_upright_fraction(policy, driver, duration)
+    tight = tight_inference_us(policy)
+    one_process = [r for r in runs if r["mode"] == "one-process"]
+    return {
+        "policy": str(policy),
+        "driver": driver,
+        "duration_s": duration,
+        "runs": runs,
+        "synchronous_upright_fraction": synchronous,
+        **tight,
+        "node_over_tight_inference_p99": (max(r["inference_p99_us"] for r in one_process)
+                                          / tight["tight_inference_p99_us"]),
+        "one_process_p99_under_1ms": all(r["state_to_command_p99_us"] < 1000 for r in one_process),
+        "one_process_stale_ticks": sum(r["stale_ticks"] for r in one_process),
+        "machine": machine(),
+    }
+
+
+def main(args: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("policy", help="an exported cartpole or pendulum policy (.onnx)")
+    parser.add_argument("--driver", default=DEFAULT_DRIVER, help="KIND[:WHERE] (default: the no-latency cartpole)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of control per run")
+    parser.add_argument("--rt-priority", type=int, default=50, help="SCHED_FIFO priority where permitted; 0: none")
+    opts = parser.parse_args(args)
+    r = run(opts.policy, driver=opts.driver, duration=opts.duration, rt_priority=opts.rt_priority)
+    rows = []
+    for x in r["runs"]:
+        name = f"{x['mode']}{', CPU hog' if x['cpu_hog'] else ''}"
+        rows += [(f"{name}: state→command p50 / p99 / max",
+                  f"{x['state_to_command_p50_us']:.0f} / {x['state_to_command_p99_us']:.0f} / "
+                  f"{x['state_to_command_max_us']:.0f} µs"),
+                 (f"{name}: period p99 error, late / stale ticks",
+                  f"{x['period_p99_error_us']:.0f} µs, {x['late_ticks']:.0f} / {x['stale_ticks']:.0f}"),
+                 (f"{name}: inference p50 / p99, upright",
+                  f"{x['inference_p50_us']:.0f} / {x['inference_p99_us']:.0f} µs, {x['upright_fraction']:.3f}")]
+    rows += [("synchronous SimRobot: upright", f"{r['synchronous_upright_fraction']:.3f}"),
+             ("PolicyRuntime.step back to back p50 / p99",
+              f"{r['tight_inference_p50_us']:.0f} / {r['tight_inference_p99_us']:.0f} µs"),
+             ("inference p99 in the node / back to back", f"{r['node_over_tight_inference_p99']:.1f}")]
+    report("deploy", "s2r deploy: one process vs --split, idle and under a CPU hog", rows, r)
+
+
+if __name__ == "__main__":
+    main()
