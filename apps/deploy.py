@@ -72,10 +72,11 @@ TASK_METRICS = {"cartpole": UprightMetric("hinge", 0.25), "pendulum": UprightMet
 """Task (from the contract's provenance, else the robot) → its deploy metric."""
 
 
-def upright_fraction(trajectory: dict[str, np.ndarray], metric: UprightMetric, *, start: float = -math.inf) -> float:
-    """The fraction of samples stamped at or after `start` whose |wrap(q[joint])| < threshold."""
+def upright_fraction(trajectory: dict[str, np.ndarray], metric: UprightMetric, *, start: float = -math.inf,
+                     end: float = math.inf) -> float:
+    """The fraction of samples stamped in [start, end) whose |wrap(q[joint])| < threshold."""
     names = [str(n) for n in trajectory["joint_names"]]
-    keep = trajectory["stamp"] >= start
+    keep = (trajectory["stamp"] >= start) & (trajectory["stamp"] < end)
     angle = wrap_to_pi(trajectory["q"][keep, names.index(metric.joint)])
     return float(np.mean(np.abs(angle) < metric.threshold)) if len(angle) else math.nan
 
@@ -252,8 +253,10 @@ def _report(out: Path, contract: PolicyContract, driver: Driver, duration: float
     trajectory_path = out / "trajectory.npz"
     if task in TASK_METRICS and trajectory_path.exists():
         with np.load(trajectory_path) as trajectory:
-            result["upright_fraction"] = upright_fraction(dict(trajectory), TASK_METRICS[task],
-                                                          start=robot_side["first_command_time"] or -math.inf)
+            # The run's window, first command to `duration` after it: not the shutdown's damping.
+            start = robot_side["first_command_time"] or -math.inf
+            result["upright_fraction"] = upright_fraction(dict(trajectory), TASK_METRICS[task], start=start,
+                                                          end=start + duration)
     if record:
         from s2r.ros.recorder import is_closed, recover_recording
 

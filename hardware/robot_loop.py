@@ -29,6 +29,7 @@ No rclpy, no MuJoCo: it runs on the robot computer.
 
 from __future__ import annotations
 
+import gc
 import math
 import queue
 import threading
@@ -298,6 +299,10 @@ class RobotLoop:
                 self.log(problem)
         try:
             self._warm_up()
+            # What exists now lives as long as the process: out of the collector's sight, so that a
+            # full collection triggered inside a tick walks only what was made since.
+            gc.collect()
+            gc.freeze()
             while self.deadlines.wait(self._stop):
                 self._tick()
         except Exception as error:  # outside any tick: the thread itself failed
