@@ -1,6 +1,7 @@
 """Deploy an exported policy with `ros2 launch` (machines with a full ROS 2 install).
 
-The same three processes `s2r deploy` starts, with the same parameters file:
+The processes `s2r deploy` starts, with the same parameters file: robot_node hosting the policy
+in its real-time loop and the recorder (`split:=true`: the policy in policy_node instead):
 
     ros2 launch s2r_ros deploy.launch.py policy:=/path/cartpole.onnx \
         driver:=sim:/path/hardware/configs/cartpole_hanging.yaml record:=/tmp/run.mcap
@@ -32,6 +33,9 @@ def generate_launch_description() -> LaunchDescription:
                                           "(latency, noise, start pose); see s2r.hardware.drivers."),
         DeclareLaunchArgument("record", default_value="",
                               description="Record every topic to this MCAP file; empty: no recorder."),
+        DeclareLaunchArgument("split", default_value="false",
+                              description="Run the policy in policy_node, over DDS (a policy on another computer); "
+                                          "false: robot_node hosts it in its real-time loop."),
         DeclareLaunchArgument("autostart", default_value="true",
                               description="robot_node configures and activates itself; false: a manager does."),
         DeclareLaunchArgument("params_file", default_value=str(share / "config" / "deploy.yaml"),
@@ -44,16 +48,20 @@ def generate_launch_description() -> LaunchDescription:
         SetEnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST", condition=localhost),
         SetEnvironmentVariable("ROS_LOCALHOST_ONLY", "1", condition=localhost),
     ]
+    split = IfCondition(LaunchConfiguration("split"))
+    hosted_policy = PythonExpression(["'' if '", LaunchConfiguration("split"), "' == 'true' else '",
+                                      LaunchConfiguration("policy"), "'"])
     robot_node = LifecycleNode(
         package="s2r_ros", executable="robot_node", name="robot_node", namespace="", output="screen",
         parameters=[params_file, {
             "robot": LaunchConfiguration("robot"),
             "driver": LaunchConfiguration("driver"),
+            "policy": hosted_policy,
             "autostart": LaunchConfiguration("autostart"),
         }],
     )
     policy_node = Node(
-        package="s2r_ros", executable="policy_node", name="policy_node", output="screen",
+        package="s2r_ros", executable="policy_node", name="policy_node", output="screen", condition=split,
         parameters=[params_file, {"policy": LaunchConfiguration("policy"), "robot": LaunchConfiguration("robot")}],
     )
     recorder = Node(
