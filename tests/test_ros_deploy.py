@@ -150,3 +150,13 @@ def test_deploy_refuses_a_policy_for_another_robot_in_one_line(cartpole_onnx, tm
 def test_a_domain_id_out_of_range_is_refused_naming_the_option(cartpole_onnx):
     run = s2r("deploy", str(cartpole_onnx), "--domain-id", "300", "--duration", "1")
     assert run.returncode == 2 and "--domain-id: expected 0..101" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.slow
+def test_the_split_deploy_runs_the_policy_in_its_own_process_and_reports_the_round_trip(cartpole_onnx, tmp_path):
+    run = s2r("deploy", str(cartpole_onnx), "--driver", f"sim:{HANGING}", "--duration", "4", "--split",
+              "--domain-id", "random", "--out", str(tmp_path / "run"), "--json")
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["mode"] == "split" and (tmp_path / "run" / "policy_node.json").exists()
+    assert math.isfinite(result["publish_to_command_p99_us"]) and "watchdog" not in result["safety_events"]
