@@ -9,6 +9,9 @@ heading (yaw rate = stiffness · heading error, clipped to the yaw range).
     command = VelocityCommand(VelocityCommandConfig(), env.inputs["cmd_vel"], control_period=0.02)
     command.reset(ids, rng)             # new commands for worlds ids
     command.step(heading, rng)          # heading (num_envs,) rad: advance the clocks, resample the due ones
+
+With a `CommandCurriculum` the ranges start narrow and widen (or narrow again) with the
+tracking of the episodes that end (`end_episodes`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,26 @@ from dataclasses import dataclass
 import numpy as np
 
 from s2r.geometry import wrap_to_pi
+
+
+@dataclass(frozen=True)
+class CommandCurriculum:
+    """Command ranges that widen as the robot tracks them (legged_gym's command curriculum): every range
+    starts at `start_fraction` of the configured one and moves by `step` (a fraction of it) when the
+    mean linear-velocity tracking of the episodes that just ended is above `promote_above` or below
+    `demote_below` (fractions of the term's best)."""
+
+    start_fraction: float = 0.5
+    step: float = 0.1
+    promote_above: float = 0.8
+    demote_below: float = 0.4
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.start_fraction <= 1.0:
+            raise ValueError(f"CommandCurriculum.start_fraction: {self.start_fraction} (expected in (0, 1])")
+        if not self.demote_below < self.promote_above:
+            raise ValueError(f"CommandCurriculum: demote_below {self.demote_below} must be below promote_above "
+                             f"{self.promote_above}")
 
 
 @dataclass(frozen=True)
@@ -40,6 +63,8 @@ class VelocityCommandConfig:
     """Heading mode: yaw rate per radian of heading error, 1/s."""
     min_speed: float = 0.2
     """Planar commands slower than this (m/s) are set to zero, as legged_gym does."""
+    curriculum: CommandCurriculum | None = None
+    """Widen the ranges as tracking improves; None: the full ranges from the start."""
 
     def __post_init__(self) -> None:
         for name in ("lin_vel_x", "lin_vel_y", "ang_vel_z"):
@@ -64,12 +89,27 @@ class VelocityCommand:
         self.heading = np.zeros(len(out))
         """Heading mode: each world's target heading, (num_envs,) rad."""
         self.standing = np.zeros(len(out), dtype=bool)
-        self.ranges = np.array([cfg.lin_vel_x, cfg.lin_vel_y, cfg.ang_vel_z], dtype=float)
-        """Current (3, 2) sampling ranges: the config's, or narrower under a curriculum (`set_ranges`)."""
+        self.full_ranges = np.array([cfg.lin_vel_x, cfg.lin_vel_y, cfg.ang_vel_z], dtype=float)
+        """The configured (3, 2) ranges (vx, vy, yaw rate; low, high)."""
+        self.level = cfg.curriculum.start_fraction if cfg.curriculum is not None else 1.0
+        """The fraction of the configured ranges sampled now (the curriculum's level)."""
 
-    def set_ranges(self, ranges: np.ndarray) -> None:
-        """Sample from `ranges` (3, 2) (vx, vy, yaw rate; low, high) from the next resample on."""
-        self.ranges = np.asarray(ranges, dtype=float).copy()
+    @property
+    def ranges(self) -> np.ndarray:
+        """The (3, 2) ranges sampled now: the configured ones times `level`."""
+        return self.full_ranges * self.level
+
+    def end_episodes(self, tracking: np.ndarray) -> None:
+        """Move the curriculum on the linear-velocity tracking (k,) (fractions of the best) of the episodes
+        that just ended; without a curriculum, nothing."""
+        curriculum = self.cfg.curriculum
+        if curriculum is None or len(tracking) == 0:
+            return
+        mean = float(np.mean(tracking))
+        if mean > curriculum.promote_above:
+            self.level = min(1.0, self.level + curriculum.step)
+        elif mean < curriculum.demote_below:
+            self.level = max(curriculum.start_fraction, self.level - curriculum.step)
 
     def reset(self, ids: np.ndarray, rng: np.random.Generator) -> None:
         """Sample new commands for worlds `ids` (n,) and restart their clocks."""

@@ -196,6 +196,10 @@ class Locomotion(Task):
 
     def episode_metrics(self, env, done):
         steps = np.maximum(env.episode_length[done], 1)
+        tracking = next((r for r in self.config.rewards if r.name == "track_lin_vel_xy_exp"), None)
+        if tracking is not None and len(done):
+            best = tracking.weight * (env.spec.control_period if self.config.rewards_per_second else 1.0)
+            self.command.end_episodes(env.episode_terms[tracking.name][done] / steps / best)
         return {"lin_vel_error": (self.lin_vel_error[done] / steps).astype(np.float32),
                 "yaw_rate_error": (self.yaw_rate_error[done] / steps).astype(np.float32),
                 "fell": (env.episode_length[done] < env.max_episode_length).astype(np.float32)}

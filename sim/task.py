@@ -123,8 +123,9 @@ class Task:
         return reward, terminated, parts
 
     def episode_metrics(self, env: BatchEnv, done: np.ndarray) -> dict[str, np.ndarray]:
-        """Task figures of the episodes of worlds `done` (k,) that end this step, each (k,) float32, reported
-        in `info["episode"]` (before those worlds reset)."""
+        """Called for the worlds `done` (k,) whose episodes end this step, before they reset: the task's figures
+        of those episodes, each (k,) float32, reported in `info["episode"]`. A task with a curriculum moves it
+        here too, from the same episodes."""
         return {}
 
     def success_condition(self, env: BatchEnv, state: RobotState) -> np.ndarray:

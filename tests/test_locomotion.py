@@ -143,3 +143,20 @@ def test_unknown_reward_terms_and_mistyped_parameters_are_refused_naming_the_ter
         Reward("feet_air_time", 1.0, {"threshold": 0.5})
     with pytest.raises(TypeError, match=r"termination term 'bad_orientation': parameter 'limit_rad' = True"):
         Termination("bad_orientation", {"limit_rad": True})
+
+
+def test_the_command_curriculum_widens_the_ranges_as_tracking_improves_and_narrows_them_when_it_fails():
+    from s2r.sim.commands import CommandCurriculum
+
+    cfg = VelocityCommandConfig(curriculum=CommandCurriculum(start_fraction=0.5, step=0.25))
+    command = VelocityCommand(cfg, np.zeros((4, 3)), control_period=0.02)
+    assert command.ranges[0].tolist() == [-0.5, 0.5]
+    command.end_episodes(np.array([0.9, 0.95]))        # tracked: promoted
+    assert command.level == 0.75
+    command.end_episodes(np.array([0.9]))
+    command.end_episodes(np.array([0.9]))               # capped at the full range
+    assert command.level == 1.0 and command.ranges[2].tolist() == [-1.0, 1.0]
+    command.end_episodes(np.array([0.1, 0.2]))          # lost: demoted
+    assert command.level == 0.75
+    command.reset(np.arange(4), np.random.default_rng(0))
+    assert (np.abs(command.out[:, 0]) <= 0.75).all()
