@@ -165,7 +165,7 @@ def weighted_sum(rewards: tuple[Reward, ...], ctx: StepContext, scale: float = 1
     parts: dict[str, np.ndarray] = {}
     total = None
     for term in rewards:
-        value = term.weight * scale * term(ctx) if scale != 1.0 else term.weight * term(ctx)
+        value = (term.weight * scale) * term(ctx)
         parts[term.name] = value
         total = value if total is None else total + value
     if total is None:
