@@ -23,6 +23,7 @@ from s2r.geometry import wrap_to_pi, yaw_from_quat
 from s2r.observations import OBJECT_POSE, TARGET, ObsTerm
 from s2r.sim.locomotion import Go2Flat
 from s2r.sim.push_t import GOAL_POSE, PUSHER_RADIUS, coverage, t_distance, to_block_frame
+from s2r.sim.quadrotor import QuadrotorHover
 from s2r.sim.randomization import Dist, Randomize
 from s2r.sim.task import Task, TaskConfig
 from s2r.sim.terms import NoParams, Reward, StepContext, Termination, reward_term
@@ -290,7 +291,8 @@ def _planar_pose_input(pose: np.ndarray) -> np.ndarray:
 
 
 TASKS: dict[str, type[Task]] = {"pendulum": PendulumSwingUp, "cartpole": CartpoleSwingUp, "reach": ArmReach,
-                                "push_t": PushT, "go2_flat": Go2Flat}
+                                "push_t": PushT, "go2_flat": Go2Flat,
+                                "quadrotor_hover": QuadrotorHover}
 
 
 def make_task(name: str) -> Task:

@@ -1,0 +1,287 @@
+"""Quadrotor tasks: `quadrotor_hover`, Learning to Fly's hover (Eschmann et al.) on the Crazyflie.
+
+From a random position (±0.5 m per axis), attitude (any, up to upside down), linear velocity
+(±1 m/s per axis), angular velocity (±1 rad/s per axis) and motor state (0–100 % of top thrust),
+fly to the target at the origin of the world and hold it. 10 % of episodes start at the target,
+level and at rest (the authors' "guidance"). A constant disturbance force per episode
+(N(0, 1 % of the weight) per axis) pushes the vehicle.
+
+- actor (146 values, `s2r.flight`): position error (world, m), rotation matrix (9), linear
+  velocity (world, m/s), angular velocity (body, rad/s), the last 32 actions;
+- critic: the same without noise, plus each rotor's thrust state (the motor lag's output, a
+  fraction of top thrust) and the disturbance force (N);
+- reward (L2F's `squared` parameters, the paper's): 1 - 0.1 (10 |p| + 2.5 θ + 0.05 |v| + 0.1 |u - u_hover|²)
+  with θ the rotation angle from level, u the thrust fractions; no curriculum (the weights are fixed);
+- termination: leaving the box (|p| > 1 m, |v| > 2 m/s or |ω| > 35 rad/s on any axis).
+
+Success rule (docs/quadrotor.md): position error < 0.1 m and attitude error < 10° through the
+last 2 s of the 5 s episode (from 3 s on), in 95 % of episodes from the initial distribution
+without guidance (`hover_success`).
+
+    env = make_env("quadrotor_hover", 64)
+    env.task.nan_actions     # (num_envs,) NaN actions this episode (MuJoCo turned those motors off)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from s2r.flight import ACTION_HISTORY, ACTION_HISTORY_LENGTH, BASE_LIN_VEL_W, POSITION_ERROR
+from s2r.observations import ObsTerm
+from s2r.sim.privileged import PRIVILEGED
+from s2r.sim.task import Task, TaskConfig
+from s2r.sim.terms import NoParams, Reward, StepContext, Termination, reward_term, termination_term
+
+G = 9.81
+
+
+# --- terms --------------------------------------------------------------------------------------
+
+def attitude_error(quat: np.ndarray) -> np.ndarray:
+    """The rotation angle from level with zero yaw, (n,) rad in [0, π], of unit quaternions (n, 4)."""
+    return 2 * np.arccos(np.clip(np.abs(quat[:, 0]), 0.0, 1.0))
+
+
+@reward_term()
+def alive(ctx: StepContext, p: NoParams) -> np.ndarray:
+    """1 every step."""
+    return np.ones(len(ctx.action))
+
+
+@reward_term()
+def position_error_norm(ctx: StepContext, p: NoParams) -> np.ndarray:
+    """|p - p_target|, m."""
+    return np.linalg.norm(ctx.quantities["position_error_w"], axis=-1)
+
+
+@reward_term()
+def attitude_error_angle(ctx: StepContext, p: NoParams) -> np.ndarray:
+    """The base's rotation angle from level (yaw included), rad."""
+    return attitude_error(ctx.state.base_quat)
+
+
+@reward_term()
+def lin_vel_norm(ctx: StepContext, p: NoParams) -> np.ndarray:
+    """|v| of the base, m/s."""
+    return np.linalg.norm(ctx.quantities["lin_vel_w"], axis=-1)
+
+
+@reward_term()
+def thrust_from_hover_l2(ctx: StepContext, p: NoParams) -> np.ndarray:
+    """Σ (u - u_hover)² of the commanded thrust fractions u = (a + 1) / 2 and the hover fraction."""
+    return np.sum(((ctx.action + 1) / 2 - ctx.quantities["hover_thrust"][:, None]) ** 2, axis=-1)
+
+
+@dataclass(frozen=True)
+class FlightBox:
+    """The box a flight stays in, per axis: position error (m), linear velocity (m/s), angular velocity (rad/s)."""
+
+    position_m: float = 1.0
+    lin_vel: float = 2.0
+    ang_vel: float = 35.0
+
+
+@termination_term(FlightBox)
+def out_of_box(ctx: StepContext, p: FlightBox) -> np.ndarray:
+    """Any axis of the position error, linear or angular velocity beyond the box."""
+    return ((np.abs(ctx.quantities["position_error_w"]) > p.position_m).any(axis=-1)
+            | (np.abs(ctx.quantities["lin_vel_w"]) > p.lin_vel).any(axis=-1)
+            | (np.abs(ctx.state.base_ang_vel) > p.ang_vel).any(axis=-1))
+
+
+# --- the initial-state distribution -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HoverInit:
+    """Learning to Fly's initial states: uniform per axis within these bounds; attitude uniform over
+    rotations of angle up to `max_angle_rad` (π: any, upside down included)."""
+
+    position_m: float = 0.5
+    max_angle_rad: float = math.pi
+    lin_vel: float = 1.0
+    ang_vel: float = 1.0
+    motor_thrust: tuple[float, float] = (0.0, 1.0)
+    """Range of each motor's initial thrust state, fractions of top thrust."""
+    at_target_fraction: float = 0.1
+    """Episodes that start at the target, level, at rest, motors at hover (the authors' guidance)."""
+    disturbance_std: float = 0.01 * 0.027 * G
+    """Std of the constant disturbance force per episode and axis, N (1 % of the Crazyflie's weight)."""
+
+    def __post_init__(self) -> None:
+        for name in ("position_m", "max_angle_rad", "lin_vel", "ang_vel", "disturbance_std"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"quadrotor_hover: init.{name}: {getattr(self, name)} (expected >= 0)")
+        low, high = self.motor_thrust
+        if not 0 <= low <= high <= 1:
+            raise ValueError(f"quadrotor_hover: init.motor_thrust: {self.motor_thrust} (expected 0 <= low <= high <= 1)")
+        if not 0 <= self.at_target_fraction <= 1:
+            raise ValueError(f"quadrotor_hover: init.at_target_fraction: {self.at_target_fraction} (expected in [0, 1])")
+
+
+@dataclass(frozen=True)
+class HoverConfig:
+    """The hover task's initial states and box; every initial state must start inside the box."""
+
+    init: HoverInit = field(default_factory=HoverInit)
+    box: FlightBox = field(default_factory=FlightBox)
+
+    def __post_init__(self) -> None:
+        for name in ("position_m", "lin_vel", "ang_vel"):
+            start, limit = getattr(self.init, name), getattr(self.box, name)
+            if start >= limit:
+                raise ValueError(f"quadrotor_hover: init.{name}: {start} starts outside the box "
+                                 f"(box.{name} {limit}; expected less)")
+
+
+def random_rotations(rng: np.random.Generator, n: int, max_angle: float) -> np.ndarray:
+    """n unit quaternions (n, 4) (w >= 0), uniform over rotations of angle at most `max_angle` rad (<= π): a
+    uniform axis and an angle of density ∝ sin²(θ/2) (Haar measure), drawn by rejection."""
+    angle = np.zeros(n)
+    if max_angle > 0:
+        todo = np.arange(n)
+        while len(todo):
+            proposal = rng.uniform(0, max_angle, len(todo))
+            accept = rng.uniform(size=len(todo)) * np.sin(max_angle / 2) ** 2 < np.sin(proposal / 2) ** 2
+            angle[todo[accept]] = proposal[accept]
+            todo = todo[~accept]
+    axis = rng.normal(size=(n, 3))
+    axis /= np.linalg.norm(axis, axis=-1, keepdims=True)
+    return np.column_stack([np.cos(angle / 2), np.sin(angle / 2)[:, None] * axis])
+
+
+# --- the task -----------------------------------------------------------------------------------
+
+HOVER = HoverConfig()
+
+
+class QuadrotorHover(Task):
+    """Recover from any attitude and hold the position at the origin; see the module docstring."""
+
+    config = TaskConfig(
+        name="quadrotor_hover",
+        robot="crazyflie",
+        action_mode="thrust",
+        action_scale=1.0,
+        policy_terms=(ObsTerm("position_error"), ObsTerm("base_rotation_matrix"), ObsTerm("base_lin_vel_w"),
+                      ObsTerm("base_ang_vel"), ObsTerm("action_history")),
+        rewards=(Reward("alive", 1.0), Reward("position_error_norm", -1.0), Reward("attitude_error_angle", -0.25),
+                 Reward("lin_vel_norm", -0.005), Reward("thrust_from_hover_l2", -0.01)),
+        terminations=(Termination("out_of_box", HOVER.box),),
+        privileged_terms=("rotor_thrust_state", "disturbance_force"),
+        episode_length_s=5.0,
+        success_window_s=2.0,
+        inputs={POSITION_ERROR: 3, BASE_LIN_VEL_W: 3, ACTION_HISTORY: ACTION_HISTORY_LENGTH * 4},
+    )
+    success_position_m = 0.1
+    success_attitude_rad = math.radians(10)
+
+    def __init__(self, hover: HoverConfig = HOVER) -> None:
+        if hover.box != HOVER.box:
+            self.config = replace(self.config, terminations=(Termination("out_of_box", hover.box),))
+        self.hover = hover
+
+    def bind(self, env):
+        super().bind(env)
+        model = env.model
+        if env.view.base_body is None or not env.spec.rotors:
+            raise ValueError(f"{env.spec.source}: quadrotor_hover needs a floating base with rotors")
+        self.base_body = env.view.base_body
+        joint = int(model.body_jntadr[self.base_body])
+        self._qpos_adr, self._dof_adr = int(model.jnt_qposadr[joint]), int(model.jnt_dofadr[joint])
+        self._qpos, self._qvel, self._act = env.data_field("qpos"), env.data_field("qvel"), env.data_field("act")
+        self.target_w = np.zeros((env.num_envs, 3))
+        """Each world's position target, (num_envs, 3) m (the origin)."""
+        self.disturbance = np.zeros((env.num_envs, 3))
+        """Each world's constant disturbance force this episode, (num_envs, 3) N, world frame."""
+        self.nan_actions = np.zeros(env.num_envs, dtype=np.int64)
+        """NaN actions each world received this episode (MuJoCo turned its motors off for that step)."""
+        self.nan_actions_total = 0
+        mass = float(model.body_subtreemass[self.base_body])
+        self.hover_thrust = np.full(env.num_envs, mass * G / sum(r.thrust_max for r in env.spec.rotors))
+        """Each world's thrust fraction that holds its weight, (num_envs,)."""
+
+    def position_w(self) -> np.ndarray:
+        """The base position in the world, (num_envs, 3) m."""
+        return self._qpos[:, self._qpos_adr:self._qpos_adr + 3]
+
+    def lin_vel_w(self) -> np.ndarray:
+        """The base linear velocity in the world, (num_envs, 3) m/s."""
+        return self._qvel[:, self._dof_adr:self._dof_adr + 3]
+
+    def motor_thrust(self) -> np.ndarray:
+        """Each rotor's thrust state (the motor lag's output), (num_envs, num_rotors) fractions of top thrust."""
+        return self._act
+
+    def reset(self, env, ids, rng):
+        n, init = len(ids), self.hover.init
+        pos = rng.uniform(-init.position_m, init.position_m, (n, 3))
+        quat = random_rotations(rng, n, init.max_angle_rad)
+        lin_vel = rng.uniform(-init.lin_vel, init.lin_vel, (n, 3))
+        ang_vel = rng.uniform(-init.ang_vel, init.ang_vel, (n, 3))
+        motors = rng.uniform(*init.motor_thrust, (n, len(env.spec.rotors)))
+        guided = rng.uniform(size=n) < init.at_target_fraction
+        pos[guided], lin_vel[guided], ang_vel[guided] = 0.0, 0.0, 0.0
+        quat[guided] = (1.0, 0.0, 0.0, 0.0)
+        motors[guided] = self.hover_thrust[ids[guided], None]
+        qpos, qvel = self._qpos[ids], self._qvel[ids]
+        qpos[:, self._qpos_adr:self._qpos_adr + 3] = self.target_w[ids] + pos
+        qpos[:, self._qpos_adr + 3:self._qpos_adr + 7] = quat
+        qvel[:, self._dof_adr:self._dof_adr + 3] = lin_vel
+        qvel[:, self._dof_adr + 3:self._dof_adr + 6] = ang_vel      # MuJoCo's free joint: body frame
+        self._qpos[ids], self._qvel[ids] = qpos, qvel
+        self._act[ids] = motors
+        self.disturbance[ids] = rng.normal(0.0, init.disturbance_std, (n, 3))
+        env.apply_force(ids, self.base_body, self.disturbance[ids])
+        env.inputs[POSITION_ERROR][ids] = pos
+        env.inputs[BASE_LIN_VEL_W][ids] = lin_vel
+        env.inputs[ACTION_HISTORY][ids] = 0.0
+        self.nan_actions[ids] = 0
+        return np.zeros((n, 0)), np.zeros((n, 0))
+
+    def update(self, env):
+        env.inputs[POSITION_ERROR][:] = self.position_w() - self.target_w
+        env.inputs[BASE_LIN_VEL_W][:] = self.lin_vel_w()
+
+    def quantities(self, env):
+        return {"position_error_w": env.inputs[POSITION_ERROR], "lin_vel_w": env.inputs[BASE_LIN_VEL_W],
+                "hover_thrust": self.hover_thrust}
+
+    def evaluate(self, env, state, action):
+        bad = np.isnan(action).any(axis=-1)
+        if bad.any():  # MuJoCo's bad-control guard zeroed those worlds' controls: motors off (raw -1)
+            self.nan_actions += bad
+            self.nan_actions_total += int(bad.sum())
+            action = np.where(bad[:, None], -1.0, action)
+        reward, terminated, parts = super().evaluate(env, state, action)
+        history = env.inputs[ACTION_HISTORY]
+        num_rotors = action.shape[-1]
+        history[:, :-num_rotors] = history[:, num_rotors:]
+        history[:, -num_rotors:] = action
+        return reward, terminated, parts
+
+    def episode_metrics(self, env, done):
+        return {"position_error": np.linalg.norm(env.inputs[POSITION_ERROR][done], axis=-1).astype(np.float32),
+                "attitude_error_deg": np.degrees(attitude_error(env.read_state().base_quat[done])).astype(np.float32),
+                "nan_actions": self.nan_actions[done].astype(np.float32)}
+
+    def success_condition(self, env, state):
+        """Within 0.1 m of the target and 10° of level this step."""
+        return ((np.linalg.norm(env.inputs[POSITION_ERROR], axis=-1) < self.success_position_m)
+                & (attitude_error(state.base_quat) < self.success_attitude_rad))
+
+
+def rotor_thrust_state(env) -> np.ndarray:
+    """Each rotor's thrust state, (num_envs, num_rotors) fractions of top thrust (quadrotor tasks)."""
+    return env.task.motor_thrust()
+
+
+def disturbance_force(env) -> np.ndarray:
+    """The constant disturbance force on the base, (num_envs, 3) N, world frame (quadrotor tasks)."""
+    return env.task.disturbance
+
+
+PRIVILEGED.setdefault("rotor_thrust_state", rotor_thrust_state)
+PRIVILEGED.setdefault("disturbance_force", disturbance_force)

@@ -1,0 +1,107 @@
+"""quadrotor_hover: Learning to Fly's hover task on the Crazyflie, through the env's public API."""
+
+from __future__ import annotations
+
+import math
+
+import mujoco
+import numpy as np
+import pytest
+import torch
+
+from s2r.flight import rotation_matrix
+from s2r.sim.env import BatchEnv, make_env
+from s2r.sim.quadrotor import FlightBox, HoverConfig, HoverInit, QuadrotorHover, attitude_error
+
+
+def still_at_target(max_angle_rad: float) -> QuadrotorHover:
+    """The hover task started at the target at rest, motors at hover, attitudes up to `max_angle_rad` (a quarter
+    of the worlds level)."""
+    init = HoverInit(position_m=0.0, lin_vel=0.0, ang_vel=0.0, max_angle_rad=max_angle_rad,
+                     motor_thrust=(0.445, 0.445), at_target_fraction=0.25, disturbance_std=0.0)
+    return QuadrotorHover(HoverConfig(init=init))
+
+
+def hover_action(env: BatchEnv) -> torch.Tensor:
+    """The raw action (num_envs, 4) whose thrust holds the weight."""
+    return torch.full((env.num_envs, 4), 2 * float(env.task.hover_thrust[0]) - 1)
+
+
+def test_the_actor_sees_position_error_rotation_matrix_velocities_and_32_actions_the_critic_motors_and_wind():
+    env = make_env("quadrotor_hover", 8, seed=1)
+    obs = env.reset()
+    assert env.obs_dims == {"policy": 3 + 9 + 3 + 3 + 32 * 4, "critic": 146 + 4 + 3}
+    qpos = env.data_field("qpos")
+    for world in range(8):
+        xmat = np.zeros(9)
+        mujoco.mju_quat2Mat(xmat, qpos[world, 3:7])          # MuJoCo's own body-to-world matrix
+        assert obs["policy"][world, 3:12].numpy() == pytest.approx(xmat, abs=1e-6)
+    assert obs["policy"][:, :3].numpy() == pytest.approx(env.task.position_w(), abs=1e-6)
+    actions = torch.rand(8, 4) * 2 - 1
+    obs, *_ = env.step(actions)
+    alive = env.episode_length == 1
+    assert obs["policy"][alive, -4:].numpy() == pytest.approx(actions[alive].numpy(), abs=1e-6)
+    assert obs["critic"][:, 146:150].numpy() == pytest.approx(env.task.motor_thrust(), abs=1e-6)
+
+
+def test_initial_states_cover_positions_velocities_and_every_attitude_up_to_upside_down():
+    env = make_env("quadrotor_hover", 512, seed=2)
+    env.reset()
+    task, state = env.task, env.read_state()
+    flown = np.linalg.norm(task.position_w(), axis=-1) > 0      # not the 10 % started at the target
+    assert 0.03 < 1 - flown.mean() < 0.2
+    assert np.abs(task.position_w()).max() <= 0.5 and np.abs(task.lin_vel_w()).max() <= 1.0
+    angles = attitude_error(state.base_quat[flown])
+    assert angles.max() > math.radians(170) and angles.min() < math.radians(60)   # uniform over rotations
+    assert np.allclose(rotation_matrix(state.base_quat) @ rotation_matrix(state.base_quat).transpose(0, 2, 1),
+                       np.eye(3), atol=1e-9)
+
+
+def test_a_crazyflie_started_upside_down_is_inside_the_box_until_its_rotors_push_it_out_downward():
+    env = BatchEnv(still_at_target(math.pi), 256, seed=3)
+    env.reset()
+    upside_down = attitude_error(env.read_state().base_quat) > math.radians(160)
+    level = attitude_error(env.read_state().base_quat) < math.radians(5)
+    assert upside_down.sum() > 0 and level.sum() > 0
+    ended = np.zeros(env.num_envs, dtype=bool)
+    for step in range(100):   # one second at hover thrust
+        _, _, terminated, _, _ = env.step(hover_action(env))
+        if step == 0:
+            assert not terminated.numpy().any()           # every attitude starts inside the box
+        ended |= terminated.numpy()
+    assert ended[upside_down].all()                       # thrust points down: it leaves the box
+    assert not ended[level].any()                         # level at hover thrust: it stays
+
+
+def test_an_initial_state_outside_the_box_is_refused_naming_the_field():
+    with pytest.raises(ValueError, match=r"init\.position_m: 1\.2 starts outside the box"):
+        HoverConfig(init=HoverInit(position_m=1.2))
+    with pytest.raises(ValueError, match=r"init\.lin_vel: 3\.0 starts outside the box"):
+        HoverConfig(init=HoverInit(lin_vel=3.0), box=FlightBox(lin_vel=2.0))
+    with pytest.raises(ValueError, match=r"init\.motor_thrust"):
+        HoverInit(motor_thrust=(0.5, 1.5))
+
+
+def test_nan_actions_turn_that_worlds_motors_off_are_counted_and_leave_rewards_finite():
+    env = BatchEnv(still_at_target(0.0), 4, seed=4)
+    env.reset()
+    actions = hover_action(env)
+    actions[1] = float("nan")
+    for _ in range(10):
+        _, reward, _, _, _ = env.step(actions)
+        assert torch.isfinite(reward).all()
+    thrust = env.task.motor_thrust()
+    assert thrust[1].max() < 0.445 * math.exp(-0.1 / 0.15) * 1.02      # decaying with the motor lag to off
+    assert thrust[[0, 2, 3]] == pytest.approx(0.445, abs=1e-3)
+    assert env.task.nan_actions.tolist() == [0, 10, 0, 0] and env.task.nan_actions_total == 10
+    assert env.task.lin_vel_w()[1, 2] < -0.1 and abs(env.task.lin_vel_w()[0, 2]) < 0.01  # it falls, others hover
+
+
+def test_the_reward_is_highest_at_the_target_level_and_at_hover_thrust():
+    env = BatchEnv(still_at_target(math.pi), 64, seed=5)
+    env.reset()
+    _, reward, _, _, _ = env.step(hover_action(env))
+    angles = attitude_error(env.read_state().base_quat)
+    best = np.argmin(angles)
+    assert reward[best] == pytest.approx(1.0, abs=0.02)
+    assert np.corrcoef(angles, reward.numpy())[0, 1] < -0.99
