@@ -32,6 +32,14 @@ And how it behaves over time:
     after the ramp; until then the ramp's end command is held. A policy whose commands stop for
     more than watchdog_periods periods after the fade began gets damping and a new soft start.
 
+A multirotor's rotors (the spec's `rotors`, `Command.rotor_thrust` as fractions of top thrust):
+- the command must carry one value per rotor (a wrong size is refused naming the field);
+- 0 <= thrust <= 1 (counted as `effort_clamp`) and |thrust - previous thrust| <= rotor_thrust_rate ×
+  control period (counted as `rate_limit`);
+- the safe state is motors off (thrust 0): on a NaN from the policy, a stale, missing or non-finite
+  state (the IMU's attitude and rate included), the e-stop, and before the first policy command;
+  the soft start fades the policy's thrust in from motors off over fade_in_s.
+
 Every tick on which an intervention acts increments `events[name]` (once per tick whatever
 the number of joints; clamps of q* count only on joints with kp > 0, where q* matters).
 """
@@ -69,6 +77,9 @@ class SafetyConfig:
     """Seconds of the linear blend from the ramp's end (or zero torque) to the policy's command."""
     max_gain_ratio: float = 2.0
     """kp_max = max_gain_ratio × spec kp; kd_max = max(max_gain_ratio × spec kd, damping kd)."""
+    rotor_thrust_rate: float = 100.0
+    """Rotors: the largest change of a thrust command per second, fractions of top thrust (100: the full range
+    in one 100 Hz period; at 500 Hz a single-tick spike moves the command by 0.2 at most)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.watchdog_periods, bool) or not isinstance(self.watchdog_periods, int) \
@@ -76,7 +87,7 @@ class SafetyConfig:
             raise ValueError(f"SafetyConfig.watchdog_periods: expected an integer >= 1, got {self.watchdog_periods!r}")
         if self.damping_kd is not None and not (math.isfinite(self.damping_kd) and self.damping_kd > 0):
             raise ValueError(f"SafetyConfig.damping_kd: expected None or a finite kd > 0, got {self.damping_kd!r}")
-        for key in ("soft_start_s", "fade_in_s", "max_gain_ratio"):
+        for key in ("soft_start_s", "fade_in_s", "max_gain_ratio", "rotor_thrust_rate"):
             value = getattr(self, key)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"SafetyConfig.{key}: expected a finite number >= 0, got {value!r}")
@@ -112,6 +123,10 @@ class SafetyFilter:
         self._continuous = spec.continuous_mask[actuated]
         self._ramp_s = config.soft_start_s if (self.spec_kp > 0).any() else 0.0
         self._zeros = np.zeros(len(actuated))
+        self._motors_off = np.zeros(len(spec.rotors)) if spec.rotors else None
+        """The rotors' safe thrust (off), (num_rotors,); None for a robot without rotors."""
+        self.max_thrust_step = config.rotor_thrust_rate * control_period
+        """Rate limit on each rotor's thrust command per call, fractions of top thrust."""
         self._lock = threading.RLock()
 
         self.events: dict[str, int] = dict.fromkeys(EVENTS, 0)
@@ -119,6 +134,8 @@ class SafetyFilter:
         self._estopped = False
         self._last_q: np.ndarray | None = None
         """The previous output's q*, for the rate limit."""
+        self._last_thrust = self._motors_off
+        """The previous output's rotor thrust, for the rate limit (the motors start off)."""
         self.reset()
 
     # --- the tick -----------------------------------------------------------------------------
@@ -166,11 +183,12 @@ class SafetyFilter:
         return self._limited(policy, q_meas)
 
     def damping_command(self, state: RobotState | None) -> Command:
-        """kp = 0, kd = damping kd, q* at the measured pose (else the last q*, else the default), dq* = tau_ff = 0."""
+        """kp = 0, kd = damping kd, q* at the measured pose (else the last q*, else the default), dq* = tau_ff = 0;
+        rotors off."""
         q_meas = self._measured(state)
         q = q_meas if q_meas is not None else self._last_q if self._last_q is not None else self.default_q
         return Command(q=q.copy(), dq=self._zeros.copy(), kp=self._zeros.copy(), kd=self.damping_kd.copy(),
-                       tau_ff=self._zeros.copy())
+                       tau_ff=self._zeros.copy(), rotor_thrust=self._off())
 
     # --- operator actions ---------------------------------------------------------------------
     def estop(self) -> None:
@@ -209,20 +227,22 @@ class SafetyFilter:
     def _safe(self, state: RobotState | None, q_meas: np.ndarray | None, event: str, mode: Mode) -> Command:
         self.events[event] += 1
         self.mode = mode
-        return self._limited(self.damping_command(state), q_meas)
+        return self._limited(self.damping_command(state), q_meas, motors_off=True)
 
     def _hold(self, elapsed: float) -> Command:
         """The soft start's command `elapsed` seconds after it began: the ramp, or zero torque."""
         if self._ramp_s == 0:
-            return Command(q=self._start_q, dq=self._zeros, kp=self._zeros, kd=self._zeros, tau_ff=self._zeros)
+            return Command(q=self._start_q, dq=self._zeros, kp=self._zeros, kd=self._zeros, tau_ff=self._zeros,
+                           rotor_thrust=self._off())
         to_default = self.default_q - self._start_q
         to_default = np.where(self._continuous, wrap_to_pi(to_default), to_default)
         s = min(elapsed / self._ramp_s, 1.0)
         return Command(q=self._start_q + s * to_default, dq=self._zeros, kp=self.spec_kp, kd=self.spec_kd,
-                       tau_ff=self._zeros)
+                       tau_ff=self._zeros, rotor_thrust=self._off())
 
-    def _limited(self, command: Command, q_meas: np.ndarray | None) -> Command:
-        """The command with every limit applied, in the order that keeps each one true at the end."""
+    def _limited(self, command: Command, q_meas: np.ndarray | None, *, motors_off: bool = False) -> Command:
+        """The command with every limit applied, in the order that keeps each one true at the end; with
+        `motors_off`, rotors stop at once (no rate limit on the way to the safe state)."""
         kp = np.clip(command.kp, 0.0, self.kp_max)
         kd = np.clip(command.kd, 0.0, self.kd_max)
         self._count("gain_clamp", (kp != command.kp) | (kd != command.kd))
@@ -254,9 +274,21 @@ class SafetyFilter:
             over = kp * error > self.effort_limit
             kp = np.where(over, self.effort_limit / np.where(over, error, 1.0), kp)
             effort_clamped |= over
+        thrust = None
+        if self._motors_off is not None:
+            thrust = np.clip(command.rotor_thrust, 0.0, 1.0)
+            effort_clamped = effort_clamped.any() | (thrust != command.rotor_thrust)
+            limited = thrust if motors_off else np.clip(thrust, self._last_thrust - self.max_thrust_step,
+                                                        self._last_thrust + self.max_thrust_step)
+            self._count("rate_limit", limited != thrust)
+            thrust = self._last_thrust = limited
         self._count("effort_clamp", effort_clamped)
         self._last_q = q
-        return Command(q=q, dq=dq, kp=kp, kd=kd, tau_ff=tau_ff)
+        return Command(q=q, dq=dq, kp=kp, kd=kd, tau_ff=tau_ff, rotor_thrust=thrust)
+
+    def _off(self) -> np.ndarray | None:
+        """Motors off, (num_rotors,), a fresh array; None without rotors."""
+        return None if self._motors_off is None else self._motors_off.copy()
 
     def _count(self, event: str, changed: np.ndarray) -> None:
         if changed.any():
@@ -270,6 +302,10 @@ class SafetyFilter:
         if q.shape != (self.spec.num_joints,):
             raise ValueError(f"RobotState.q: expected shape ({self.spec.num_joints},), got {q.shape}")
         q = q[self.spec.actuated_index]
+        if self._motors_off is not None:   # a multirotor flies on its attitude and rate: they must be usable too
+            base = (state.base_quat, state.base_ang_vel)
+            if any(value is None or not np.isfinite(value).all() for value in base):
+                return None
         return q if np.isfinite(q).all() and math.isfinite(state.stamp) else None
 
     def _arrays(self, command: Command) -> Command:
@@ -281,4 +317,13 @@ class SafetyFilter:
             if value.shape != (size,):
                 raise ValueError(f"Command.{key}: expected shape ({size},) for the actuated joints, got {value.shape}")
             fields[key] = value
-        return Command(**fields)
+        if self._motors_off is None:
+            if command.rotor_thrust is not None:
+                raise ValueError(f"Command.rotor_thrust: {self.spec.name} has no rotors (expected None)")
+            return Command(**fields)
+        rotors = len(self._motors_off)
+        thrust = None if command.rotor_thrust is None else np.asarray(command.rotor_thrust, dtype=np.float64)
+        if thrust is None or thrust.shape != (rotors,):
+            raise ValueError(f"Command.rotor_thrust: expected shape ({rotors},) for the rotors, got "
+                             f"{None if thrust is None else thrust.shape}")
+        return Command(**fields, rotor_thrust=thrust)

@@ -215,3 +215,70 @@ def test_a_huge_target_on_a_continuous_joint_becomes_the_nearest_angle_and_the_r
         assert abs(out.q[0] - state.q[0]) <= np.pi
         assert_within_limits(safety, out, previous, state)
         previous = out.q
+
+
+# --- rotors (the Crazyflie) -----------------------------------------------------------------------
+
+def rotor_command(thrust) -> Command:
+    """A multirotor policy's command: thrust fractions per rotor, no joints."""
+    none = np.zeros(0)
+    return Command(q=none, dq=none, kp=none, kd=none, tau_ff=none, rotor_thrust=np.asarray(thrust, dtype=float))
+
+
+def flying(stamp, ang_vel=(0.0, 0.0, 0.0)) -> RobotState:
+    none = np.zeros(0)
+    return RobotState(stamp=stamp, q=none, dq=none, tau=none, base_quat=np.array([1.0, 0.0, 0.0, 0.0]),
+                      base_ang_vel=np.asarray(ang_vel, dtype=float))
+
+
+def running_rotor_filter(**config) -> SafetyFilter:
+    """The Crazyflie's filter past its fade-in, its motors at hover (0.45)."""
+    safety = SafetyFilter(robot_spec("crazyflie"), 0.01, SafetyConfig(fade_in_s=0.0, **config))
+    t = 0.0
+    for t in np.arange(0.0, 0.2, 0.01):
+        safety.filter(rotor_command([0.45] * 4), flying(t), t)
+    assert safety.mode == "running"
+    return safety
+
+
+def test_rotor_commands_of_the_wrong_size_are_refused_naming_the_field():
+    safety = SafetyFilter(robot_spec("crazyflie"), 0.01)
+    with pytest.raises(ValueError, match=r"Command\.rotor_thrust: expected shape \(4,\) for the rotors, got \(3,\)"):
+        safety.filter(rotor_command([0.5] * 3), flying(0.0), 0.0)
+    with pytest.raises(ValueError, match=r"Command\.rotor_thrust: expected shape \(4,\) for the rotors, got None"):
+        safety.filter(policy_command(robot_spec("crazyflie")), flying(0.0), 0.0)
+    with pytest.raises(ValueError, match=r"Command\.rotor_thrust: pendulum has no rotors"):
+        pendulum = robot_spec("pendulum")
+        SafetyFilter(pendulum, 0.01).filter(Command(**vars(policy_command(pendulum)) | {"rotor_thrust": np.ones(4)}),
+                                            state_at(pendulum, [0.0], 0.0), 0.0)
+
+
+def test_rotor_thrust_stays_within_zero_and_full_and_moves_no_faster_than_its_rate_limit():
+    safety = running_rotor_filter(rotor_thrust_rate=20.0)      # 0.2 of top thrust per 10 ms tick
+    before = dict(safety.events)
+    out = safety.filter(rotor_command([5.0, -3.0, 0.5, 0.46]), flying(0.2), 0.2)
+    assert out.rotor_thrust == pytest.approx([0.65, 0.25, 0.5, 0.46])
+    for t in (0.21, 0.22, 0.23):
+        out = safety.filter(rotor_command([5.0, -3.0, 0.5, 0.46]), flying(t), t)
+    assert out.rotor_thrust == pytest.approx([1.0, 0.0, 0.5, 0.46])
+    assert safety.events["effort_clamp"] - before["effort_clamp"] == 4
+    assert safety.events["rate_limit"] - before["rate_limit"] == 2
+
+
+def test_a_nan_thrust_turns_every_motor_off_at_once_and_is_counted():
+    safety = running_rotor_filter()
+    out = safety.filter(rotor_command([0.45, np.nan, 0.45, 0.45]), flying(0.2), 0.2)
+    assert out.rotor_thrust.tolist() == [0.0] * 4 and safety.events["nan_guard"] == 1 and safety.mode == "damping"
+
+
+def test_a_stale_or_broken_state_turns_the_motors_off_then_the_thrust_fades_back_in():
+    safety = SafetyFilter(robot_spec("crazyflie"), 0.01, SafetyConfig(fade_in_s=0.1))
+    for t in np.arange(0.0, 0.3, 0.01):
+        safety.filter(rotor_command([0.45] * 4), flying(t), t)
+    out = safety.filter(rotor_command([0.45] * 4), flying(0.25), 0.3)          # state 5 periods old
+    assert out.rotor_thrust.tolist() == [0.0] * 4 and safety.events["watchdog"] == 1
+    out = safety.filter(rotor_command([0.45] * 4), flying(0.31, ang_vel=(np.nan, 0, 0)), 0.31)   # a broken IMU
+    assert out.rotor_thrust.tolist() == [0.0] * 4 and safety.events["watchdog"] == 2
+    thrust = [safety.filter(rotor_command([0.45] * 4), flying(t), t).rotor_thrust[0] for t in np.arange(0.32, 0.5, 0.01)]
+    assert thrust[0] == pytest.approx(0.0) and np.all(np.diff(thrust) >= -1e-12) and thrust[-1] == pytest.approx(0.45)
+    assert safety.mode == "running"
