@@ -76,6 +76,9 @@ DIFFUSION_OPTIONS = ("--dataset", "--epochs")
 
 def cmd_train(args: argparse.Namespace) -> None:
     _refuse(args, PPO_OPTIONS if args.policy == "diffusion" else DIFFUSION_OPTIONS, f"--policy {args.policy}")
+    if args.algo != "ppo":
+        _train_offpolicy(args)
+        return
     if args.nproc is not None and args.nproc > 1:
         from s2r.policies.distributed import launch
 
@@ -96,6 +99,28 @@ def cmd_train(args: argparse.Namespace) -> None:
     if os.environ.get("RANK", "0") != "0":
         return  # a torchrun rank other than 0: rank 0 reports
     _emit({"task": args.task, "out": str(out), **metrics}, args.json, f"trained {args.task} → {out}")
+
+
+def _train_offpolicy(args: argparse.Namespace) -> None:
+    """`s2r train TASK --algo td3|sac`: off-policy training to the task's success rule."""
+    if args.policy != "ppo":
+        raise UsageError(f"--algo {args.algo} does not apply to --policy {args.policy}")
+    _refuse(args, tuple(o for o in PPO_OPTIONS if o != "--num-envs"), f"--algo {args.algo}")
+    from s2r.policies.offpolicy.train import OffPolicyTrainConfig, train_offpolicy
+    from s2r.policies.runner import TrainingDivergedError
+
+    overrides = {k: v for k, v in (("num_envs", args.num_envs), ("seed", args.seed)) if v is not None}
+    try:
+        cfg = OffPolicyTrainConfig(task=args.task, algo=args.algo, **overrides)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    out = Path(args.out or f"runs/{args.task}_{args.algo}")
+    try:
+        metrics = train_offpolicy(cfg, out, progress=not args.json)
+    except TrainingDivergedError as error:
+        raise SystemExit(f"s2r train: training diverged: {error}") from None
+    _emit({"task": args.task, "algo": args.algo, "out": str(out), **metrics}, args.json,
+          f"trained {args.task} with {args.algo.upper()} → {out}")
 
 
 def _without_option(argv: list[str], name: str) -> list[str]:
@@ -309,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ppo: domain randomization, the task's default terms or a randomization YAML")
     p.add_argument("--robot", metavar="SPEC",
                    help="ppo: train on this spec of the task's robot, a name or YAML (e.g. from s2r sysid)")
+    p.add_argument("--algo", default="ppo", choices=["ppo", "td3", "sac"],
+                   help="ppo (on-policy, the default); td3 or sac: off-policy, to the task's success rule "
+                        "(pendulum, quadrotor_hover)")
     p.add_argument("--policy", default="ppo", choices=["ppo", "diffusion"],
                    help="ppo: reinforcement learning in simulation; diffusion: imitation of a dataset")
     p.add_argument("--dataset", help="diffusion: the LeRobot v3 dataset to imitate (from s2r demos or s2r teleop)")

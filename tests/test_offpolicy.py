@@ -101,3 +101,32 @@ def test_sac_stops_at_a_nan_reward_naming_the_world_and_the_step():
                              seed=0, progress=False)
     with pytest.raises(TrainingDivergedError, match=r"non-finite reward at iteration 10: env ids \[2\]"):
         runner.learn(100)
+
+
+def test_off_policy_training_writes_a_run_directory_with_the_rule_judged_on_fresh_episodes(tmp_path):
+    from s2r.policies.offpolicy.train import OffPolicyTrainConfig, train_offpolicy
+
+    cfg = OffPolicyTrainConfig(task="quadrotor_hover", num_envs=8, env_steps=400, eval_episodes=16,
+                               td3=TD3Config(learning_starts=200, buffer_size=1000, batch_size=32))
+    metrics = train_offpolicy(cfg, tmp_path, progress=False)
+    for name in ("checkpoint.pt", "config.yaml", "metrics.json", "curve.json", "training_curve.png"):
+        assert (tmp_path / name).is_file(), name
+    assert next(tmp_path.glob("events.*"))
+    assert metrics["env_steps"] == 400 and 0.0 <= metrics["final_rule_success_rate"] <= 1.0
+    assert metrics["wall_s_to_rule"] is None                     # 400 transitions do not fly
+
+
+def test_s2r_train_refuses_an_algorithm_a_task_cannot_take_and_ppo_options_with_td3_in_one_line():
+    import subprocess
+    import sys
+
+    def train(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "s2r.apps.cli", "train", *args], capture_output=True, text=True,
+                              check=False)
+
+    wrong_task = train("cartpole", "--algo", "td3")
+    assert wrong_task.returncode == 2
+    assert wrong_task.stderr.strip().splitlines() == [
+        "s2r train: task 'cartpole': off-policy training (--algo td3|sac) takes pendulum, quadrotor_hover"]
+    ppo_only = train("quadrotor_hover", "--algo", "sac", "--iterations", "3")
+    assert ppo_only.returncode == 2 and ppo_only.stderr.strip() == "s2r train: --iterations does not apply to --algo sac"
