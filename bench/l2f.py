@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 from s2r.policies.evaluate import _run
-from s2r.policies.offpolicy.td3 import TD3Config
 from s2r.policies.offpolicy.train import OffPolicyTrainConfig, rule_task, train_offpolicy
 from s2r.sim.env import BatchEnv
 
@@ -39,11 +38,9 @@ RLTOOLS_HISTORY = 16
 
 
 def s2r_td3(budget_s: float, eval_every_s: float, episodes: int, seed: int) -> dict:
-    """s2r TD3 (32 worlds, 4 updates per step) for `budget_s` of training; its rule curve."""
-    cfg = OffPolicyTrainConfig(task="quadrotor_hover", num_envs=32, env_steps=10**9, seed=seed,
-                               evaluate_every_s=eval_every_s, eval_episodes=episodes, stop_at_success=None,
-                               max_train_s=budget_s,
-                               td3=TD3Config(learning_starts=10_000, buffer_size=200_000, updates_per_step=4))
+    """s2r TD3 (`s2r train quadrotor_hover --algo td3`'s defaults) for `budget_s` of training; its rule curve."""
+    cfg = OffPolicyTrainConfig(task="quadrotor_hover", env_steps=10**9, seed=seed, evaluate_every_s=eval_every_s,
+                               eval_episodes=episodes, stop_at_success=None, max_train_s=budget_s)
     with TemporaryDirectory() as out:
         metrics = train_offpolicy(cfg, Path(out), progress=False)
         curve = json.loads((Path(out) / "curve.json").read_text())

@@ -53,21 +53,23 @@ class OffPolicyTrainConfig:
     """A task of OFFPOLICY_TASKS."""
     algo: Algo = "td3"
     """td3 or sac."""
-    num_envs: int = 64
+    num_envs: int = 32
     """Parallel worlds collecting transitions."""
-    env_steps: int = 300_000
+    env_steps: int = 5_000_000
     """Transitions to collect at most (steps × num_envs); Learning to Fly's 18 s figure is about 300k."""
     seed: int = 0
     torch_threads: int = 1
     """Intra-op threads for the networks."""
-    evaluate_every_s: float = 10.0
+    evaluate_every_s: float = 20.0
     """Seconds of training between evaluations of the success rule."""
     eval_episodes: int = 256
     stop_at_success: float | None = 0.95
     """Stop once the rule's success rate reaches this; None: train all `env_steps`."""
-    max_train_s: float | None = None
+    max_train_s: float | None = 900.0
     """Stop after this many seconds of training (evaluations not counted); None: no limit."""
-    td3: TD3Config = field(default_factory=lambda: TD3Config(learning_starts=10_000, batch_size=256))
+    td3: TD3Config = field(default_factory=lambda: TD3Config(learning_starts=10_000, buffer_size=200_000,
+                                                             updates_per_step=4))
+    """L2F's TD3 (64-unit networks, 10k warm-up transitions) with 4 updates per step of the 32 worlds."""
     sac: SACConfig = field(default_factory=SACConfig)
 
     def __post_init__(self) -> None:
