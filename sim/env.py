@@ -203,6 +203,9 @@ class BatchEnv:
 
     def step(self, actions: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """Apply raw actions (num_envs, A) for one control period; auto-reset finished worlds."""
+        if tuple(actions.shape) != (self.num_envs, self.num_actions):
+            raise ValueError(f"BatchEnv.step: actions: shape {tuple(actions.shape)} "
+                             f"(expected ({self.num_envs}, {self.num_actions}))")
         action = self.action_mapping.clip_action(actions.detach().cpu().numpy().astype(np.float64))
         targets = self.action_mapping.targets(action)
         if self.randomizer is not None:

@@ -36,6 +36,14 @@ def test_env_steps_return_the_documented_shapes(task):
     assert torch.isfinite(obs["policy"]).all() and torch.isfinite(reward).all()
 
 
+def test_actions_of_the_wrong_shape_are_refused_instead_of_broadcast():
+    env = make_env("reach", 4, seed=0)
+    env.reset()
+    for shape in [(1, env.num_actions), (4, env.num_actions + 1), (4,)]:
+        with pytest.raises(ValueError, match=r"actions: shape .* \(expected \(4, 3\)\)"):
+            env.step(torch.zeros(shape))
+
+
 def test_episodes_time_out_and_worlds_reset_themselves():
     env = make_env("pendulum", 8, seed=0)
     env.reset()
