@@ -13,18 +13,23 @@ from s2r.hardware.drivers.mit_can_protocol import (
     KP_MAX,
     MIT_MODELS,
     SET_ZERO,
+    DamiaoRegister,
     DamiaoState,
     FrameError,
     MitCommand,
     MitReply,
     float_to_uint,
+    frame_bits,
     mit_model,
     pack_command,
+    pack_register_read,
+    pack_register_reply,
     pack_reply,
     resolution,
     special_frame,
     uint_to_float,
     unpack_command,
+    unpack_register_reply,
     unpack_reply,
 )
 
@@ -127,3 +132,26 @@ def test_a_reply_of_the_wrong_length_or_state_is_refused_naming_what_was_expecte
         unpack_reply(mit_model("DM-J4310"), bytes([0x71, 0, 0, 0, 0, 0, 0, 0]))
     with pytest.raises(FrameError, match="7 data bytes"):
         unpack_command(mit_model("AK80-6"), bytes(7))
+
+
+@given(st.integers(0, 0x7FF), st.binary(min_size=0, max_size=8))
+def test_a_frame_takes_47_bits_plus_8_per_byte_plus_at_most_one_stuff_bit_per_4(arbitration_id, data):
+    bits = frame_bits(arbitration_id, data)
+    stuffed_part = 34 + 8 * len(data)  # SOF to the end of the CRC
+    assert 47 + 8 * len(data) <= bits <= 47 + 8 * len(data) + (stuffed_part - 1) // 4
+
+
+def test_an_alternating_frame_needs_no_stuff_bits_and_a_zero_frame_needs_many():
+    assert frame_bits(0x555, bytes(0)) < frame_bits(0x000, bytes(0))
+    assert frame_bits(0x001, bytes(8)) > 111
+
+
+@given(st.integers(1, 0x7FF), st.sampled_from(list(DamiaoRegister)), st.floats(0.0, 1e4, width=32))
+def test_a_damiao_register_read_round_trips(motor_id, register, value):
+    request = pack_register_read(motor_id, register)
+    assert request[2:4] == bytes((0x33, register)) and request[0] | request[1] << 8 == motor_id
+    if register in (DamiaoRegister.MST_ID, DamiaoRegister.ESC_ID, DamiaoRegister.CTRL_MODE):
+        value = float(int(value))
+    assert unpack_register_reply(pack_register_reply(motor_id, register, value), motor_id, register) == value
+    with pytest.raises(FrameError, match="not motor"):
+        unpack_register_reply(pack_register_reply(motor_id, register, value), motor_id + 1, register)

@@ -23,7 +23,14 @@ Reply frame:
                                                                      MOS temperature °C | rotor temperature °C
 
 Special frames (7 bytes 0xFF, then one code): enter motor mode FC, exit motor mode FD, set the
-current position as zero FE; Damiao also clears a latched error with FB.
+current position as zero FE; Damiao also clears a latched error with FB. Damiao motors also
+answer register reads, to arbitration id 0x7FF: [id low, id high, 0x33, register, 0, 0, 0, 0],
+replied from the master id as [id low, id high, 0x33, register, value (4 bytes little-endian:
+float32, or uint32 for ids, modes and versions)]; the driver reads the control mode and the
+PMAX/VMAX/TMAX ranges to check a motor against its calibrated model.
+
+On the wire a frame takes `frame_bits` bits (CAN 2.0A: 47 + 8 per data byte, plus the stuff bits
+its content needs, computed from the bytes and their CRC-15): 111 to 135 bits for 8 bytes.
 
     model = MIT_MODELS["DM-J8009P"]
     data = pack_command(model, MitCommand(position=0.3, velocity=0.0, kp=20.0, kd=0.5, torque=0.0))
@@ -37,6 +44,7 @@ CubeMars' table as TMotorCANControl lists it.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Literal
@@ -249,3 +257,86 @@ def unpack_reply(model: MitModel, data: bytes) -> MitReply:
 def special_frame(data: bytes) -> str | None:
     """'enter', 'exit', 'zero' or 'clear' for a special frame's bytes; None for any other frame."""
     return SPECIAL_FRAMES.get(bytes(data))
+
+
+REGISTER_ID = 0x7FF
+"""Arbitration id of Damiao register requests."""
+READ_REGISTER = 0x33
+"""Register request code: read."""
+
+
+class DamiaoRegister(IntEnum):
+    """The Damiao registers the driver reads (Damiao's register table, RID)."""
+
+    MST_ID = 7
+    """Master (reply) id, uint32."""
+    ESC_ID = 8
+    """The motor's own (command) id, uint32."""
+    CTRL_MODE = 10
+    """Control mode, uint32: 1 MIT, 2 position-velocity, 3 velocity, 4 torque-position."""
+    PMAX = 21
+    """Position mapping range, rad, float32."""
+    VMAX = 22
+    """Velocity mapping range, rad/s, float32."""
+    TMAX = 23
+    """Torque mapping range, N·m, float32."""
+
+
+DAMIAO_MIT_MODE = 1
+"""CTRL_MODE of a motor that takes MIT frames."""
+_UINT_REGISTERS = {DamiaoRegister.MST_ID, DamiaoRegister.ESC_ID, DamiaoRegister.CTRL_MODE}
+
+
+def pack_register_read(motor_id: int, register: DamiaoRegister) -> bytes:
+    """The 8 data bytes (to REGISTER_ID) asking motor `motor_id` for `register`."""
+    return bytes((motor_id & 0xFF, (motor_id >> 8) & 0x7, READ_REGISTER, int(register), 0, 0, 0, 0))
+
+
+def pack_register_reply(motor_id: int, register: DamiaoRegister, value: float) -> bytes:
+    """The 8 data bytes a Damiao motor answers a register read with."""
+    raw = struct.pack("<I", int(value)) if register in _UINT_REGISTERS else struct.pack("<f", value)
+    return bytes((motor_id & 0xFF, (motor_id >> 8) & 0x7, READ_REGISTER, int(register))) + raw
+
+
+def unpack_register_reply(data: bytes, motor_id: int, register: DamiaoRegister) -> float:
+    """The value of a register reply of motor `motor_id`; FrameError for a frame that is not that reply."""
+    if len(data) != FRAME_BYTES or data[2] != READ_REGISTER or data[3] != int(register) \
+            or (data[0] | (data[1] << 8)) != motor_id:
+        raise FrameError(f"Damiao register reply: {bytes(data).hex()} is not motor {motor_id}'s "
+                         f"{DamiaoRegister(register).name} (expected {motor_id & 0xFF:02x}{motor_id >> 8:02x}33"
+                         f"{int(register):02x} and 4 value bytes)")
+    fmt = "<I" if register in _UINT_REGISTERS else "<f"
+    return float(struct.unpack(fmt, bytes(data[4:8]))[0])
+
+
+_CRC15_POLY = 0x4599
+
+
+def frame_bits(arbitration_id: int, data: bytes) -> int:
+    """Bits a CAN 2.0A data frame occupies on the wire, interframe space included.
+
+    SOF, 11-bit id, RTR, IDE, r0, DLC, data, CRC-15 (the stuffed part: a complementary bit after
+    every 5 equal bits), then CRC delimiter, ACK slot and delimiter, 7 bits end of frame and
+    3 bits intermission: 47 + 8 len(data) + stuff bits.
+    """
+    bits = [0]
+    bits += [(arbitration_id >> i) & 1 for i in range(10, -1, -1)]
+    bits += [0, 0, 0]
+    bits += [(len(data) >> i) & 1 for i in range(3, -1, -1)]
+    for byte in data:
+        bits += [(byte >> i) & 1 for i in range(7, -1, -1)]
+    crc = 0
+    for bit in bits:
+        feedback = bit ^ ((crc >> 14) & 1)
+        crc = (crc << 1) & 0x7FFF
+        if feedback:
+            crc ^= _CRC15_POLY
+    bits += [(crc >> i) & 1 for i in range(14, -1, -1)]
+    stuffed, run_bit, run = 0, -1, 0
+    for bit in bits:
+        run = run + 1 if bit == run_bit else 1
+        run_bit = bit
+        if run == 5:
+            stuffed += 1
+            run_bit, run = 1 - bit, 1
+    return len(bits) + 13 + stuffed
