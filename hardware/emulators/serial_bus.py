@@ -1,0 +1,232 @@
+"""A serial bus of emulated motors on a pseudo-terminal: what a vendor SDK opens as its port, bytes timed at the baud rate.
+
+`PtyBus` opens a pty pair (`os.openpty`): the slave's path (`bus.port`, e.g. `/dev/pts/7`) is
+the serial port the driver or the vendor's SDK opens; the bus reads the host's bytes on the
+master, hands them to a `BusDevice` (the motors: a Dynamixel or Feetech control table and
+packet codec) and writes the replies back on the wire's schedule. One thread does everything,
+in order: the motors' physics at absolute deadlines (`device.timestep`), bytes as they come.
+
+Byte timing: one byte takes 10 / baud s on the wire (8N1: start, 8 data, stop bits). The host's
+bytes reach the motors when the last of them would have crossed; each reply starts after the
+motor's return delay, once the wire is free, and is delivered when its last byte has crossed.
+A host whose port is set to another baud rate than the bus's (read from the pty's termios) is
+heard as noise: its bytes are dropped (`stats()["garbled_bytes"]`), as framing errors would be.
+
+    with PtyBus(DynamixelMotors(...), baud=1_000_000) as bus:
+        port = bus.port                  # "/dev/pts/7": dynamixel_sdk.PortHandler(port)
+        bus.faults.drop.add(2)           # motor 2's replies are lost on the wire from now on
+        bus.faults.clear()
+
+Fault switches (`BusFaults`, flipped from any thread or, for an emulator process, from its
+stdin: see `s2r.sim.emulate`):
+
+    drop         ids whose replies are lost (the motor still obeys: a marginal cable)
+    drop_next    id → how many of its next replies are lost, then it answers again
+    corrupt      ids whose replies arrive with a wrong checksum (last byte flipped)
+    silent       ids that disappeared (power lost): no reply, instructions ignored
+    overload     ids whose hardware error status reports an overload (the device decides what follows)
+    overheating  ids whose hardware error status reports overheating
+    bus_down     nothing answers at all (adapter unplugged, bus power off)
+
+numpy only (no MuJoCo): the plant is the device's business (`s2r.hardware.emulators.plant`).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import termios
+import threading
+import time
+import tty
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+
+class Reply(NamedTuple):
+    """One status packet a motor puts on the wire."""
+
+    motor_id: int
+    data: bytes
+    delay_s: float = 0.0
+    """The motor's return delay: seconds from the end of the instruction (or the previous reply) to its first byte."""
+
+
+class BusDevice(Protocol):
+    """The motors on a bus: they frame and answer the host's bytes and move their plant."""
+
+    timestep: float
+    """Seconds of physics per `advance`."""
+
+    def receive(self, data: bytes) -> list[Reply]:
+        """Take bytes from the host (any split); the replies to the instructions they complete, in wire order."""
+
+    def advance(self) -> None:
+        """Run the motors' control laws on the plant for one timestep."""
+
+
+@dataclass
+class BusFaults:
+    """Fault switches of an emulated bus (see the module); sets of motor ids, safe to change while it runs."""
+
+    drop: set[int] = field(default_factory=set)
+    drop_next: dict[int, int] = field(default_factory=dict)
+    corrupt: set[int] = field(default_factory=set)
+    silent: set[int] = field(default_factory=set)
+    overload: set[int] = field(default_factory=set)
+    overheating: set[int] = field(default_factory=set)
+    bus_down: bool = False
+
+    SWITCHES = ("drop", "drop_next", "corrupt", "silent", "overload", "overheating", "bus_down")
+
+    def clear(self) -> None:
+        """Every switch off."""
+        for name in ("drop", "drop_next", "corrupt", "silent", "overload", "overheating"):
+            getattr(self, name).clear()
+        self.bus_down = False
+
+    def apply(self, line: str) -> str:
+        """Flip a switch from a text command: `drop 2`, `drop_next 2 3`, `corrupt 1`, `silent 3`, `overload 2`,
+        `overheating 1`, `bus_down`, `up`, `restore 2` (every switch of motor 2 off), `clear`; what it did."""
+        words = line.split()
+        if not words:
+            return ""
+        name, args = words[0], words[1:]
+        try:
+            ids = [int(a) for a in args]
+        except ValueError:
+            raise ValueError(f"fault {line!r}: motor ids must be integers") from None
+        if name == "clear":
+            self.clear()
+        elif name == "bus_down":
+            self.bus_down = True
+        elif name == "up":
+            self.bus_down = False
+        elif name == "restore" and ids:
+            for switch in ("drop", "corrupt", "silent", "overload", "overheating"):
+                getattr(self, switch).difference_update(ids)
+            for i in ids:
+                self.drop_next.pop(i, None)
+        elif name == "drop_next" and len(ids) == 2:
+            self.drop_next[ids[0]] = ids[1]
+        elif name in ("drop", "corrupt", "silent", "overload", "overheating") and ids:
+            getattr(self, name).update(ids)
+        else:
+            raise ValueError(f"fault {line!r}: expected one of drop ID, drop_next ID COUNT, corrupt ID, silent ID, "
+                             f"overload ID, overheating ID, bus_down, up, restore ID, clear")
+        return line.strip()
+
+    def lost(self, motor_id: int) -> bool:
+        """Whether this reply of `motor_id` is lost on the wire (counting down drop_next)."""
+        if self.bus_down or motor_id in self.silent or motor_id in self.drop:
+            return True
+        left = self.drop_next.get(motor_id, 0)
+        if left > 0:
+            self.drop_next[motor_id] = left - 1
+            return True
+        return False
+
+
+class PtyBus:
+    """Serve a `BusDevice` on a pseudo-terminal at `baud` bits per second (see the module)."""
+
+    def __init__(self, device: BusDevice, *, baud: int, faults: BusFaults | None = None) -> None:
+        if not (isinstance(baud, int) and baud > 0):
+            raise ValueError(f"PtyBus: baud: expected a positive integer, got {baud!r}")
+        self.device, self.baud = device, baud
+        self.faults = faults if faults is not None else BusFaults()
+        self.byte_time = 10.0 / baud
+        """Seconds one byte takes on the wire."""
+        self._speed = getattr(termios, f"B{baud}", None)
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)  # no echo, no line discipline until the host sets its own
+        self.port = os.ttyname(self._slave)
+        """The slave's path: the serial port to open."""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._outbox: list[tuple[float, bytes]] = []
+        """(due time, bytes) of replies on the wire, in order."""
+        self._wire_free = 0.0
+        self._stats = {"bytes_in": 0, "bytes_out": 0, "replies": 0, "replies_lost": 0, "replies_corrupted": 0,
+                       "garbled_bytes": 0, "physics_steps": 0, "physics_overruns": 0}
+
+    def start(self) -> PtyBus:
+        """Start serving on the bus's thread; returns the bus."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name=f"PtyBus({self.port})", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the thread and close the pty. Safe to call twice."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        for fd in (self._master, self._slave):
+            if fd >= 0:
+                os.close(fd)
+        self._master = self._slave = -1
+
+    def __enter__(self) -> PtyBus:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def stats(self) -> dict[str, int]:
+        """Counters: bytes in and out, replies sent, lost and corrupted, garbled bytes, physics steps and overruns."""
+        return dict(self._stats)
+
+    # --- the thread ---------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        timestep = self.device.timestep
+        next_step = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_step:
+                self.device.advance()
+                self._stats["physics_steps"] += 1
+                next_step += timestep
+                if time.monotonic() > next_step:
+                    self._stats["physics_overruns"] += 1
+                    next_step = time.monotonic()
+                continue
+            self._flush(now)
+            wake = min([next_step] + [due for due, _ in self._outbox[:1]])
+            ready, _, _ = select.select([self._master], [], [], max(wake - time.monotonic(), 0.0))
+            if ready:
+                self._read(time.monotonic())
+
+    def _read(self, now: float) -> None:
+        try:
+            data = os.read(self._master, 4096)
+        except OSError:  # no slave open right now (EIO): nothing to read
+            time.sleep(0.001)
+            return
+        self._stats["bytes_in"] += len(data)
+        arrived = max(self._wire_free, now) + len(data) * self.byte_time
+        self._wire_free = arrived
+        if self._speed is not None and termios.tcgetattr(self._slave)[4] != self._speed:
+            self._stats["garbled_bytes"] += len(data)
+            return
+        for reply in self.device.receive(data):
+            self._stats["replies"] += 1
+            if self.faults.lost(reply.motor_id):
+                self._stats["replies_lost"] += 1
+                continue
+            payload = reply.data
+            if reply.motor_id in self.faults.corrupt:
+                payload = payload[:-1] + bytes([payload[-1] ^ 0xFF])
+                self._stats["replies_corrupted"] += 1
+            start = max(self._wire_free, arrived) + reply.delay_s
+            self._wire_free = start + len(payload) * self.byte_time
+            self._outbox.append((self._wire_free, payload))
+
+    def _flush(self, now: float) -> None:
+        """Write every reply whose last byte has crossed the wire by `now`."""
+        while self._outbox and self._outbox[0][0] <= now:
+            _, payload = self._outbox.pop(0)
+            os.write(self._master, payload)
+            self._stats["bytes_out"] += len(payload)
