@@ -52,6 +52,12 @@ DRIVERS: dict[str, DriverKind] = {
         opener="s2r.sim.sim_robot:SimRobot",
         config_loader="s2r.sim.sim_robot:load_sim_robot_config",
     ),
+    "feetech": DriverKind(
+        summary="Feetech STS/SMS servos (STS3215: SO-100/SO-101 arms), one sync read + one sync write per tick",
+        where="PORT[@BAUD][,calibration=FILE] (baud 1000000 by default; calibration from s2r calibrate-motors)",
+        opener="s2r.hardware.drivers.feetech:FeetechRobot",
+        config_loader="s2r.hardware.drivers.feetech:load_feetech_address",
+    ),
 }
 """Driver kind → its entry; a new driver is one entry here."""
 KINDS = tuple(DRIVERS)

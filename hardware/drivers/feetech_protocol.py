@@ -217,13 +217,15 @@ class PacketParser:
     """Packets out of a byte stream, however it is cut: feed bytes, get the complete packets.
 
     Bytes before a header are skipped (counted in `skipped`); a packet whose checksum is wrong is
-    dropped and counted in `corrupt`, and parsing goes on after its header.
+    dropped, counted in `corrupt` and its id byte kept in `corrupt_ids` (until `clear`), and parsing
+    goes on after its header.
     """
 
     def __init__(self) -> None:
         self.buffer = bytearray()
         self.skipped = 0
         self.corrupt = 0
+        self.corrupt_ids: list[int] = []
 
     def feed(self, data: bytes | bytearray) -> list[Packet]:
         """The packets completed by `data`, in order."""
@@ -254,14 +256,16 @@ class PacketParser:
             body = bytes(self.buffer[2:end - 1])
             if checksum(body) != self.buffer[end - 1]:
                 self.corrupt += 1
+                self.corrupt_ids.append(body[0])
                 del self.buffer[:2]
                 continue
             packets.append(Packet(body[0], body[2], body[3:]))
             del self.buffer[:end]
 
     def clear(self) -> None:
-        """Forget a partial packet (after a timeout: the rest of it will never come)."""
+        """Forget a partial packet (after a timeout: the rest of it will never come) and the corrupt ids."""
         self.buffer.clear()
+        self.corrupt_ids.clear()
 
 
 def decode_packet(data: bytes) -> Packet:
