@@ -74,6 +74,9 @@ def load_feetech_address(where: str) -> BusAddress:
 class FeetechRobot(BusRobot):
     """A robot of Feetech STS/SMS servos on one serial bus, one per joint, in spec order."""
 
+    health_period_s = 0.0
+    """Temperatures and voltages come with every tick's sync read: `diagnostics()` is always the newest."""
+
     def __init__(self, spec: RobotSpec, address: BusAddress | str | None, *, faults: FaultConfig = FaultConfig(),
                  reply_margin_s: float = 0.01) -> None:
         if address is None or address == "":
