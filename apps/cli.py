@@ -304,6 +304,27 @@ def cmd_calibrate_camera(args: argparse.Namespace) -> None:
     _emit(result, args.json, f"camera calibration → {args.out}")
 
 
+def cmd_calibrate_motors(args: argparse.Namespace) -> None:
+    from s2r.calibration.motors import CalibrationAborted, TerminalOperator, run_calibrate_motors
+    from s2r.interface import RobotError
+    from s2r.spec import robot_spec
+
+    if (args.driver is None) == (args.from_lerobot is None):
+        raise UsageError("give --driver KIND:PORT (calibrate the arm) or --from-lerobot FILE.json (convert), one of them")
+    if args.from_lerobot:
+        _refuse(args, ("--yes",), "--from-lerobot")
+    try:
+        result = run_calibrate_motors(args.driver, robot_spec(args.robot), Path(args.out),
+                                      operator=TerminalOperator(yes=args.yes, record_s=args.record_s),
+                                      lerobot=Path(args.from_lerobot) if args.from_lerobot else None)
+    except (RobotError, CalibrationAborted) as error:
+        print(f"s2r calibrate-motors: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    _emit({"robot": result["robot"], "out": result["out"], "reversed": ", ".join(result["reversed"]) or "none",
+           **{f"{name} range": entry["range"] for name, entry in result["joints"].items()}}
+          if not args.json else result, args.json, f"motor calibration → {args.out}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from s2r.apps.demo import run_demo
 
@@ -480,6 +501,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --hand-eye: camera on the gripper, or fixed")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.set_defaults(fn=cmd_calibrate_camera)
+
+    p = sub.add_parser("calibrate-motors", help="calibrate a bus robot's motors (home, direction, range) or convert "
+                                                "LeRobot's calibration JSON, writing the calibration YAML")
+    p.add_argument("--robot", required=True, help="the robot's spec: a shipped robot's name or a spec YAML")
+    p.add_argument("--driver", type=_driver, help=f"the bus, KIND:PORT[@BAUD] ({help_text()})")
+    p.add_argument("--from-lerobot", metavar="FILE.json", help="convert LeRobot's SO-100/SO-101 calibration instead")
+    p.add_argument("--out", required=True, help="calibration YAML to write (then --driver KIND:PORT,calibration=OUT)")
+    p.add_argument("--yes", action="store_true", help="scripted: never wait for Enter (motion steps still wait for motion)")
+    p.add_argument("--record-s", type=float, default=10.0, help="with --yes: seconds the range step records")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    p.set_defaults(fn=cmd_calibrate_motors)
 
     p = sub.add_parser("demo", help="train cartpole, export, evaluate the ONNX file and report")
     p.add_argument("--out", default="runs/demo")

@@ -274,3 +274,60 @@ class FeetechServos:
             return np.array([self.joint_angle(i, self._get(i, Register.GOAL_POSITION)) for i in range(len(self.ids))])
 
 
+
+
+class HandPlant:
+    """An arm moved by hand (a `Plant`): its joints follow a path in time, whatever torque the servos apply.
+
+    What a torque-free leader arm or an arm being calibrated does: the operator's hand is the
+    physics. `follow(path)` makes q follow `path(t)` (t in seconds from the call); `move_to(q, s)`
+    goes there in a straight line (smoothstep in time) over s seconds and stays. Time advances by
+    `timestep` each `step`, as for any plant (the PtyBus steps it in real time).
+
+        plant = HandPlant(spec.default_q)
+        plant.move_to(np.array([0.5, 0, 0, 0, 0, 0]), 0.4)
+        plant.follow(lambda t: 0.3 * np.sin(t) * np.ones(6))
+    """
+
+    def __init__(self, q0: np.ndarray, *, timestep: float = 0.002) -> None:
+        self.timestep = timestep
+        self.time = 0.0
+        self._lock = threading.Lock()
+        start = np.array(q0, dtype=np.float64)
+        self._path = lambda t: start
+        self._start = 0.0
+        self._q = start.copy()
+        self._dq = np.zeros_like(start)
+
+    @property
+    def q(self) -> np.ndarray:
+        """(num_joints,) rad, now."""
+        return self._q.copy()
+
+    @property
+    def dq(self) -> np.ndarray:
+        """(num_joints,) rad/s, now (the path's finite difference over one timestep)."""
+        return self._dq.copy()
+
+    def follow(self, path) -> None:
+        """q(t) = path(t), t seconds from now; path returns (num_joints,) rad."""
+        with self._lock:
+            self._path, self._start = path, self.time
+
+    def move_to(self, q: np.ndarray, seconds: float) -> None:
+        """Go to q (num_joints,) rad in `seconds` and hold there."""
+        begin, end = self.q, np.asarray(q, dtype=np.float64)
+
+        def path(t: float) -> np.ndarray:
+            s = min(max(t / seconds, 0.0), 1.0) if seconds > 0 else 1.0
+            return begin + (end - begin) * (3 * s**2 - 2 * s**3)
+
+        self.follow(path)
+
+    def step(self, tau: np.ndarray) -> None:
+        """One timestep along the path (tau is ignored: the hand wins)."""
+        with self._lock:
+            self.time += self.timestep
+            q = np.asarray(self._path(self.time - self._start), dtype=np.float64)
+            self._dq = (q - self._q) / self.timestep
+            self._q = q
