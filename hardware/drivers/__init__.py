@@ -23,7 +23,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from s2r.interface import RobotInterface
+from s2r.interface import RobotError, RobotInterface
 from s2r.spec import RobotSpec
 
 
@@ -43,6 +43,9 @@ class DriverKind:
     """`module:callable` taking (spec: RobotSpec, config) and returning the RobotInterface."""
     config_loader: str | None = None
     """`module:callable` turning WHERE into the opener's config; None: WHERE itself is the config."""
+    preflight: bool = False
+    """True: `preflight` opens the robot and checks it could be enabled before nodes start (a bus: port, motors,
+    models, calibration, ranges), so that a user's mistake is one line from the command, not a node's log."""
 
 
 DRIVERS: dict[str, DriverKind] = {
@@ -52,11 +55,25 @@ DRIVERS: dict[str, DriverKind] = {
         opener="s2r.sim.sim_robot:SimRobot",
         config_loader="s2r.sim.sim_robot:load_sim_robot_config",
     ),
+    "dynamixel": DriverKind(
+        summary="Dynamixel X-series motors, protocol 2.0, through dynamixel-sdk (docs/drivers.md)",
+        where="PORT[@BAUD][,calibration=FILE] (baud default 1000000; calibration default: the spec's bus ids)",
+        opener="s2r.hardware.drivers.dynamixel:Dynamixel",
+        config_loader="s2r.hardware.drivers.dynamixel:load_dynamixel_config",
+        preflight=True,
+    ),
     "feetech": DriverKind(
         summary="Feetech STS/SMS servos (STS3215: SO-100/SO-101 arms), one sync read + one sync write per tick",
         where="PORT[@BAUD][,calibration=FILE] (baud 1000000 by default; calibration from s2r calibrate-motors)",
         opener="s2r.hardware.drivers.feetech:FeetechRobot",
         config_loader="s2r.hardware.drivers.feetech:load_feetech_address",
+    ),
+    "mit_can": DriverKind(
+        summary="MIT-protocol CAN motors (CubeMars AK, Damiao DM) through python-can, one frame per motor per tick",
+        where="INTERFACE:CHANNEL[@BITRATE],calibration=FILE (socketcan:can0, slcan:/dev/ttyACM0, virtual:NAME, "
+              "udp_multicast:239.0.0.1; docs/can-motors.md)",
+        opener="s2r.hardware.drivers.mit_can:MitCanRobot",
+        config_loader="s2r.hardware.drivers.mit_can:parse_can_address",
     ),
 }
 """Driver kind → its entry; a new driver is one entry here."""
@@ -110,6 +127,19 @@ def open_driver(driver: str | Driver, spec: RobotSpec, *, config: Any = None) ->
     if config is None:
         config = load_driver_config(driver)
     return _imported(driver.entry.opener)(spec, config)
+
+
+def preflight(driver: str | Driver, spec: RobotSpec) -> None:
+    """Open `driver`'s robot, check it could be enabled (`check_enable`: no torque) and close it; DriverError with
+    the driver's one-line reason otherwise. Kinds without `preflight` are left alone."""
+    driver = parse_driver(driver)
+    if not driver.entry.preflight:
+        return
+    try:
+        with open_driver(driver, spec) as robot:
+            robot.check_enable()
+    except (RobotError, ValueError) as error:
+        raise DriverError(str(error)) from None
 
 
 def help_text() -> str:

@@ -44,6 +44,8 @@ CubeMars' table as TMotorCANControl lists it.
 
 from __future__ import annotations
 
+import functools
+import re
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -310,8 +312,34 @@ def unpack_register_reply(data: bytes, motor_id: int, register: DamiaoRegister) 
 
 
 _CRC15_POLY = 0x4599
+_RUNS = re.compile("0+|1+")
 
 
+def _crc15_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte << 7
+        for _ in range(8):
+            crc = ((crc << 1) ^ _CRC15_POLY) if crc & 0x4000 else crc << 1
+        table.append(crc & 0x7FFF)
+    return tuple(table)
+
+
+_CRC15_TABLE = _crc15_table()
+
+
+def _crc15(bits: str) -> int:
+    """CAN's CRC-15 of a string of '0'/'1' (MSB first): bit by bit up to a multiple of 8, then a byte at a time."""
+    crc = 0
+    head = len(bits) % 8
+    for bit in bits[:head]:
+        crc = ((crc << 1) ^ _CRC15_POLY) & 0x7FFF if (bit == "1") != bool(crc & 0x4000) else (crc << 1) & 0x7FFF
+    for i in range(head, len(bits), 8):
+        crc = ((crc << 8) & 0x7FFF) ^ _CRC15_TABLE[((crc >> 7) ^ int(bits[i:i + 8], 2)) & 0xFF]
+    return crc
+
+
+@functools.lru_cache(maxsize=4096)
 def frame_bits(arbitration_id: int, data: bytes) -> int:
     """Bits a CAN 2.0A data frame occupies on the wire, interframe space included.
 
@@ -319,24 +347,19 @@ def frame_bits(arbitration_id: int, data: bytes) -> int:
     every 5 equal bits), then CRC delimiter, ACK slot and delimiter, 7 bits end of frame and
     3 bits intermission: 47 + 8 len(data) + stuff bits.
     """
-    bits = [0]
-    bits += [(arbitration_id >> i) & 1 for i in range(10, -1, -1)]
-    bits += [0, 0, 0]
-    bits += [(len(data) >> i) & 1 for i in range(3, -1, -1)]
-    for byte in data:
-        bits += [(byte >> i) & 1 for i in range(7, -1, -1)]
-    crc = 0
-    for bit in bits:
-        feedback = bit ^ ((crc >> 14) & 1)
-        crc = (crc << 1) & 0x7FFF
-        if feedback:
-            crc ^= _CRC15_POLY
-    bits += [(crc >> i) & 1 for i in range(14, -1, -1)]
-    stuffed, run_bit, run = 0, -1, 0
-    for bit in bits:
-        run = run + 1 if bit == run_bit else 1
-        run_bit = bit
-        if run == 5:
-            stuffed += 1
-            run_bit, run = 1 - bit, 1
+    bits = f"0{arbitration_id & 0x7FF:011b}000{len(data):04b}" + "".join(f"{byte:08b}" for byte in data)
+    bits += f"{_crc15(bits):015b}"
+    stuffed, start = 0, 0  # start: bits of this run's value already on the wire (a stuff bit of that value)
+    for run in _RUNS.finditer(bits):
+        length, first = run.end() - run.start(), 5 - start
+        if length >= first:
+            stuffed += 1 + (length - first) // 5
+            start = 1 if (length - first) % 5 == 0 else 0
+        else:
+            start = 0
     return len(bits) + 13 + stuffed
+
+
+def max_frame_bits(num_bytes: int) -> int:
+    """The most bits a CAN 2.0A frame of `num_bytes` data bytes can take (every stuff bit it may need): 135 for 8."""
+    return 47 + 8 * num_bytes + (34 + 8 * num_bytes - 1) // 4
