@@ -29,8 +29,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from s2r.apps.pictures import name_pictures
 from s2r.contract import ContractError
 from s2r.hardware.drivers import DriverError, help_text, parse_driver
+from s2r.sim.emulate import add_arguments as emulate_arguments
 from s2r.spec import SpecError
 
 
@@ -68,7 +70,8 @@ def _emit(result: dict[str, Any], as_json: bool, title: str) -> None:
     Console().print(table)
 
 
-PPO_OPTIONS = ("--backend", "--device", "--nproc", "--num-envs", "--iterations", "--resume", "--randomize", "--robot")
+PPO_OPTIONS = ("--backend", "--device", "--nproc", "--num-envs", "--iterations", "--resume", "--randomize", "--robot",
+               "--video-every")
 """`s2r train` options of reinforcement learning in simulation (--policy ppo)."""
 DIFFUSION_OPTIONS = ("--dataset", "--epochs")
 """`s2r train` options of imitation (--policy diffusion)."""
@@ -87,11 +90,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.policy == "diffusion":
         _train_diffusion(args, out)
         return
+    if args.video_every:
+        os.environ.setdefault("MUJOCO_GL", "egl")  # before MuJoCo's first import: the clips render off-screen
     from s2r.policies.runner import TrainingDivergedError
     from s2r.policies.train import default_config, train
 
     cfg = default_config(args.task, backend=args.backend or "cpu", device=args.device, num_envs=args.num_envs,
-                         iterations=args.iterations, seed=args.seed, randomize=args.randomize, robot=args.robot)
+                         iterations=args.iterations, seed=args.seed, randomize=args.randomize, robot=args.robot,
+                         video_every=args.video_every)
     try:
         metrics = train(cfg, out, resume=args.resume, progress=not args.json)
     except TrainingDivergedError as error:
@@ -99,6 +105,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if os.environ.get("RANK", "0") != "0":
         return  # a torchrun rank other than 0: rank 0 reports
     _emit({"task": args.task, "out": str(out), **metrics}, args.json, f"trained {args.task} → {out}")
+    name_pictures("s2r train", out)
 
 
 def _train_offpolicy(args: argparse.Namespace) -> None:
@@ -121,6 +128,7 @@ def _train_offpolicy(args: argparse.Namespace) -> None:
         raise SystemExit(f"s2r train: training diverged: {error}") from None
     _emit({"task": args.task, "algo": args.algo, "out": str(out), **metrics}, args.json,
           f"trained {args.task} with {args.algo.upper()} → {out}")
+    name_pictures("s2r train", out)
 
 
 def _without_option(argv: list[str], name: str) -> list[str]:
@@ -145,6 +153,7 @@ def _train_diffusion(args: argparse.Namespace, out: Path) -> None:
     cfg = DiffusionConfig(task=args.task, seed=args.seed or 0, **({"epochs": args.epochs} if args.epochs else {}))
     metrics = train_diffusion(cfg, Path(args.dataset), out, progress=not args.json)
     _emit({"task": args.task, "out": str(out), **metrics}, args.json, f"trained a diffusion policy for {args.task} → {out}")
+    name_pictures("s2r train", out)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -174,14 +183,19 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    if args.worlds is not None and not args.video:
+        raise UsageError("--worlds applies to --video only")
+    os.environ.setdefault("MUJOCO_GL", "egl")  # before MuJoCo's first import: the video renders off-screen
     from s2r.policies.evaluate import evaluate
 
     sampler = {k: v for k, v in (("warm_start", args.warm_start), ("action_horizon", args.action_horizon),
                                  ("blend_steps", args.blend_steps), ("sampling_ticks", args.sampling_ticks))
                if v is not None}
     result = evaluate(Path(args.source), task=args.task, episodes=args.episodes, seed=args.seed, backend=args.backend,
-                      randomize=args.randomize, **sampler)
+                      randomize=args.randomize, video=Path(args.video) if args.video else None,
+                      video_worlds=args.worlds or 4, **sampler)
     _emit(result, args.json, f"evaluation of {args.source}")
+    name_pictures("s2r eval", [result.get("video")])
 
 
 BENCH_OPTIONS = {"sim": ("--task", "--num-envs", "--backend"), "train": ("--task",),
@@ -209,6 +223,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         result = _bench_module("loop").run(rate=args.rate or 500.0,
                                            rt_priority=50 if args.rt_priority is None else args.rt_priority)
     _emit(result, args.json, f"s2r bench {args.what}")
+    name_pictures(f"s2r bench {args.what}", result)
 
 
 def _bench_module(name: str) -> Any:
@@ -238,6 +253,12 @@ def cmd_deploy(args: argparse.Namespace) -> None:
     _emit(result, args.json, f"deploy {args.file} on {args.driver}")
 
 
+def cmd_emulate(args: argparse.Namespace) -> None:
+    from s2r.sim.emulate import run
+
+    run(args)
+
+
 def cmd_excite(args: argparse.Namespace) -> None:
     from s2r.calibration.excitation import excite
 
@@ -255,6 +276,7 @@ def cmd_sysid(args: argparse.Namespace) -> None:
     result = identify(Path(args.file), spec, args.params.split(","), out=out, bounds=parse_bounds(args.bound),
                       max_iters=args.max_iters)
     print(json.dumps(result.to_dict()) if args.json else format_result(result))
+    name_pictures("s2r sysid", result.to_dict())
 
 
 def cmd_demos(args: argparse.Namespace) -> None:
@@ -302,6 +324,7 @@ def cmd_calibrate_camera(args: argparse.Namespace) -> None:
                                   hand_eye=Path(args.hand_eye) if args.hand_eye else None, mode=args.mode,
                                   marker=args.marker, dictionary=args.dictionary)
     _emit(result, args.json, f"camera calibration → {args.out}")
+    name_pictures("s2r calibrate-camera", result)
 
 
 def cmd_calibrate_motors(args: argparse.Namespace) -> None:
@@ -351,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed (0 if omitted)")
     p.add_argument("--out", help="run directory (default runs/TASK)")
     p.add_argument("--resume", action="store_true", help="ppo: continue from OUT/checkpoint.pt")
+    p.add_argument("--video-every", type=int, metavar="N",
+                   help="ppo: a clip of the policy every N iterations (OUT/videos/, TensorBoard's images)")
     p.add_argument("--randomize", nargs="?", const="default", metavar="FILE.yaml",
                    help="ppo: domain randomization, the task's default terms or a randomization YAML")
     p.add_argument("--robot", metavar="SPEC",
@@ -391,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="diffusion: actions executed per chunk (default: the trained one, 8)")
     p.add_argument("--randomize", nargs="?", const="default", metavar="FILE.yaml",
                    help="evaluate on perturbed worlds: the task's randomization, or a YAML (e.g. a perturbed robot)")
+    p.add_argument("--video", metavar="FILE.mp4",
+                   help="film the first worlds off-screen into one tiled MP4 (task, time, command or goal, success)")
+    p.add_argument("--worlds", type=int, metavar="K", help="--video: worlds to film (default 4)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_eval)
 
@@ -478,6 +506,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="check: also check robot, observation and action sizes against this task")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line")
     p.set_defaults(fn=cmd_dataset)
+
+    p = sub.add_parser("emulate", help="serve a robot's motors on an emulated bus (a pty) moving its MuJoCo model; "
+                                       "prints the port, takes fault switches on stdin (docs/drivers.md)")
+    emulate_arguments(p)
+    p.set_defaults(fn=cmd_emulate)
 
     p = sub.add_parser("teleop", help="teleoperate a task in simulation with a device, recording a LeRobot v3 dataset")
     p.add_argument("task", choices=["push_t", "reach"])

@@ -19,6 +19,10 @@ coverage).
 
     result = evaluate(Path("policy.onnx"), episodes=64)   # {"task", "episodes", "mean_return", "success_rate", ...}
     result = evaluate(Path("dp.onnx"), episodes=50, blend_steps=0, warm_start=True)
+    result = evaluate(Path("policy.onnx"), episodes=16, video=Path("eval.mp4"), video_worlds=4)   # + "video"
+
+With `video`, the first `video_worlds` worlds are filmed off-screen into one tiled MP4
+(`s2r.sim.render.EpisodeVideo`: task, time, command or goal, reward, success on each tile).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,9 +43,13 @@ from s2r.runtime import load_runtime, read_contract
 from s2r.runtime.diffusion import CHECKPOINT as DIFFUSION_CHECKPOINT
 from s2r.sim.env import BatchEnv, make_env
 
+if TYPE_CHECKING:
+    from s2r.sim.render import EpisodeVideo
+
 
 def evaluate(source: Path, *, task: str | None = None, episodes: int = 64, seed: int = 1,
-             backend: str = "cpu", randomize: str | None = None, **options: Any) -> dict[str, Any]:
+             backend: str = "cpu", randomize: str | None = None, video: Path | None = None, video_worlds: int = 4,
+             **options: Any) -> dict[str, Any]:
     """Run `episodes` episodes (one per world) and report return, success and reward figures.
 
     `randomize` evaluates on perturbed worlds: "default" (the task's training randomization)
@@ -51,12 +59,14 @@ def evaluate(source: Path, *, task: str | None = None, episodes: int = 64, seed:
     execution settings and chunk counters (`ChunkedPolicy.stats`).
     """
     source = Path(source)
+    film = _filming(video, min(video_worlds, episodes))
     if source.is_dir() and (source / DIFFUSION_CHECKPOINT).is_file():
         from s2r.policies.diffusion.export import export_diffusion
 
         with tempfile.TemporaryDirectory() as tmp:
             return evaluate(export_diffusion(source, Path(tmp) / "policy.onnx"), task=task, episodes=episodes,
-                            seed=seed, backend=backend, randomize=randomize, **options)
+                            seed=seed, backend=backend, randomize=randomize, video=video,
+                            video_worlds=video_worlds, **options)
     if source.is_dir():
         if options:
             raise ValueError(f"{source}: {', '.join(options)}: options of diffusion policies; this one is an mlp")
@@ -67,7 +77,7 @@ def evaluate(source: Path, *, task: str | None = None, episodes: int = 64, seed:
             with torch.no_grad():
                 return policy.act_inference(obs["policy"])
 
-        return _run(env, cfg.task, act, lambda ids: None)
+        return _run(env, cfg.task, act, lambda ids: None, film)
     task = task or read_contract(source).provenance.get("task")
     if task is None:
         raise ContractError(f"{source}: the contract names no task; pass --task")
@@ -79,14 +89,26 @@ def evaluate(source: Path, *, task: str | None = None, episodes: int = 64, seed:
         return torch.from_numpy(runtime.action(env.read_state(), inputs))
 
     try:
-        return {**_run(env, task, act_runtime, runtime.reset), **runtime.stats()}
+        return {**_run(env, task, act_runtime, runtime.reset, film), **runtime.stats()}
     finally:
         runtime.close()
 
 
+def _filming(video: Path | None, worlds: int) -> Callable[[BatchEnv], EpisodeVideo] | None:
+    """What opens the video of an evaluation, its path checked now (before any work); None without one."""
+    if video is None:
+        return None
+    from s2r.sim.render import EpisodeVideo, check_video_path
+
+    path = check_video_path(video)
+    return lambda env: EpisodeVideo(env, path, worlds=worlds)
+
+
 def _run(env: BatchEnv, task: str, act: Callable[[dict[str, torch.Tensor]], torch.Tensor],
-         on_reset: Callable[[np.ndarray], None]) -> dict[str, Any]:
-    """The episodes of every world of `env` to their first end, `act` choosing the actions (N, A)."""
+         on_reset: Callable[[np.ndarray], None], film: Callable[[BatchEnv], EpisodeVideo] | None = None
+         ) -> dict[str, Any]:
+    """The episodes of every world of `env` to their first end, `act` choosing the actions (N, A); `film`
+    opens a video of the first worlds."""
     episodes = env.num_envs
     returns = np.full(episodes, np.nan)
     final = np.full(episodes, np.nan)
@@ -95,8 +117,13 @@ def _run(env: BatchEnv, task: str, act: Callable[[dict[str, torch.Tensor]], torc
     reached = np.zeros(episodes, dtype=bool)
     started = time.perf_counter()
     obs = env.reset()
+    video = film(env) if film is not None else None
+    if video is not None:
+        video.add(np.zeros(episodes))
     while np.isnan(returns).any():
         obs, reward, terminated, truncated, info = env.step(act(obs))
+        if video is not None:
+            video.add(reward.numpy(), ended=(terminated | truncated).numpy(), success=info["episode"]["success"].numpy())
         running = np.isnan(returns)
         best[running] = np.maximum(best[running], reward.numpy()[running])
         done = np.flatnonzero((terminated | truncated).numpy())
@@ -107,7 +134,11 @@ def _run(env: BatchEnv, task: str, act: Callable[[dict[str, torch.Tensor]], torc
         reached[done[first]] = info["episode"]["reached"].numpy()[first] > 0
         on_reset(done)
     env.close()
+    filmed = {}
+    if video is not None:
+        video.close()
+        filmed = {"video": str(video.path), "video_frames": video.frames}
     return {"task": task, "episodes": episodes, "mean_return": float(returns.mean()),
             "success_rate": float(successes.mean()), "reached_rate": float(reached.mean()),
             "mean_final_reward": float(final.mean()), "mean_max_reward": float(best.mean()),
-            "wall_s": time.perf_counter() - started}
+            "wall_s": time.perf_counter() - started, **filmed}

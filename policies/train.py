@@ -8,7 +8,8 @@ A run directory holds everything needed to resume, export and evaluate:
     DIR/training_curve.png   return and success rate per iteration (locomotion: tracking errors and falls
                              against wall time)
     DIR/curve.json           the curve's points
-    DIR/events.*             TensorBoard scalars
+    DIR/events.*             TensorBoard scalars (and the clips, videos/policy)
+    DIR/videos/iteration_N.mp4   with `video_every`: a clip of the policy every N iterations
 
     metrics = train(TrainConfig(task="cartpole"), Path("runs/cartpole"))
 
@@ -66,6 +67,8 @@ class TrainConfig:
     """Domain randomization: None (off), "default" (the task's terms) or a randomization YAML path."""
     torch_threads: int = 1
     """Intra-op threads for the networks; small MLPs lose badly to a busy core with more."""
+    video_every: int = 0
+    """A clip of the policy (4 fresh worlds, 5 s) every this many iterations, in videos/ and TensorBoard; 0: none."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     model: ActorCriticConfig = field(default_factory=ActorCriticConfig)
 
@@ -127,6 +130,9 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool =
         curve.append({"iteration": summary["iteration"], "mean_return": summary["mean_return"],
                       "success_rate": summary["success_rate"], "wall_s": time.perf_counter() - start,
                       **{k: v for k, v in summary.items() if k in LOCOMOTION_CURVE}})
+        if main and cfg.video_every and summary["iteration"] % cfg.video_every == 0:
+            film_training(runner, cfg.task, out / "videos" / f"iteration_{summary['iteration']:05d}.mp4",
+                          summary["iteration"])
         return False
 
     summary = runner.learn(cfg.iterations, callback=record)
@@ -154,6 +160,34 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool =
     env.close()
     distributed.close()
     return metrics
+
+
+def film_training(runner: OnPolicyRunner, task: str, path: Path, iteration: int) -> None:
+    """A clip of the policy being trained (its mean actions) into `path` and TensorBoard (videos/policy, a GIF)."""
+    from s2r.dataset.video import decode
+    from s2r.sim.render import film_clip
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        video = film_clip(task, lambda obs: runner.policy.act_inference(obs["policy"]), path)
+    if runner.writer is not None:
+        add_video(runner.writer, "videos/policy", decode(path, *video.size)[:, ::2, ::2], iteration, fps=video.fps)
+
+
+def add_video(writer: Any, tag: str, frames: Any, step: int, *, fps: float) -> None:
+    """Frames (n, H, W, 3) uint8 as an animated GIF in TensorBoard's images (what SummaryWriter.add_video writes,
+    without moviepy)."""
+    import io
+
+    from PIL import Image
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    images = [Image.fromarray(frame) for frame in frames]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    image = Summary.Image(height=frames.shape[1], width=frames.shape[2], colorspace=3,
+                          encoded_image_string=buffer.getvalue())
+    writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
 def load_policy(run_dir: Path, *, task: str | None = None) -> tuple[ActorCritic, PolicyContract, TrainConfig]:

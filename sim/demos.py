@@ -31,7 +31,6 @@ from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -39,6 +38,7 @@ from s2r.dataset import ACTION, ACTION_PLAN, IMAGES, DatasetWriter  # noqa: E402
 from s2r.observations import term_sizes  # noqa: E402
 from s2r.sim.env import BatchEnv  # noqa: E402
 from s2r.sim.push_t import ScriptedPushExpert  # noqa: E402
+from s2r.sim.render import CameraRenderer  # noqa: E402
 from s2r.sim.task_dataset import CAMERA, IMAGE_SIZE, task_features, task_layout  # noqa: E402
 from s2r.sim.tasks import make_task  # noqa: E402
 
@@ -125,42 +125,6 @@ class ExpertPlanner:
         self.copy.close()
 
 
-class CameraRenderer:
-    """Renders one camera of a BatchEnv's worlds off-screen: (n, H, W, 3) uint8. Owns a mujoco.Renderer."""
-
-    def __init__(self, env: BatchEnv, camera: str = CAMERA, *, height: int = IMAGE_SIZE,
-                 width: int = IMAGE_SIZE) -> None:
-        self.env = env
-        self.camera = camera
-        self.shape = (height, width, 3)
-        self._data = mujoco.MjData(env.model)
-        try:
-            self._renderer = mujoco.Renderer(env.model, height=height, width=width)
-        except Exception as error:  # GL backends fail with several types
-            raise RuntimeError(f"off-screen rendering failed ({error}); images need MUJOCO_GL=egl (or osmesa) "
-                               f"set before MuJoCo is first imported, and Mesa's EGL (make installs it)") from None
-
-    def render(self, ids: np.ndarray) -> np.ndarray:
-        """Images of worlds `ids`, (n, H, W, 3) uint8."""
-        images = np.empty((len(ids), *self.shape), dtype=np.uint8)
-        for k, i in enumerate(ids):
-            self.env.batch.get_data(int(i), self._data)
-            mujoco.mj_kinematics(self.env.model, self._data)
-            mujoco.mj_camlight(self.env.model, self._data)
-            self._renderer.update_scene(self._data, camera=self.camera)
-            images[k] = self._renderer.render()
-        return images
-
-    def close(self) -> None:
-        self._renderer.close()
-
-    def __enter__(self) -> CameraRenderer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 @dataclass
 class _Take:
     """One world's episode as it is recorded."""
@@ -210,7 +174,7 @@ def record_demos(task: str = "push_t", *, expert: str = "scripted", episodes: in
     layout = task_layout(task)
     started = time.perf_counter()
     recorded = attempted = succeeded = frames = 0
-    renderer = CameraRenderer(env) if image else None
+    renderer = CameraRenderer(env, CAMERA, height=IMAGE_SIZE, width=IMAGE_SIZE) if image else None
     try:
         with DatasetWriter(Path(out), fps=1.0 / env.spec.control_period,
                            features=task_features(task, image=image, plan_horizon=plan_horizon),
