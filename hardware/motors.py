@@ -461,6 +461,17 @@ class BusRobot(RobotInterface):
         Clears a latched fault only if every motor answers again without a hardware error.
         """
         with self._lock:
+            self.check_enable()
+            for faults in self._faults:
+                faults.consecutive, faults.lost, faults.error_flags = 0, False, ()
+            self._faulted = None
+            self._torque(True)
+            self._enabled = True
+
+    def check_enable(self) -> None:
+        """What `enable` checks, without turning torque on: every motor answers without a hardware error and every
+        joint lies within its calibrated range (RobotError naming the motor or joint otherwise)."""
+        with self._lock:
             self._require_connected()
             reading = self._read_bus()
             missing = [m for m, good in zip(self.calibration.motors, reading.good) if not good]
@@ -480,11 +491,6 @@ class BusRobot(RobotInterface):
                     raise RobotError(f"{self.spec.name}: cannot enable: joint {motor.joint} is at {q[i]:.3f} rad, "
                                      f"outside its calibrated range [{motor.range[0]:.3f}, {motor.range[1]:.3f}] "
                                      f"(motor {motor.id}); move it into range by hand, or recalibrate")
-            for faults in self._faults:
-                faults.consecutive, faults.lost, faults.error_flags = 0, False, ()
-            self._faulted = None
-            self._torque(True)
-            self._enabled = True
 
     def read_state(self) -> RobotState:
         """One bus read; motors without a good reply keep their last good measurement and stamp (see the module).

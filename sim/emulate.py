@@ -10,7 +10,7 @@ Its own process keeps its timing off the driver's interpreter (one Python proces
 would hand replies over only at the interpreter's thread switches, every 5 ms).
 
     s2r emulate dynamixel --robot arm                        # calibration: hardware/configs/arm_dynamixel.yaml
-    s2r emulate dynamixel --robot so101 --baud 1000000 --calibration my_motors.yaml
+    s2r emulate dynamixel --robot arm --baud 57600 --calibration my_motors.yaml --initial-q elbow=0.3
 
     with EmulatorProcess("dynamixel", "arm") as emulator:   # the same, from Python (tests, benchmarks)
         driver = f"dynamixel:{emulator.port}"
@@ -33,7 +33,6 @@ import numpy as np
 
 from s2r.hardware.emulators.serial_bus import BusFaults, PtyBus
 from s2r.hardware.motors import RobotCalibration, default_calibration, read_motor_calibration
-from s2r.sim.motor_plant import MujocoPlant
 from s2r.spec import RobotSpec, robot_spec
 
 CONFIGS = Path(__file__).resolve().parent.parent / "hardware" / "configs"
@@ -43,6 +42,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "hardware" / "configs"
 def _dynamixel(spec: RobotSpec, calibration: RobotCalibration, baud: int, faults: BusFaults,
                initial_q: np.ndarray | None) -> PtyBus:
     from s2r.hardware.emulators.dynamixel import DynamixelMotors
+    from s2r.sim.motor_plant import MujocoPlant
 
     motors = DynamixelMotors(MujocoPlant(spec, initial_q=initial_q), calibration, faults, baud=baud)
     return PtyBus(motors, baud=baud, faults=faults)
@@ -99,7 +99,7 @@ class EmulatorProcess:
 
     def __init__(self, kind: str, robot: str, *, calibration: str | Path | None = None, baud: int | None = None,
                  initial_q: dict[str, float] | None = None) -> None:
-        command = [sys.executable, "-m", "s2r.sim.emulate", kind, "--robot", robot]
+        command = [sys.executable, "-m", "s2r.apps.cli", "emulate", kind, "--robot", robot]
         if calibration is not None:
             command += ["--calibration", str(calibration)]
         if baud is not None:
@@ -148,10 +148,9 @@ class EmulatorProcess:
         self.close()
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """The `s2r emulate` options (on `parser` when the CLI hands its subparser)."""
-    parser = parser or argparse.ArgumentParser(prog="s2r emulate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=list(EMULATORS), help="the bus and its motors")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `s2r emulate` options."""
+    parser.add_argument("kind", help=f"the bus and its motors: {', '.join(EMULATORS)}")
     parser.add_argument("--robot", required=True, metavar="SPEC", help="the robot (a name or spec YAML)")
     parser.add_argument("--calibration", metavar="FILE",
                         help="how the motors are mounted (a motor calibration YAML; default: "
@@ -159,11 +158,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--baud", type=int, help="the bus's baud rate (default 1000000)")
     parser.add_argument("--initial-q", action="append", default=[], metavar="JOINT=RAD",
                         help="start a joint away from the spec's default pose (repeatable)")
-    return parser
 
 
 def run(args: argparse.Namespace) -> None:
-    """`s2r emulate` with parsed options."""
+    """`s2r emulate` with parsed options (ValueError naming the option for a bad one)."""
+    if args.kind not in EMULATORS:
+        raise ValueError(f"emulate: unknown kind {args.kind!r} (kinds: {', '.join(EMULATORS)})")
     spec = robot_spec(args.robot)
     calibration = read_motor_calibration(args.calibration, spec) if args.calibration else None
     q = spec.default_q.copy()
@@ -175,6 +175,3 @@ def run(args: argparse.Namespace) -> None:
         q[spec.joint_names.index(name)] = float(value)
     serve(args.kind, spec, calibration=calibration, baud=args.baud, initial_q=q)
 
-
-if __name__ == "__main__":
-    run(build_parser().parse_args())
