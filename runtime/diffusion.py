@@ -11,6 +11,10 @@ Chunks are raw actions; with relative actions (the default) the network predicts
 the newest measured joint positions, normalized per chunk index, and `unnormalize` adds the
 reference back (`ActionReference`).
 
+A DSRL policy (contract `initial_noise: "policy"`) carries its noise policy in the same graph: a
+chunk's sampling starts from the graph's `noise` output for the observation window instead of a
+draw from N(0, I), and is then the same DDIM loop; its chunks never warm-start.
+
 Warm start (`warm_start=True`): a world that has a previous chunk starts from it shifted by the
 executed steps (its tail padded with the last action), noised to the level of the schedule's
 last `warm_start_steps` DDIM steps, and runs only those steps; a world after a reset samples in
@@ -43,6 +47,9 @@ from s2r.state import RobotState
 SAMPLE_INPUT = "sample"
 TIMESTEP_INPUT = "timestep"
 EPS_OUTPUT = "eps"
+NOISE_OUTPUT = "noise"
+"""The graph output of a DSRL noise policy (contract initial_noise "policy"): a chunk's initial noise
+(B, pred_horizon, A) from the observation window alone."""
 DIFFUSION_KEY = "s2r_diffusion"
 """The ONNX metadata_props key that holds the sampler's metadata (horizons, schedule, action normalizer)."""
 CHECKPOINT = "diffusion.pt"
@@ -125,6 +132,11 @@ class DiffusionRuntime:
         self.alphas_cumprod = [float(a) for a in meta["alphas_cumprod"]]
         self.timesteps = [int(t) for t in meta["timesteps"]]
         """DDIM steps of a full sampling, noisiest first."""
+        self.noise_policy = self.contract.initial_noise == "policy"
+        """Whether sampling starts from the graph's noise policy (DSRL) rather than from N(0, I)."""
+        if warm_start and self.noise_policy:
+            raise ValueError(f"{self.path}: warm_start: a DSRL policy starts every chunk from its noise policy's "
+                             "output (contract initial_noise 'policy'); it does not warm-start")
         self.warm_start = warm_start
         self.warm_start_steps = int(warm_start_steps or meta["warm_start_steps"])
         if not 1 <= self.warm_start_steps <= len(self.timesteps):
@@ -173,10 +185,18 @@ class DiffusionRuntime:
         return sample
 
     def sample(self, obs: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
-        """A full DDIM sampling from `noise` (n, Tp, A) (drawn if None): normalized chunk (n, Tp, A)."""
+        """A full DDIM sampling from `noise` (n, Tp, A) (if None: the noise policy's for `obs`, or a draw from
+        N(0, I)): normalized chunk (n, Tp, A)."""
         if noise is None:
-            noise = self._noise(len(obs))
+            noise = self.policy_noise(obs) if self.noise_policy else self._noise(len(obs))
         return self.denoise(obs, noise, self.timesteps)
+
+    def policy_noise(self, obs: np.ndarray) -> np.ndarray:
+        """The DSRL noise policy's initial noise (n, Tp, A) float32 for observation windows (n, To*D)."""
+        obs = np.ascontiguousarray(obs, dtype=np.float32)
+        placeholder = np.zeros((len(obs), self.pred_horizon, self.mapping.num_actions), dtype=np.float32)
+        return self.session.run([NOISE_OUTPUT], {OBS_INPUT: obs, SAMPLE_INPUT: placeholder,
+                                                 TIMESTEP_INPUT: np.zeros(len(obs), dtype=np.int64)})[0]
 
     def warm_sample(self, obs: np.ndarray, previous: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
         """The last `warm_start_steps` DDIM steps from the previous raw chunk (n, Tp, A), shifted by

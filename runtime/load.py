@@ -26,7 +26,8 @@ import onnxruntime as ort
 
 from s2r.contract import ContractError, PolicyContract
 from s2r.runtime.chunking import ChunkedPolicy
-from s2r.runtime.diffusion import DIFFUSION_KEY, EPS_OUTPUT, SAMPLE_INPUT, TIMESTEP_INPUT, DiffusionRuntime
+from s2r.runtime.diffusion import (DIFFUSION_KEY, EPS_OUTPUT, NOISE_OUTPUT, SAMPLE_INPUT, TIMESTEP_INPUT,
+                                  DiffusionRuntime)
 from s2r.runtime.mlp import ACTION_OUTPUT, PolicyRuntime
 from s2r.runtime.protocol import Runtime
 from s2r.runtime.session import OBS_INPUT, contract_of, open_session
@@ -98,10 +99,13 @@ def _signature(session: ort.InferenceSession, contract: PolicyContract, path: Pa
         meta = json.loads(metadata[DIFFUSION_KEY])
         obs_horizon, pred_horizon = int(meta["obs_horizon"]), int(meta["pred_horizon"])
         sample = ((pred_horizon, actions), FLOAT, f"pred_horizon {pred_horizon} × action.joint_names: {actions}")
+        outputs = {EPS_OUTPUT: sample}
+        if contract.initial_noise == "policy":   # DSRL: the noise policy's output is the denoiser's initial noise
+            outputs[NOISE_OUTPUT] = (sample[0], FLOAT, f"initial_noise 'policy': the denoiser's noise, {sample[2]}")
         return ({OBS_INPUT: ((obs_horizon * contract.obs_dim,), FLOAT,
                              f"obs_horizon {obs_horizon} × obs_dim {contract.obs_dim}"),
                  SAMPLE_INPUT: sample, TIMESTEP_INPUT: ((), INT64, "one DDIM timestep per row")},
-                {EPS_OUTPUT: sample})
+                outputs)
     raise ContractError(f"{path}: contract.kind: {contract.kind!r} (expected mlp or diffusion)")
 
 

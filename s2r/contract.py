@@ -25,6 +25,8 @@ METADATA_KEY = "s2r_contract"
 """The ONNX metadata_props key that holds the contract JSON."""
 
 PolicyKind = Literal["mlp", "diffusion"]
+InitialNoise = Literal["gaussian", "policy"]
+INITIAL_NOISES: tuple[InitialNoise, ...] = ("gaussian", "policy")
 
 
 class ContractError(ValueError):
@@ -50,7 +52,19 @@ class PolicyContract:
     """Task inputs the policy reads (name → size), e.g. {'target': 3}."""
     provenance: dict[str, Any] = field(default_factory=dict)
     """How the policy was made: task, seed, iterations, s2r version, time."""
+    initial_noise: InitialNoise = "gaussian"
+    """Diffusion policies: where a chunk's sampling starts. "gaussian": noise drawn from N(0, I);
+    "policy": a noise policy in the graph (DSRL), its output `noise` from the observation. Written to the
+    JSON only when "policy", so every other contract reads and compares as before."""
     version: int = CONTRACT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.initial_noise not in INITIAL_NOISES:
+            raise ContractError(f"contract initial_noise: {self.initial_noise!r} (expected one of "
+                                f"{', '.join(INITIAL_NOISES)})")
+        if self.initial_noise != "gaussian" and self.kind != "diffusion":
+            raise ContractError(f"contract initial_noise: {self.initial_noise!r} needs kind 'diffusion', "
+                                f"not {self.kind!r}")
 
     @property
     def obs_dim(self) -> int:
@@ -76,6 +90,7 @@ class PolicyContract:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        noise = {} if self.initial_noise == "gaussian" else {"initial_noise": self.initial_noise}
         return {
             "version": self.version,
             "kind": self.kind,
@@ -91,6 +106,7 @@ class PolicyContract:
             "control_period": self.control_period,
             "inputs": dict(self.inputs),
             "provenance": self.provenance,
+            **noise,
         }
 
     def to_json(self) -> str:
@@ -120,6 +136,7 @@ class PolicyContract:
                 control_period=float(data["control_period"]),
                 inputs={k: int(v) for k, v in data.get("inputs", {}).items()},
                 provenance=dict(data.get("provenance", {})),
+                initial_noise=data.get("initial_noise", "gaussian"),
                 version=version,
             )
         except KeyError as error:
