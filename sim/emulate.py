@@ -48,8 +48,18 @@ def _dynamixel(spec: RobotSpec, calibration: RobotCalibration, baud: int, faults
     return PtyBus(motors, baud=baud, faults=faults)
 
 
+def _feetech(spec: RobotSpec, calibration: RobotCalibration, baud: int, faults: BusFaults,
+             initial_q: np.ndarray | None) -> PtyBus:
+    from s2r.hardware.emulators.feetech import FeetechServos
+    from s2r.sim.motor_plant import MujocoPlant
+
+    servos = FeetechServos(spec, MujocoPlant(spec, initial_q=initial_q), mounting=calibration, faults=faults)
+    return PtyBus(servos, baud=baud, faults=faults)
+
+
 EMULATORS: dict[str, tuple[Callable[..., PtyBus], str, int]] = {
     "dynamixel": (_dynamixel, "XM430-W350", 1_000_000),
+    "feetech": (_feetech, "STS3215", 1_000_000),
 }
 """Kind → (builder(spec, calibration, baud, faults, initial_q) → an unstarted PtyBus, default motor model, default baud)."""
 

@@ -7,6 +7,7 @@ import json
 import math
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,15 +17,25 @@ from s2r.calibration.motors import CalibrationSettings, from_lerobot, run_calibr
 from s2r.hardware.drivers.feetech import FeetechRobot
 from s2r.hardware.drivers.feetech_bus import FeetechBus
 from s2r.hardware.drivers.feetech_protocol import Register, register_bytes
-from s2r.hardware.emulators.feetech import FeetechServos, HandPlant, Mount
+from s2r.hardware.emulators.feetech import FeetechServos, HandPlant
 from s2r.hardware.emulators.serial_bus import PtyBus
-from s2r.hardware.motors import MotorCalibrationError, read_motor_calibration
+from s2r.hardware.motors import MotorCalibrationError, default_calibration, read_motor_calibration
 from s2r.spec import robot_spec
 
 SPEC = robot_spec("so101")
 TICKS_PER_RAD = 4096 / (2 * math.pi)
-MOUNTS = {1: Mount(zero_ticks=1700), 3: Mount(zero_ticks=2300, direction=-1), 6: Mount(zero_ticks=2600)}
-"""Servo 3 (elbow_flex) is mounted the other way round; servos 1 and 6 were assembled off-centre."""
+
+
+def mounting(zero_ticks: dict[int, int], reversed_ids=()):
+    """How the servos sit on the emulated arm: encoder tick at each joint's zero, and the reversed ones."""
+    motors = default_calibration(SPEC, "STS3215").motors
+    return replace(default_calibration(SPEC, "STS3215"), motors=tuple(
+        replace(m, offset=zero_ticks.get(m.id, 2048) / TICKS_PER_RAD, direction=-1 if m.id in reversed_ids else 1)
+        for m in motors))
+
+
+MOUNTING = mounting({1: 1700, 3: 2300, 6: 2600}, reversed_ids=(3,))
+"""Servo 3 (elbow_flex) is mounted the other way round; servos 1, 3 and 6 were assembled off-centre."""
 
 
 def through(points: list[np.ndarray], seconds: float):
@@ -67,7 +78,7 @@ class Hand:
 @pytest.fixture
 def hand_moved_arm():
     plant = HandPlant(np.array([0.3, -0.2, 0.1, 0.0, 0.5, 0.2]))
-    servos = FeetechServos(SPEC, plant, mounts=MOUNTS)
+    servos = FeetechServos(SPEC, plant, mounting=MOUNTING)
     with PtyBus(servos, baud=1_000_000, faults=servos.faults) as bus:
         yield plant, bus
 
@@ -125,7 +136,7 @@ def lerobot_json(path, homing):
 def test_lerobots_calibration_json_drives_the_arm_with_the_homing_offsets_lerobot_wrote(tmp_path):
     zero = {1: 1700, 2: 2048, 3: 2300, 4: 2048, 5: 2048, 6: 2600}
     plant = HandPlant(np.zeros(6))
-    servos = FeetechServos(SPEC, plant, mounts={i: Mount(zero_ticks=z) for i, z in zero.items()})
+    servos = FeetechServos(SPEC, plant, mounting=mounting(zero))
     homing = {i: zero[i] - 2047 for i in zero}
     with PtyBus(servos, baud=1_000_000, faults=servos.faults) as bus:
         with FeetechBus(bus.port) as wire:  # LeRobot wrote these into the servos' EPROM

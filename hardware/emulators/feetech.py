@@ -10,9 +10,10 @@ drives the plant, as the firmware's does the motor: with torque enabled,
     tau = clip(kp (q_goal - q) - kd dq, ±effort_limit · torque_limit / 1000)
 
 and zero torque with it disabled (the arm is free: a leader arm moved by hand). Ticks and joint
-angles are related by how each servo is mounted (`Mount`: its encoder reading at the joint's zero
-and its direction, -1 for a servo mounted the other way round), and the firmware's homing offset
-(register 31: present position = encoder - offset).
+angles are related by how each servo is mounted, given as a motor calibration
+(`s2r.hardware.motors.RobotCalibration`: its encoder angle at the joint's zero, its direction, -1
+for a servo mounted the other way round; default: the spec's ids, zero at tick 2048), and the
+firmware's homing offset (register 31: present position = encoder - offset).
 
 They are a `BusDevice` of `s2r.hardware.emulators.serial_bus.PtyBus`, which serves them on a
 pseudo-terminal that `FeetechBus` (or Feetech's SDK) opens as its serial port, times the bytes at
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -54,37 +54,20 @@ from s2r.hardware.drivers.feetech_protocol import (
 )
 from s2r.hardware.emulators.plant import Plant
 from s2r.hardware.emulators.serial_bus import BusFaults, Reply
+from s2r.hardware.motors import RobotCalibration, check_calibration, default_calibration
 from s2r.spec import RobotSpec
 
 TICKS_PER_RAD = TICKS_PER_TURN / (2 * math.pi)
-CENTER = TICKS_PER_TURN // 2
-"""Encoder reading at a joint's zero when nobody said otherwise: the middle of the turn."""
 EPROM_END = 40
 """Addresses below 40 are EPROM: written only while the lock register (55) is 0."""
 READ_ONLY = set(range(0, 5)) | set(range(56, 71))
 """Firmware version, model number and the present-value registers."""
 
 
-@dataclass(frozen=True)
-class Mount:
-    """How one servo sits on its joint."""
-
-    zero_ticks: int = CENTER
-    """Encoder reading (before the homing offset) when the joint is at 0 rad."""
-    direction: int = 1
-    """+1: encoder ticks grow with the joint angle; -1: the servo is mounted the other way round."""
-
-    def __post_init__(self) -> None:
-        if self.direction not in (-1, 1):
-            raise ValueError(f"Mount.direction: expected +1 or -1, got {self.direction}")
-        if not 0 <= self.zero_ticks < TICKS_PER_TURN:
-            raise ValueError(f"Mount.zero_ticks: expected 0..{TICKS_PER_TURN - 1}, got {self.zero_ticks}")
-
-
 class FeetechServos:
     """The servos of one robot's bus, moving `plant` (joint order of `spec`): a `BusDevice`."""
 
-    def __init__(self, spec: RobotSpec, plant: Plant, *, mounts: dict[int, Mount] | None = None,
+    def __init__(self, spec: RobotSpec, plant: Plant, *, mounting: RobotCalibration | None = None,
                  model_number: int = STS3215, voltage_v: float = 12.0, faults: BusFaults | None = None) -> None:
         self.spec = spec
         self.plant = plant
@@ -96,7 +79,11 @@ class FeetechServos:
             raise ValueError(f"{spec.name}: every joint needs a bus_id for a Feetech bus, got {ids}")
         self.ids = ids
         self.index = {motor_id: i for i, motor_id in enumerate(ids)}
-        self.mounts = [(mounts or {}).get(motor_id, Mount()) for motor_id in ids]
+        mounting = mounting or default_calibration(spec, "STS3215")
+        check_calibration(mounting, spec)
+        self.zero_ticks = np.array([m.offset for m in mounting.motors]) * TICKS_PER_RAD
+        """(num_joints,) encoder ticks at each joint's zero."""
+        self.direction = np.array([m.direction for m in mounting.motors])
         self.kp = spec.joint_array("kp")
         self.kd = spec.joint_array("kd")
         self.effort_limit = spec.joint_array("effort_limit")
@@ -131,14 +118,12 @@ class FeetechServos:
 
     def encoder_ticks(self, i: int, q: float) -> float:
         """The encoder reading of servo i at joint angle q (rad), before the homing offset."""
-        mount = self.mounts[i]
-        return mount.zero_ticks + mount.direction * q * TICKS_PER_RAD
+        return self.zero_ticks[i] + self.direction[i] * q * TICKS_PER_RAD
 
     def joint_angle(self, i: int, present_ticks: float) -> float:
         """The joint angle (rad) at which servo i reads `present_ticks` (after its homing offset)."""
-        mount = self.mounts[i]
         encoder = present_ticks + self._get(i, Register.HOMING_OFFSET)
-        return (encoder - mount.zero_ticks) / (mount.direction * TICKS_PER_RAD)
+        return (encoder - self.zero_ticks[i]) / (self.direction[i] * TICKS_PER_RAD)
 
     # --- the position law -------------------------------------------------------------------------
     def torques(self, q: np.ndarray, dq: np.ndarray) -> np.ndarray:
@@ -161,12 +146,11 @@ class FeetechServos:
     def _refresh(self, i: int) -> None:
         """The present-value registers of servo i from the plant's newest state."""
         q, dq = float(self.plant.q[i]), float(self.plant.dq[i])
-        mount = self.mounts[i]
         present = round(self.encoder_ticks(i, q) - self._get(i, Register.HOMING_OFFSET)) % TICKS_PER_TURN
         self._set(i, Register.PRESENT_POSITION, present)
-        speed = round(mount.direction * dq * TICKS_PER_RAD)
+        speed = round(self.direction[i] * dq * TICKS_PER_RAD)
         self._set(i, Register.PRESENT_SPEED, int(np.clip(speed, -32767, 32767)))
-        load = round(mount.direction * self._tau[i] / self.effort_limit[i] * 1000)
+        load = round(self.direction[i] * self._tau[i] / self.effort_limit[i] * 1000)
         self._set(i, Register.PRESENT_LOAD, int(np.clip(load, -1000, 1000)))
         moving = abs(speed) > 5
         self.tables[i][Register.MOVING] = int(moving)
