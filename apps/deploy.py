@@ -48,7 +48,7 @@ import numpy as np
 
 from s2r.contract import PolicyContract
 from s2r.geometry import wrap_to_pi
-from s2r.hardware.drivers import Driver, parse_driver
+from s2r.hardware.drivers import Driver, parse_driver, preflight
 
 CONFIG = Path(str(resources.files("s2r.ros") / "config" / "deploy.yaml"))
 """The nodes' parameters (one ROS params file for all three); run-specific ones are set per run."""
@@ -139,6 +139,7 @@ def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver
     contract = check_policy_file(policy)  # refused here, in one line, before any node starts
     spec = robot or contract.robot
     contract.check(robot_spec(spec))
+    preflight(driver, robot_spec(spec))  # a bus robot's port, motors and calibration: refused here, in one line
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="s2r-deploy-"))
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("robot_node.json", "policy_node.json", "trajectory.npz", "ready"):
@@ -246,6 +247,7 @@ def _report(out: Path, contract: PolicyContract, driver: Driver, duration: float
         "late_ticks": robot_side["late_ticks"],
         "stale_ticks": robot_side["stale_ticks"],
         "safety_events": robot_side["safety_events"],
+        "safety_fault": robot_side.get("safety_fault"),
         "commands_rejected": robot_side["commands_rejected"],
         "realtime_notes": robot_side.get("realtime_notes", []),
     }
