@@ -304,6 +304,12 @@ def cmd_dataset(args: argparse.Namespace) -> None:
 
 
 def cmd_teleop(args: argparse.Namespace) -> None:
+    if args.leader or args.follower:
+        cmd_leader_follower(args)
+        return
+    _refuse(args, ("--duration", "--record", "--robot"), "teleop of a simulated task (--leader/--follower: arms)")
+    if args.task is None or args.device is None:
+        raise UsageError("give a task and --device (simulation), or --leader KIND:PORT --follower KIND:PORT (arms)")
     from s2r.apps.teleop import run_teleop
     from s2r.hardware.teleop import DeviceUnavailable, open_device
 
@@ -315,6 +321,23 @@ def cmd_teleop(args: argparse.Namespace) -> None:
         print(f"s2r teleop: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     _emit(result, args.json, f"teleoperated {args.task} with {args.device}")
+
+
+def cmd_leader_follower(args: argparse.Namespace) -> None:
+    from s2r.hardware.teleop.leader_follower import teleoperate
+    from s2r.interface import RobotError
+    from s2r.spec import robot_spec
+
+    if not (args.leader and args.follower):
+        raise UsageError("leader-follower teleop needs both --leader KIND:PORT and --follower KIND:PORT")
+    _refuse(args, ("task", "--device", "--out"), "leader-follower teleop (--record DIR records it)")
+    try:
+        result = teleoperate(args.leader, args.follower, robot_spec(args.robot or "so101"),
+                             duration_s=args.duration or 60.0, record=Path(args.record) if args.record else None)
+    except RobotError as error:
+        print(f"s2r teleop: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    _emit(result, args.json, f"{args.follower} following {args.leader}")
 
 
 def cmd_calibrate_camera(args: argparse.Namespace) -> None:
@@ -513,8 +536,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_emulate)
 
     p = sub.add_parser("teleop", help="teleoperate a task in simulation with a device, recording a LeRobot v3 dataset")
-    p.add_argument("task", choices=["push_t", "reach"])
-    p.add_argument("--device", required=True, choices=["keyboard", "gamepad", "spacemouse"])
+    p.add_argument("task", nargs="?", choices=["push_t", "reach"], help="a simulated task (with --device)")
+    p.add_argument("--device", choices=["keyboard", "gamepad", "spacemouse"])
+    p.add_argument("--leader", type=_driver, help="leader-follower: the torque-free leader arm, KIND:PORT")
+    p.add_argument("--follower", type=_driver, help="leader-follower: the arm that follows it, KIND:PORT "
+                                                    "(through the safety filter, at the spec's control rate)")
+    p.add_argument("--robot", help="leader-follower: both arms' spec (default so101)")
+    p.add_argument("--duration", type=float, help="leader-follower: seconds to run (default 60)")
+    p.add_argument("--record", metavar="DIR", help="leader-follower: record a LeRobot v3 dataset with the frames' "
+                                                   "measurement times")
     p.add_argument("--out", help="dataset directory to record into (appended to if it holds one); none: no recording")
     p.add_argument("--episodes", type=int, default=1, help="episodes to record; discarded ones do not count")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
