@@ -322,9 +322,11 @@ class MitCanRobot(BusRobot):
 
     def _read_register(self, motor: _Motor, register: DamiaoRegister) -> tuple[float, int]:
         """A register's value and the arbitration id it came from; RobotError when the motor does not answer."""
+        request = pack_register_read(motor.id, register)
+        malformed = False
         for _ in range(self.fault_config.retries + 1):
             self._drain()
-            self._send(REGISTER_ID, pack_register_read(motor.id, register))
+            self._send(REGISTER_ID, request)
             deadline = time.monotonic() + self.register_timeout_s
             while (remaining := deadline - time.monotonic()) > 0:
                 message = self._bus.recv(remaining)
@@ -332,10 +334,15 @@ class MitCanRobot(BusRobot):
                     break
                 if message.arbitration_id == REGISTER_ID:
                     continue  # a request echoed
+                data = bytes(message.data)
                 try:
-                    return unpack_register_reply(bytes(message.data), motor.id, register), message.arbitration_id
+                    return unpack_register_reply(data, motor.id, register), message.arbitration_id
                 except FrameError:
-                    continue
+                    malformed |= len(data) >= 4 and data[:4] == request[:4]  # its answer, of the wrong length
+        if malformed:
+            raise RobotError(f"{self.calibration.where}: motors[{motor.index}].model: {motor.model.name}, but motor "
+                             f"{motor.id} (joint {motor.joint}) answers with malformed replies (expected 8-byte "
+                             f"Damiao register replies)")
         raise self._silent(motor)
 
     def _silent(self, motor: _Motor) -> RobotError:
