@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from s2r.hardware.emulators.mit_can import CanFaults
 from s2r.hardware.emulators.serial_bus import BusFaults, PtyBus
 from s2r.hardware.motors import RobotCalibration, default_calibration, read_motor_calibration
 from s2r.spec import RobotSpec, robot_spec
@@ -57,9 +59,22 @@ def _feetech(spec: RobotSpec, calibration: RobotCalibration, baud: int, faults: 
     return PtyBus(servos, baud=baud, faults=faults)
 
 
+def _mit_can(spec: RobotSpec, calibration: RobotCalibration, baud: int, faults: BusFaults,
+             initial_q: np.ndarray | None) -> Any:
+    """MIT CAN motors on python-can's UDP multicast bus (group 239.0.0.1, a port of their own): `port` is the driver's
+    WHERE (`mit_can:udp_multicast:239.0.0.1:PORT,calibration=FILE`); baud is the CAN bit rate."""
+    from s2r.hardware.emulators.mit_can import MitCanBus
+    from s2r.sim.motor_plant import MujocoPlant
+
+    port = 43200 + secrets.randbelow(2000)
+    return MitCanBus(MujocoPlant(spec, initial_q=initial_q), calibration, interface="udp_multicast",
+                     channel="239.0.0.1", port=port, bitrate=baud, faults=faults)
+
+
 EMULATORS: dict[str, tuple[Callable[..., PtyBus], str, int]] = {
     "dynamixel": (_dynamixel, "XM430-W350", 1_000_000),
     "feetech": (_feetech, "STS3215", 1_000_000),
+    "mit_can": (_mit_can, "DM-J8009P", 1_000_000),
 }
 """Kind → (builder(spec, calibration, baud, faults, initial_q) → an unstarted PtyBus, default motor model, default baud)."""
 
@@ -79,7 +94,7 @@ def serve(kind: str, spec: RobotSpec, *, calibration: RobotCalibration | None = 
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     builder, _, default_baud = EMULATORS[kind]
-    faults = BusFaults()
+    faults = CanFaults() if kind == "mit_can" else BusFaults()
     bus = builder(spec, calibration or default_mounting(kind, spec), baud or default_baud, faults, initial_q)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
-import textwrap
 import time
 import uuid
 from contextlib import contextmanager
@@ -20,6 +17,7 @@ from s2r.hardware.emulators.mit_can import MitCanBus
 from s2r.hardware.motors import MotorCalibrationError, read_motor_calibration, write_motor_calibration
 from s2r.hardware.safety import SafetyFilter
 from s2r.interface import RobotError
+from s2r.sim.emulate import EmulatorProcess
 from s2r.sim.motor_plant import MujocoPlant
 from s2r.spec import robot_spec
 from s2r.state import Command
@@ -212,28 +210,10 @@ def test_the_driver_is_opened_by_the_registry_and_its_address_errors_name_the_fl
         load_driver_config("mit_can:virtual:go2")
 
 
-EMULATOR_PROCESS = textwrap.dedent("""
-    import sys, time
-    from s2r.hardware.emulators.mit_can import MitCanBus
-    from s2r.hardware.motors import read_motor_calibration
-    from s2r.sim.motor_plant import MujocoPlant
-    from s2r.spec import robot_spec
-    spec = robot_spec("go2")
-    with MitCanBus(MujocoPlant(spec), read_motor_calibration(sys.argv[1], spec), interface="udp_multicast",
-                   channel="239.0.0.1", port=int(sys.argv[2])):
-        print("serving", flush=True)
-        sys.stdin.read()
-""")
-
-
 def test_across_processes_through_udp_multicast_the_driver_moves_a_leg():
-    port = 43200 + uuid.uuid4().int % 2000
-    emulator = subprocess.Popen([sys.executable, "-c", EMULATOR_PROCESS, str(CALIBRATION), str(port)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert emulator.stdout.readline().strip() == "serving"
-        with MitCanRobot(SPEC, f"udp_multicast:239.0.0.1:{port},calibration={CALIBRATION}",
-                         reply_slack_s=SLACK_S) as robot:
+    with EmulatorProcess("mit_can", "go2") as emulator:  # s2r emulate mit_can --robot go2
+        assert emulator.port.startswith("udp_multicast:239.0.0.1:")
+        with MitCanRobot(SPEC, f"{emulator.port},calibration={CALIBRATION}", reply_slack_s=SLACK_S) as robot:
             robot.enable()
             target = SPEC.default_q.copy()
             target[0] = 0.5  # FL hip out
@@ -241,7 +221,7 @@ def test_across_processes_through_udp_multicast_the_driver_moves_a_leg():
             run(robot, safety, 1.0)  # the soft start
             run(robot, safety, 1.5, command=hold(target))
             q = robot.read_state().q
-        assert q[0] > 0.35 and abs(q[3] - SPEC.default_q[3]) < 0.1, "the FL hip went out from 0.1 rad, FR stayed"
-    finally:
-        emulator.stdin.close()
-        emulator.wait(timeout=10)
+            emulator.fault("silent 3")
+            run(robot, safety, 0.3, command=hold(target))
+            assert robot.fault == "motor 3 (joint FR_hip_joint): lost"
+    assert q[0] > 0.35 and abs(q[3] - SPEC.default_q[3]) < 0.1, "the FL hip went out from 0.1 rad, FR stayed"

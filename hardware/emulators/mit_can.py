@@ -146,7 +146,7 @@ class MitCanBus:
         if not (isinstance(bitrate, int) and bitrate > 0):
             raise ValueError(f"MitCanBus: bitrate: expected a positive integer, got {bitrate!r}")
         self.plant, self.calibration = plant, calibration
-        self.interface, self.channel, self.port, self.bitrate = interface, channel, port, bitrate
+        self.interface, self.channel, self.udp_port, self.bitrate = interface, channel, port, bitrate
         self.faults = faults if faults is not None else CanFaults()
         self.can_timeout_s = can_timeout_s
         self.motors: list[EmulatedMitMotor] = []
@@ -176,7 +176,7 @@ class MitCanBus:
     def start(self) -> MitCanBus:
         """Open the bus and serve on the emulator's thread; returns the emulator."""
         if self._thread is None:
-            options = {"port": self.port} if self.port is not None else {}
+            options = {"port": self.udp_port} if self.udp_port is not None else {}
             self._bus = can.Bus(interface=self.interface, channel=self.channel, bitrate=self.bitrate, **options)
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name=f"MitCanBus({self.channel})", daemon=True)
@@ -192,6 +192,12 @@ class MitCanBus:
         if self._bus is not None:
             self._bus.shutdown()
             self._bus = None
+
+    @property
+    def port(self) -> str:
+        """The bus as the driver names it: `--driver mit_can:PORT,calibration=FILE` (e.g. `udp_multicast:239.0.0.1:43500`)."""
+        udp = f":{self.udp_port}" if self.udp_port is not None else ""
+        return f"{self.interface}:{self.channel}{udp}"
 
     def __enter__(self) -> MitCanBus:
         return self.start()
