@@ -62,8 +62,9 @@ STALL_TORQUE = {"STS3215": 2.94, "STS3250": 4.9, "SM8512BL": 11.8}
 """N·m at full load (present load 1000 = 100 %), per model at 12 V (Feetech's data sheets)."""
 READ_SPAN = (Register.PRESENT_POSITION, 8)
 """Address and length of the one sync read: position, speed, load (2 bytes each), voltage, temperature."""
-ERROR_NAMES = {ErrorBit.VOLTAGE: "voltage", ErrorBit.ANGLE_SENSOR: "encoder", ErrorBit.OVERHEAT: "overheating",
-               ErrorBit.OVERCURRENT: "overcurrent", ErrorBit.OVERLOAD: "overload"}
+ERROR_NAMES = {int(ErrorBit.VOLTAGE): "voltage", int(ErrorBit.ANGLE_SENSOR): "encoder",
+               int(ErrorBit.OVERHEAT): "overheating", int(ErrorBit.OVERCURRENT): "overcurrent",
+               int(ErrorBit.OVERLOAD): "overload"}
 
 
 def load_feetech_address(where: str) -> BusAddress:
@@ -171,7 +172,7 @@ class FeetechRobot(BusRobot):
             speed[i] = register_value(Register.PRESENT_SPEED, data[2:4])
             load[i] = register_value(Register.PRESENT_LOAD, data[4:6])
             self._health_now[i] = MotorHealth(temperature=float(data[7]), voltage=data[6] / 10)
-            flags.append(tuple(name for bit, name in ERROR_NAMES.items() if reply.code & bit))
+            flags.append(tuple(name for bit, name in ERROR_NAMES.items() if reply.code & bit) if reply.code else ())
         self._present[good] = present[good]
         encoder = present + self.homing
         # Unwrapped around the offset: the joint lies within half a turn of it.

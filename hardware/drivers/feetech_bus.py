@@ -176,7 +176,8 @@ class FeetechBus:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            port.timeout = remaining
+            if abs(port.timeout - remaining) > 0.2 * remaining:  # setting it costs a tcsetattr: only when it matters
+                port.timeout = remaining
             data = port.read(max(1, expected - received))
             if not data:
                 break

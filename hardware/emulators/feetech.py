@@ -91,6 +91,7 @@ class FeetechServos:
         """The switches; give the same object to the PtyBus."""
         self.lock = threading.Lock()
         self._tau = np.zeros(len(ids))
+        self._now: tuple[np.ndarray, np.ndarray] | None = None
         self.tables = [self._table(motor_id, model_number, voltage_v) for motor_id in ids]
         self.counts = {"instructions": 0, "statuses": 0, "sync_reads": 0, "sync_writes": 0, "bad_packets": 0}
 
@@ -143,15 +144,21 @@ class FeetechServos:
             self._tau = self.torques(self.plant.q, self.plant.dq)
             self.plant.step(self._tau)
 
+    def _plant_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """The plant's (q, dq), read once per instruction packet."""
+        if self._now is None:
+            self._now = (self.plant.q, self.plant.dq)
+        return self._now
+
     def _refresh(self, i: int) -> None:
         """The present-value registers of servo i from the plant's newest state."""
-        q, dq = float(self.plant.q[i]), float(self.plant.dq[i])
-        present = round(self.encoder_ticks(i, q) - self._get(i, Register.HOMING_OFFSET)) % TICKS_PER_TURN
+        q, dq = self._plant_state()
+        present = round(self.encoder_ticks(i, float(q[i])) - self._get(i, Register.HOMING_OFFSET)) % TICKS_PER_TURN
         self._set(i, Register.PRESENT_POSITION, present)
-        speed = round(self.direction[i] * dq * TICKS_PER_RAD)
-        self._set(i, Register.PRESENT_SPEED, int(np.clip(speed, -32767, 32767)))
-        load = round(self.direction[i] * self._tau[i] / self.effort_limit[i] * 1000)
-        self._set(i, Register.PRESENT_LOAD, int(np.clip(load, -1000, 1000)))
+        speed = round(float(self.direction[i] * dq[i]) * TICKS_PER_RAD)
+        self._set(i, Register.PRESENT_SPEED, min(max(speed, -32767), 32767))
+        load = round(float(self.direction[i] * self._tau[i] / self.effort_limit[i]) * 1000)
+        self._set(i, Register.PRESENT_LOAD, min(max(load, -1000), 1000))
         moving = abs(speed) > 5
         self.tables[i][Register.MOVING] = int(moving)
         if self.ids[i] in self.faults.overheating:
@@ -170,6 +177,7 @@ class FeetechServos:
         """The status packets the servos put on the wire in answer to one instruction packet (none for some)."""
         with self.lock:
             self.counts["instructions"] += 1
+            self._now = None
             if self.faults.bus_down:  # the adapter is gone: nothing reaches the servos
                 return []
             try:

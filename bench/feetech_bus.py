@@ -1,0 +1,154 @@
+"""The SO-101's 6 STS3215 servos on an emulated 1 Mbaud Feetech bus: control-loop rate against the wire's limit.
+
+One tick of s2r's driver is one sync read (position, speed, load, voltage, temperature: 8 bytes
+from each servo) and one sync write (goal positions) through `FeetechRobot.read_state` and
+`write_command`; the peer is the same bus (`FeetechBus`) reading and writing the servos one by
+one (a READ of the same 8 bytes and a WRITE of the goal, answered, per servo). Ticks run back to
+back, in alternating rounds so that the shared machine's noise falls on both. The emulator runs
+in its own process (`s2r emulate feetech --robot so101`), so its timing is not the driver's
+interpreter's.
+
+The wire limit is the bytes a tick puts on the wire at the baud rate, 10 bits a byte:
+
+    sync:        (8 + n) + n (6 + 8)  +  8 + 3 n            = 124 bytes for n = 6: 1.24 ms, 806 Hz
+    one by one:  n (8 + 6 + 8)  +  n (9 + 6)                = 222 bytes for n = 6: 2.22 ms, 450 Hz
+
+and each mode's achieved rate is reported against its own limit (goal: >= 0.8 for the sync tick).
+
+    PYTHONPATH=. python -m bench.feetech_bus --ticks 400 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from bench.report import machine, report
+from s2r.hardware.drivers.feetech import READ_SPAN, FeetechRobot
+from s2r.hardware.drivers.feetech_bus import BITS_PER_BYTE, NoReply
+from s2r.hardware.drivers.feetech_protocol import STATUS_OVERHEAD, Register, encode_value
+from s2r.sim.emulate import EmulatorProcess
+from s2r.spec import robot_spec
+from s2r.state import Command
+
+BAUD = 1_000_000
+
+
+def wire_bytes(n: int) -> dict[str, int]:
+    """Bytes on the wire per tick for n servos: sync read + n statuses + sync write; and one by one."""
+    length = READ_SPAN[1]
+    sync = (8 + n) + n * (STATUS_OVERHEAD + length) + (8 + 3 * n)
+    one_by_one = n * (8 + STATUS_OVERHEAD + length) + n * (9 + STATUS_OVERHEAD)
+    return {"sync": sync, "one_by_one": one_by_one}
+
+
+def _sync_ticks(robot: FeetechRobot, command: Command, ticks: int) -> np.ndarray:
+    times = np.empty(ticks)
+    for k in range(ticks):
+        start = time.perf_counter()
+        robot.read_state()
+        robot.write_command(command)
+        times[k] = time.perf_counter() - start
+    return times
+
+
+def _one_by_one_ticks(robot: FeetechRobot, goals: dict[int, bytes], ticks: int) -> tuple[np.ndarray, int]:
+    bus, (address, length) = robot.bus, READ_SPAN
+    times, missed = np.empty(ticks), 0
+    for k in range(ticks):
+        start = time.perf_counter()
+        for motor_id, goal in goals.items():
+            try:
+                bus.read(motor_id, address, length)
+            except NoReply:
+                missed += 1
+        for motor_id, goal in goals.items():
+            try:
+                bus.write(motor_id, Register.GOAL_POSITION, goal)
+            except NoReply:
+                missed += 1
+        times[k] = time.perf_counter() - start
+    return times, missed
+
+
+def run(*, ticks: int = 400, rounds: int = 5) -> dict[str, Any]:
+    """Both modes for `rounds` alternating rounds of `ticks` back-to-back ticks; the figures and their ratios."""
+    spec = robot_spec("so101")
+    n = spec.num_joints
+    sizes = wire_bytes(n)
+    limit_s = {mode: size * BITS_PER_BYTE / BAUD for mode, size in sizes.items()}
+    samples: dict[str, list[np.ndarray]] = {"sync": [], "one_by_one": []}
+    elapsed = {"sync": 0.0, "one_by_one": 0.0}
+    with EmulatorProcess("feetech", "so101", baud=BAUD) as emulator, \
+            FeetechRobot(spec, f"{emulator.port}@{BAUD}") as robot:
+        robot.enable()
+        hold = robot.read_state().q
+        command = Command(q=hold, dq=np.zeros(n), kp=spec.joint_array("kp"), kd=spec.joint_array("kd"),
+                          tau_ff=np.zeros(n))
+        goals = {motor_id: encode_value(2048, 2) for motor_id in robot.ids}
+        _sync_ticks(robot, command, 50)  # warm-up: code loaded, the emulator's physics running
+        missed = 0
+        for _ in range(rounds):
+            start = time.perf_counter()
+            samples["sync"].append(_sync_ticks(robot, command, ticks))
+            elapsed["sync"] += time.perf_counter() - start
+            start = time.perf_counter()
+            times, lost = _one_by_one_ticks(robot, goals, ticks)
+            elapsed["one_by_one"] += time.perf_counter() - start
+            samples["one_by_one"].append(times)
+            missed += lost
+        counts = robot.bus_counts()
+        faults = {name: f.missed + f.corrupted for name, f in robot.faults().items()}
+        emulator_stats = emulator.stats()
+    result: dict[str, Any] = {"bench": "feetech_bus", "robot": "so101", "servos": n, "baud": BAUD, "ticks": ticks,
+                              "rounds": rounds, "machine": machine(), "load_average_1min": os.getloadavg()[0]}
+    for mode in ("sync", "one_by_one"):
+        times = np.concatenate(samples[mode])
+        hz = len(times) / elapsed[mode]
+        result[f"{mode}_wire_bytes"] = sizes[mode]
+        result[f"{mode}_wire_limit_hz"] = 1 / limit_s[mode]
+        result[f"{mode}_hz"] = hz
+        result[f"{mode}_tick_p50_ms"] = float(np.percentile(times, 50) * 1e3)
+        result[f"{mode}_tick_p99_ms"] = float(np.percentile(times, 99) * 1e3)
+        result[f"{mode}_fraction_of_wire_limit"] = hz * limit_s[mode]
+        result[f"{mode}_fraction_of_wire_limit_at_p50"] = limit_s[mode] / float(np.percentile(times, 50))
+    result["sync_over_one_by_one_hz"] = result["sync_hz"] / result["one_by_one_hz"]
+    result["sync_missed_replies"] = int(sum(faults.values()))
+    result["one_by_one_missed_replies"] = missed
+    result["bus_timeouts"] = counts["timeouts"]
+    result["emulator_physics_overruns"] = emulator_stats.get("physics_overruns", 0)
+    result["goal_fraction_of_wire_limit"] = 0.8
+    result["goal_met"] = result["sync_fraction_of_wire_limit"] >= 0.8
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ticks", type=int, default=400, help="ticks per round and mode")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
+    args = parser.parse_args()
+    result = run(ticks=args.ticks, rounds=args.rounds)
+    rows = []
+    for mode, label in (("sync", "one sync read + one sync write"), ("one_by_one", "servos one by one")):
+        rows += [(f"{label}: achieved", f"{result[f'{mode}_hz']:.0f} Hz"),
+                 (f"{label}: wire limit", f"{result[f'{mode}_wire_limit_hz']:.0f} Hz "
+                                          f"({result[f'{mode}_wire_bytes']} bytes at 1 Mbaud)"),
+                 (f"{label}: fraction of the wire limit (mean, median tick)",
+                  f"{result[f'{mode}_fraction_of_wire_limit']:.2f}, "
+                  f"{result[f'{mode}_fraction_of_wire_limit_at_p50']:.2f}"),
+                 (f"{label}: tick p50 / p99", f"{result[f'{mode}_tick_p50_ms']:.2f} / "
+                                              f"{result[f'{mode}_tick_p99_ms']:.2f} ms")]
+    rows += [("sync / one by one (Hz)", f"{result['sync_over_one_by_one_hz']:.2f}"),
+             ("missed replies (sync, one by one)",
+              f"{result['sync_missed_replies']}, {result['one_by_one_missed_replies']}"),
+             ("goal: sync >= 0.8 of the wire limit", "met" if result["goal_met"] else "not met"),
+             ("load average (1 min)", f"{result['load_average_1min']:.2f}")]
+    report("feetech_bus", "SO-101 (6 × STS3215) on an emulated 1 Mbaud Feetech bus", rows, result)
+
+
+if __name__ == "__main__":
+    main()
