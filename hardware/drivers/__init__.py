@@ -67,6 +67,7 @@ DRIVERS: dict[str, DriverKind] = {
         where="PORT[@BAUD][,calibration=FILE] (baud 1000000 by default; calibration from s2r calibrate-motors)",
         opener="s2r.hardware.drivers.feetech:FeetechRobot",
         config_loader="s2r.hardware.drivers.feetech:load_feetech_address",
+        preflight=True,
     ),
     "mit_can": DriverKind(
         summary="MIT-protocol CAN motors (CubeMars AK, Damiao DM) through python-can, one frame per motor per tick",
