@@ -200,7 +200,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 BENCH_OPTIONS = {"sim": ("--task", "--num-envs", "--backend"), "train": ("--task",),
                  "loop": ("--rate", "--rt-priority"),
-                 "deploy": ("--policy", "--driver", "--duration", "--rt-priority")}
+                 "deploy": ("--policy", "--driver", "--duration", "--rt-priority"), "can_bus": ("--ticks",)}
 """The options each benchmark takes."""
 
 
@@ -219,6 +219,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
         bench = _bench_module("deploy")
         result = bench.run(args.policy, driver=args.driver or bench.DEFAULT_DRIVER, duration=args.duration or 10.0,
                            rt_priority=50 if args.rt_priority is None else args.rt_priority)
+    elif args.what == "can_bus":
+        result = _bench_module("can_bus").run(ticks=args.ticks or 300)
     else:
         result = _bench_module("loop").run(rate=args.rate or 500.0,
                                            rt_priority=50 if args.rt_priority is None else args.rt_priority)
@@ -451,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-envs", type=int, help="sim: worlds (default 1024 on cpu, 4096 on warp)")
     p.add_argument("--backend", choices=BACKENDS, help="sim: the backend to measure (default cpu)")
     p.add_argument("--rate", type=float, help="loop: rate in Hz (default 500)")
+    p.add_argument("--ticks", type=int, help="can_bus: ticks per round and mode (default 300)")
     p.add_argument("--policy", help="deploy: the exported policy to deploy (cartpole or pendulum)")
     p.add_argument("--driver", type=_driver, metavar="KIND[:WHERE]",
                    help="deploy: the robot (default: sim with hardware/configs/cartpole_hanging_no_latency.yaml)")

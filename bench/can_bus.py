@@ -1,0 +1,193 @@
+"""The Go2's 12 MIT motors (Damiao DM-J8009P) on an emulated 1 Mbit/s CAN bus: control-loop rate against the wire's limit.
+
+One tick of s2r's driver is `MitCanRobot.read_state` + `write_command`: 12 command frames sent
+at once, then the 12 replies collected (the replies are the next tick's state). The peer is
+the same frames on the same python-can bus one motor at a time: send a motor's command, wait
+for its reply, then the next motor's. Ticks run back to back, in alternating rounds so that the
+shared machine's noise falls on both.
+
+The wire limit: a tick puts 12 commands and 12 replies on the wire, each a CAN 2.0A frame of
+8 data bytes, 47 + 64 bits plus the stuff bits its content needs (computed for the frames the
+tick actually sends, `frame_bits`: about 112 to 128 bits a frame), at 1 Mbit/s: about 2.9 ms,
+345 Hz. There is no wire on python-can's buses, so the emulator (`MitCanBus`) keeps one: each
+frame occupies it for its bits at the bit rate, one frame after the other, and a reply is
+delivered when its last bit would have crossed. A tick can therefore not beat the limit; the
+fraction of it that a tick reaches is what the host's code and the buses' hand-overs cost.
+
+Two emulators: `virtual` (python-can's in-process bus, the emulator on a thread of the
+benchmark's interpreter, as the tests run it) and `udp_multicast` (`s2r emulate mit_can`, the
+emulator in its own process, frames as UDP datagrams). The CPU time the benchmark's process
+spends per tick is reported beside the rates: on a virtual bus it is the driver's and the
+emulator's together, in one interpreter.
+
+    PYTHONPATH=. python -m bench.can_bus --ticks 300 --rounds 3        # or: s2r bench can_bus
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import can
+import numpy as np
+
+from bench.report import machine, report
+from s2r.hardware.drivers.mit_can import MitCanRobot
+from s2r.hardware.drivers.mit_can_protocol import MitCommand, mit_model, pack_command
+from s2r.hardware.emulators.mit_can import DAMIAO_MASTER_OFFSET, MitCanBus
+from s2r.hardware.motors import read_motor_calibration
+from s2r.sim.emulate import EmulatorProcess
+from s2r.sim.motor_plant import MujocoPlant
+from s2r.spec import robot_spec
+from s2r.state import Command
+
+BITRATE = 1_000_000
+CALIBRATION = Path(__file__).resolve().parents[1] / "hardware/configs/go2_mit_can.yaml"
+EMULATORS = ("virtual", "udp_multicast")
+
+
+def _driver_ticks(robot: MitCanRobot, command: Command, ticks: int) -> np.ndarray:
+    times = np.empty(ticks)
+    for k in range(ticks):
+        start = time.perf_counter()
+        robot.read_state()
+        robot.write_command(command)
+        times[k] = time.perf_counter() - start
+    return times
+
+
+def _one_by_one_ticks(bus: can.BusABC, frames: list[tuple[int, bytes, int]], ticks: int,
+                      timeout_s: float) -> tuple[np.ndarray, int]:
+    """Each motor's command, then its reply, motor after motor; (tick times, replies missed)."""
+    while bus.recv(0.0) is not None:
+        pass
+    times, missed = np.empty(ticks), 0
+    for k in range(ticks):
+        start = time.perf_counter()
+        for motor_id, data, reply_id in frames:
+            bus.send(can.Message(arbitration_id=motor_id, data=data, is_extended_id=False))
+            deadline = time.monotonic() + timeout_s
+            while (remaining := deadline - time.monotonic()) > 0:
+                message = bus.recv(remaining)
+                if message is not None and message.arbitration_id == reply_id:
+                    break
+            else:
+                missed += 1
+        times[k] = time.perf_counter() - start
+    return times, missed
+
+
+def _measure(emulator: str, ticks: int, rounds: int) -> dict[str, Any]:
+    spec = robot_spec("go2")
+    calibration = read_motor_calibration(CALIBRATION, spec)
+    if emulator == "virtual":
+        channel = f"bench-{uuid.uuid4().hex[:8]}"
+        server = MitCanBus(MujocoPlant(spec), calibration, channel=channel, bitrate=BITRATE).start()
+    else:
+        server = EmulatorProcess("mit_can", "go2", baud=BITRATE)
+    try:
+        with MitCanRobot(spec, f"{server.port}@{BITRATE},calibration={CALIBRATION}") as robot:
+            robot.enable()
+            command = Command(q=spec.default_q, dq=np.zeros(12), kp=spec.joint_array("kp"),
+                              kd=spec.joint_array("kd"), tau_ff=np.zeros(12))
+            shaft = calibration.shaft_command(command)
+            frames = [(m.id, pack_command(mit_model(m.model), MitCommand(shaft.q[i], shaft.dq[i], shaft.kp[i],
+                                                                         shaft.kd[i], shaft.tau_ff[i])),
+                       m.id + DAMIAO_MASTER_OFFSET) for i, m in enumerate(calibration.motors)]
+            peer = can.Bus(**robot.address.bus_options())
+            _driver_ticks(robot, command, 50)  # warm-up: code loaded, the emulator's physics running
+            wire_s = robot.wire_time_s([data for _, data, _ in frames])
+            samples: dict[str, list[np.ndarray]] = {"driver": [], "one_by_one": []}
+            elapsed = {"driver": 0.0, "one_by_one": 0.0}
+            missed, cpu_s = 0, 0.0
+            for _ in range(rounds):
+                start, cpu = time.perf_counter(), time.process_time()
+                samples["driver"].append(_driver_ticks(robot, command, ticks))
+                elapsed["driver"] += time.perf_counter() - start
+                cpu_s += time.process_time() - cpu
+                start = time.perf_counter()
+                times, lost = _one_by_one_ticks(peer, frames, ticks, robot.reply_slack_s + 2 * wire_s / 12)
+                elapsed["one_by_one"] += time.perf_counter() - start
+                samples["one_by_one"].append(times)
+                missed += lost
+            peer.shutdown()
+            faults = sum(f.missed + f.corrupted for f in robot.faults().values())
+        stats = server.stats()
+    finally:
+        server.close()
+    result: dict[str, Any] = {"wire_ms": wire_s * 1e3, "wire_limit_hz": 1 / wire_s}
+    for mode in ("driver", "one_by_one"):
+        times = np.concatenate(samples[mode])
+        hz = len(times) / elapsed[mode]
+        result[f"{mode}_hz"] = hz
+        result[f"{mode}_tick_p50_ms"] = float(np.percentile(times, 50) * 1e3)
+        result[f"{mode}_tick_p99_ms"] = float(np.percentile(times, 99) * 1e3)
+        result[f"{mode}_fraction_of_wire_limit"] = hz * wire_s
+        result[f"{mode}_fraction_of_wire_limit_at_p50"] = wire_s / float(np.percentile(times, 50))
+    result["driver_process_cpu_ms_per_tick"] = cpu_s / (ticks * rounds) * 1e3
+    result["driver_over_one_by_one_hz"] = result["driver_hz"] / result["one_by_one_hz"]
+    result["driver_missed_replies"] = int(faults)
+    result["one_by_one_missed_replies"] = missed
+    result["emulator_reply_late_p99_us"] = stats["reply_late_p99_us"]
+    result["emulator_physics_overruns"] = stats["physics_overruns"]
+    return result
+
+
+def run(*, ticks: int = 300, rounds: int = 3, emulators: tuple[str, ...] = EMULATORS) -> dict[str, Any]:
+    """Both modes on each emulator, `rounds` alternating rounds of `ticks` back-to-back ticks; figures and ratios."""
+    result: dict[str, Any] = {"bench": "can_bus", "robot": "go2", "motors": 12, "model": "DM-J8009P",
+                              "bitrate": BITRATE, "ticks": ticks, "rounds": rounds, "machine": machine(),
+                              "load_average_1min": os.getloadavg()[0]}
+    for emulator in emulators:
+        for key, value in _measure(emulator, ticks, rounds).items():
+            result[f"{emulator}_{key}"] = value
+    result["goal_fraction_of_wire_limit"] = 0.8
+    result["goal_met"] = {e: result[f"{e}_driver_fraction_of_wire_limit"] >= 0.8 for e in emulators}
+    result["load_average_1min_after"] = os.getloadavg()[0]
+    return result
+
+
+def rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+    table = []
+    for emulator in EMULATORS:
+        if f"{emulator}_wire_ms" not in result:
+            continue
+        e = lambda key: result[f"{emulator}_{key}"]  # noqa: E731
+        table.append((f"{emulator}: wire limit", f"{e('wire_limit_hz'):.0f} Hz ({e('wire_ms'):.2f} ms: 24 frames "
+                                                 f"at 1 Mbit/s)"))
+        for mode, label in (("driver", "s2r (12 out, 12 in)"), ("one_by_one", "one motor at a time")):
+            table += [(f"{emulator}: {label}", f"{e(mode + '_hz'):.0f} Hz, tick p50 / p99 "
+                                               f"{e(mode + '_tick_p50_ms'):.2f} / {e(mode + '_tick_p99_ms'):.2f} ms"),
+                      (f"{emulator}: {label}: fraction of the wire limit (mean, median tick)",
+                       f"{e(mode + '_fraction_of_wire_limit'):.2f}, {e(mode + '_fraction_of_wire_limit_at_p50'):.2f}")]
+        table += [(f"{emulator}: s2r / one at a time (Hz)", f"{e('driver_over_one_by_one_hz'):.2f}"),
+                  (f"{emulator}: missed replies (s2r, one at a time)",
+                   f"{e('driver_missed_replies')}, {e('one_by_one_missed_replies')}"),
+                  (f"{emulator}: CPU of the benchmark's process per s2r tick",
+                   f"{e('driver_process_cpu_ms_per_tick'):.2f} ms" + (" (driver and emulator)" if emulator == "virtual"
+                                                                       else " (driver)")),
+                  (f"{emulator}: emulator: replies late p99, physics overruns",
+                   f"{e('emulator_reply_late_p99_us'):.0f} µs, {e('emulator_physics_overruns')}")]
+    table += [("goal: s2r >= 0.8 of the wire limit",
+               ", ".join(f"{k}: {'met' if v else 'not met'}" for k, v in result["goal_met"].items())),
+              ("load average (1 min, before / after)",
+               f"{result['load_average_1min']:.2f} / {result['load_average_1min_after']:.2f}")]
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ticks", type=int, default=300, help="ticks per round and mode")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--emulator", choices=EMULATORS, action="append", help="default: both")
+    args = parser.parse_args()
+    result = run(ticks=args.ticks, rounds=args.rounds, emulators=tuple(args.emulator or EMULATORS))
+    report("can_bus", "Go2 (12 × DM-J8009P) on an emulated 1 Mbit/s CAN bus", rows(result), result)
+
+
+if __name__ == "__main__":
+    main()
