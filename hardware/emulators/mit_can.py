@@ -159,6 +159,7 @@ class MitCanBus:
         if taken:
             raise ValueError(f"MitCanBus: motor ids {sorted(taken)} collide with reply ids (ids + 0x10, 0, 0x7FF)")
         self._joints = plant_index(calibration, plant)
+        self._plant_joints = len(plant.q)
         self._shaft_q = self._shaft_dq = np.zeros(len(self.motors))
         """Shaft angles and velocities of the plant's last step, (num_motors,): what the encoders read."""
         self._sample_plant()
@@ -244,7 +245,7 @@ class MitCanBus:
             powered = motor.id not in self.faults.silent
             motor.torque = motor.pd_torque(shaft_q[i] - motor.zero, shaft_dq[i]) if powered else 0.0
             tau[i] = motor.torque
-        joint_tau = np.zeros(len(self.plant.q))
+        joint_tau = np.zeros(self._plant_joints)
         joint_tau[self._joints] = self.calibration.joint_torque(tau)
         self.plant.step(joint_tau)
         self._sample_plant()
