@@ -104,8 +104,8 @@ def calibrate_motors(robot: BusRobot, operator: Operator, settings: CalibrationS
     def shafts() -> np.ndarray:
         return base.shaft_position(robot.read_state().q)
 
-    operator.tell("home", f"1/3 home: put {spec.name} in its zero pose (every joint at 0 rad; the SO-101's is "
-                          f"each joint in the middle of its range, docs/so101.md) and hold it still.")
+    operator.tell("home", f"1/3 home: put {spec.name} in its zero pose (every joint at 0 rad; the SO-101's: arm "
+                          f"joints mid-range, gripper closed, docs/so101.md) and hold it still.")
     home = shafts()
     low, high = home.copy(), home.copy()
     directions = np.ones(len(names), dtype=int)
@@ -152,13 +152,15 @@ LEROBOT_RESOLUTION = 4096
 def from_lerobot(path: str | Path, spec: RobotSpec, *, model: str = "STS3215") -> RobotCalibration:
     """LeRobot's calibration JSON of an SO-100/SO-101 arm as a calibration of `spec`.
 
-    LeRobot writes `homing_offset` into each servo (present = encoder - offset), records
-    `range_min`/`range_max` in present-position ticks and puts the joint's zero in the middle of
-    that range (its "degrees" mode; `drive_mode` 1 reverses a joint). Here the offset is the
-    encoder angle at the middle, `mid + homing_offset` ticks (the driver reads the servo's homing
-    offset at connect, so the file holds whether or not the servo still has LeRobot's written),
-    and the range is the recorded one about that zero. Joints are matched by name (LeRobot's
-    SO-101 names are the spec's) and their ids must be the spec's bus ids.
+    LeRobot writes `homing_offset` into each servo (present = encoder - offset, the middle of the
+    recorded range reading 2047) and records `range_min`/`range_max` in present-position ticks;
+    `drive_mode` 1 reverses a joint. The middle of the recorded range is taken to be the middle of
+    the spec's limits (0 for the SO-101's arm joints, whose zero LeRobot also puts mid-range; the
+    gripper's recorded closed-to-open range onto its limits' middle), so the offset is the encoder
+    angle there, `mid + homing_offset` ticks, less the limits' middle; the range is the recorded
+    one about it. The driver reads each servo's homing offset at connect, so the file is right
+    whether or not the servos still hold LeRobot's. Joints are matched by name (LeRobot's SO-101
+    names are the spec's) and their ids must be the spec's bus ids.
     """
     path = Path(path)
     try:
@@ -194,9 +196,11 @@ def from_lerobot(path: str | Path, spec: RobotSpec, *, model: str = "STS3215") -
                                         f"{entry['range_max']}: expected 0 <= min < max < {LEROBOT_RESOLUTION}")
         mid = (entry["range_min"] + entry["range_max"]) / 2
         half = (entry["range_max"] - entry["range_min"]) / 2 * rad
-        motors.append(MotorCalibration(joint.name, entry["id"], model,
-                                       offset=((mid + entry["homing_offset"]) % LEROBOT_RESOLUTION) * rad,
-                                       direction=-1 if entry["drive_mode"] else 1, range=(-half, half)))
+        centre = (joint.limits[0] + joint.limits[1]) / 2
+        direction = -1 if entry["drive_mode"] else 1
+        motors.append(MotorCalibration(joint.name, entry["id"], model, direction=direction,
+                                       offset=((mid + entry["homing_offset"]) % LEROBOT_RESOLUTION) * rad
+                                       - direction * centre, range=(centre - half, centre + half)))
     return RobotCalibration(spec.name, spec.hash, tuple(motors), source=path)
 
 

@@ -121,40 +121,42 @@ def test_a_joint_that_never_moves_stops_the_calibration_naming_it(hand_moved_arm
     assert not (tmp_path / "x.yaml").exists()
 
 
-def lerobot_json(path, homing):
-    """LeRobot's calibration of this arm as its SO-101 calibration writes it: the servo's homing offset puts
-    the middle of each range at tick 2047; ranges in present-position ticks."""
-    data = {}
+def lerobot_json(path, zero_ticks):
+    """LeRobot's calibration of the arm whose servos read `zero_ticks` (id → encoder tick) at the joints' zero, as its
+    SO-101 calibration writes it after a sweep over each joint's full range: the homing offset puts the middle of the
+    range at tick 2047, ranges in present-position ticks. Returns the path and the homing offsets."""
+    data, homing = {}, {}
     for joint, motor_id in zip(SPEC.joints, range(1, 7)):
-        half = min(-joint.limits[0], joint.limits[1]) * TICKS_PER_RAD
+        lower, upper = joint.limits
+        homing[motor_id] = round(zero_ticks[motor_id] + (lower + upper) / 2 * TICKS_PER_RAD - 2047)
+        half = (upper - lower) / 2 * TICKS_PER_RAD
         data[joint.name] = {"id": motor_id, "drive_mode": 0, "homing_offset": homing[motor_id],
                             "range_min": round(2047 - half), "range_max": round(2047 + half)}
     path.write_text(json.dumps(data, indent=4))
-    return path
+    return path, homing
 
 
 def test_lerobots_calibration_json_drives_the_arm_with_the_homing_offsets_lerobot_wrote(tmp_path):
     zero = {1: 1700, 2: 2048, 3: 2300, 4: 2048, 5: 2048, 6: 2600}
     plant = HandPlant(np.zeros(6))
     servos = FeetechServos(SPEC, plant, mounting=mounting(zero))
-    homing = {i: zero[i] - 2047 for i in zero}
+    source, homing = lerobot_json(tmp_path / "so101_follower.json", zero)
     with PtyBus(servos, baud=1_000_000, faults=servos.faults) as bus:
         with FeetechBus(bus.port) as wire:  # LeRobot wrote these into the servos' EPROM
             for motor_id, offset in homing.items():
                 wire.write(motor_id, Register.HOMING_OFFSET, register_bytes(Register.HOMING_OFFSET, offset))
-        source = lerobot_json(tmp_path / "so101_follower.json", homing)
         out = tmp_path / "so101_motors.yaml"
         assert main(["calibrate-motors", "--robot", "so101", "--from-lerobot", str(source), "--out", str(out),
                      "--json"]) == 0
         calibration = read_motor_calibration(out, SPEC)
         ranges = np.array([m.range for m in calibration.motors])
-        assert np.abs(ranges[:4] - np.stack([SPEC.lower, SPEC.upper], axis=1)[:4]).max() < 0.002
-        pose = np.array([0.5, -0.4, 0.8, -0.3, 1.2, 0.1])
+        assert np.abs(ranges - np.stack([SPEC.lower, SPEC.upper], axis=1)).max() < 0.002
+        pose = np.array([0.5, -0.4, 0.8, -0.3, 1.2, 1.1])
         plant.follow(lambda t: pose)
         with FeetechRobot(SPEC, f"{bus.port},calibration={out}") as robot:
             time.sleep(0.05)
             measured = robot.read_state().q
-    assert np.abs(measured - pose).max() < 0.005, "LeRobot's zero (mid-range) is the SO-101 spec's zero"
+    assert np.abs(measured - pose).max() < 0.005, "LeRobot's mid-range is the middle of the SO-101 spec's limits"
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -165,7 +167,7 @@ def test_lerobots_calibration_json_drives_the_arm_with_the_homing_offsets_lerobo
     (lambda d: d["shoulder_pan"].update(homing_offset="12"), "shoulder_pan.homing_offset: expected an integer"),
 ])
 def test_a_malformed_lerobot_calibration_is_refused_naming_the_field(tmp_path, edit, message):
-    path = lerobot_json(tmp_path / "c.json", {i: 0 for i in range(1, 7)})
+    path, _ = lerobot_json(tmp_path / "c.json", {i: 2048 for i in range(1, 7)})
     data = json.loads(path.read_text())
     edit(data)
     path.write_text(json.dumps(data))
