@@ -39,7 +39,8 @@ its content needs, computed from the bytes and their CRC-15): 111 to 135 bits fo
 Figures of the model table were checked against public drivers: AK80-6 is CubeMars' V1.1
 firmware (DFKI's mini-cheetah-motor-driver-socketcan; firmware 2.0 widens velocity to ±38.2 or
 ±76 rad/s), DM-J4310-2EC and DM-J8009P-2EC are Damiao's default PMAX/VMAX/TMAX, AK70-10 is
-CubeMars' table as TMotorCANControl lists it.
+CubeMars' published ranges as a public Python CAN driver's motor
+table lists them.
 """
 
 from __future__ import annotations
