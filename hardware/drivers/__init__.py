@@ -75,6 +75,7 @@ DRIVERS: dict[str, DriverKind] = {
               "udp_multicast:239.0.0.1; docs/can-motors.md)",
         opener="s2r.hardware.drivers.mit_can:MitCanRobot",
         config_loader="s2r.hardware.drivers.mit_can:parse_can_address",
+        preflight=True,
     ),
 }
 """Driver kind → its entry; a new driver is one entry here."""

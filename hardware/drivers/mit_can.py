@@ -13,11 +13,12 @@ guessed from the spec.
     mit_can:udp_multicast:239.0.0.1:43200,calibration=...    # ... on another UDP port than python-can's 43113
 
 One tick is one transaction: `write_command` sends one command frame to every motor (all of
-them first), then collects their replies until a deadline (twice the frames' longest wire time plus
-`reply_slack_s`, 5 ms: a USB adapter's latency and a loaded host's); the replies are the measurement the next `read_state` returns. The kp and kd
-of each command go to the motor's own PD loop (`Command` gains divided by gear_ratio²), which
-runs it at its current-loop rate between ticks. A `read_state` without a command since the last
-one asks the motors again: disabled motors with the exit-motor-mode frame (they stay off),
+them first), then collects their replies until a deadline (twice the frames' longest wire time
+plus `reply_slack_s`, 5 ms: a USB adapter's latency and a loaded host's); the replies are the
+measurement the next `read_state` returns, stamped when they came. The kp and kd of each
+command go to the motor's own PD loop (`Command` gains divided by gear_ratio²), which runs it
+at its current-loop rate between ticks. A `read_state` without a command since the last one
+asks the motors again: disabled motors with the exit-motor-mode frame (they stay off),
 enabled ones with the last command sent.
 
     with MitCanRobot(robot_spec("go2"), "virtual:go2,calibration=hardware/configs/go2_mit_can.yaml") as robot:
@@ -162,6 +163,8 @@ class MitCanRobot(BusRobot):
             self._motors.append(_Motor(i, m.id, m.joint, model, HOST_ID if model.reply == "cheetah" else -1))
         self._bus: can.BusABC | None = None
         self._pending: BusReading | None = None
+        self._measured_at = 0.0
+        """time.time() when the replies of the last transaction had been collected: the stamp of what they measured."""
         self._last_frames: list[bytes] | None = None
         self._temperatures = [None] * len(self._motors)
 
@@ -215,6 +218,10 @@ class MitCanRobot(BusRobot):
     def _read_health(self) -> list[MotorHealth]:
         return [MotorHealth(temperature=t) for t in self._temperatures]
 
+    def _accept(self, reading: BusReading, stamp: float) -> None:
+        """`BusRobot._accept`, stamped when the replies came (a write's replies are read a tick later), not at the read."""
+        super()._accept(reading, self._measured_at)
+
     def _close_bus(self) -> None:
         bus, self._bus = self._bus, None
         if bus is not None:
@@ -253,6 +260,7 @@ class MitCanRobot(BusRobot):
             waiting = [i for i in range(n) if not reading.good[i]]
             if not waiting:
                 break
+        self._measured_at = time.time()
         return BusReading(reading.position, reading.velocity, reading.torque, reading.good, reading.corrupted,
                           tuple(flags), reading.retries)
 
