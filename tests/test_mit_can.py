@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from s2r.hardware.drivers import load_driver_config, open_driver
+from s2r.hardware.drivers import DriverError, load_driver_config, open_driver, preflight
 from s2r.hardware.drivers.mit_can import MitCanRobot, parse_can_address
 from s2r.hardware.emulators.mit_can import MitCanBus
 from s2r.hardware.motors import MotorCalibrationError, read_motor_calibration, write_motor_calibration
@@ -153,6 +153,9 @@ def test_a_motor_that_does_not_answer_is_named_with_its_joint():
         with pytest.raises(RobotError, match=r"go2_mit_can.yaml: motors\[7\].id: 7 does not answer \(expected a "
                                              r"DM-J8009P for joint RL_thigh_joint on virtual:go2-"):
             MitCanRobot(SPEC, where).connect()
+    with emulated_go2(faults=["silent 7"]) as (_, _, where):
+        with pytest.raises(DriverError, match=r"motors\[7\].id: 7 does not answer"):
+            preflight(f"mit_can:{where}", SPEC)  # what s2r deploy checks before any node starts
 
 
 def test_a_motor_of_another_model_than_calibrated_is_refused_by_its_ranges():
