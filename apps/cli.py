@@ -156,6 +156,21 @@ def _train_diffusion(args: argparse.Namespace, out: Path) -> None:
     name_pictures("s2r train", out)
 
 
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from s2r.policies.finetune import FinetuneConfig, finetune
+    from s2r.policies.runner import TrainingDivergedError
+
+    options = (("num_envs", args.num_envs), ("control_ticks", args.control_ticks), ("max_cpu_s", args.max_cpu_s),
+               ("eval_episodes", args.eval_episodes), ("seed", args.seed))
+    cfg = FinetuneConfig(method=args.method, task=args.task, **{k: v for k, v in options if v is not None})
+    out = Path(args.out or f"{args.source.rstrip('/')}_{args.method}")
+    try:
+        metrics = finetune(cfg, Path(args.source), out, resume=args.resume, progress=not args.json)
+    except TrainingDivergedError as error:
+        raise SystemExit(f"s2r finetune: training diverged: {error}") from None
+    _emit({"out": str(out), **metrics}, args.json, f"fine-tuned {args.source} with {args.method} → {out}")
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from s2r.policies.diffusion.export import export_diffusion
     from s2r.policies.diffusion.train import is_diffusion_run
@@ -421,6 +436,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("info", help="print the contract stored in an ONNX policy")
+
+    p = sub.add_parser("finetune", help="fine-tune a diffusion policy run with RL in simulation (DPPO or DSRL)")
+    p.add_argument("task")
+    p.add_argument("--method", required=True, choices=["dppo", "dsrl"],
+                   help="dppo: PPO on the denoising chain; dsrl: SAC choosing the frozen denoiser's initial noise")
+    p.add_argument("--from", dest="source", required=True, metavar="RUN_DIR",
+                   help="the diffusion run directory (s2r train TASK --policy diffusion)")
+    p.add_argument("--out", help="run directory (default RUN_DIR_METHOD); OUT/policy.onnx is the fine-tuned policy")
+    p.add_argument("--num-envs", type=int)
+    p.add_argument("--control-ticks", type=int, help="budget: control ticks of all worlds (default 2,000,000)")
+    p.add_argument("--max-cpu-s", type=float, help="budget: process CPU seconds (default 1800)")
+    p.add_argument("--eval-episodes", type=int, help="episodes of the final evaluation (default 100; 0: none)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/finetune.pt")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_finetune)
     p.add_argument("file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_info)
