@@ -118,7 +118,7 @@ def test_every_bus_fault_ends_in_its_safe_state_with_no_command_out_of_limits(fa
                     injected["fault_tick"] = tick
 
             written = run(robot, safety, 1.6, command=hold(SPEC.default_q), on_tick=inject)
-            faults = robot.faults()
+            faults, diagnostics = robot.faults(), robot.diagnostics()
         joint = SPEC.joint_names[motor] if motor is not None else None
         assert within_limits(written, safety)
         assert ((plant.q >= SPEC.lower - 0.05) & (plant.q <= SPEC.upper + 0.05)).all()
@@ -133,6 +133,8 @@ def test_every_bus_fault_ends_in_its_safe_state_with_no_command_out_of_limits(fa
                 assert faults[joint].corrupted >= 5
             if fault == "overheating":
                 assert faults[joint].error_flags == ("overheating (rotor)",)
+                status = diagnostics[motor]
+                assert (status.level, status.temperature) == ("ERROR", 120.0), "the rotor's 120 °C reaches diagnostics"
             if fault in ("silent", "drop_commands", "overheating"):
                 assert not bus.motors[motor].enabled, "the faulty motor itself is off"
         else:

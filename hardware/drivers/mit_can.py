@@ -146,6 +146,9 @@ class _Motor:
 class MitCanRobot(BusRobot):
     """MIT-protocol CAN motors, one per joint, on one CAN bus (see the module docstring)."""
 
+    health_period_s = 0.0
+    """Temperatures come with every Damiao reply, so diagnostics are as fresh as the last tick (no extra traffic)."""
+
     def __init__(self, spec: RobotSpec, address: CanAddress | str, *, faults: FaultConfig = FaultConfig(),
                  reply_slack_s: float = 0.005, register_timeout_s: float = 0.02) -> None:
         self.address = parse_can_address(address) if isinstance(address, str) else address
