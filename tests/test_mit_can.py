@@ -14,7 +14,12 @@ import pytest
 from s2r.hardware.drivers import DriverError, load_driver_config, open_driver, preflight
 from s2r.hardware.drivers.mit_can import MitCanRobot, parse_can_address
 from s2r.hardware.emulators.mit_can import MitCanBus
-from s2r.hardware.motors import MotorCalibrationError, read_motor_calibration, write_motor_calibration
+from s2r.hardware.motors import (
+    MotorCalibrationError,
+    default_calibration,
+    read_motor_calibration,
+    write_motor_calibration,
+)
 from s2r.hardware.safety import SafetyFilter
 from s2r.interface import RobotError
 from s2r.sim.emulate import EmulatorProcess
@@ -140,6 +145,27 @@ def test_every_bus_fault_ends_in_its_safe_state_with_no_command_out_of_limits(fa
         else:
             assert all(f.lost for f in faults.values()) and safety.report()["mode"] == "damping"
             assert not any(m.enabled for m in bus.motors), "every motor left motor mode on its CAN timeout"
+
+
+def test_cubemars_ak_motors_answer_in_the_cheetah_layout_and_move_the_arm_to_its_target(tmp_path):
+    arm = robot_spec("arm")  # ids 1-3: the cheetah layout's replies go to the host's id 0
+    calibration = default_calibration(arm, "AK80-6", gear_ratios={"shoulder": 2.0, "elbow": 2.0}, offset=0.0)
+    path = write_motor_calibration(calibration, tmp_path / "arm_ak.yaml")
+    channel = f"arm-{uuid.uuid4().hex[:8]}"
+    target = arm.default_q + np.array([0.4, 0.3, -0.3])
+    with MitCanBus(MujocoPlant(arm), calibration, channel=channel) as bus, \
+            MitCanRobot(arm, f"virtual:{channel},calibration={path}", reply_slack_s=SLACK_S) as robot:
+        robot.enable()
+        safety = SafetyFilter(arm, arm.control_period)
+        command = Command(q=target, dq=np.zeros(3), kp=arm.joint_array("kp"), kd=arm.joint_array("kd"),
+                          tau_ff=np.zeros(3))
+        start = time.monotonic()
+        while time.monotonic() - start < 3.0:
+            robot.write_command(safety.filter(command, robot.read_state(), time.time()))
+            time.sleep(arm.control_period)
+        state, plant_q = robot.read_state(), bus.plant.q
+    assert np.abs(state.q - target).max() < 0.05 and np.allclose(state.q, plant_q, atol=0.01)
+    assert all(s.temperature is None for s in robot.diagnostics()), "the cheetah layout carries no temperature"
 
 
 def test_a_channel_that_does_not_exist_is_one_line():
