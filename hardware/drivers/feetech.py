@@ -137,14 +137,15 @@ class FeetechRobot(BusRobot):
             self.homing[i] = self._read_one(motor.id, Register.HOMING_OFFSET, 2)
 
     def _read_one(self, motor_id: int, register: Register, length: int) -> int:
-        for attempt in range(1 + self.fault_config.retries):
+        """One register of one servo, tried 1 + retries times; RobotError naming the servo and register otherwise."""
+        tries = 1 + self.fault_config.retries
+        for _ in range(tries):
             try:
                 return self.bus.read_register(motor_id, register, length)
             except NoReply:
-                if attempt == self.fault_config.retries:
-                    raise RobotError(f"{self.bus.port}: id {motor_id} does not answer a read of register "
-                                     f"{register.name.lower()} ({1 + attempt} tries)") from None
-        raise AssertionError("unreachable")
+                pass
+        raise RobotError(f"{self.bus.port}: id {motor_id} does not answer a read of register "
+                         f"{register.name.lower()} ({tries} tries)")
 
     def _read_bus(self) -> BusReading:
         n = len(self.ids)

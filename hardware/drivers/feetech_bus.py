@@ -27,11 +27,9 @@ import serial
 
 from s2r.hardware.drivers.feetech_protocol import (
     STATUS_OVERHEAD,
-    Instruction,
     Packet,
     PacketParser,
     Register,
-    encode_packet,
     ping_packet,
     read_packet,
     register_value,
@@ -143,10 +141,6 @@ class FeetechBus:
     def sync_write(self, address: int, length: int, data: Mapping[int, bytes]) -> None:
         """Write `length` bytes at `address` of every servo in `data` (id → bytes); nobody answers."""
         self._transact(sync_write_packet(address, length, data), [], 0)
-
-    def broadcast(self, instruction: Instruction, params: bytes = b"") -> None:
-        """An instruction to every servo at once (no answers)."""
-        self._transact(encode_packet(0xFE, instruction, params), [], 0)
 
     # The transaction.
 

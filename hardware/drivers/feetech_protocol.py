@@ -33,8 +33,6 @@ from enum import IntEnum, IntFlag
 HEADER = b"\xff\xff"
 BROADCAST_ID = 0xFE
 """The id every servo listens to; nobody answers a broadcast except in a sync read."""
-MAX_ID = 0xFD
-"""Highest id a servo may have (0xFE is the broadcast id)."""
 MAX_PARAMS = 250 - 6
 """Parameters in one packet at most (the servos' 250-byte receive buffer, less framing)."""
 STATUS_OVERHEAD = 6
@@ -92,8 +90,6 @@ MODELS = {777: "sts3215", 2825: "sts3250", 11272: "sm8512bl"}
 STS3215 = 777
 TICKS_PER_TURN = 4096
 """Encoder resolution of the STS servos: 4096 ticks per turn."""
-BAUD_RATES = {1_000_000: 0, 500_000: 1, 250_000: 2, 128_000: 3, 115_200: 4, 76_800: 5, 57_600: 6, 38_400: 7}
-"""Baud rate → the value of register 6 (Feetech's STS table)."""
 
 
 class ErrorBit(IntFlag):

@@ -218,7 +218,7 @@ class FeetechServos:
         if address <= Register.TORQUE_ENABLE < address + len(data) and table[Register.TORQUE_ENABLE]:
             table[Register.TORQUE_ENABLE] = 1
 
-    def _one(self, i: int, packet: Packet) -> bytes:
+    def _one(self, i: int, packet: Packet) -> list[Reply]:
         if packet.code == Instruction.PING:
             return self._status(i)
         if packet.code == Instruction.READ:
@@ -229,7 +229,7 @@ class FeetechServos:
         self.counts["bad_packets"] += 1
         return []
 
-    def _broadcast(self, packet: Packet) -> bytes:
+    def _broadcast(self, packet: Packet) -> list[Reply]:
         if packet.code == Instruction.SYNC_READ:
             self.counts["sync_reads"] += 1
             address, length = packet.params[0], packet.params[1]
