@@ -309,6 +309,13 @@ def cmd_dataset(args: argparse.Namespace) -> None:
     from s2r.dataset import check_dataset, dataset_info
 
     root = Path(args.dataset)
+    _refuse(args, ("--episode", "--save") if args.action != "view" else ("--task", "--json"), f"dataset {args.action}")
+    if args.action == "view":
+        from s2r.apps.view_dataset import view_dataset
+
+        shown = view_dataset(root, episode=args.episode or 0, save=Path(args.save) if args.save else None)
+        name_pictures("s2r dataset view", shown["saved"])
+        return
     if args.action == "info":
         report = dataset_info(root)
     elif args.task:
@@ -556,11 +563,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.set_defaults(fn=cmd_demos)
 
-    p = sub.add_parser("dataset", help="inspect or validate a LeRobot v3 dataset")
-    p.add_argument("action", choices=["info", "check"],
-                   help="info: episodes, frames, fps and stats from meta/; check: validate every frame and video")
+    p = sub.add_parser("dataset", help="inspect, validate or view a LeRobot v3 dataset")
+    p.add_argument("action", choices=["info", "check", "view"],
+                   help="info: episodes, frames, fps and stats from meta/; check: validate every frame and video; "
+                        "view: one episode in rerun (camera frames, state and action plots on one time line)")
     p.add_argument("dataset", help="the dataset directory")
     p.add_argument("--task", help="check: also check robot, observation and action sizes against this task")
+    p.add_argument("--episode", type=int, help="view: the episode to show (default 0)")
+    p.add_argument("--save", metavar="FILE.rrd", help="view: write a rerun recording instead of opening the viewer "
+                                                      "(headless machines; open it with `rerun FILE.rrd`)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line")
     p.set_defaults(fn=cmd_dataset)
 
