@@ -3,8 +3,11 @@
 One tick of s2r's driver is one sync read (position, speed, load, voltage, temperature: 8 bytes
 from each servo) and one sync write (goal positions) through `FeetechRobot.read_state` and
 `write_command`; the peer is the same bus (`FeetechBus`) reading and writing the servos one by
-one (a READ of the same 8 bytes and a WRITE of the goal, answered, per servo). Ticks run back to
-back, in alternating rounds so that the shared machine's noise falls on both. The emulator runs
+one (a READ of the same 8 bytes and a WRITE of the goal, answered, per servo), and Feetech's own
+SDK (`scservo_sdk`: GroupSyncRead and GroupSyncWrite of the same registers) on the same port.
+Ticks run back to back, in alternating rounds so that the shared machine's noise falls on all;
+besides the rate, each mode's CPU time per tick (the process's, `time.process_time`) shows
+what waiting costs: s2r's bus blocks in the kernel, the SDK polls the port. The emulator runs
 in its own process (`s2r emulate feetech --robot so101`), so its timing is not the driver's
 interpreter's.
 
@@ -46,6 +49,32 @@ def wire_bytes(n: int) -> dict[str, int]:
     return {"sync": sync, "one_by_one": one_by_one}
 
 
+def _sdk_ticks(port: str, ids: list[int], ticks: int) -> tuple[np.ndarray, int]:
+    """Feetech's SDK: one GroupSyncRead of the 8 bytes and one GroupSyncWrite of the goals per tick."""
+    import scservo_sdk
+
+    handler_port = scservo_sdk.PortHandler(port)
+    if not handler_port.openPort():
+        raise RuntimeError(f"scservo_sdk cannot open {port}")
+    try:
+        handler = scservo_sdk.sms_sts(handler_port)
+        reader = scservo_sdk.GroupSyncRead(handler, READ_SPAN[0], READ_SPAN[1])
+        writer = scservo_sdk.GroupSyncWrite(handler, Register.GOAL_POSITION, 2)
+        for motor_id in ids:
+            reader.addParam(motor_id)
+            writer.addParam(motor_id, list(encode_value(2048, 2)))
+        times, missed = np.empty(ticks), 0
+        for k in range(ticks):
+            start = time.perf_counter()
+            if reader.txRxPacket() != scservo_sdk.COMM_SUCCESS:
+                missed += 1
+            writer.txPacket()
+            times[k] = time.perf_counter() - start
+    finally:
+        handler_port.closePort()
+    return times, missed
+
+
 def _sync_ticks(robot: FeetechRobot, command: Command, ticks: int) -> np.ndarray:
     times = np.empty(ticks)
     for k in range(ticks):
@@ -81,8 +110,12 @@ def run(*, ticks: int = 400, rounds: int = 5) -> dict[str, Any]:
     n = spec.num_joints
     sizes = wire_bytes(n)
     limit_s = {mode: size * BITS_PER_BYTE / BAUD for mode, size in sizes.items()}
-    samples: dict[str, list[np.ndarray]] = {"sync": [], "one_by_one": []}
-    elapsed = {"sync": 0.0, "one_by_one": 0.0}
+    limit_s["vendor_sdk_sync"] = limit_s["sync"]
+    sizes["vendor_sdk_sync"] = sizes["sync"]
+    modes = ("sync", "one_by_one", "vendor_sdk_sync")
+    samples: dict[str, list[np.ndarray]] = {mode: [] for mode in modes}
+    elapsed = dict.fromkeys(modes, 0.0)
+    cpu = dict.fromkeys(modes, 0.0)
     with EmulatorProcess("feetech", "so101", baud=BAUD) as emulator, \
             FeetechRobot(spec, f"{emulator.port}@{BAUD}") as robot:
         robot.enable()
@@ -91,23 +124,28 @@ def run(*, ticks: int = 400, rounds: int = 5) -> dict[str, Any]:
                           tau_ff=np.zeros(n))
         goals = {motor_id: encode_value(2048, 2) for motor_id in robot.ids}
         _sync_ticks(robot, command, 50)  # warm-up: code loaded, the emulator's physics running
-        missed = 0
+        missed = dict.fromkeys(modes, 0)
         for _ in range(rounds):
-            start = time.perf_counter()
-            samples["sync"].append(_sync_ticks(robot, command, ticks))
-            elapsed["sync"] += time.perf_counter() - start
-            start = time.perf_counter()
-            times, lost = _one_by_one_ticks(robot, goals, ticks)
-            elapsed["one_by_one"] += time.perf_counter() - start
-            samples["one_by_one"].append(times)
-            missed += lost
+            for mode in modes:
+                start, start_cpu = time.perf_counter(), time.process_time()
+                if mode == "sync":
+                    times, lost = _sync_ticks(robot, command, ticks), 0
+                elif mode == "one_by_one":
+                    times, lost = _one_by_one_ticks(robot, goals, ticks)
+                else:
+                    times, lost = _sdk_ticks(emulator.port, robot.ids, ticks)
+                elapsed[mode] += time.perf_counter() - start
+                cpu[mode] += time.process_time() - start_cpu
+                samples[mode].append(times)
+                missed[mode] += lost
         counts = robot.bus_counts()
         faults = {name: f.missed + f.corrupted for name, f in robot.faults().items()}
         emulator_stats = emulator.stats()
     result: dict[str, Any] = {"bench": "feetech_bus", "robot": "so101", "servos": n, "baud": BAUD, "ticks": ticks,
                               "rounds": rounds, "machine": machine(), "load_average_1min": os.getloadavg()[0]}
-    for mode in ("sync", "one_by_one"):
+    for mode in modes:
         times = np.concatenate(samples[mode])
+        result[f"{mode}_cpu_per_tick_ms"] = cpu[mode] / len(times) * 1e3
         hz = len(times) / elapsed[mode]
         result[f"{mode}_wire_bytes"] = sizes[mode]
         result[f"{mode}_wire_limit_hz"] = 1 / limit_s[mode]
@@ -117,8 +155,10 @@ def run(*, ticks: int = 400, rounds: int = 5) -> dict[str, Any]:
         result[f"{mode}_fraction_of_wire_limit"] = hz * limit_s[mode]
         result[f"{mode}_fraction_of_wire_limit_at_p50"] = limit_s[mode] / float(np.percentile(times, 50))
     result["sync_over_one_by_one_hz"] = result["sync_hz"] / result["one_by_one_hz"]
+    result["sync_over_vendor_sdk_hz"] = result["sync_hz"] / result["vendor_sdk_sync_hz"]
     result["sync_missed_replies"] = int(sum(faults.values()))
-    result["one_by_one_missed_replies"] = missed
+    result["one_by_one_missed_replies"] = missed["one_by_one"]
+    result["vendor_sdk_failed_sync_reads"] = missed["vendor_sdk_sync"]
     result["bus_timeouts"] = counts["timeouts"]
     result["emulator_physics_overruns"] = emulator_stats.get("physics_overruns", 0)
     result["goal_fraction_of_wire_limit"] = 0.8
@@ -133,7 +173,8 @@ def main() -> None:
     args = parser.parse_args()
     result = run(ticks=args.ticks, rounds=args.rounds)
     rows = []
-    for mode, label in (("sync", "one sync read + one sync write"), ("one_by_one", "servos one by one")):
+    for mode, label in (("sync", "one sync read + one sync write"), ("one_by_one", "servos one by one"),
+                        ("vendor_sdk_sync", "Feetech's SDK, sync read + write")):
         rows += [(f"{label}: achieved", f"{result[f'{mode}_hz']:.0f} Hz"),
                  (f"{label}: wire limit", f"{result[f'{mode}_wire_limit_hz']:.0f} Hz "
                                           f"({result[f'{mode}_wire_bytes']} bytes at 1 Mbaud)"),
@@ -141,10 +182,13 @@ def main() -> None:
                   f"{result[f'{mode}_fraction_of_wire_limit']:.2f}, "
                   f"{result[f'{mode}_fraction_of_wire_limit_at_p50']:.2f}"),
                  (f"{label}: tick p50 / p99", f"{result[f'{mode}_tick_p50_ms']:.2f} / "
-                                              f"{result[f'{mode}_tick_p99_ms']:.2f} ms")]
+                                              f"{result[f'{mode}_tick_p99_ms']:.2f} ms"),
+                 (f"{label}: CPU per tick", f"{result[f'{mode}_cpu_per_tick_ms']:.2f} ms")]
     rows += [("sync / one by one (Hz)", f"{result['sync_over_one_by_one_hz']:.2f}"),
-             ("missed replies (sync, one by one)",
-              f"{result['sync_missed_replies']}, {result['one_by_one_missed_replies']}"),
+             ("sync / Feetech's SDK (Hz)", f"{result['sync_over_vendor_sdk_hz']:.2f}"),
+             ("missed replies (sync, one by one, SDK failed reads)",
+              f"{result['sync_missed_replies']}, {result['one_by_one_missed_replies']}, "
+              f"{result['vendor_sdk_failed_sync_reads']}"),
              ("goal: sync >= 0.8 of the wire limit", "met" if result["goal_met"] else "not met"),
              ("load average (1 min)", f"{result['load_average_1min']:.2f}")]
     report("feetech_bus", "SO-101 (6 × STS3215) on an emulated 1 Mbaud Feetech bus", rows, result)
