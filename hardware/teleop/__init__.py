@@ -4,6 +4,8 @@
 - `open_device(name)` (here): a device by name
 - `keyboard` (terminal, no X server), `gamepad` (evdev), `spacemouse` (hidapi): the devices
 - `ik`: damped-least-squares differential IK with joint limits
+- `leader_follower`: a torque-free leader arm driving a follower arm through the safety filter (`s2r teleop
+  --leader KIND:PORT --follower KIND:PORT`), recorded as a LeRobot v3 dataset
 
 `s2r.apps.teleop.run_teleop(task, device, out=...)` drives the simulator with a device and
 records a dataset (it needs MuJoCo and torch; this package needs only numpy).
