@@ -190,7 +190,7 @@ def test_a_servo_id_that_does_not_answer_is_named_with_its_joint(arm):
     bus.faults.silent.add(4)
     with pytest.raises(RobotError, match=r"motors\[3\]\.id: 4 does not answer \(expected the STS3215 of joint "
                                          r"wrist_flex at id 4 on /dev/pts/"):
-        FeetechRobot(SPEC, bus.port, reply_margin_s=0.002).connect()
+        FeetechRobot(SPEC, bus.port).connect()
 
 
 def test_a_servo_of_another_model_is_refused():
