@@ -69,7 +69,7 @@ class FinetuneConfig:
     """The task the source policy was trained for (checked)."""
     num_envs: int = 50
     """Parallel worlds."""
-    control_ticks: int = 2_000_000
+    control_ticks: int = 600_000
     """Budget: control ticks of all worlds (env steps × num_envs); the same for both methods."""
     max_cpu_s: float | None = 1800.0
     """Budget: seconds of process CPU time (`time.process_time()` plus children); None: no limit."""

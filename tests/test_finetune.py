@@ -1,6 +1,7 @@
 """Fine-tuning a behaviour-cloned diffusion policy with RL (DPPO, DSRL): exports that match torch, run on the robot's
 runtime and in policy_node, and refuse bad input in one line."""
 
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -188,3 +189,43 @@ def test_a_fine_tuning_resumes_from_its_checkpoint_and_refuses_another_methods(b
     assert resumed["iterations"] > first["iterations"]
     with pytest.raises(FinetuneError, match="method: the checkpoint is 'dppo', asked for 'dsrl'"):
         finetune(quick("dsrl"), bc_run, out, resume=True, progress=False)
+
+
+def test_the_dsrl_composite_drives_the_pusher_from_policy_node_through_real_rclpy(dsrl_run, monkeypatch, tmp_path):
+    pytest.importorskip("rclpy")
+    from geometry_msgs.msg import PoseStamped
+    from test_ros_nodes import FAST, Client, Node, summary
+
+    from s2r.ros import environment
+    from s2r.ros.qos import COMMAND_QOS
+
+    settings = environment()
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    env, client = dict(os.environ), Client(int(settings["ROS_DOMAIN_ID"]))
+    poses = client.node.create_publisher(PoseStamped, "object_pose", COMMAND_QOS)
+    block = PoseStamped()
+    block.pose.position.x, block.pose.position.y, block.pose.orientation.w = 0.1, 0.1, 1.0
+    robot = Node("robot_node", {"robot": "pusher", "summary_path": tmp_path / "robot.json", **FAST}, env,
+                 tmp_path / "robot.log")
+    policy = Node("policy_node", {"policy": dsrl_run / "policy.onnx", "summary_path": tmp_path / "policy.json",
+                                  "blend_steps": 3, "realtime_priority": 0}, env, tmp_path / "policy.log")
+
+    def tracking(predicate):  # a tracker publishing the block's pose
+        poses.publish(block)
+        return predicate()
+
+    try:
+        client.wait_for(lambda: tracking(lambda: client.mode() == "running"), timeout=60,
+                        what="the DSRL policy to take over")
+        applied = int(client.robot_status["commands_applied"])
+        client.wait_for(lambda: tracking(lambda: int(client.robot_status["commands_applied"]) >= applied + 24),
+                        what="three more chunks of commands")
+    finally:
+        assert robot.stop() == 0, robot.output()
+        assert policy.stop() == 0, policy.output()
+        client.close()
+    result = summary(tmp_path / "policy.json")
+    assert result["chunks_planned"] >= 4 and result["chunk_switches"] >= 3, result
+    assert result["commands_published"] >= 24
+    assert "→ damping" not in robot.output()

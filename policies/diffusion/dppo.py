@@ -70,7 +70,7 @@ class DPPOConfig:
     """GAE λ."""
     denoising_gamma: float = 0.99
     """γ_d: discount of the advantage over the denoising steps, the last step undiscounted."""
-    actor_learning_rate: float = 3e-5
+    actor_learning_rate: float = 1e-4
     critic_learning_rate: float = 1e-3
     critic_hidden: tuple[int, ...] = (256, 256)
     max_grad_norm: float = 1.0

@@ -44,8 +44,8 @@ class DSRLConfig:
     """The initial noise is noise_scale · a, a ∈ (-1, 1): about ±1.5 standard deviations of N(0, I)."""
     sac: SACConfig = field(default_factory=lambda: SACConfig(
         actor_hidden=(256, 256), critic_hidden=(256, 256), learning_starts=2_000, buffer_size=200_000,
-        batch_size=256, updates_per_step=4, target_entropy_per_action=-0.5))
-    """SAC on chunk steps: 256-unit networks, 2,000 transitions of uniform noise first, 4 updates per step
+        batch_size=256, updates_per_step=10, target_entropy_per_action=-0.5))
+    """SAC on chunk steps: 256-unit networks, 2,000 transitions of uniform noise first, 10 updates per step
     of all worlds."""
 
     def __post_init__(self) -> None:
