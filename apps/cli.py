@@ -264,7 +264,7 @@ def cmd_deploy(args: argparse.Namespace) -> None:
     try:
         result = deploy(args.file, robot=args.robot, driver=args.driver, duration=args.duration, record=args.record,
                         out_dir=args.out, rt_priority=args.rt_priority, domain_id=args.domain_id, split=args.split,
-                        announce=lambda line: print(f"s2r deploy: {line}", file=sys.stderr, flush=True))
+                        foxglove=args.foxglove, announce=lambda line: print(f"s2r deploy: {line}", file=sys.stderr, flush=True))
     except DeployError as error:
         raise SystemExit(f"s2r deploy: {error}") from None
     _emit(result, args.json, f"deploy {args.file} on {args.driver}")
@@ -515,6 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ROS domain to join (default: $ROS_DOMAIN_ID if set, else 0); random: a random one")
     p.add_argument("--split", action="store_true",
                    help="run the policy in its own process (policy_node), state and command over DDS")
+    p.add_argument("--foxglove", type=int, nargs="?", const=8765, metavar="PORT",
+                   help="serve state, commands, safety events and diagnostics live to Foxglove on ws://127.0.0.1:PORT "
+                        "(default 8765; layout: docs/foxglove/s2r_layout.json)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_deploy)
 

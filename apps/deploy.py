@@ -5,7 +5,9 @@ write in one real-time thread of one process, as ros2_control hosts its controll
 `split` it runs in its own `policy_node` process and state and command cross DDS (a policy on
 another computer), which the figures show as extra latency. The recorder (with `record`) is a
 process of its own: if it dies the robot goes on, the run says so (`recorder_failures`) and
-the file is recovered to its last complete chunk. All processes join one ROS domain on
+the file is recovered to its last complete chunk. With `foxglove` (a port), a `foxglove_bridge`
+process serves the same topics live to Foxglove (`ws://127.0.0.1:PORT`; the layout in
+docs/foxglove/s2r_layout.json); it too can die without stopping the robot. All processes join one ROS domain on
 loopback (`s2r.ros.environment()`): `domain_id`, else the user's ROS_DOMAIN_ID, else 0
 (`"random"`: a random one), printed at start and in the result, so a user's own tools can
 listen. It waits until the first command, runs for `duration` seconds, stops the nodes with
@@ -52,6 +54,8 @@ from s2r.hardware.drivers import Driver, parse_driver, preflight
 
 CONFIG = Path(str(resources.files("s2r.ros") / "config" / "deploy.yaml"))
 """The nodes' parameters (one ROS params file for all three); run-specific ones are set per run."""
+OBSERVERS = ("recorder", "foxglove_bridge")
+"""Processes that only listen: one that dies is reported and the robot goes on."""
 STOP_TIMEOUT_S = 15.0
 """Seconds a node gets to exit after SIGINT before it is killed."""
 
@@ -116,15 +120,16 @@ class _Process:
 
 def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver = "sim", duration: float = 10.0,
            record: str | Path | None = None, out_dir: str | Path | None = None, rt_priority: int = 50,
-           domain_id: int | str | None = None, split: bool = False, startup_timeout: float = 60.0,
-           announce: Callable[[str], None] | None = None) -> dict[str, Any]:
+           domain_id: int | str | None = None, split: bool = False, foxglove: int | None = None,
+           startup_timeout: float = 60.0, announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run `policy` on the robot for `duration` seconds after its first command; the figures.
 
     `robot` is the robot's spec, a name or YAML (default: the contract's robot); `driver` is
     `KIND[:WHERE]` of the driver registry (`sim:SIMROBOT.yaml`: SimRobot with that YAML's
     latency, noise and start pose). `split`: the policy in its own process (two-process mode).
     `domain_id`: an id, "random", or None (ROS_DOMAIN_ID, else 0); `announce` is told the
-    domain and the run directory at start. Raises DeployError when a node refuses to start (a
+    domain and the run directory at start. `foxglove`: serve the topics to Foxglove on this port
+    (ValueError naming the port and a free one when it is taken). Raises DeployError when a node refuses to start (a
     contract mismatch names the field) or the robot or policy node dies.
     """
     from s2r.ros import environment, resolve_domain_id
@@ -135,6 +140,11 @@ def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver
     if not duration > 0:
         raise ValueError(f"--duration: expected seconds > 0, got {duration}")
     domain = resolve_domain_id(domain_id)
+    if foxglove is not None:
+        from s2r.ros.foxglove_bridge import port_in_use, port_taken_message
+
+        if port_in_use("127.0.0.1", foxglove):
+            raise ValueError(port_taken_message("--foxglove", "127.0.0.1", foxglove))
     policy = Path(policy).resolve()
     contract = check_policy_file(policy)  # refused here, in one line, before any node starts
     spec = robot or contract.robot
@@ -166,6 +176,12 @@ def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver
             recorder = [*recorder_prefix, sys.executable, "-m", "s2r.ros.recorder", "--ros-args",
                         "--params-file", str(CONFIG), "-p", f"path:={record}"]
             processes.append(_Process("recorder", recorder, env, out / "recorder.log"))
+        if foxglove is not None:
+            bridge = [*recorder_prefix, sys.executable, "-m", "s2r.ros.foxglove_bridge", "--ros-args",
+                      "-p", f"port:={foxglove}"]
+            processes.append(_Process("foxglove_bridge", bridge, env, out / "foxglove_bridge.log"))
+            if announce is not None:
+                announce(f"Foxglove: open ws://127.0.0.1:{foxglove} with the layout docs/foxglove/s2r_layout.json")
         robot_params = {"robot": spec, "driver": driver, "realtime_priority": rt,
                         "summary_path": out / "robot_node.json", "trajectory_path": out / "trajectory.npz"}
         if split:
@@ -189,12 +205,13 @@ def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver
         for process in sorted(processes, key=lambda p: p.name != "robot_node"):
             process.interrupt()
             codes[process.name] = process.wait()
-    failed = {name: code for name, code in codes.items() if code != 0 and name != "recorder"}
+    failed = {name: code for name, code in codes.items() if code != 0 and name not in OBSERVERS}
     if failed:
         raise DeployError("; ".join(f"{name} exited with status {code}:\n{_by_name(processes, name).tail()}"
                                     for name, code in failed.items()))
-    return _report(out, contract, driver, duration, record, rt, split=split, domain=domain,
-                   recorder_failures=recorder_failures)
+    result = _report(out, contract, driver, duration, record, rt, split=split, domain=domain,
+                     recorder_failures=recorder_failures)
+    return {**result, "foxglove": f"ws://127.0.0.1:{foxglove}"} if foxglove is not None else result
 
 
 def _by_name(processes: list[_Process], name: str) -> _Process:
@@ -210,10 +227,12 @@ def _watch(processes: list[_Process], timeout: float, recorder_failures: list[st
         for process in list(processes):
             if process.popen.poll() is None:
                 continue
-            if process.name == "recorder":
-                message = f"recorder exited with status {process.popen.returncode}; the robot goes on unrecorded"
+            if process.name in OBSERVERS:
+                goes_on = "unrecorded" if process.name == "recorder" else "without Foxglove"
+                message = f"{process.name} exited with status {process.popen.returncode}; the robot goes on {goes_on}"
                 print(f"s2r deploy: {message}", file=sys.stderr, flush=True)
-                recorder_failures.append(message)
+                if process.name == "recorder":
+                    recorder_failures.append(message)
                 processes.remove(process)
                 process.wait()
                 continue
