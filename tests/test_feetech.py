@@ -224,3 +224,14 @@ def test_a_joint_far_outside_its_calibrated_range_refuses_to_enable_naming_it(tm
 def test_a_missing_port_through_the_registry_says_how_to_name_one():
     with pytest.raises(RobotError, match="feetech:PORT"):
         open_driver("feetech", SPEC)
+
+
+def test_an_emulator_in_its_own_process_serves_the_driver_and_takes_fault_switches_on_stdin():
+    from s2r.sim.emulate import EmulatorProcess
+
+    with EmulatorProcess("feetech", "so101", initial_q={"elbow_flex": 0.5}) as emulator, \
+            FeetechRobot(SPEC, emulator.port) as robot:
+        assert abs(robot.read_state().q[2] - 0.5) < 0.2, "the emulated arm starts where it was told (then sags)"
+        emulator.fault("overload 6")
+        robot.read_state()
+        assert robot.fault == "motor 6 (joint gripper): overload"
