@@ -113,6 +113,31 @@ def latency(run_dir: Path, onnx_path: Path, *, iterations: int = 200) -> dict[st
     return result
 
 
+def chunk_latency(policies: dict[str, Path], *, iterations: int = 200) -> dict[str, Any]:
+    """p50/p99 ms of one action chunk (batch 1, full DDIM sampling and unnormalization) of each exported policy in
+    s2r's runtime, calls alternated; `ratio_NAME_p50` is each policy's median over the first one's (the peer:
+    the BC policy the others were fine-tuned from). A DSRL policy's chunk includes its noise policy's run."""
+    from s2r.runtime import read_contract
+
+    contract = read_contract(next(iter(policies.values())))
+    runtimes = {name: DiffusionRuntime(path, spec=robot_spec(contract.robot)) for name, path in policies.items()}
+    obs_size = next(iter(runtimes.values())).obs_horizon * contract.obs_dim
+    obs = np.random.default_rng(0).normal(0.0, 0.05, (1, obs_size)).astype(np.float32)
+    times = {name: np.empty(iterations) for name in runtimes}
+    for i in range(WARMUP_CALLS + iterations):
+        for name, runtime in runtimes.items():
+            start = time.perf_counter_ns()
+            runtime.unnormalize(runtime.sample(obs), obs)
+            if i >= WARMUP_CALLS:
+                times[name][i - WARMUP_CALLS] = (time.perf_counter_ns() - start) / 1e6
+    first = next(iter(times))
+    result: dict[str, Any] = {"iterations": iterations}
+    for name, values in times.items():
+        result[f"{name}_p50_ms"], result[f"{name}_p99_ms"] = (float(v) for v in np.percentile(values, [50, 99]))
+        result[f"ratio_{name}_p50"] = result[f"{name}_p50_ms"] / float(np.median(times[first]))
+    return result
+
+
 def main(args: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, help="a trained diffusion run directory (default: train one first)")
