@@ -195,7 +195,8 @@ def test_a_servo_id_that_does_not_answer_is_named_with_its_joint(arm):
 
 def test_a_servo_of_another_model_is_refused():
     _, bus = emulated(model_number=1284)  # an SCS0009
-    with bus, pytest.raises(RobotError, match=r"motors\[0\]\.model: STS3215, but id 1 on .* is a MODEL NUMBER 1284"):
+    with bus, pytest.raises(RobotError, match=r"motors\[0\]\.model: STS3215, but id 1 on .* is a servo of model number 1284 "
+                                               r"\(joint shoulder_pan\)"):
         FeetechRobot(SPEC, bus.port).connect()
 
 

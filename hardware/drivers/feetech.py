@@ -130,10 +130,11 @@ class FeetechRobot(BusRobot):
                 raise RobotError(f"{self.calibration.where}: motors[{i}].id: {motor.id} does not answer (expected "
                                  f"the {motor.model} of joint {motor.joint} at id {motor.id} on {where})")
             number = self._read_one(motor.id, Register.MODEL_NUMBER, 2)
-            model = MODELS.get(number, f"model number {number}").upper()
+            model = MODELS.get(number, "").upper()
             if model != self.models[i]:
+                found = model or f"servo of model number {number}"
                 raise RobotError(f"{self.calibration.where}: motors[{i}].model: {motor.model}, but id {motor.id} "
-                                 f"on {self.bus.port} is a {model} (joint {motor.joint})")
+                                 f"on {self.bus.port} is a {found} (joint {motor.joint})")
             self.homing[i] = self._read_one(motor.id, Register.HOMING_OFFSET, 2)
 
     def _read_one(self, motor_id: int, register: Register, length: int) -> int:
