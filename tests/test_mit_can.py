@@ -41,11 +41,12 @@ def base_height(plant: MujocoPlant) -> float:
 
 
 @contextmanager
-def emulated_go2(*, initial_q=None, calibration=None, faults=()):
+def emulated_go2(*, initial_q=None, calibration=None, faults=(), can_timeout_s=0.1):
     """A Go2 of 12 emulated DM-J8009P motors on a fresh virtual bus; yields (bus, plant, driver WHERE)."""
     channel = f"go2-{uuid.uuid4().hex[:8]}"
     plant = MujocoPlant(SPEC, initial_q=initial_q)
-    bus = MitCanBus(plant, calibration or read_motor_calibration(CALIBRATION, SPEC), channel=channel)
+    bus = MitCanBus(plant, calibration or read_motor_calibration(CALIBRATION, SPEC), channel=channel,
+                    can_timeout_s=can_timeout_s)
     for fault in faults:
         bus.faults.apply(fault)
     with bus:
@@ -192,6 +193,13 @@ def test_a_motor_of_another_model_than_calibrated_is_refused_by_its_ranges():
     with emulated_go2(calibration=dataclasses.replace(calibration, motors=tuple(motors))) as (_, _, where):
         with pytest.raises(RobotError, match=r"motors\[4\].model: DM-J8009P \(±12.5 rad, ±45 rad/s, ±54 N·m\), but "
                                              r"motor 4 \(joint FR_thigh_joint\) maps ±12.5 rad, ±30 rad/s, ±10 N·m"):
+            MitCanRobot(SPEC, where).connect()
+
+
+def test_a_damiao_motor_without_a_can_timeout_is_refused_since_a_dead_bus_would_leave_it_holding():
+    with emulated_go2(can_timeout_s=0.0) as (_, _, where):
+        with pytest.raises(RobotError, match=r"motors\[0\]: motor 0 \(joint FL_hip_joint\) has no CAN timeout "
+                                             r"\(TIMEOUT register 0"):
             MitCanRobot(SPEC, where).connect()
 
 

@@ -150,7 +150,7 @@ def test_an_alternating_frame_needs_no_stuff_bits_and_a_zero_frame_needs_many():
 def test_a_damiao_register_read_round_trips(motor_id, register, value):
     request = pack_register_read(motor_id, register)
     assert request[2:4] == bytes((0x33, register)) and request[0] | request[1] << 8 == motor_id
-    if register in (DamiaoRegister.MST_ID, DamiaoRegister.ESC_ID, DamiaoRegister.CTRL_MODE):
+    if register in (DamiaoRegister.MST_ID, DamiaoRegister.ESC_ID, DamiaoRegister.TIMEOUT, DamiaoRegister.CTRL_MODE):
         value = float(int(value))
     assert unpack_register_reply(pack_register_reply(motor_id, register, value), motor_id, register) == value
     with pytest.raises(FrameError, match="not motor"):

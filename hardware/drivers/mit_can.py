@@ -26,8 +26,9 @@ enabled ones with the last command sent.
         robot.write_command(command)      # (12,) arrays in joint units → 12 frames out, 12 replies in
         state = robot.read_state()        # the replies, in joint units
 
-On connect, every motor must answer: Damiao motors their control mode (MIT) and PMAX/VMAX/TMAX
-registers, which must be their calibrated model's; AK motors the exit-motor-mode frame, in the
+On connect, every motor must answer: Damiao motors their control mode (MIT), PMAX/VMAX/TMAX
+registers, which must be their calibrated model's, and a CAN timeout other than 0 (so that a
+motor whose bus stops leaves motor mode instead of holding its last command); AK motors the exit-motor-mode frame, in the
 cheetah reply layout. Missing or corrupted replies, Damiao fault states (over-temperature,
 over-current, lost communication, ...) and lost motors follow `BusRobot`'s rules: stale state,
 damping, counted per motor.
@@ -45,6 +46,7 @@ import numpy as np
 from s2r.hardware.drivers.mit_can_protocol import (
     CLEAR_ERROR,
     DAMIAO_MIT_MODE,
+    DAMIAO_TIMEOUT_S,
     ENTER_MOTOR_MODE,
     EXIT_MOTOR_MODE,
     REGISTER_ID,
@@ -316,7 +318,8 @@ class MitCanRobot(BusRobot):
     def _check_damiao(self, motor: _Motor) -> None:
         """Read the motor's control mode and ranges; refuse a motor that is not its calibrated model in MIT mode."""
         values = {}
-        for register in (DamiaoRegister.CTRL_MODE, DamiaoRegister.PMAX, DamiaoRegister.VMAX, DamiaoRegister.TMAX):
+        for register in (DamiaoRegister.CTRL_MODE, DamiaoRegister.PMAX, DamiaoRegister.VMAX, DamiaoRegister.TMAX,
+                         DamiaoRegister.TIMEOUT):
             values[register], reply_id = self._read_register(motor, register)
         motor.reply_id = reply_id
         where = f"{self.calibration.where}: motors[{motor.index}]"
@@ -324,6 +327,10 @@ class MitCanRobot(BusRobot):
             raise RobotError(f"{where}: motor {motor.id} (joint {motor.joint}) is in control mode "
                              f"{int(values[DamiaoRegister.CTRL_MODE])} (expected {DAMIAO_MIT_MODE}, MIT); set it with "
                              f"Damiao's tool")
+        if values[DamiaoRegister.TIMEOUT] == 0:
+            raise RobotError(f"{where}: motor {motor.id} (joint {motor.joint}) has no CAN timeout (TIMEOUT register 0, "
+                             f"Damiao's default): if the bus stopped it would hold its last command for ever; set "
+                             f"TIMEOUT (50 µs counts, e.g. 2000 for 0.1 s) with Damiao's tool")
         ranges = (values[DamiaoRegister.PMAX], values[DamiaoRegister.VMAX], values[DamiaoRegister.TMAX])
         model = motor.model
         if not np.allclose(ranges, (model.position_max, model.velocity_max, model.torque_max), rtol=1e-4):

@@ -275,6 +275,9 @@ class DamiaoRegister(IntEnum):
     """Master (reply) id, uint32."""
     ESC_ID = 8
     """The motor's own (command) id, uint32."""
+    TIMEOUT = 9
+    """CAN timeout, uint32 in 50 µs counts: a motor in motor mode that hears no frame for that long leaves it
+    (the communication-lost state); 0: never (Damiao's default)."""
     CTRL_MODE = 10
     """Control mode, uint32: 1 MIT, 2 position-velocity, 3 velocity, 4 torque-position."""
     PMAX = 21
@@ -287,7 +290,9 @@ class DamiaoRegister(IntEnum):
 
 DAMIAO_MIT_MODE = 1
 """CTRL_MODE of a motor that takes MIT frames."""
-_UINT_REGISTERS = {DamiaoRegister.MST_ID, DamiaoRegister.ESC_ID, DamiaoRegister.CTRL_MODE}
+DAMIAO_TIMEOUT_S = 50e-6
+"""Seconds per count of the TIMEOUT register."""
+_UINT_REGISTERS = {DamiaoRegister.MST_ID, DamiaoRegister.ESC_ID, DamiaoRegister.TIMEOUT, DamiaoRegister.CTRL_MODE}
 
 
 def pack_register_read(motor_id: int, register: DamiaoRegister) -> bytes:

@@ -29,7 +29,7 @@ refuse), `silent` (the motor lost power: no torque, no reply), `overload` and `o
 (a Damiao motor latches that fault state and stops; its rotor reads 120 °C when overheating),
 `bus_down` (no frame crosses: the motors' own CAN timeout switches them off). A motor in motor
 mode that hears no command for `can_timeout_s` leaves it (Damiao: the communication-lost state),
-as Damiao's TIMEOUT register makes it.
+as Damiao's TIMEOUT register (which the motors report: `can_timeout_s` / 50 µs) makes it; 0: never.
 
 One thread does everything, in order (as `serial_bus.PtyBus`): the plant's steps at absolute
 deadlines, frames as they come, replies when due. numpy and python-can only.
@@ -47,6 +47,7 @@ import numpy as np
 
 from s2r.hardware.drivers.mit_can_protocol import (
     DAMIAO_MIT_MODE,
+    DAMIAO_TIMEOUT_S,
     FRAME_BYTES,
     READ_REGISTER,
     REGISTER_ID,
@@ -237,7 +238,7 @@ class MitCanBus:
         shaft_q, shaft_dq = self._shaft_q, self._shaft_dq
         tau = np.zeros(len(self.motors))
         for i, motor in enumerate(self.motors):
-            if motor.enabled and now - motor.last_command_at > self.can_timeout_s:
+            if motor.enabled and 0 < self.can_timeout_s < now - motor.last_command_at:
                 motor.enabled = False
                 if motor.model.reply == "damiao":
                     motor.fault = DamiaoState.COMMUNICATION_LOST
@@ -327,6 +328,7 @@ class MitCanBus:
 
     def _register_reply(self, motor: EmulatedMitMotor, register: DamiaoRegister) -> bytes:
         values = {DamiaoRegister.MST_ID: motor.reply_id, DamiaoRegister.ESC_ID: motor.id,
+                  DamiaoRegister.TIMEOUT: round(self.can_timeout_s / DAMIAO_TIMEOUT_S),
                   DamiaoRegister.CTRL_MODE: DAMIAO_MIT_MODE, DamiaoRegister.PMAX: motor.model.position_max,
                   DamiaoRegister.VMAX: motor.model.velocity_max, DamiaoRegister.TMAX: motor.model.torque_max}
         return pack_register_reply(motor.id, register, values[register])
