@@ -1,4 +1,4 @@
-"""The Go2's 12 MIT motors (Damiao DM-J8009P) on an emulated 1 Mbit/s CAN bus: control-loop rate against the wire's limit.
+"""The Go2's 12 MIT motors (Damiao DM-J8009P) on an emulated 1 Mbit/s CAN bus: control-loop rate vs the wire's limit.
 
 One tick of s2r's driver is `MitCanRobot.read_state` + `write_command`: 12 command frames sent
 at once, then the 12 replies collected (the replies are the next tick's state). The peer is
@@ -144,7 +144,8 @@ def _measure(emulator: str, ticks: int, rounds: int) -> dict[str, Any]:
 def run(*, ticks: int = 300, rounds: int = 3, emulators: tuple[str, ...] = EMULATORS) -> dict[str, Any]:
     """Both modes on each emulator, `rounds` alternating rounds of `ticks` back-to-back ticks; figures and ratios."""
     result: dict[str, Any] = {"bench": "can_bus", "robot": "go2", "motors": 12, "model": "DM-J8009P",
-                              "bitrate": BITRATE, "reply_slack_s": REPLY_SLACK_S, "ticks": ticks, "rounds": rounds, "machine": machine(),
+                              "bitrate": BITRATE, "reply_slack_s": REPLY_SLACK_S, "ticks": ticks, "rounds": rounds,
+                              "machine": machine(),
                               "load_average_1min": os.getloadavg()[0]}
     for emulator in emulators:
         for key, value in _measure(emulator, ticks, rounds).items():

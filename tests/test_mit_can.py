@@ -92,7 +92,7 @@ def test_the_soft_start_stands_the_emulated_go2_up_from_lying_through_the_can_bu
     knees = [2, 5, 8, 11]  # through their 2:1 linkage, the right legs' motors mirrored
     assert lying_height < 0.12 and standing_height > lying_height + 0.07
     assert (np.abs(state.q - SPEC.default_q)[knees] < 0.5 * np.abs(lying_q - SPEC.default_q)[knees]).all()
-    assert np.allclose(state.q, plant_q, atol=0.01), "the driver reads the plant's joints (a tick ago, 16-bit positions)"
+    assert np.allclose(state.q, plant_q, atol=0.01), "the driver reads the plant's joints (a tick ago, 16 bits)"
     assert within_limits(written, safety)
     assert robot.fault is None and not any(f.lost or f.corrupted for f in robot.faults().values()), \
         "no motor lost (a loaded host may make a reply late, and the retry asks again)"

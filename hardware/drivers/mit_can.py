@@ -28,10 +28,10 @@ enabled ones with the last command sent.
 
 On connect, every motor must answer: Damiao motors their control mode (MIT), PMAX/VMAX/TMAX
 registers, which must be their calibrated model's, and a CAN timeout other than 0 (so that a
-motor whose bus stops leaves motor mode instead of holding its last command); AK motors the exit-motor-mode frame, in the
-cheetah reply layout. Missing or corrupted replies, Damiao fault states (over-temperature,
-over-current, lost communication, ...) and lost motors follow `BusRobot`'s rules: stale state,
-damping, counted per motor.
+motor whose bus stops leaves motor mode instead of holding its last command); AK motors the
+exit-motor-mode frame, in the cheetah reply layout. Missing or corrupted replies, Damiao fault
+states (over-temperature, over-current, lost communication, ...) and lost motors follow
+`BusRobot`'s rules: stale state, damping, counted per motor.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ import numpy as np
 from s2r.hardware.drivers.mit_can_protocol import (
     CLEAR_ERROR,
     DAMIAO_MIT_MODE,
-    DAMIAO_TIMEOUT_S,
     ENTER_MOTOR_MODE,
     EXIT_MOTOR_MODE,
     REGISTER_ID,
@@ -68,7 +67,6 @@ from s2r.hardware.motors import (
     BusRobot,
     FaultConfig,
     MotorHealth,
-    RobotCalibration,
     parse_bus_address,
     read_motor_calibration,
 )
@@ -224,7 +222,7 @@ class MitCanRobot(BusRobot):
         return [MotorHealth(temperature=t) for t in self._temperatures]
 
     def _accept(self, reading: BusReading, stamp: float) -> None:
-        """`BusRobot._accept`, stamped when the replies came (a write's replies are read a tick later), not at the read."""
+        """`BusRobot._accept`, stamped when the replies came (a write's replies are read a tick later)."""
         super()._accept(reading, self._measured_at)
 
     def _close_bus(self) -> None:
@@ -334,8 +332,9 @@ class MitCanRobot(BusRobot):
         ranges = (values[DamiaoRegister.PMAX], values[DamiaoRegister.VMAX], values[DamiaoRegister.TMAX])
         model = motor.model
         if not np.allclose(ranges, (model.position_max, model.velocity_max, model.torque_max), rtol=1e-4):
-            raise RobotError(f"{where}.model: {model.name} (±{model.position_max:g} rad, ±{model.velocity_max:g} rad/s, "
-                             f"±{model.torque_max:g} N·m), but motor {motor.id} (joint {motor.joint}) maps "
+            raise RobotError(f"{where}.model: {model.name} (±{model.position_max:g} rad, "
+                             f"±{model.velocity_max:g} rad/s, ±{model.torque_max:g} N·m), but motor {motor.id} "
+                             f"(joint {motor.joint}) maps "
                              f"±{ranges[0]:g} rad, ±{ranges[1]:g} rad/s, ±{ranges[2]:g} N·m")
 
     def _read_register(self, motor: _Motor, register: DamiaoRegister) -> tuple[float, int]:

@@ -1,7 +1,8 @@
 """MIT-protocol CAN motors on a python-can bus, moving a plant with their own PD law, frames paced at the bit rate.
 
 `MitCanBus` opens a python-can bus (`virtual`: in this process; `udp_multicast`: across
-processes on this machine, `port` apart from other buses) and answers as the calibration's motors would: each motor takes
+processes on this machine, on a `port` apart from other buses) and answers as the
+calibration's motors would: each motor takes
 the frames to its id (enter / exit motor mode, set zero, clear error, MIT commands; Damiao
 register reads on 0x7FF) and answers each with one reply frame in its model's layout
 (`s2r.hardware.drivers.mit_can_protocol`), from its master id (Damiao: id + 0x10) or the host
@@ -197,7 +198,7 @@ class MitCanBus:
 
     @property
     def port(self) -> str:
-        """The bus as the driver names it: `--driver mit_can:PORT,calibration=FILE` (e.g. `udp_multicast:239.0.0.1:43500`)."""
+        """The bus as `--driver mit_can:PORT,calibration=FILE` names it, e.g. `udp_multicast:239.0.0.1:43500`."""
         udp = f":{self.udp_port}" if self.udp_port is not None else ""
         return f"{self.interface}:{self.channel}{udp}"
 
