@@ -27,7 +27,7 @@ from tempfile import TemporaryDirectory
 import numpy as np
 import torch
 
-from s2r.policies.evaluate import _run
+from s2r.policies.episodes import run_episodes
 from s2r.policies.offpolicy.train import OffPolicyTrainConfig, rule_task, train_offpolicy
 from s2r.sim.env import BatchEnv
 
@@ -56,7 +56,7 @@ def rltools_success(state, episodes: int, seed: int) -> float:
         l2f = np.concatenate([policy[:, :18], policy[:, -4 * RLTOOLS_HISTORY:]], axis=-1)   # its last 16 actions
         return torch.from_numpy(np.stack([np.asarray(state.action(row)) for row in l2f]))
 
-    return _run(env, "quadrotor_hover", act, lambda done: None)["success_rate"]
+    return run_episodes(env, "quadrotor_hover", act, lambda done: None)["success_rate"]
 
 
 def rltools_td3(budget_s: float, eval_every_s: float, episodes: int, seed: int) -> dict:

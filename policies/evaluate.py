@@ -28,16 +28,15 @@ With `video`, the first `video_worlds` worlds are filmed off-screen into one til
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from s2r.contract import ContractError
 from s2r.observations import LAST_ACTION
+from s2r.policies.episodes import run_episodes
 from s2r.policies.train import load_policy
 from s2r.runtime import load_runtime, read_contract
 from s2r.runtime.diffusion import CHECKPOINT as DIFFUSION_CHECKPOINT
@@ -77,7 +76,7 @@ def evaluate(source: Path, *, task: str | None = None, episodes: int = 64, seed:
             with torch.no_grad():
                 return policy.act_inference(obs["policy"])
 
-        return _run(env, cfg.task, act, lambda ids: None, film)
+        return run_episodes(env, cfg.task, act, lambda ids: None, film)
     task = task or read_contract(source).provenance.get("task")
     if task is None:
         raise ContractError(f"{source}: the contract names no task; pass --task")
@@ -89,7 +88,7 @@ def evaluate(source: Path, *, task: str | None = None, episodes: int = 64, seed:
         return torch.from_numpy(runtime.action(env.read_state(), inputs))
 
     try:
-        return {**_run(env, task, act_runtime, runtime.reset, film), **runtime.stats()}
+        return {**run_episodes(env, task, act_runtime, runtime.reset, film), **runtime.stats()}
     finally:
         runtime.close()
 
@@ -102,43 +101,3 @@ def _filming(video: Path | None, worlds: int) -> Callable[[BatchEnv], EpisodeVid
 
     path = check_video_path(video)
     return lambda env: EpisodeVideo(env, path, worlds=worlds)
-
-
-def _run(env: BatchEnv, task: str, act: Callable[[dict[str, torch.Tensor]], torch.Tensor],
-         on_reset: Callable[[np.ndarray], None], film: Callable[[BatchEnv], EpisodeVideo] | None = None
-         ) -> dict[str, Any]:
-    """The episodes of every world of `env` to their first end, `act` choosing the actions (N, A); `film`
-    opens a video of the first worlds."""
-    episodes = env.num_envs
-    returns = np.full(episodes, np.nan)
-    final = np.full(episodes, np.nan)
-    best = np.full(episodes, -np.inf)
-    successes = np.zeros(episodes)
-    reached = np.zeros(episodes, dtype=bool)
-    started = time.perf_counter()
-    obs = env.reset()
-    video = film(env) if film is not None else None
-    if video is not None:
-        video.add(np.zeros(episodes))
-    while np.isnan(returns).any():
-        obs, reward, terminated, truncated, info = env.step(act(obs))
-        if video is not None:
-            video.add(reward.numpy(), ended=(terminated | truncated).numpy(), success=info["episode"]["success"].numpy())
-        running = np.isnan(returns)
-        best[running] = np.maximum(best[running], reward.numpy()[running])
-        done = np.flatnonzero((terminated | truncated).numpy())
-        first = np.isnan(returns[done])
-        returns[done[first]] = info["episode"]["return"].numpy()[first]
-        final[done[first]] = reward.numpy()[done[first]]
-        successes[done[first]] = info["episode"]["success"].numpy()[first]
-        reached[done[first]] = info["episode"]["reached"].numpy()[first] > 0
-        on_reset(done)
-    env.close()
-    filmed = {}
-    if video is not None:
-        video.close()
-        filmed = {"video": str(video.path), "video_frames": video.frames}
-    return {"task": task, "episodes": episodes, "mean_return": float(returns.mean()),
-            "success_rate": float(successes.mean()), "reached_rate": float(reached.mean()),
-            "mean_final_reward": float(final.mean()), "mean_max_reward": float(best.mean()),
-            "wall_s": time.perf_counter() - started, **filmed}

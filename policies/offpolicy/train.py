@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 import yaml
 
-from s2r.policies.evaluate import _run
+from s2r.policies.episodes import run_episodes
 from s2r.policies.offpolicy.runner import OffPolicyRunner
 from s2r.policies.offpolicy.sac import SACConfig
 from s2r.policies.offpolicy.td3 import TD3Config
@@ -103,7 +103,7 @@ def success_rate(runner: OffPolicyRunner, task: str, *, episodes: int, seed: int
     was_training = agent.training
     agent.eval()
     with torch.no_grad():
-        result = _run(env, task, lambda obs: agent.act_inference(obs["policy"]), lambda done: None)
+        result = run_episodes(env, task, lambda obs: agent.act_inference(obs["policy"]), lambda done: None)
     agent.train(was_training)
     return result["success_rate"]
 
