@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	@# Off-screen MuJoCo rendering (MUJOCO_GL=egl) needs Mesa's software EGL.
 	@ldconfig -p | grep -q libEGL.so.1 && ldconfig -p | grep -q libOpenGL.so.0 || \
 		(apt-get update -qq && apt-get install -y -qq libegl1 libopengl0 libgl1-mesa-dri)
+	@# The live views' tests: a real X server for MuJoCo's viewer, a headless browser for the web view.
+	@command -v Xvfb >/dev/null && command -v chromium-headless-shell >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq xvfb chromium-headless-shell)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)

@@ -334,13 +334,17 @@ def cmd_teleop(args: argparse.Namespace) -> None:
     _refuse(args, ("--duration", "--record", "--robot"), "teleop of a simulated task (--leader/--follower: arms)")
     if args.task is None or args.device is None:
         raise UsageError("give a task and --device (simulation), or --leader KIND:PORT --follower KIND:PORT (arms)")
+    if args.port is not None and args.view != "web":
+        raise UsageError("--port applies to --view web only")
+    os.environ.setdefault("MUJOCO_GL", "egl")  # before MuJoCo's first import: the web view renders off-screen
     from s2r.apps.teleop import run_teleop
     from s2r.hardware.teleop import DeviceUnavailable, open_device
 
     try:
         with open_device(args.device) as device:
             result = run_teleop(args.task, device, out=Path(args.out) if args.out else None,
-                                episodes=args.episodes, progress=not args.json)
+                                episodes=args.episodes, progress=not args.json, view=args.view,
+                                **({"port": args.port} if args.port is not None else {}))
     except DeviceUnavailable as error:
         print(f"s2r teleop: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -595,6 +599,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "measurement times")
     p.add_argument("--out", help="dataset directory to record into (appended to if it holds one); none: no recording")
     p.add_argument("--episodes", type=int, default=1, help="episodes to record; discarded ones do not count")
+    p.add_argument("--view", default="auto", choices=["auto", "viewer", "web", "none"],
+                   help="live view: MuJoCo's viewer (auto: where there is a display), web: a page on localhost "
+                        "streaming the scene (remote machines), none")
+    p.add_argument("--port", type=int, help="--view web: the page's port (default 8080)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.set_defaults(fn=cmd_teleop)
 

@@ -141,7 +141,7 @@ def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver
         raise ValueError(f"--duration: expected seconds > 0, got {duration}")
     domain = resolve_domain_id(domain_id)
     if foxglove is not None:
-        from s2r.ros.foxglove_bridge import port_in_use, port_taken_message
+        from s2r.ports import port_in_use, port_taken_message
 
         if port_in_use("127.0.0.1", foxglove):
             raise ValueError(port_taken_message("--foxglove", "127.0.0.1", foxglove))

@@ -21,6 +21,10 @@ never written in part, and never kept as a failure either (a take cut short by t
 says nothing about the task). The episodes finished before it are committed, and the session
 raises DeviceUnavailable saying so.
 
+While it runs, a status line (simulated time, the task's progress, the episode) is kept on stderr
+and handed with world 0's state to a `LiveView` (s2r.apps.live_view: MuJoCo's viewer where there is
+a display, or a page on localhost), which draws it outside this loop.
+
     with open_device("keyboard") as device:
         summary = run_teleop("push_t", device, out=Path("data/push_t_teleop"), episodes=5)
 """
@@ -36,9 +40,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from s2r.apps.live_view import DEFAULT_WEB_PORT, LiveView, ViewMode
 from s2r.dataset import ACTION, DatasetWriter, ObservationLayout
 from s2r.hardware.teleop.devices import DeviceUnavailable, TeleopCommand, TeleopDevice
 from s2r.hardware.teleop.ik import DifferentialIK
+from s2r.observations import TARGET
 from s2r.sim.env import BatchEnv
 from s2r.sim.push_t import WORKSPACE
 from s2r.sim.task_dataset import task_features, task_layout
@@ -107,12 +113,24 @@ MAPPINGS: dict[str, Callable[[BatchEnv], PushTMapping | ReachMapping]] = {"push_
 """Tasks that can be teleoperated, and how a device's command becomes their action."""
 
 
+def progress_text(env: BatchEnv, reward: float) -> str:
+    """The task's progress in world 0, in words: push_t's coverage of the goal, reach's distance to its target."""
+    if env.task.config.name == "push_t":
+        return f"coverage {reward:.0%}"
+    if env.task.config.name == "reach":
+        return f"distance {np.linalg.norm(env.site_pos(env.site_id('ee'))[0] - env.inputs[TARGET][0]):.3f} m"
+    return f"reward {reward:+.3f}"
+
+
 def run_teleop(task: str, device: TeleopDevice, *, out: Path | None = None, episodes: int = 1, seed: int = 0,
-               realtime: bool = True, progress: bool = False) -> dict[str, Any]:
+               realtime: bool = True, progress: bool = False, view: ViewMode = "none",
+               port: int = DEFAULT_WEB_PORT) -> dict[str, Any]:
     """Teleoperate `episodes` episodes of `task` with `device`, recording them into the dataset `out` (if given).
 
     realtime: pace the simulation to the wall clock (an operator is watching); False runs as fast
-    as it computes (tests, replays). Returns the episodes recorded, their successes and frames, and
+    as it computes (tests, replays). `view` (`LiveView.open`: auto, viewer, web on `port`, none) shows
+    world 0 and the status line after every step; with `progress` the status line is also kept on
+    stderr. Returns the episodes recorded, their successes and frames, and
     the episodes discarded. Raises DeviceUnavailable when the device is lost, after committing the
     episodes finished before it and discarding the one in progress.
     """
@@ -121,6 +139,7 @@ def run_teleop(task: str, device: TeleopDevice, *, out: Path | None = None, epis
     if episodes < 1:
         raise ValueError(f"episodes: expected >= 1, got {episodes}")
     env = BatchEnv(make_task(task), 1, seed=seed, nthread=1)
+    live = LiveView.open(view, env.model, spec=env.spec, port=port)
     mapping = MAPPINGS[task](env)
     linear, angular = SPEEDS[task]
     contract = env.contract({"task": task, "recorder": "s2r.apps.teleop", "device": device.name})
@@ -134,7 +153,9 @@ def run_teleop(task: str, device: TeleopDevice, *, out: Path | None = None, epis
     try:
         while summary["episodes"] < episodes:
             try:
-                outcome, frames = _run_episode(env, device, mapping, writer, layout, (linear, angular), realtime)
+                status = _Status(f"episode {summary['episodes'] + 1}/{episodes}", live, progress)
+                outcome, frames = _run_episode(env, device, mapping, writer, layout, (linear, angular), realtime,
+                                               status)
             except DeviceUnavailable as error:
                 if writer is not None:
                     writer.discard_episode()
@@ -147,10 +168,12 @@ def run_teleop(task: str, device: TeleopDevice, *, out: Path | None = None, epis
                 summary["successes"] += outcome == "success"
                 summary["frames"] += frames
             if progress:
-                print(f"episode {summary['episodes']}/{episodes}: {outcome} ({frames} frames)", file=sys.stderr)
+                print(f"\repisode {summary['episodes']}/{episodes}: {outcome} ({frames} frames)" + " " * 20,
+                      file=sys.stderr)
             if outcome == "quit":
                 break
     finally:
+        live.close()
         if writer is not None:
             writer.close()
         env.close()
@@ -159,7 +182,7 @@ def run_teleop(task: str, device: TeleopDevice, *, out: Path | None = None, epis
 
 def _run_episode(env: BatchEnv, device: TeleopDevice, mapping: PushTMapping | ReachMapping,
                  writer: DatasetWriter | None, layout: ObservationLayout, speeds: tuple[float, float],
-                 realtime: bool) -> tuple[str, int]:
+                 realtime: bool, status: _Status) -> tuple[str, int]:
     """One episode from a fresh reset; its outcome ("success", "failure", "discard", "quit") and frames."""
     period = env.spec.control_period
     clock = env.data_field("time")
@@ -180,13 +203,33 @@ def _run_episode(env: BatchEnv, device: TeleopDevice, mapping: PushTMapping | Re
             writer.add_frame({**layout.split(obs), ACTION: action.astype(np.float32)}, timestamp=float(clock[0]))
         if realtime:
             time.sleep(max(0.0, started + (step + 1) * period - time.monotonic()))
-        obs_t, _, terminated, truncated, info = env.step(torch.from_numpy(action[None]))
+        obs_t, reward, terminated, truncated, info = env.step(torch.from_numpy(action[None]))
         obs = obs_t["policy"].numpy()[0]
+        status.update(env, float(reward[0]))
         if terminated[0] or truncated[0]:  # the env's rule decides (success held at the time limit)
             return _end(writer, bool(info["episode"]["success"][0])), step + 1
         if env.success_held[0] >= env.success_window:
             return _end(writer, True), step + 1
     raise AssertionError("unreachable: the env ends every episode at max_episode_length")
+
+
+class _Status:
+    """The live status line of an episode: to the view after every step, to stderr a few times a second."""
+
+    def __init__(self, episode: str, view: LiveView | None, to_stderr: bool) -> None:
+        self.episode, self.view, self.to_stderr = episode, view, to_stderr
+        self.tty = sys.stderr.isatty()
+        self._printed = 0.0
+
+    def update(self, env: BatchEnv, reward: float) -> None:
+        line = f"t {float(env.data_field('time')[0]):5.2f} s  {progress_text(env, reward)}  {self.episode}"
+        if self.view is not None:
+            mocap = env.data_field("mocap_pos")[0] if env.model.nmocap else None
+            self.view.show(env.data_field("qpos")[0], mocap, line)
+        now = time.monotonic()
+        if self.to_stderr and now - self._printed >= (0.2 if self.tty else 1.0):
+            self._printed = now
+            print(f"\r{line}   " if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
 
 
 def _end(writer: DatasetWriter | None, success: bool) -> str:

@@ -16,7 +16,7 @@ from sensor_msgs.msg import JointState
 from websockets.sync.client import connect
 
 from s2r.ros import environment
-from s2r.ros.foxglove_bridge import free_port
+from s2r.ports import free_port
 from s2r.ros.qos import TELEMETRY_QOS
 from s2r.ros.recorder import TOPICS, type_name
 

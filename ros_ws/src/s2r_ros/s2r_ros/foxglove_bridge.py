@@ -12,12 +12,13 @@ process: nothing it does can delay the control loop.
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 
 import foxglove
 from rclpy.node import Node
+
+from s2r.ports import port_taken_message
 
 from .parameters import Param, declare
 from .qos import RECORD_QOS
@@ -32,28 +33,6 @@ PARAMS = (
     Param("port", DEFAULT_PORT, "TCP port of the WebSocket server."),
     Param("topics", list(TOPICS), f"Topics to serve, among {', '.join(TOPICS)}."),
 )
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """Whether `port` on `host` is taken (bound by another server)."""
-    with socket.socket() as probe:
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on `host` that nothing listens on now (the system picks it)."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
-def port_taken_message(option: str, host: str, port: int) -> str:
-    """The one line a user reads when a port is in use: which one, and a free one to use instead."""
-    return f"{option} {port}: port {port} on {host} is already in use; try {option} {free_port(host)}"
 
 
 class FoxgloveBridgeNode(Node):

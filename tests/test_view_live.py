@@ -1,0 +1,166 @@
+"""Live views for people: MuJoCo's viewer under a real X server, the web view in a real headless browser,
+and teleoperation that goes on when the display goes away."""
+
+import io
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image, ImageGrab
+
+from s2r.apps.live_view import LiveView, ViewerWindow, WebView
+from s2r.sim.env import make_env
+
+CHROMIUM = shutil.which("chromium-headless-shell") or shutil.which("chromium")
+
+
+@pytest.fixture(scope="module")
+def cartpole():
+    env = make_env("cartpole", 1)
+    yield env
+    env.close()
+
+
+def cart_at(env, x: float) -> np.ndarray:
+    qpos = np.zeros(env.model.nq)
+    qpos[0], qpos[1] = x, 0.5
+    return qpos
+
+
+@pytest.fixture
+def xserver(monkeypatch):
+    """A real X server (Xvfb, installed by `make venv`) on a display of its own; DISPLAY points at it."""
+    number = 90 + os.getpid() % 100
+    server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "800x600x24", "-nolisten", "tcp"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if os.path.exists(f"/tmp/.X11-unix/X{number}"):
+            break
+        time.sleep(0.05)
+    monkeypatch.setenv("DISPLAY", f":{number}")
+    yield server, f":{number}"
+    server.kill()
+    server.wait()
+
+
+def screenshot(display: str, settle: float = 2.0) -> np.ndarray:
+    time.sleep(settle)
+    return np.asarray(ImageGrab.grab(xdisplay=display).convert("RGB")).astype(int)
+
+
+def test_the_viewer_opens_under_an_x_server_shows_the_robot_where_it_is_and_a_lost_display_goes_headless(
+        cartpole, xserver):
+    server, display = xserver
+    said: list[str] = []
+    view = LiveView.open("auto", cartpole.model, spec=cartpole.spec, say=said.append)
+    try:
+        assert isinstance(view, ViewerWindow) and view.mode == "viewer"
+        view.show(cart_at(cartpole, -1.0), None, "t 0.00 s")
+        left = screenshot(display, settle=4.0)
+        view.show(cart_at(cartpole, 1.0), None, "t 1.00 s")
+        right = screenshot(display)
+        assert left.std() > 10, "the screen is blank"
+        # The cart moved from one end of its rail to the other: the picture changed where the robot is.
+        moved = np.abs(left - right).sum(axis=2) > 60
+        assert moved.mean() > 0.002, f"only {moved.mean():.4%} of the pixels changed"
+        # The display goes away mid-session: the session is told once and goes on headless.
+        server.kill()
+        server.wait()
+        deadline = time.monotonic() + 20
+        while view.mode == "viewer" and time.monotonic() < deadline:
+            view.show(cart_at(cartpole, 0.0), None, "t 2.00 s")
+            time.sleep(0.1)
+        assert view.mode == "none"
+        assert len(said) == 1 and said[0].startswith("the display went away") and said[0].endswith("going on headless")
+        view.show(cart_at(cartpole, 0.5), None, "t 3.00 s")  # and showing goes on, doing nothing
+    finally:
+        view.close()
+
+
+def browser_screenshot(url: str, path) -> np.ndarray:
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--timeout=4000", "--window-size=800,600",
+                    f"--screenshot={path}", url], check=True, capture_output=True, timeout=120)
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+
+def test_the_web_view_streams_the_robot_to_a_headless_browser_and_follows_its_state(cartpole, tmp_path):
+    said: list[str] = []
+    with WebView(cartpole.model, cartpole.spec, port=0, say=said.append) as view:
+        assert said == [f"live view on {view.url} (remote: ssh -L {view.url.split(':')[2].strip('/')}:localhost:"
+                        f"{view.url.split(':')[2].strip('/')} HOST)"]
+        view.show(cart_at(cartpole, -1.0), None, "t 0.00 s  episode 1/1")
+        left = browser_screenshot(view.url, tmp_path / "left.png")
+        view.show(cart_at(cartpole, 1.0), None, "t 1.00 s  episode 1/1")
+        right = browser_screenshot(view.url, tmp_path / "right.png")
+        frame = np.asarray(Image.open(io.BytesIO(urllib.request.urlopen(view.url + "frame.jpg", timeout=10).read())))
+    assert frame.shape == (480, 640, 3) and frame.std() > 10
+    # The page shows the rendered scene (not a broken image), and the cart where the session put it.
+    assert left[50:400, 100:700].std() > 10
+    moved = np.abs(left - right).sum(axis=2) > 60
+    assert moved.mean() > 0.001, f"only {moved.mean():.4%} of the pixels changed"
+
+
+def test_a_web_view_port_in_use_is_refused_naming_it_and_offering_a_free_one(cartpole):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ValueError, match=rf"^--port {port}: port {port} on 127.0.0.1 is already in use; "
+                                             r"try --port \d+$"):
+            WebView(cartpole.model, cartpole.spec, port=port)
+
+
+class SlowDevice:
+    """An operator pushing right for `seconds`, then pressing save; reads pace the session like a person."""
+
+    name = "scripted"
+    controls = ""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def read(self):
+        from s2r.hardware.teleop.devices import TeleopCommand
+
+        if time.monotonic() > self.end:
+            return TeleopCommand([0, 0, 0], [0, 0, 0], frozenset({"save"}))
+        return TeleopCommand([1.0, 0, 0], [0, 0, 0], frozenset())
+
+
+def test_teleop_shows_its_status_line_and_serves_the_scene_it_is_driving_on_the_web_view(capsys):
+    from s2r.apps.teleop import run_teleop
+    from s2r.ports import free_port
+
+    port = free_port()
+    frames: list[np.ndarray] = []
+
+    def watch() -> None:
+        time.sleep(1.0)
+        for _ in range(2):
+            for _ in range(50):
+                try:
+                    data = urllib.request.urlopen(f"http://127.0.0.1:{port}/frame.jpg", timeout=5).read()
+                    frames.append(np.asarray(Image.open(io.BytesIO(data))).astype(int))
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            time.sleep(1.5)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    summary = run_teleop("push_t", SlowDevice(4.0), episodes=1, progress=True, view="web", port=port)
+    watcher.join()
+    assert summary["episodes"] == 1
+    err = capsys.readouterr().err
+    status = [line for line in err.splitlines() if "coverage" in line]
+    assert status and all("episode 1/1" in line for line in status), err
+    # The pusher moved between the two frames the page served.
+    assert len(frames) == 2
+    assert (np.abs(frames[0] - frames[1]).sum(axis=2) > 60).mean() > 0.0005
