@@ -109,8 +109,8 @@ HARDWARE_ERRORS = {0x01: "input_voltage", 0x04: "overheating", 0x08: "motor_enco
 """Hardware error status (70) bit → name."""
 ALERT = 0x80
 """The status packet's error byte: the motor has a hardware error (read address 70)."""
-BAUD_RATES = {9600: 0, 57600: 1, 115200: 2, 1_000_000: 3, 2_000_000: 4, 3_000_000: 5, 4_000_000: 6, 4_500_000: 7}
-"""Bits per second → the value of address 8."""
+BAUD_RATES = {9600: 0, 57600: 1, 115200: 2, 1_000_000: 3, 2_000_000: 4, 3_000_000: 5, 4_000_000: 6}
+"""Bits per second → the value of address 8 (4.5 Mbaud, which the motors take, is not one the SDK opens)."""
 
 TICKS_PER_TURN = 4096
 RAD_PER_TICK = 2 * math.pi / TICKS_PER_TURN
@@ -323,10 +323,16 @@ class Dynamixel(BusRobot):
         self._models = [MODELS[m.model] for m in self.calibration.motors]
 
     def _ping(self, motor_id: int) -> int | None:
+        """The motor's model number; None when it does not answer; RobotError when its replies come corrupted."""
         for _ in range(1 + self.config.faults.retries):
             number, result, _ = self._packets.ping(self._port, motor_id)
             if result == COMM_SUCCESS:
                 return number
+        if result == COMM_RX_CORRUPT:
+            joint = next(m.joint for m in self.calibration.motors if m.id == motor_id)
+            raise RobotError(f"{self.where}: motor {motor_id} (joint {joint}) answers with corrupted status packets "
+                             f"(bad CRC, {1 + self.config.faults.retries} tries): check the cable and the "
+                             f"bus's termination")
         return None
 
     def _write(self, motor: MotorCalibration, entry: tuple[int, int], value: int) -> None:
