@@ -78,7 +78,30 @@ def scripted_push_t(env: BatchEnv) -> Expert:
     return act
 
 
-EXPERTS: dict[tuple[str, str], Callable[[BatchEnv], Expert]] = {("push_t", "scripted"): scripted_push_t}
+def scripted_reach(env: BatchEnv) -> Expert:
+    """The reach task's scripted expert: the arm's joint targets at the target point by closed-form inverse
+    kinematics (base yaw toward it, then the two-link shoulder-elbow plane with the elbow up), clipped to the
+    joint limits, as raw actions."""
+    target = _term_reader(env, "target")
+    shoulder, upper, fore = env.task.shoulder, 0.3, 0.25      # arm.xml: the shoulder's height, link2 and link3
+    offset, scale = np.asarray(env.action_mapping.offset), np.asarray(env.action_mapping.scale)
+    low, high = np.array([j.limits for j in env.spec.joints]).T
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        point = target(np.asarray(obs, dtype=np.float64)) - shoulder
+        yaw = np.arctan2(point[:, 1], point[:, 0])
+        reach, height = np.hypot(point[:, 0], point[:, 1]), point[:, 2]
+        cos_elbow = (reach**2 + height**2 - upper**2 - fore**2) / (2 * upper * fore)
+        bend = -np.arccos(np.clip(cos_elbow, -1.0, 1.0))      # in the arm's plane, elbow up
+        lift = np.arctan2(height, reach) - np.arctan2(fore * np.sin(bend), upper + fore * np.cos(bend))
+        q = np.clip(np.column_stack([yaw, -lift, -bend]), low, high)   # pitch joints turn about +y: x toward -z
+        return (q - offset) / scale
+
+    return act
+
+
+EXPERTS: dict[tuple[str, str], Callable[[BatchEnv], Expert]] = {("push_t", "scripted"): scripted_push_t,
+                                                                ("reach", "scripted"): scripted_reach}
 """(task, expert name) → a factory of the expert for an env of that task."""
 
 

@@ -229,3 +229,9 @@ def test_the_dsrl_composite_drives_the_pusher_from_policy_node_through_real_rclp
     assert result["chunks_planned"] >= 4 and result["chunk_switches"] >= 3, result
     assert result["commands_published"] >= 24
     assert "→ damping" not in robot.output()
+
+
+def test_the_reach_scripted_expert_places_the_end_effector_on_every_target():
+    from s2r.sim.demos import evaluate_expert
+
+    assert evaluate_expert("reach", episodes=20, num_envs=20)["success_rate"] == 1.0
