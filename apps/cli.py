@@ -456,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the diffusion run directory (s2r train TASK --policy diffusion)")
     p.add_argument("--out", help="run directory (default RUN_DIR_METHOD); OUT/policy.onnx is the fine-tuned policy")
     p.add_argument("--num-envs", type=int)
-    p.add_argument("--control-ticks", type=int, help="budget: control ticks of all worlds (default 2,000,000)")
+    p.add_argument("--control-ticks", type=int, help="budget: control ticks of all worlds (default 600,000)")
     p.add_argument("--max-cpu-s", type=float, help="budget: process CPU seconds (default 1800)")
     p.add_argument("--eval-episodes", type=int, help="episodes of the final evaluation (default 100; 0: none)")
     p.add_argument("--seed", type=int)
