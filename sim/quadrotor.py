@@ -1,18 +1,22 @@
 """Quadrotor tasks: `quadrotor_hover`, Learning to Fly's hover (Eschmann et al.) on the Crazyflie.
 
-From a random position (±0.5 m per axis), attitude (any, up to upside down), linear velocity
-(±1 m/s per axis), angular velocity (±1 rad/s per axis) and motor state (0–100 % of top thrust),
-fly to the target at the origin of the world and hold it. 10 % of episodes start at the target,
-level and at rest (the authors' "guidance"). A constant disturbance force per episode
-(N(0, 1 % of the weight) per axis) pushes the vehicle.
+From Learning to Fly's training distribution (the authors' repository: position ±0.2 m per axis,
+attitude up to 90° from level, linear velocity ±1 m/s and angular velocity ±1 rad/s per axis, every
+motor at a quarter of top thrust; `HoverInit` widens it, up to upside down), fly to the target at the
+origin of the world and hold it. 10 % of episodes start at the target, level and at rest (the
+authors' "guidance"). A constant disturbance force per episode (N(0, 5 % of the weight) per axis)
+pushes the vehicle.
 
 - actor (146 values, `s2r.flight`): position error (world, m), rotation matrix (9), linear
-  velocity (world, m/s), angular velocity (body, rad/s), the last 32 actions;
+  velocity (world, m/s), angular velocity (body, rad/s), with the paper's observation noise, and the
+  last 32 actions (at a reset: the action that holds each motor's initial state, as L2F fills it);
 - critic: the same without noise, plus each rotor's thrust state (the motor lag's output, a
   fraction of top thrust) and the disturbance force (N);
-- reward (L2F's `squared` parameters, the paper's): 1 - 0.1 (10 |p| + 2.5 θ + 0.05 |v| + 0.1 |u - u_hover|²)
-  with θ the rotation angle from level, u the thrust fractions; no curriculum (the weights are fixed);
-- termination: leaving the box (|p| > 1 m, |v| > 2 m/s or |ω| > 35 rad/s on any axis).
+- reward (the paper's `reward_squared_position_only_torque`): 2 - 0.5 (5 |p|² + 5 (1 - w²) + 0.01 |v|²
+  + 0.01 |a - a_hover|²), w the attitude quaternion's scalar part, a the raw actions; positive over
+  the whole initial distribution, so ending an episode early never pays. The paper's curriculum (`RewardCurriculum`) multiplies the
+  position, velocity and action weights by 1.2, 1.4 and 1.4 every 100k transitions, up to 40, 1 and 1;
+- termination: leaving the box (|p| > 0.6 m, |v| > 10 m/s or |ω| > 35 rad/s on any axis).
 
 Success rule (docs/quadrotor.md): position error < 0.1 m and attitude error < 10° through the
 last 2 s of the 5 s episode (from 3 s on), in 95 % of episodes from the initial distribution
@@ -52,35 +56,38 @@ def alive(ctx: StepContext, p: NoParams) -> np.ndarray:
 
 
 @reward_term()
-def position_error_norm(ctx: StepContext, p: NoParams) -> np.ndarray:
-    """|p - p_target|, m."""
-    return np.linalg.norm(ctx.quantities["position_error_w"], axis=-1)
+def position_error_sq(ctx: StepContext, p: NoParams) -> np.ndarray:
+    """|p - p_target|², m²."""
+    return np.sum(ctx.quantities["position_error_w"] ** 2, axis=-1)
 
 
 @reward_term()
-def attitude_error_angle(ctx: StepContext, p: NoParams) -> np.ndarray:
-    """The base's rotation angle from level (yaw included), rad."""
-    return attitude_error(ctx.state.base_quat)
+def attitude_error_sq_sin(ctx: StepContext, p: NoParams) -> np.ndarray:
+    """1 - w² of the base's attitude quaternion: sin² of half the rotation angle from level (yaw included),
+    0 level, 1 upside down (L2F's orientation cost)."""
+    return 1 - ctx.state.base_quat[:, 0] ** 2
 
 
 @reward_term()
-def lin_vel_norm(ctx: StepContext, p: NoParams) -> np.ndarray:
-    """|v| of the base, m/s."""
-    return np.linalg.norm(ctx.quantities["lin_vel_w"], axis=-1)
+def lin_vel_sq(ctx: StepContext, p: NoParams) -> np.ndarray:
+    """|v|² of the base, (m/s)²."""
+    return np.sum(ctx.quantities["lin_vel_w"] ** 2, axis=-1)
 
 
 @reward_term()
-def thrust_from_hover_l2(ctx: StepContext, p: NoParams) -> np.ndarray:
-    """Σ (u - u_hover)² of the commanded thrust fractions u = (a + 1) / 2 and the hover fraction."""
-    return np.sum(((ctx.action + 1) / 2 - ctx.quantities["hover_thrust"][:, None]) ** 2, axis=-1)
+def action_from_hover_l2(ctx: StepContext, p: NoParams) -> np.ndarray:
+    """Σ (a - a_hover)² of the raw actions a in [-1, 1] and the raw action that holds the weight."""
+    return np.sum((ctx.action - (2 * ctx.quantities["hover_thrust"][:, None] - 1)) ** 2, axis=-1)
 
 
 @dataclass(frozen=True)
 class FlightBox:
-    """The box a flight stays in, per axis: position error (m), linear velocity (m/s), angular velocity (rad/s)."""
+    """The box a flight stays in, per axis: position error (m), linear velocity (m/s), angular velocity (rad/s).
+    Learning to Fly's position (0.6 m); the velocity limits are RLtools' `narrow` ones (the paper has none):
+    they end only a flight gone wild, never one that is recovering."""
 
-    position_m: float = 1.0
-    lin_vel: float = 2.0
+    position_m: float = 0.6
+    lin_vel: float = 10.0
     ang_vel: float = 35.0
 
 
@@ -96,19 +103,22 @@ def out_of_box(ctx: StepContext, p: FlightBox) -> np.ndarray:
 
 @dataclass(frozen=True)
 class HoverInit:
-    """Learning to Fly's initial states: uniform per axis within these bounds; attitude uniform over
-    rotations of angle up to `max_angle_rad` (π: any, upside down included)."""
+    """Learning to Fly's initial states (the paper's training distribution, `orientation_biggest_angle`):
+    uniform per axis within these bounds; attitude uniform over rotations of angle up to `max_angle_rad`
+    (π: any, upside down included)."""
 
-    position_m: float = 0.5
-    max_angle_rad: float = math.pi
+    position_m: float = 0.2
+    max_angle_rad: float = math.pi / 2
     lin_vel: float = 1.0
     ang_vel: float = 1.0
-    motor_thrust: tuple[float, float] = (0.0, 1.0)
-    """Range of each motor's initial thrust state, fractions of top thrust."""
+    motor_thrust: tuple[float, float] = (0.25, 0.25)
+    """Range of each motor's initial thrust state, fractions of top thrust, drawn per rotor (the paper's: every
+    rotor at half its rpm range, a quarter of top thrust). Rotors started apart spin the vehicle faster than
+    the 0.15 s motors can stop it: (0, 1) puts up to 1000 rad/s² of torque on it."""
     at_target_fraction: float = 0.1
     """Episodes that start at the target, level, at rest, motors at hover (the authors' guidance)."""
-    disturbance_std: float = 0.01 * 0.027 * G
-    """Std of the constant disturbance force per episode and axis, N (1 % of the Crazyflie's weight)."""
+    disturbance_std: float = 0.027 * G / 20
+    """Std of the constant disturbance force per episode and axis, N (the paper's: 5 % of the Crazyflie's weight)."""
 
     def __post_init__(self) -> None:
         for name in ("position_m", "max_angle_rad", "lin_vel", "ang_vel", "disturbance_std"):
@@ -157,6 +167,32 @@ def random_rotations(rng: np.random.Generator, n: int, max_angle: float) -> np.n
 HOVER = HoverConfig()
 
 
+@dataclass(frozen=True)
+class WeightRamp:
+    """One reward weight of a curriculum: multiplied by `factor` at each stage, its magnitude held at `limit`."""
+
+    term: str
+    factor: float
+    limit: float
+
+
+@dataclass(frozen=True)
+class RewardCurriculum:
+    """Learning to Fly's reward curriculum: every `every_transitions` transitions the task has stepped (all
+    worlds), each ramp's weight grows by its factor, up to its limit. The stage in effect is `stage`."""
+
+    every_transitions: int = 100_000
+    ramps: tuple[WeightRamp, ...] = (WeightRamp("position_error_sq", 1.2, 20.0), WeightRamp("lin_vel_sq", 1.4, 0.5),
+                                     WeightRamp("action_from_hover_l2", 1.4, 0.5))
+
+    def __post_init__(self) -> None:
+        if self.every_transitions < 1:
+            raise ValueError(f"quadrotor_hover: curriculum.every_transitions: {self.every_transitions} (expected >= 1)")
+
+
+HOVER_CURRICULUM = RewardCurriculum()
+
+
 class QuadrotorHover(Task):
     """Recover from any attitude and hold the position at the origin; see the module docstring."""
 
@@ -165,10 +201,11 @@ class QuadrotorHover(Task):
         robot="crazyflie",
         action_mode="thrust",
         action_scale=1.0,
-        policy_terms=(ObsTerm("position_error"), ObsTerm("base_rotation_matrix"), ObsTerm("base_lin_vel_w"),
-                      ObsTerm("base_ang_vel"), ObsTerm("action_history")),
-        rewards=(Reward("alive", 1.0), Reward("position_error_norm", -1.0), Reward("attitude_error_angle", -0.25),
-                 Reward("lin_vel_norm", -0.005), Reward("thrust_from_hover_l2", -0.01)),
+        policy_terms=(ObsTerm("position_error", noise=0.001), ObsTerm("base_rotation_matrix", noise=0.001),
+                      ObsTerm("base_lin_vel_w", noise=0.002), ObsTerm("base_ang_vel", noise=0.002),
+                      ObsTerm("action_history")),
+        rewards=(Reward("alive", 2.0), Reward("position_error_sq", -2.5), Reward("attitude_error_sq_sin", -2.5),
+                 Reward("lin_vel_sq", -0.005), Reward("action_from_hover_l2", -0.005)),
         terminations=(Termination("out_of_box", HOVER.box),),
         privileged_terms=("rotor_thrust_state", "disturbance_force"),
         episode_length_s=5.0,
@@ -178,10 +215,19 @@ class QuadrotorHover(Task):
     success_position_m = 0.1
     success_attitude_rad = math.radians(10)
 
-    def __init__(self, hover: HoverConfig = HOVER) -> None:
+    def __init__(self, hover: HoverConfig = HOVER, curriculum: RewardCurriculum | None = HOVER_CURRICULUM) -> None:
         if hover.box != HOVER.box:
             self.config = replace(self.config, terminations=(Termination("out_of_box", hover.box),))
-        self.hover = hover
+        names = {r.name for r in self.config.rewards}
+        for ramp in curriculum.ramps if curriculum is not None else ():
+            if ramp.term not in names:
+                raise ValueError(f"quadrotor_hover: curriculum: {ramp.term!r} is not a reward term "
+                                 f"(expected one of {', '.join(sorted(names))})")
+        self.hover, self.curriculum = hover, curriculum
+        self.transitions = 0
+        """Transitions (steps × worlds) this task has evaluated: the curriculum's clock."""
+        self.stage = 0
+        """Curriculum stages applied so far."""
 
     def bind(self, env):
         super().bind(env)
@@ -237,7 +283,8 @@ class QuadrotorHover(Task):
         env.apply_force(ids, self.base_body, self.disturbance[ids])
         env.inputs[POSITION_ERROR][ids] = pos
         env.inputs[BASE_LIN_VEL_W][ids] = lin_vel
-        env.inputs[ACTION_HISTORY][ids] = 0.0
+        # The motors were commanded to their initial state: the history says so (L2F's), as on the robot
+        env.inputs[ACTION_HISTORY][ids] = np.tile(2 * motors - 1, ACTION_HISTORY_LENGTH)
         self.nan_actions[ids] = 0
         return np.zeros((n, 0)), np.zeros((n, 0))
 
@@ -256,11 +303,27 @@ class QuadrotorHover(Task):
             self.nan_actions_total += int(bad.sum())
             action = np.where(bad[:, None], -1.0, action)
         reward, terminated, parts = super().evaluate(env, state, action)
+        self.transitions += len(action)
+        if self.curriculum is not None and self.transitions // self.curriculum.every_transitions > self.stage:
+            self._advance_curriculum()
         history = env.inputs[ACTION_HISTORY]
         num_rotors = action.shape[-1]
         history[:, :-num_rotors] = history[:, num_rotors:]
         history[:, -num_rotors:] = action
         return reward, terminated, parts
+
+    def _advance_curriculum(self) -> None:
+        """The next stage: each ramped weight times its factor, its magnitude at most its limit."""
+        self.stage += 1
+        ramps = {ramp.term: ramp for ramp in self.curriculum.ramps}
+
+        def ramped(term: Reward) -> Reward:
+            ramp = ramps.get(term.name)
+            if ramp is None:
+                return term
+            return replace(term, weight=math.copysign(min(abs(term.weight) * ramp.factor, ramp.limit), term.weight))
+
+        self.config = replace(self.config, rewards=tuple(ramped(term) for term in self.config.rewards))
 
     def episode_metrics(self, env, done):
         return {"position_error": np.linalg.norm(env.inputs[POSITION_ERROR][done], axis=-1).astype(np.float32),

@@ -11,7 +11,8 @@ import torch
 
 from s2r.flight import rotation_matrix
 from s2r.sim.env import BatchEnv, make_env
-from s2r.sim.quadrotor import FlightBox, HoverConfig, HoverInit, QuadrotorHover, attitude_error
+from s2r.sim.quadrotor import (FlightBox, HoverConfig, HoverInit, QuadrotorHover, RewardCurriculum, WeightRamp,
+                               attitude_error)
 
 
 def still_at_target(max_angle_rad: float) -> QuadrotorHover:
@@ -35,8 +36,9 @@ def test_the_actor_sees_position_error_rotation_matrix_velocities_and_32_actions
     for world in range(8):
         xmat = np.zeros(9)
         mujoco.mju_quat2Mat(xmat, qpos[world, 3:7])          # MuJoCo's own body-to-world matrix
-        assert obs["policy"][world, 3:12].numpy() == pytest.approx(xmat, abs=1e-6)
-    assert obs["policy"][:, :3].numpy() == pytest.approx(env.task.position_w(), abs=1e-6)
+        assert obs["critic"][world, 3:12].numpy() == pytest.approx(xmat, abs=1e-6)
+        assert obs["policy"][world, 3:12].numpy() == pytest.approx(xmat, abs=0.006)   # the paper's noise, 0.001
+    assert obs["critic"][:, :3].numpy() == pytest.approx(env.task.position_w(), abs=1e-6)
     actions = torch.rand(8, 4) * 2 - 1
     obs, *_ = env.step(actions)
     alive = env.episode_length == 1
@@ -44,17 +46,35 @@ def test_the_actor_sees_position_error_rotation_matrix_velocities_and_32_actions
     assert obs["critic"][:, 146:150].numpy() == pytest.approx(env.task.motor_thrust(), abs=1e-6)
 
 
-def test_initial_states_cover_positions_velocities_and_every_attitude_up_to_upside_down():
+def test_after_a_reset_the_action_history_says_what_each_motor_was_commanded_to():
+    init = HoverInit(motor_thrust=(0.0, 1.0), at_target_fraction=0.0)
+    env = BatchEnv(QuadrotorHover(HoverConfig(init=init)), 16, seed=6)
+    obs = env.reset()
+    motors = env.task.motor_thrust().copy()
+    assert motors.std() > 0.2                                             # the rotors start apart
+    history = obs["policy"][:, 18:].numpy().reshape(16, 32, 4)
+    assert history == pytest.approx(np.broadcast_to(2 * motors[:, None] - 1, (16, 32, 4)), abs=1e-6)
+    # holding that command keeps every motor where it started: the history is the command the motors follow
+    env.step(torch.from_numpy(2 * motors - 1).float())
+    assert env.task.motor_thrust() == pytest.approx(motors, abs=1e-6)
+
+
+def test_initial_states_are_the_papers_and_widen_to_every_attitude_up_to_upside_down():
     env = make_env("quadrotor_hover", 512, seed=2)
     env.reset()
     task, state = env.task, env.read_state()
     flown = np.linalg.norm(task.position_w(), axis=-1) > 0      # not the 10 % started at the target
     assert 0.03 < 1 - flown.mean() < 0.2
-    assert np.abs(task.position_w()).max() <= 0.5 and np.abs(task.lin_vel_w()).max() <= 1.0
+    assert np.abs(task.position_w()).max() <= 0.2 and np.abs(task.lin_vel_w()).max() <= 1.0
     angles = attitude_error(state.base_quat[flown])
+    assert angles.max() > math.radians(80) and angles.max() <= math.pi / 2 + 1e-9
+    assert task.motor_thrust()[flown] == pytest.approx(0.25)             # every rotor at half its rpm range
+    wide = BatchEnv(QuadrotorHover(HoverConfig(init=HoverInit(max_angle_rad=math.pi))), 512, seed=2)
+    wide.reset()
+    angles = attitude_error(wide.read_state().base_quat)
     assert angles.max() > math.radians(170) and angles.min() < math.radians(60)   # uniform over rotations
-    assert np.allclose(rotation_matrix(state.base_quat) @ rotation_matrix(state.base_quat).transpose(0, 2, 1),
-                       np.eye(3), atol=1e-9)
+    quat = wide.read_state().base_quat
+    assert np.allclose(rotation_matrix(quat) @ rotation_matrix(quat).transpose(0, 2, 1), np.eye(3), atol=1e-9)
 
 
 def test_a_crazyflie_started_upside_down_is_inside_the_box_until_its_rotors_push_it_out_downward():
@@ -76,6 +96,8 @@ def test_a_crazyflie_started_upside_down_is_inside_the_box_until_its_rotors_push
 def test_an_initial_state_outside_the_box_is_refused_naming_the_field():
     with pytest.raises(ValueError, match=r"init\.position_m: 1\.2 starts outside the box"):
         HoverConfig(init=HoverInit(position_m=1.2))
+    with pytest.raises(ValueError, match=r"curriculum: 'speed' is not a reward term"):
+        QuadrotorHover(curriculum=RewardCurriculum(ramps=(WeightRamp("speed", 1.2, 1.0),)))
     with pytest.raises(ValueError, match=r"init\.lin_vel: 3\.0 starts outside the box"):
         HoverConfig(init=HoverInit(lin_vel=3.0), box=FlightBox(lin_vel=2.0))
     with pytest.raises(ValueError, match=r"init\.motor_thrust"):
@@ -97,11 +119,35 @@ def test_nan_actions_turn_that_worlds_motors_off_are_counted_and_leave_rewards_f
     assert env.task.lin_vel_w()[1, 2] < -0.1 and abs(env.task.lin_vel_w()[0, 2]) < 0.01  # it falls, others hover
 
 
-def test_the_reward_is_highest_at_the_target_level_and_at_hover_thrust():
+def test_the_reward_is_highest_at_the_target_level_and_positive_from_every_initial_state():
     env = BatchEnv(still_at_target(math.pi), 64, seed=5)
     env.reset()
     _, reward, _, _, _ = env.step(hover_action(env))
     angles = attitude_error(env.read_state().base_quat)
     best = np.argmin(angles)
-    assert reward[best] == pytest.approx(1.0, abs=0.02)
-    assert np.corrcoef(angles, reward.numpy())[0, 1] < -0.99
+    assert reward[best] == pytest.approx(2.0, abs=0.02)
+    assert np.corrcoef(angles, reward.numpy())[0, 1] < -0.9
+    # ending an episode (worth 0 from then on) never pays more than flying on from where it starts
+    env = make_env("quadrotor_hover", 512, seed=7)
+    env.reset()
+    _, reward, terminated, _, _ = env.step(torch.rand(512, 4) * 2 - 1)
+    assert (reward.numpy() > 0).all() and not terminated.any()
+
+
+def test_the_reward_curriculum_ramps_position_velocity_and_action_weights_up_to_their_limits():
+    curriculum = RewardCurriculum(every_transitions=32, ramps=(WeightRamp("position_error_sq", 2.0, 6.0),
+                                                                WeightRamp("lin_vel_sq", 1.4, 1.0)))
+    env = BatchEnv(QuadrotorHover(curriculum=curriculum), 16, seed=8)
+    env.reset()
+    weights = lambda: {r.name: r.weight for r in env.task.config.rewards}   # noqa: E731
+    start = weights()
+    env.step(hover_action(env))
+    assert weights() == start                                             # 16 transitions: not yet
+    env.step(hover_action(env))
+    assert env.task.stage == 1
+    assert weights()["position_error_sq"] == pytest.approx(2 * start["position_error_sq"])
+    assert weights()["lin_vel_sq"] == pytest.approx(1.4 * start["lin_vel_sq"])
+    assert weights()["alive"] == start["alive"] and weights()["attitude_error_sq_sin"] == start["attitude_error_sq_sin"]
+    for _ in range(4):
+        env.step(hover_action(env))
+    assert env.task.stage == 3 and weights()["position_error_sq"] == -6.0                       # held at its limit
