@@ -169,6 +169,7 @@ class DynamixelMotors:
             self.motors[mount.id] = motor
         self._index = {m.id: i for i, m in enumerate(calibration.motors)}
         self._buffer = bytearray()
+        self._power_cycles = self.faults.power_cycles
         self._sense()
         for mount in calibration.motors:
             motor = self.motors[mount.id]
@@ -196,6 +197,11 @@ class DynamixelMotors:
 
     def advance(self) -> None:
         """The motors' control laws on the plant for one timestep; present values updated."""
+        if self.faults.power_cycles != self._power_cycles:
+            self._power_cycles = self.faults.power_cycles
+            for motor in self.motors.values():
+                motor.set(HARDWARE_ERROR_STATUS, 0)
+                motor.set(TORQUE_ENABLE, 0)
         tau = np.zeros(len(self.calibration.motors))
         shaft = self.calibration.shaft_position(self.plant.q)
         omega = self.calibration.shaft_velocity(self.plant.dq)

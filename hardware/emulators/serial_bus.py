@@ -27,6 +27,7 @@ stdin: see `s2r.sim.emulate`):
     overload     ids whose hardware error status reports an overload (the device decides what follows)
     overheating  ids whose hardware error status reports overheating
     bus_down     nothing answers at all (adapter unplugged, bus power off)
+    power_cycle  the motors' power off and on: latched hardware errors cleared, torque off (`power_cycles` counts)
 
 numpy only (no MuJoCo): the plant is the device's business (`s2r.hardware.emulators.plant`).
 """
@@ -76,6 +77,7 @@ class BusFaults:
     overload: set[int] = field(default_factory=set)
     overheating: set[int] = field(default_factory=set)
     bus_down: bool = False
+    power_cycles: int = 0
 
     SWITCHES = ("drop", "drop_next", "corrupt", "silent", "overload", "overheating", "bus_down")
 
@@ -87,7 +89,7 @@ class BusFaults:
 
     def apply(self, line: str) -> str:
         """Flip a switch from a text command: `drop 2`, `drop_next 2 3`, `corrupt 1`, `silent 3`, `overload 2`,
-        `overheating 1`, `bus_down`, `up`, `restore 2` (every switch of motor 2 off), `clear`; what it did."""
+        `overheating 1`, `bus_down`, `up`, `restore 2` (every switch of motor 2 off), `clear`, `power_cycle`; what it did."""
         words = line.split()
         if not words:
             return ""
@@ -98,6 +100,8 @@ class BusFaults:
             raise ValueError(f"fault {line!r}: motor ids must be integers") from None
         if name == "clear":
             self.clear()
+        elif name == "power_cycle":
+            self.power_cycles += 1
         elif name == "bus_down":
             self.bus_down = True
         elif name == "up":
@@ -113,7 +117,7 @@ class BusFaults:
             getattr(self, name).update(ids)
         else:
             raise ValueError(f"fault {line!r}: expected one of drop ID, drop_next ID COUNT, corrupt ID, silent ID, "
-                             f"overload ID, overheating ID, bus_down, up, restore ID, clear")
+                             f"overload ID, overheating ID, bus_down, up, restore ID, clear, power_cycle")
         return line.strip()
 
     def lost(self, motor_id: int) -> bool:
