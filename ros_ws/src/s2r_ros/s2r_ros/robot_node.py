@@ -50,13 +50,14 @@ import sys
 import threading
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Imu, JointState
 from std_srvs.srv import Trigger
 
 from s2r.contract import ContractError
 from s2r.hardware.drivers import help_text, open_driver
+from s2r.hardware.motors import BusRobot
 from s2r.hardware.robot_loop import LoopConfig, RobotLoop, TaskInputs, TickRecord
 from s2r.hardware.safety import SafetyConfig, SafetyFilter
 from s2r.interface import RobotError, RobotInterface
@@ -380,6 +381,12 @@ class RobotNode(LifecycleNode):
                                       "inference_p99_us")}
         msg = self.report.diagnostics(self.loop.mode(), self.loop.safety.report(), self.get_clock().now().to_msg(),
                                       extra=extra)
+        if isinstance(self.robot, BusRobot):  # one status per motor: temperature, voltage, error flags, faults
+            levels = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN, "ERROR": DiagnosticStatus.ERROR}
+            msg.status.extend(DiagnosticStatus(level=levels[m.level], name=f"{self.get_name()}: motor {m.id} ({m.joint})",
+                                               message=m.message, hardware_id=f"{m.model} id {m.id}",
+                                               values=[KeyValue(key=k, value=v) for k, v in m.key_values().items()])
+                              for m in self.robot.diagnostics())
         self.diagnostics_pub.publish(msg)
 
     def _write_outputs(self) -> None:
