@@ -259,12 +259,15 @@ def _bench_module(name: str) -> Any:
 
 
 def cmd_deploy(args: argparse.Namespace) -> None:
+    if args.port is not None and args.view != "web":
+        raise UsageError("--port applies to --view web only")
+    os.environ.setdefault("MUJOCO_GL", "egl")  # before MuJoCo's first import: the web view renders off-screen
     from s2r.apps.deploy import DeployError, deploy
 
     try:
         result = deploy(args.file, robot=args.robot, driver=args.driver, duration=args.duration, record=args.record,
                         out_dir=args.out, rt_priority=args.rt_priority, domain_id=args.domain_id, split=args.split,
-                        foxglove=args.foxglove, announce=lambda line: print(f"s2r deploy: {line}", file=sys.stderr, flush=True))
+                        foxglove=args.foxglove, view=args.view, view_port=args.port or 8080, announce=lambda line: print(f"s2r deploy: {line}", file=sys.stderr, flush=True))
     except DeployError as error:
         raise SystemExit(f"s2r deploy: {error}") from None
     _emit(result, args.json, f"deploy {args.file} on {args.driver}")
@@ -519,6 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ROS domain to join (default: $ROS_DOMAIN_ID if set, else 0); random: a random one")
     p.add_argument("--split", action="store_true",
                    help="run the policy in its own process (policy_node), state and command over DDS")
+    p.add_argument("--view", default="auto", choices=["auto", "viewer", "web", "none"],
+                   help="live view of the robot following its joint_states: MuJoCo's viewer (auto, the default: "
+                        "where there is a display), web: a page on localhost, none")
+    p.add_argument("--port", type=int, help="--view web: the page's port (default 8080)")
     p.add_argument("--foxglove", type=int, nargs="?", const=8765, metavar="PORT",
                    help="serve state, commands, safety events and diagnostics live to Foxglove on ws://127.0.0.1:PORT "
                         "(default 8765; layout: docs/foxglove/s2r_layout.json)")

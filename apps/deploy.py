@@ -121,7 +121,8 @@ class _Process:
 def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver = "sim", duration: float = 10.0,
            record: str | Path | None = None, out_dir: str | Path | None = None, rt_priority: int = 50,
            domain_id: int | str | None = None, split: bool = False, foxglove: int | None = None,
-           startup_timeout: float = 60.0, announce: Callable[[str], None] | None = None) -> dict[str, Any]:
+           view: str = "auto", view_port: int = 8080, startup_timeout: float = 60.0,
+           announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run `policy` on the robot for `duration` seconds after its first command; the figures.
 
     `robot` is the robot's spec, a name or YAML (default: the contract's robot); `driver` is
@@ -129,7 +130,9 @@ def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver
     latency, noise and start pose). `split`: the policy in its own process (two-process mode).
     `domain_id`: an id, "random", or None (ROS_DOMAIN_ID, else 0); `announce` is told the
     domain and the run directory at start. `foxglove`: serve the topics to Foxglove on this port
-    (ValueError naming the port and a free one when it is taken). Raises DeployError when a node refuses to start (a
+    (ValueError naming the port and a free one when it is taken). `view` (auto, viewer, web on
+    `view_port`, none): the robot's model following its joint_states, drawn in this process, away
+    from the nodes (s2r.apps.live_view). Raises DeployError when a node refuses to start (a
     contract mismatch names the field) or the robot or policy node dies.
     """
     from s2r.ros import environment, resolve_domain_id
@@ -170,6 +173,19 @@ def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver
 
     processes: list[_Process] = []
     recorder_failures: list[str] = []
+    live = follower = None
+    from s2r.apps.live_view import JointStateFollower, LiveView, has_display
+
+    if view == "auto" and not has_display():
+        view = "none"  # a headless deploy (tests, robots) is not told about views it did not ask for
+    if view != "none":
+        import mujoco
+
+        display_spec = robot_spec(spec)
+        live = LiveView.open(view, mujoco.MjModel.from_xml_path(str(display_spec.mjcf)), spec=display_spec,
+                             port=view_port, say=announce)
+        os.environ.update(environment(domain))  # this process joins the nodes' domain on loopback to listen
+        follower = JointStateFollower(live, display_spec, domain)
     try:
         if record:
             record = Path(record).resolve()
@@ -205,6 +221,9 @@ def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver
         for process in sorted(processes, key=lambda p: p.name != "robot_node"):
             process.interrupt()
             codes[process.name] = process.wait()
+        if follower is not None:
+            follower.close()
+            live.close()
     failed = {name: code for name, code in codes.items() if code != 0 and name not in OBSERVERS}
     if failed:
         raise DeployError("; ".join(f"{name} exited with status {code}:\n{_by_name(processes, name).tail()}"

@@ -15,6 +15,9 @@ renderer never delays the loop:
 
     with LiveView.open("web", model, spec=spec, port=8080) as view:
         view.show(qpos, mocap_pos, "t 1.20 s  coverage 35 %  episode 1/5")
+
+`s2r deploy --view` feeds a LiveView from the robot's joint_states (`JointStateFollower`, a ROS node
+in a thread of the deploy process): the robot's own processes do not draw anything.
 """
 
 from __future__ import annotations
@@ -249,6 +252,12 @@ def _handler(view: WebView) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: object) -> None:  # the terminal belongs to the operator
             pass
 
+        def handle(self) -> None:
+            try:
+                super().handle()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the page (or the client) went away
+
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             if self.path == "/":
                 self._send(200, "text/html", PAGE)
@@ -261,18 +270,15 @@ def _handler(view: WebView) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Cache-Control", "no-cache")
                 self.end_headers()
                 seen = 0
-                try:
-                    # Each part is followed by the next boundary at once: a browser shows a part when it
-                    # sees the boundary that ends it, not when the next frame comes.
-                    self.wfile.write(b"--frame\r\n")
-                    while view.mode == "web":
-                        seen, jpeg = view.next_frame(seen, timeout=1.0)
-                        if jpeg is None:
-                            continue
-                        self.wfile.write(b"Content-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode()
-                                         + b"\r\n\r\n" + jpeg + b"\r\n--frame\r\n")
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the page was closed
+                # Each part is followed by the next boundary at once: a browser shows a part when it
+                # sees the boundary that ends it, not when the next frame comes.
+                self.wfile.write(b"--frame\r\n")
+                while view.mode == "web":
+                    seen, jpeg = view.next_frame(seen, timeout=1.0)
+                    if jpeg is None:
+                        continue
+                    self.wfile.write(b"Content-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode()
+                                     + b"\r\n\r\n" + jpeg + b"\r\n--frame\r\n")
             else:
                 self._send(404, "text/plain", b"not found")
 
@@ -284,3 +290,53 @@ def _handler(view: WebView) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
     return Handler
+
+
+class JointStateFollower:
+    """Feeds a LiveView from a robot's `joint_states` (a ROS node spinning in a thread of its own): what
+    `s2r deploy --view` shows. The model is the spec's MJCF; joints are placed by name (a floating base
+    stays where the MJCF puts it: joint_states carries no base pose)."""
+
+    def __init__(self, view: LiveView, spec: RobotSpec, domain_id: int) -> None:
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from sensor_msgs.msg import JointState
+
+        from s2r.ros.qos import TELEMETRY_QOS
+        from s2r.sim.robot_view import RobotView
+
+        self.view = view
+        index = dict(zip(spec.joint_names, RobotView(view.model, spec).qpos_index.tolist()))
+        self._qpos = view.model.qpos0.copy()
+        self._first: float | None = None
+        self._context = Context()
+        rclpy.init(context=self._context, domain_id=domain_id)
+        self._node = rclpy.create_node("s2r_live_view", context=self._context)
+
+        def on_state(msg: JointState) -> None:
+            for name, position in zip(msg.name, msg.position):
+                if name in index:
+                    self._qpos[index[name]] = position
+            stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+            self._first = stamp if self._first is None else self._first
+            self.view.show(self._qpos, None, f"{spec.name}  t {stamp - self._first:.2f} s")
+
+        self._node.create_subscription(JointState, "joint_states", on_state, TELEMETRY_QOS)
+        self._executor = SingleThreadedExecutor(context=self._context)
+        self._executor.add_node(self._node)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, name="live view follower", daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while not self._stop.is_set():
+            self._executor.spin_once(timeout_sec=0.1)
+
+    def close(self) -> None:
+        import rclpy
+
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._node.destroy_node()
+        rclpy.shutdown(context=self._context)

@@ -100,7 +100,8 @@ class TaskInputs:
 
     A value is one reference swapped under the GIL, never a lock. Inputs in SAFE_INPUTS fall back
     to their safe value when their newest message is older than `timeout_s` (a stalled
-    publisher); every input is zero until its first message.
+    publisher), and so does a message with a non-finite value (counted in `rejected`; the others
+    ignore it); every input is zero until its first message.
 
         inputs = TaskInputs({"cmd_vel": 3}, timeout_s=0.5)
         inputs.set("cmd_vel", np.array([0.5, 0.0, 0.0]))    # subscriber thread
@@ -117,12 +118,19 @@ class TaskInputs:
                                                              for name, value in self._safe.items()}
         self.fallbacks = dict.fromkeys(self.sizes, 0)
         """Reads that took an input's safe value because its newest message was too old (after a first one)."""
+        self.rejected = dict.fromkeys(self.sizes, 0)
+        """Messages with a non-finite value (cmd_vel takes its safe value, the others keep their newest)."""
 
     def set(self, name: str, value: np.ndarray) -> None:
         """The newest value of input `name`, (size,); KeyError for an input the policy does not take."""
         value = np.asarray(value, dtype=np.float64)
         if value.shape != (self.sizes[name],):
             raise ValueError(f"task input {name}: expected shape ({self.sizes[name]},), got {value.shape}")
+        if not np.isfinite(value).all():   # cmd_vel: stand still; a tracked pose keeps its newest value
+            self.rejected[name] += 1
+            if name not in SAFE_INPUTS:
+                return
+            value = self._safe[name]
         self._newest[name] = (time.monotonic(), value)
 
     def read(self) -> dict[str, np.ndarray]:
@@ -416,6 +424,7 @@ class RobotLoop:
             "missed_deadlines": self.deadlines.missed,
             **counters,
             "input_fallbacks": dict(self.inputs.fallbacks),
+            "input_rejected": dict(self.inputs.rejected),
             "first_command_time": self.first_command_time,
             "realtime_notes": list(self.setup_notes),
             **({} if self.runtime is None else self.runtime.stats()),

@@ -40,6 +40,13 @@ A multirotor's rotors (the spec's `rotors`, `Command.rotor_thrust` as fractions 
   state (the IMU's attitude and rate included), the e-stop, and before the first policy command;
   the soft start fades the policy's thrust in from motors off over fade_in_s.
 
+A legged robot (a floating base without rotors) whose state carries its base orientation (the IMU):
+- a base tilted more than tilt_limit_rad from upright (a fall) → damping, latched until reset_estop(),
+  counted as `orientation_limit` on every tick it holds; `fault` says why;
+- a robot already tilted beyond the limit at the soft start (lying on its back or side) is not stood up:
+  the same latch, and `fault` says that the soft start refused. Lying on its belly is upright: the
+  ramp stands it up.
+
 Every tick on which an intervention acts increments `events[name]` (once per tick whatever
 the number of joints; clamps of q* count only on joints with kp > 0, where q* matters).
 """
@@ -53,13 +60,13 @@ from typing import Literal
 
 import numpy as np
 
-from s2r.geometry import wrap_to_pi
+from s2r.geometry import tilt_from_quat, wrap_to_pi
 from s2r.spec import RobotSpec
 from s2r.state import Command, RobotState
 
 Mode = Literal["soft_start", "running", "damping", "estop"]
 EVENTS = ("nan_guard", "position_clamp", "rate_limit", "velocity_clamp", "effort_clamp", "gain_clamp",
-          "watchdog", "estop", "soft_start")
+          "watchdog", "estop", "soft_start", "orientation_limit")
 """The interventions `SafetyFilter.events` counts."""
 
 
@@ -80,6 +87,9 @@ class SafetyConfig:
     rotor_thrust_rate: float = 100.0
     """Rotors: the largest change of a thrust command per second, fractions of top thrust (100: the full range
     in one 100 Hz period; at 500 Hz a single-tick spike moves the command by 0.2 at most)."""
+    tilt_limit_rad: float = 1.0
+    """Legged robots: the largest tilt of the base from upright, rad (legged_gym's termination: 1 rad);
+    beyond it, damping until reset_estop()."""
 
     def __post_init__(self) -> None:
         if isinstance(self.watchdog_periods, bool) or not isinstance(self.watchdog_periods, int) \
@@ -87,7 +97,7 @@ class SafetyConfig:
             raise ValueError(f"SafetyConfig.watchdog_periods: expected an integer >= 1, got {self.watchdog_periods!r}")
         if self.damping_kd is not None and not (math.isfinite(self.damping_kd) and self.damping_kd > 0):
             raise ValueError(f"SafetyConfig.damping_kd: expected None or a finite kd > 0, got {self.damping_kd!r}")
-        for key in ("soft_start_s", "fade_in_s", "max_gain_ratio", "rotor_thrust_rate"):
+        for key in ("soft_start_s", "fade_in_s", "max_gain_ratio", "rotor_thrust_rate", "tilt_limit_rad"):
             value = getattr(self, key)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"SafetyConfig.{key}: expected a finite number >= 0, got {value!r}")
@@ -127,11 +137,15 @@ class SafetyFilter:
         """The rotors' safe thrust (off), (num_rotors,); None for a robot without rotors."""
         self.max_thrust_step = config.rotor_thrust_rate * control_period
         """Rate limit on each rotor's thrust command per call, fractions of top thrust."""
+        self.legged = spec.floating_base and not spec.rotors
+        """Whether the base-orientation limit applies (a multirotor flies at any attitude)."""
         self._lock = threading.RLock()
 
         self.events: dict[str, int] = dict.fromkeys(EVENTS, 0)
         self.mode: Mode = "soft_start"
         self._estopped = False
+        self.fault: str | None = None
+        """Why the orientation limit latched (a fall, or a soft start refused), until reset_estop()."""
         self._last_q: np.ndarray | None = None
         """The previous output's q*, for the rate limit."""
         self._last_thrust = self._motors_off
@@ -153,6 +167,10 @@ class SafetyFilter:
 
         if self._estopped:
             return self._safe(state, q_meas, "estop", "estop")
+        if self.fault is None and q_meas is not None and now - state.stamp <= window:
+            self._check_tilt(state)
+        if self.fault is not None:
+            return self._safe(state, q_meas, "orientation_limit", "damping")
         if q_meas is None or now - state.stamp > window:
             self._restart()
             return self._safe(state, q_meas, "watchdog", "damping")
@@ -198,9 +216,10 @@ class SafetyFilter:
             self.mode = "estop"
 
     def reset_estop(self) -> None:
-        """Release the e-stop; the robot soft-starts again from its measured pose."""
+        """Release the e-stop and the orientation limit; the robot soft-starts again from its measured pose."""
         with self._lock:
             self._estopped = False
+            self.fault = None
             self.reset()
 
     def reset(self) -> None:
@@ -210,7 +229,7 @@ class SafetyFilter:
             self._restart()
             self._policy: Command | None = None
             self._policy_time = -math.inf
-            if not self._estopped:
+            if not self._estopped and self.fault is None:
                 self.mode = "soft_start"
 
     def report(self) -> dict[str, str | int]:
@@ -223,6 +242,21 @@ class SafetyFilter:
         self._start_time: float | None = None
         self._start_q: np.ndarray | None = None
         self._fade_start: float | None = None
+
+    def _check_tilt(self, state: RobotState) -> None:
+        """Latch the orientation limit (`fault`) when a legged robot's base tilts beyond it."""
+        if not self.legged or state.base_quat is None:
+            return
+        tilt = float(tilt_from_quat(state.base_quat))
+        limit = self.config.tilt_limit_rad
+        if tilt <= limit:   # a non-finite orientation trips it too
+            return
+        if self._start_time is None:
+            self.fault = (f"{self.spec.name}: the soft start refuses to stand up a robot lying on its back or side "
+                          f"(base tilted {tilt:.2f} rad, limit {limit:g} rad): right it, then reset_estop")
+        else:
+            self.fault = (f"{self.spec.name}: base tilted {tilt:.2f} rad beyond the {limit:g} rad limit (a fall): "
+                          f"damping until reset_estop")
 
     def _safe(self, state: RobotState | None, q_meas: np.ndarray | None, event: str, mode: Mode) -> Command:
         self.events[event] += 1

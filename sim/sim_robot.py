@@ -68,6 +68,9 @@ class SimRobotConfig:
 
     initial_q: dict[str, float] = field(default_factory=dict)
     """Joint positions at start (rad or m) by joint name; joints left out start at the spec's default."""
+    initial_base: dict[str, list[float]] = field(default_factory=dict)
+    """A floating base's pose at start: {position: [x, y, z] m in the world, rpy: [roll, pitch, yaw] rad};
+    left out: the MJCF's (upright). E.g. lying on its back: {position: [0, 0, 0.15], rpy: [3.1416, 0, 0]}."""
     command_delay_s: float = 0.0
     """Seconds from `write_command` until the motors apply the command."""
     state_delay_s: float = 0.0
@@ -94,6 +97,15 @@ class SimRobotConfig:
             self._fail("initial_q", f"expected a mapping joint → position, got {self.initial_q!r}")
         for name, value in self.initial_q.items():
             self._number(f"initial_q.{name}", value)
+        if not isinstance(self.initial_base, dict):
+            self._fail("initial_base", f"expected a mapping with position and rpy, got {self.initial_base!r}")
+        for key, value in self.initial_base.items():
+            if key not in ("position", "rpy"):
+                self._fail(f"initial_base.{key}", "unknown field (known fields: position, rpy)")
+            if not isinstance(value, list) or len(value) != 3:
+                self._fail(f"initial_base.{key}", f"expected a list of 3 numbers, got {value!r}")
+            for i, number in enumerate(value):
+                self._number(f"initial_base.{key}[{i}]", number)
         for key in ("command_delay_s", "state_delay_s", "noise_q", "noise_dq"):
             if self._number(key, getattr(self, key)) < 0:
                 self._fail(key, f"expected >= 0, got {getattr(self, key)}")
@@ -179,6 +191,8 @@ class SimRobot(RobotInterface):
         self._stats = {"physics_steps": 0, "overruns": 0, "commands_received": 0, "commands_ignored": 0}
         self.view.write_joint_state(self._data.qpos, self._data.qvel, _initial_q(spec, self.config),
                                     np.zeros(spec.num_joints))
+        if self.config.initial_base:
+            self._place_base(self.config.initial_base)
         self._apply(self._zero_command())
         mujoco.mj_forward(self.model, self._data)
         self._measure()
@@ -272,6 +286,16 @@ class SimRobot(RobotInterface):
         with self._lock:
             return dict(self._stats)
 
+    def base_pose(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A floating base's ground truth, which the robot itself cannot measure: position (3,) m and
+        linear velocity (3,) m/s in the world, orientation (4,) (w, x, y, z)."""
+        if self.view.base_body is None:
+            raise RobotError(f"SimRobot({self.spec.name}).base_pose: {self.spec.name} has no floating base")
+        with self._lock:
+            qpos = self._data.qpos[self._base_qpos:self._base_qpos + 7].copy()
+            velocity = self._data.qvel[self._base_dof:self._base_dof + 3].copy()
+        return qpos[:3], velocity, qpos[3:]
+
     @property
     def timestep(self) -> float:
         """Seconds of physics per step."""
@@ -347,6 +371,26 @@ class SimRobot(RobotInterface):
         self._history.append((readable, state))
         if self._callback is not None and self._stats["physics_steps"] % self._callback_steps == 0:
             self._unannounced.append(readable)
+
+    @property
+    def _base_qpos(self) -> int:
+        return int(self.model.jnt_qposadr[self.model.body_jntadr[self.view.base_body]])
+
+    @property
+    def _base_dof(self) -> int:
+        return int(self.model.jnt_dofadr[self.model.body_jntadr[self.view.base_body]])
+
+    def _place_base(self, pose: dict[str, list[float]]) -> None:
+        """Write `initial_base` (see SimRobotConfig) into the free joint."""
+        if self.view.base_body is None:
+            self.config._fail("initial_base", f"{self.spec.name} has no floating base")
+        adr = self._base_qpos
+        if "position" in pose:
+            self._data.qpos[adr:adr + 3] = pose["position"]
+        if "rpy" in pose:
+            quat = np.zeros(4)
+            mujoco.mju_euler2Quat(quat, np.asarray(pose["rpy"], dtype=np.float64), "XYZ")
+            self._data.qpos[adr + 3:adr + 7] = quat
 
     def _zero_command(self) -> Command:
         zeros = np.zeros(len(self._actuators))

@@ -164,3 +164,37 @@ def test_teleop_shows_its_status_line_and_serves_the_scene_it_is_driving_on_the_
     # The pusher moved between the two frames the page served.
     assert len(frames) == 2
     assert (np.abs(frames[0] - frames[1]).sum(axis=2) > 60).mean() > 0.0005
+
+
+def test_a_deploy_view_follows_the_robots_joint_states_over_ros(cartpole, monkeypatch):
+    import rclpy
+    from rclpy.context import Context
+    from sensor_msgs.msg import JointState
+
+    from s2r.apps.live_view import JointStateFollower
+    from s2r.ros import environment
+    from s2r.ros.qos import TELEMETRY_QOS
+
+    settings = environment()
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    domain = int(settings["ROS_DOMAIN_ID"])
+    with WebView(cartpole.model, cartpole.spec, port=0, say=lambda line: None) as view:
+        follower = JointStateFollower(view, cartpole.spec, domain)
+        context = Context()
+        rclpy.init(context=context, domain_id=domain)
+        node = rclpy.create_node("test_robot", context=context)
+        publisher = node.create_publisher(JointState, "joint_states", TELEMETRY_QOS)
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and view._state[2] == "":
+                # The message's order is not the spec's: joints are placed by name.
+                publisher.publish(JointState(name=["hinge", "slider"], position=[0.5, -0.75], velocity=[0.0, 0.0]))
+                time.sleep(0.05)
+        finally:
+            follower.close()
+            node.destroy_node()
+            rclpy.shutdown(context=context)
+        qpos, _, status = view._state
+    assert status.startswith(f"{cartpole.spec.name}  t ")
+    np.testing.assert_allclose(qpos[:2], [-0.75, 0.5])

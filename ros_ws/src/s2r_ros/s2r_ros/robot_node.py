@@ -130,6 +130,8 @@ class RobotNode(LifecycleNode):
         self.active = False
         self.closed = False
         self.ready_written = False
+        self.fault_logged: str | None = None
+        """The SafetyFilter's fault last logged (the orientation limit's reason)."""
         self.report: RobotReport | None = None
         """The figures, from configure on."""
         self.robot_stats: dict[str, int] = {}
@@ -276,6 +278,10 @@ class RobotNode(LifecycleNode):
 
     def _publish(self, record: TickRecord) -> None:
         mode = self.report.track_mode(record.mode, record.events)
+        fault = self.loop.safety.fault
+        if fault is not None and fault != self.fault_logged:
+            self.get_logger().error(fault)
+        self.fault_logged = fault
         state = record.state
         if state is None:
             return
@@ -398,6 +404,7 @@ class RobotNode(LifecycleNode):
                 if not k.startswith("state_to_command") and k != "first_command_time"}
         summary = self.report.summary(self.loop.safety.report() if self.loop else {}, robot_stats=self.robot_stats,
                                       policy=self.params["policy"],
+                                      safety_fault=self.loop.safety.fault if self.loop else None,
                                       shutdown_damping_s=self.params["shutdown_damping_s"], **loop)
         self.report.write(self.params["summary_path"], self.params["trajectory_path"], summary)
 

@@ -32,7 +32,9 @@ from s2r.state import RobotState
 MODE_CODES = {"soft_start": 0, "running": 1, "damping": 2, "estop": 3, "disabled": 4}
 """Mode of each trajectory sample, as stored in the trajectory file."""
 CAUSES = {"watchdog": "watchdog: no fresh state or policy command within the watchdog periods",
-          "nan_guard": "NaN guard: a non-finite command", "estop": "e-stop latched"}
+          "nan_guard": "NaN guard: a non-finite command", "estop": "e-stop latched",
+          "orientation_limit": "orientation limit: the base tilted beyond the limit (a fall, or lying on its back "
+                               "at the start); latched until reset_estop"}
 """SafetyFilter events that put the robot in damping, and how the log says so."""
 DIAGNOSTIC_LEVELS = {"running": DiagnosticStatus.OK, "soft_start": DiagnosticStatus.OK,
                      "damping": DiagnosticStatus.WARN, "disabled": DiagnosticStatus.WARN,
