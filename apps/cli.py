@@ -210,7 +210,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
                       randomize=args.randomize, video=Path(args.video) if args.video else None,
                       video_worlds=args.worlds or 4, **sampler)
     _emit(result, args.json, f"evaluation of {args.source}")
-    name_pictures("s2r eval", [result.get("video")])
+    name_pictures("s2r eval", [result.get("video"), result.get("video_still")])
 
 
 BENCH_OPTIONS = {"sim": ("--task", "--num-envs", "--backend"), "train": ("--task",),

@@ -54,7 +54,8 @@ def run_episodes(env: BatchEnv, task: str, act: Callable[[dict[str, torch.Tensor
     filmed = {}
     if video is not None:
         video.close()
-        filmed = {"video": str(video.path), "video_frames": video.frames}
+        filmed = {"video": str(video.path), "video_frames": video.frames,
+                  "video_still": str(video.path.with_suffix(".png"))}
     return {"task": task, "episodes": episodes, "mean_return": float(returns.mean()),
             "success_rate": float(successes.mean()), "reached_rate": float(reached.mean()),
             "mean_final_reward": float(final.mean()), "mean_max_reward": float(best.mean()),

@@ -187,7 +187,8 @@ class EpisodeVideo:
     """The first `worlds` worlds of a BatchEnv as one tiled MP4 with an overlay, one frame per `add`.
 
     A world whose episode ended keeps its last image, marked "success" (green) or "failure" (red),
-    so that a video of an evaluation shows each world's first episode to its end.
+    so that a video of an evaluation shows each world's first episode to its end; the last frame is
+    also written as a still beside the video (`NAME.png`).
     """
 
     def __init__(self, env: BatchEnv, path: Path, *, worlds: int = 4, tile_size: tuple[int, int] = TILE,
@@ -246,8 +247,11 @@ class EpisodeVideo:
         self._steps += 1
 
     def close(self) -> None:
-        """Write the last images (with the ends marked), finish the file (its index) and release the renderer."""
-        self._encoder.add(tile(self._last))
+        """Write the last images (with the ends marked), also as a still beside the video (NAME.png), finish the
+        file (its index) and release the renderer."""
+        last = tile(self._last)
+        self._encoder.add(last)
+        cv2.imwrite(str(self.path.with_suffix(".png")), cv2.cvtColor(last, cv2.COLOR_RGB2BGR))
         self._renderer.close()
         self._encoder.close()
 

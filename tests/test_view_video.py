@@ -24,6 +24,7 @@ def test_an_evaluation_video_tiles_the_first_worlds_for_the_whole_episode_with_i
     video = tmp_path / "eval.mp4"
     result = evaluate(pendulum_run, episodes=3, video=video, video_worlds=2)
     assert result["video"] == str(video)
+    assert result["video_still"] == str(tmp_path / "eval.png") and (tmp_path / "eval.png").is_file()
     # Two worlds side by side; one frame per 1/25 s of the 5 s episode, the first (reset) and the last (marked).
     height, width = TILE[0], 2 * TILE[1]
     frames = decode(video, height, width)
