@@ -130,3 +130,24 @@ def test_s2r_train_refuses_an_algorithm_a_task_cannot_take_and_ppo_options_with_
         "s2r train: task 'cartpole': off-policy training (--algo td3|sac) takes pendulum, quadrotor_hover"]
     ppo_only = train("quadrotor_hover", "--algo", "sac", "--iterations", "3")
     assert ppo_only.returncode == 2 and ppo_only.stderr.strip() == "s2r train: --iterations does not apply to --algo sac"
+
+
+def test_a_world_that_fails_is_stored_with_the_state_it_failed_in_not_the_one_it_was_reset_to():
+    """Across auto-resets the replay pairs each transition with the state its action led to: a failed world's
+    next critic view is outside the box (no bootstrapping from the reset state), a flying world's is the next
+    policy view (the same state, the actor's noise aside)."""
+    env = make_env("quadrotor_hover", 16, seed=3)
+    runner = OffPolicyRunner(env, algo=TD3Config(learning_starts=10**9, buffer_size=4000), log_dir=None, seed=0,
+                             progress=False)
+    runner.learn(150)                                     # uniform random actions: most worlds crash and reset
+    batch = runner.buffer.sample(runner.buffer.size, torch.Generator().manual_seed(0))
+    failed = batch.terminated > 0
+    assert failed.sum() > 16
+    box = env.task.config.terminations[0].params
+    position, lin_vel = batch.next_critic_obs[:, :3], batch.next_critic_obs[:, 12:15]
+    outside = ((position.abs() > box.position_m).any(1) | (lin_vel.abs() > box.lin_vel).any(1)
+               | (batch.next_critic_obs[:, 15:18].abs() > box.ang_vel).any(1))
+    assert outside[failed].all() and not outside[~failed].any()
+    assert batch.next_policy_obs[~failed, :3] == pytest.approx(position[~failed], abs=0.01)
+    # a failing step's next state follows from its own state: position moved by at most 0.1 m in 10 ms
+    assert (batch.next_critic_obs[:, :3] - batch.critic_obs[:, :3]).abs().max() < 0.1
