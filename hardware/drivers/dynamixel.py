@@ -120,6 +120,8 @@ AMPERE_PER_CURRENT_UNIT = 2.69e-3
 VOLT_PER_VOLTAGE_UNIT = 0.1
 FULL_PWM = 885
 MAX_GAIN = 16383
+PING_TRIES = 3
+"""Pings of each motor at connect before it counts as absent (a motor busy at power-up answers the next)."""
 
 
 @dataclass(frozen=True)
@@ -323,15 +325,16 @@ class Dynamixel(BusRobot):
         self._models = [MODELS[m.model] for m in self.calibration.motors]
 
     def _ping(self, motor_id: int) -> int | None:
-        """The motor's model number; None when it does not answer; RobotError when its replies come corrupted."""
-        for _ in range(1 + self.config.faults.retries):
+        """The motor's model number; None when it does not answer (PING_TRIES pings); RobotError when its replies come
+        corrupted."""
+        for _ in range(PING_TRIES):
             number, result, _ = self._packets.ping(self._port, motor_id)
             if result == COMM_SUCCESS:
                 return number
         if result == COMM_RX_CORRUPT:
             joint = next(m.joint for m in self.calibration.motors if m.id == motor_id)
             raise RobotError(f"{self.where}: motor {motor_id} (joint {joint}) answers with corrupted status packets "
-                             f"(bad CRC, {1 + self.config.faults.retries} tries): check the cable and the "
+                             f"(bad CRC, {PING_TRIES} tries): check the cable and the "
                              f"bus's termination")
         return None
 
