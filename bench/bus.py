@@ -31,6 +31,7 @@ import numpy as np
 from dynamixel_sdk import COMM_SUCCESS
 
 from bench.report import machine, report
+from s2r.hardware.deadline import set_realtime_priority
 from s2r.hardware.drivers import open_driver
 from s2r.hardware.drivers.dynamixel import STATE_BLOCK
 from s2r.hardware.robot_loop import LoopConfig, RobotLoop, TaskInputs
@@ -57,9 +58,11 @@ def wire_bytes(n: int) -> dict[str, int]:
     return {"sync": (14 + n) + n * status + sync_write, "one_by_one": n * (14 + status) + sync_write}
 
 
-def rate(ticks: int = 1500, baud: int = 1_000_000) -> dict[str, Any]:
-    """Ticks per second and p99 tick time of sync read+write and of one-by-one reads, on 6 emulated motors."""
+def rate(ticks: int = 1500, baud: int = 1_000_000, rt_priority: int = 50) -> dict[str, Any]:
+    """Ticks per second and p99 tick time of sync read+write and of one-by-one reads, on 6 emulated motors; the
+    ticking thread under SCHED_FIFO `rt_priority` where permitted (as robot_node's loop), the emulator at its own."""
     spec = robot_spec("so101")
+    note = set_realtime_priority(rt_priority)
     n = spec.num_joints
     with EmulatorProcess("dynamixel", "so101", baud=baud) as emulator, \
             open_driver(f"dynamixel:{emulator.port}@{baud}", spec) as robot:
@@ -86,7 +89,9 @@ def rate(ticks: int = 1500, baud: int = 1_000_000) -> dict[str, Any]:
         bus = emulator.stats()
     wire = {kind: count * 10 / baud for kind, count in wire_bytes(n).items()}
     sync_hz, single_hz = 1 / sync.mean(), 1 / single.mean()
-    return {"motors": n, "baud": baud, "ticks_each": ticks,
+    if not note:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    return {"motors": n, "baud": baud, "ticks_each": ticks, "rt_priority": 0 if note else rt_priority,
             "wire_bytes_per_tick": wire_bytes(n)["sync"], "wire_limit_hz": 1 / wire["sync"],
             "sync_hz": sync_hz, "sync_p50_ms": float(np.percentile(sync, 50) * 1e3),
             "sync_p99_ms": float(np.percentile(sync, 99) * 1e3), "sync_fraction_of_wire_limit": sync_hz * wire["sync"],

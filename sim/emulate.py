@@ -79,6 +79,11 @@ EMULATORS: dict[str, tuple[Callable[..., PtyBus], str, int]] = {
 """Kind → (builder(spec, calibration, baud, faults, initial_q) → an unstarted PtyBus, default motor model, default baud)."""
 
 
+DEFAULT_PRIORITY = 60
+"""SCHED_FIFO priority of a serial bus's thread where permitted: above s2r deploy's nodes (40), since the
+emulator stands in for motors, which answer in microseconds whatever the host does."""
+
+
 def default_mounting(kind: str, spec: RobotSpec) -> RobotCalibration:
     """How `spec`'s motors sit on a `kind` bus when nobody says: the shipped `ROBOT_KIND.yaml`, else the spec's bus ids
     with the kind's default model."""
@@ -89,13 +94,16 @@ def default_mounting(kind: str, spec: RobotSpec) -> RobotCalibration:
 
 
 def serve(kind: str, spec: RobotSpec, *, calibration: RobotCalibration | None = None, baud: int | None = None,
-          initial_q: np.ndarray | None = None, stdin: Any = None, stdout: Any = None) -> None:
+          initial_q: np.ndarray | None = None, realtime_priority: int = DEFAULT_PRIORITY, stdin: Any = None,
+          stdout: Any = None) -> None:
     """Serve `kind` motors of `spec` until stdin closes (or SIGINT/SIGTERM); see the module."""
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     builder, _, default_baud = EMULATORS[kind]
     faults = CanFaults() if kind == "mit_can" else BusFaults()
     bus = builder(spec, calibration or default_mounting(kind, spec), baud or default_baud, faults, initial_q)
+    if isinstance(bus, PtyBus):
+        bus.realtime_priority = realtime_priority
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -181,6 +189,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how the motors are mounted (a motor calibration YAML; default: "
                              "hardware/configs/ROBOT_KIND.yaml, else the spec's bus ids)")
     parser.add_argument("--baud", type=int, help="the bus's baud rate (default 1000000)")
+    parser.add_argument("--rt-priority", type=int, default=DEFAULT_PRIORITY,
+                        help=f"SCHED_FIFO priority of a serial bus's thread where permitted; 0: normal scheduling "
+                             f"(default {DEFAULT_PRIORITY})")
     parser.add_argument("--initial-q", action="append", default=[], metavar="JOINT=RAD",
                         help="start a joint away from the spec's default pose (repeatable)")
 
@@ -198,5 +209,5 @@ def run(args: argparse.Namespace) -> None:
             raise ValueError(f"--initial-q {item}: {name!r} is not a joint of {spec.name} "
                              f"(joints: {', '.join(spec.joint_names)})")
         q[spec.joint_names.index(name)] = float(value)
-    serve(args.kind, spec, calibration=calibration, baud=args.baud, initial_q=q)
+    serve(args.kind, spec, calibration=calibration, baud=args.baud, initial_q=q, realtime_priority=args.rt_priority)
 

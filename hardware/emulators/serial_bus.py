@@ -43,6 +43,8 @@ import tty
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from s2r.hardware.deadline import set_realtime_priority
+
 
 class Reply(NamedTuple):
     """One status packet a motor puts on the wire."""
@@ -134,11 +136,17 @@ class BusFaults:
 class PtyBus:
     """Serve a `BusDevice` on a pseudo-terminal at `baud` bits per second (see the module)."""
 
-    def __init__(self, device: BusDevice, *, baud: int, faults: BusFaults | None = None) -> None:
+    def __init__(self, device: BusDevice, *, baud: int, faults: BusFaults | None = None,
+                 realtime_priority: int = 0) -> None:
         if not (isinstance(baud, int) and baud > 0):
             raise ValueError(f"PtyBus: baud: expected a positive integer, got {baud!r}")
         self.device, self.baud = device, baud
         self.faults = faults if faults is not None else BusFaults()
+        self.realtime_priority = realtime_priority
+        """SCHED_FIFO priority of the bus's thread where permitted (0: normal scheduling); motors answer in
+        microseconds whatever the host does, and the emulator stands in for them."""
+        self.setup_note: str | None = None
+        """Why the priority could not be had, or None."""
         self.byte_time = 10.0 / baud
         """Seconds one byte takes on the wire."""
         self._speed = getattr(termios, f"B{baud}", None)
@@ -185,6 +193,7 @@ class PtyBus:
 
     # --- the thread ---------------------------------------------------------------------------------------------
     def _run(self) -> None:
+        self.setup_note = set_realtime_priority(self.realtime_priority)
         timestep = self.device.timestep
         next_step = time.monotonic()
         while not self._stop.is_set():
