@@ -63,14 +63,22 @@ def check_video_path(path: Path) -> Path:
 
 
 def framing_camera(model: mujoco.MjModel, spec: RobotSpec | None = None) -> mujoco.MjvCamera:
-    """A free camera that frames the whole model, 30° from above; it tracks the base of a floating-base robot."""
+    """A free camera, 20° from above, that frames the model's geoms but its planes (the floor would make the robot
+    small), in their default pose; it tracks the base of a floating-base robot."""
     camera = mujoco.MjvCamera()
     mujoco.mjv_defaultFreeCamera(model, camera)
     camera.elevation, camera.azimuth = -20.0, 90.0
+    data = mujoco.MjData(model)
+    mujoco.mj_kinematics(model, data)
+    solid = model.geom_type != mujoco.mjtGeom.mjGEOM_PLANE
+    if solid.any():
+        points, radii = data.geom_xpos[solid], model.geom_rbound[solid]
+        low, high = (points - radii[:, None]).min(0), (points + radii[:, None]).max(0)
+        camera.lookat[:] = (low + high) / 2
+        camera.distance = max(0.5, 2.2 * float((high - low).max()))
     if spec is not None and spec.floating_base:
         camera.type = mujoco.mjtCamera.mjCAMERA_TRACKING
         camera.trackbodyid = 1
-        camera.distance = 4.0 * max(float(model.stat.meansize) * 10, 0.3)
     return camera
 
 
