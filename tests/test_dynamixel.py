@@ -170,11 +170,26 @@ def test_a_busy_port_a_missing_motor_and_corrupted_replies_are_named(bus):
         preflight(f"dynamixel:{bus.port}", ARM)
 
 
-def test_s2r_deploy_on_a_port_that_does_not_exist_exits_2_with_one_line(tmp_path):
-    onnx = ROOT / "runs" / "reach_dxl" / "reach.onnx"
-    if not onnx.is_file():
-        pytest.skip("no reach policy under runs/reach_dxl (s2r train reach --out runs/reach_dxl; s2r export ...)")
-    result = subprocess.run([sys.executable, "-m", "s2r.apps.cli", "deploy", str(onnx), "--driver",
+@pytest.fixture(scope="module")
+def reach_onnx() -> Path:
+    """A reach policy after one PPO iteration on 8 worlds, exported: a contract for the arm, not a skill (seconds),
+    cached by source hash as conftest's cartpole."""
+    from conftest import CACHE, _source_hash
+
+    from s2r.policies.export import export_onnx
+    from s2r.policies.train import default_config, load_policy, train
+
+    run = CACHE / f"reach-1-iteration-{_source_hash()}"
+    path = run / "reach.onnx"
+    if not path.is_file():
+        train(default_config("reach", num_envs=8, iterations=1), run, progress=False)
+        policy, contract, _ = load_policy(run)
+        export_onnx(policy, contract, path)
+    return path
+
+
+def test_s2r_deploy_on_a_port_that_does_not_exist_exits_2_with_one_line(reach_onnx, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "s2r.apps.cli", "deploy", str(reach_onnx), "--driver",
                              "dynamixel:/dev/nonexistent", "--out", str(tmp_path)], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 2
