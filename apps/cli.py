@@ -171,6 +171,21 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     _emit({"out": str(out), **metrics}, args.json, f"fine-tuned {args.source} with {args.method} → {out}")
 
 
+def cmd_import(args: argparse.Namespace) -> None:
+    from s2r.contract import ContractError
+    from s2r.policies.import_isaaclab import import_isaaclab
+    from s2r.spec import robot_spec
+
+    try:
+        contract = import_isaaclab(Path(args.run_dir), robot_spec(args.robot),
+                                   [n.strip() for n in args.joint_order.split(",")], Path(args.out))
+    except ContractError as error:
+        print(f"s2r import: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"wrote {args.out} (robot {contract.robot}, terms {', '.join(t.name for t in contract.observation)}, "
+          f"Isaac Lab's joint order mapped onto the spec's)")
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from s2r.policies.diffusion.export import export_diffusion
     from s2r.policies.diffusion.train import is_diffusion_run
@@ -448,6 +463,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("import", help="an Isaac Lab rsl_rl run's exported policy as an s2r policy (docs/locomotion.md)")
+    p.add_argument("source", choices=["isaaclab"])
+    p.add_argument("run_dir", help="the run directory: exported/policy.onnx, params/env.yaml (params/agent.yaml)")
+    p.add_argument("--robot", required=True, help="the s2r robot spec the policy drives, a name or YAML")
+    p.add_argument("--joint-order", required=True,
+                   help="Isaac Lab's joint names in its articulation order, comma-separated (env.yaml does not hold it)")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.set_defaults(fn=cmd_import)
 
     p = sub.add_parser("info", help="print the contract stored in an ONNX policy")
 
