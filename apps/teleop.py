@@ -168,8 +168,8 @@ def run_teleop(task: str, device: TeleopDevice, *, out: Path | None = None, epis
                 summary["successes"] += outcome == "success"
                 summary["frames"] += frames
             if progress:
-                print(f"\repisode {summary['episodes']}/{episodes}: {outcome} ({frames} frames)" + " " * 20,
-                      file=sys.stderr)
+                line = f"episode {summary['episodes']}/{episodes}: {outcome} ({frames} frames)"
+                print(f"\r{line:<60}" if sys.stderr.isatty() else line, file=sys.stderr)
             if outcome == "quit":
                 break
     finally:
