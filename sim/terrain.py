@@ -12,6 +12,10 @@ difficulty, from 0 (flat) to 1 (the hardest), with a flat platform at its centre
     terrain.origin(2, 3)     # (3,) m: the centre of level 2's stairs_up tile, on its platform
     spec = mujoco.MjSpec.from_file("go2.xml"); terrain.add_to(spec)   # the floor becomes the heightfield
 
+Worlds move between levels by `TerrainCurriculum` (legged_gym's: promoted after walking past half a
+tile, demoted after covering less than half the distance their command asked for), and
+`Terrain.height_scan` gives the privileged critic the ground's height on a grid around each base.
+
 A heightfield read from a file (`load_heights`) must hold exactly the samples the config lays out;
 any other size is refused naming the file, its shape and the expected one.
 """
@@ -105,6 +109,32 @@ class Terrain:
         y = (kind + 0.5) * c.tile_size_m - len(c.kinds) * c.tile_size_m / 2
         return np.array([x, y, float(self.heights[level * n + n // 2, kind * n + n // 2])])
 
+    def height_at(self, xy: np.ndarray) -> np.ndarray:
+        """Ground height (...) m under world points `xy` (..., 2) m, bilinear between samples as MuJoCo's
+        heightfield triangles are near the samples; points off the terrain read its border."""
+        c = self.config
+        rows, cols = self.heights.shape
+        fr = np.clip((xy[..., 0] + c.levels * c.tile_size_m / 2) / c.resolution_m - 0.5, 0, rows - 1)
+        fc = np.clip((xy[..., 1] + len(c.kinds) * c.tile_size_m / 2) / c.resolution_m - 0.5, 0, cols - 1)
+        r0, c0 = np.minimum(fr.astype(int), rows - 2), np.minimum(fc.astype(int), cols - 2)
+        tr, tc = fr - r0, fc - c0
+        h = self.heights
+        return ((1 - tr) * (1 - tc) * h[r0, c0] + tr * (1 - tc) * h[r0 + 1, c0]
+                + (1 - tr) * tc * h[r0, c0 + 1] + tr * tc * h[r0 + 1, c0 + 1])
+
+    def height_scan(self, base_pos_w: np.ndarray, base_yaw: np.ndarray, *, size_m: tuple[float, float] = (1.6, 1.0),
+                    spacing_m: float = 0.1) -> np.ndarray:
+        """Base height above the ground at a grid of points around each base (Isaac Lab's height scanner),
+        (num_envs, points) m: `base_pos_w` (num_envs, 3) m, `base_yaw` (num_envs,) rad; the grid (size_m
+        along the base's x and y, every spacing_m) turns with the base's yaw."""
+        gx = np.arange(-size_m[0] / 2, size_m[0] / 2 + 1e-9, spacing_m)
+        gy = np.arange(-size_m[1] / 2, size_m[1] / 2 + 1e-9, spacing_m)
+        grid = np.stack(np.meshgrid(gx, gy, indexing="ij"), -1).reshape(-1, 2)
+        cos, sin = np.cos(base_yaw)[:, None], np.sin(base_yaw)[:, None]
+        points = np.stack([base_pos_w[:, :1] + cos * grid[:, 0] - sin * grid[:, 1],
+                           base_pos_w[:, 1:2] + sin * grid[:, 0] + cos * grid[:, 1]], -1)
+        return base_pos_w[:, 2:3] - self.height_at(points)
+
     def add_to(self, spec: mujoco.MjSpec, *, floor: str = "floor") -> None:
         """Replace the plane geom `floor` of a robot's MjSpec with this heightfield (same contact settings)."""
         geom = spec.geom(floor)
@@ -121,6 +151,44 @@ class Terrain:
         geom.type = mujoco.mjtGeom.mjGEOM_HFIELD
         geom.hfieldname = "terrain"
         geom.pos = [0.0, 0.0, low]
+
+
+class TerrainCurriculum:
+    """Each world's terrain level and kind, moved up and down with how far its episodes walk (legged_gym's).
+
+    At an episode's end a world that walked farther than half a tile goes up a level; one that walked
+    less than half of what its command asked for goes down one (never below 0); a world promoted past
+    the last level goes to a random level, so the hardest tiles never hold every world. Kinds are
+    assigned round-robin over the worlds.
+
+        curriculum = TerrainCurriculum(terrain, num_envs=512, max_start_level=1, seed=0)
+        curriculum.update(ids, walked_m, commanded_m)      # at episode ends: (n,) int, (n,) m, (n,) m
+        spawn = curriculum.origins(ids)                    # (n, 3) m
+    """
+
+    def __init__(self, terrain: Terrain, num_envs: int, *, max_start_level: int = 0, seed: int = 0) -> None:
+        self.terrain = terrain
+        self.rng = np.random.default_rng(seed)
+        levels = terrain.config.levels
+        self.level = self.rng.integers(0, min(max_start_level, levels - 1) + 1, num_envs)
+        """(num_envs,) each world's level (row)."""
+        self.kind = np.arange(num_envs) % len(terrain.config.kinds)
+        """(num_envs,) each world's kind (column)."""
+
+    def update(self, ids: np.ndarray, walked_m: np.ndarray, commanded_m: np.ndarray) -> None:
+        """Move the worlds `ids` (n,) whose episodes ended: `walked_m` (n,) m from their spawn point,
+        `commanded_m` (n,) m their command's speed times the episode's duration."""
+        up = walked_m > self.terrain.config.tile_size_m / 2
+        down = ~up & (walked_m < 0.5 * commanded_m)
+        level = self.level[ids] + up - down
+        last = self.terrain.config.levels - 1
+        past = level > last
+        level[past] = self.rng.integers(0, last + 1, int(past.sum()))
+        self.level[ids] = np.maximum(level, 0)
+
+    def origins(self, ids: np.ndarray) -> np.ndarray:
+        """Spawn points of worlds `ids` (n,): their tiles' platform centres, (n, 3) m."""
+        return np.stack([self.terrain.origin(int(r), int(k)) for r, k in zip(self.level[ids], self.kind[ids])])
 
 
 def generate_terrain(config: TerrainConfig = TerrainConfig(), *, seed: int = 0) -> Terrain:

@@ -51,3 +51,28 @@ def test_a_heightfield_file_of_the_wrong_size_is_refused_naming_the_file_and_the
     assert load_heights(path, CONFIG).heights.shape == CONFIG.shape
     with pytest.raises(TerrainError, match=r"TerrainConfig.kinds: 'gaps' is not a kind"):
         TerrainConfig(kinds=("rough", "gaps"))
+
+
+def test_the_terrain_curriculum_promotes_worlds_that_walk_far_and_demotes_those_that_fall_short():
+    from s2r.sim.terrain import TerrainCurriculum
+
+    terrain = generate_terrain(CONFIG, seed=0)
+    curriculum = TerrainCurriculum(terrain, 6, max_start_level=1, seed=0)
+    curriculum.level[:] = [1, 1, 1, 0, 2, 2]
+    walked = np.array([3.0, 1.5, 0.2, 0.1, 1.5, 3.0])     # m; half a tile is 2 m
+    commanded = np.array([2.0, 2.0, 2.0, 2.0, 2.0, 2.0])  # m asked for
+    curriculum.update(np.arange(6), walked, commanded)
+    assert curriculum.level[:5].tolist() == [2, 1, 0, 0, 2]   # up, stays, down, stays at 0, stays
+    assert 0 <= curriculum.level[5] <= 2                        # past the last level: a random one
+    origins = curriculum.origins(np.arange(6))
+    assert origins.shape == (6, 3) and origins[0, 0] > origins[2, 0]   # harder levels lie farther along x
+
+
+def test_the_height_scan_reads_the_base_height_above_the_steps_around_it():
+    terrain = generate_terrain(CONFIG, seed=0)
+    top = terrain.origin(2, KINDS.index("stairs_up"))
+    base = np.array([top + [0.0, 0.0, 0.3]])
+    scan = terrain.height_scan(base, np.zeros(1), size_m=(3.0, 0.0), spacing_m=0.5)
+    assert scan.shape == (1, 7)
+    assert scan[0, 3] == pytest.approx(0.3, abs=1e-6)                 # over the platform
+    assert scan[0, 0] > 0.3 + 0.1 and scan[0, -1] > 0.3 + 0.1          # the stairs fall away on both sides
