@@ -8,8 +8,13 @@ period's p99 error, late ticks (no new state by the deadline), stale ticks (no f
 act on), inference inside the node and the upright fraction. Two references, measured in the
 same run: the upright fraction of the same policy on the same SimRobot config stepped
 synchronously (SimRobot without its thread, the same SafetyFilter on simulation time: no
-transport, no wall clock), and `PolicyRuntime.step` back to back (bench.inference's measure)
-against the inference inside the node.
+transport, no wall clock), and `PolicyRuntime.step` (the call the node times as its
+inference, the same input size) back to back, bench.inference's measure and the goal's peer,
+and once a control period with a sleep in between, as the node calls it. Both run on a thread
+under the node's loop's SCHED_FIFO priority, so that neither side's p99 is another process's
+time slice that the other side is spared. On a machine whose other work evicts the policy's
+code and weights from the caches between ticks, the paced figure is what the node can at
+best reach; the gap between the two references is the caches, not the node.
 
     result = run("runs/demo/cartpole.onnx")
     result["runs"][0]["state_to_command_p99_us"], result["synchronous_upright_fraction"]
@@ -27,6 +32,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -92,8 +98,13 @@ def synchronous_upright_fraction(policy: str | Path, driver: str, duration: floa
     return float(np.mean(upright))
 
 
-def tight_inference_us(policy: str | Path, iterations: int = 2000) -> dict[str, float]:
-    """`PolicyRuntime.step` back to back on one state (bench.inference's measure): p50/p99 in µs."""
+def runtime_step_us(policy: str | Path, *, iterations: int, pause_s: float = 0.0,
+                    rt_priority: int = 0) -> tuple[float, float]:
+    """p50/p99 µs of `PolicyRuntime.step` on one state of the policy's robot, `pause_s` asleep between
+    calls (0: back to back, bench.inference's measure), on a thread under SCHED_FIFO at
+    `rt_priority` where permitted (the node's loop thread's scheduling; 0: normal); the first
+    tenth of the calls left out."""
+    from s2r.hardware.deadline import set_realtime_priority
     from s2r.state import RobotState
 
     contract = read_contract(policy)
@@ -101,12 +112,35 @@ def tight_inference_us(policy: str | Path, iterations: int = 2000) -> dict[str, 
     runtime = load_runtime(policy, spec)
     state = RobotState(0.0, spec.default_q.copy(), np.zeros(spec.num_joints), np.zeros(spec.num_joints))
     times = np.empty(iterations)
-    for i in range(iterations):
-        start = time.perf_counter()
-        runtime.step(state)
-        times[i] = time.perf_counter() - start
+
+    def measure() -> None:
+        set_realtime_priority(rt_priority)   # refused: normal scheduling, as the node's loop then has
+        for i in range(iterations):
+            if pause_s:
+                time.sleep(pause_s)
+            start = time.perf_counter()
+            runtime.step(state)
+            times[i] = time.perf_counter() - start
+
+    thread = threading.Thread(target=measure, name="bench.deploy reference")
+    thread.start()
+    thread.join()
     p50, p99 = np.percentile(times[iterations // 10:], [50, 99])
-    return {"tight_inference_p50_us": 1e6 * p50, "tight_inference_p99_us": 1e6 * p99}
+    return float(1e6 * p50), float(1e6 * p99)
+
+
+def tight_inference_us(policy: str | Path, iterations: int = 2000, rt_priority: int = 0) -> dict[str, float]:
+    """`PolicyRuntime.step` back to back on one state (bench.inference's measure): p50/p99 in µs."""
+    p50, p99 = runtime_step_us(policy, iterations=iterations, rt_priority=rt_priority)
+    return {"tight_inference_p50_us": p50, "tight_inference_p99_us": p99}
+
+
+def paced_inference_us(policy: str | Path, iterations: int = 300, rt_priority: int = 0) -> dict[str, float]:
+    """`PolicyRuntime.step` once per control period, asleep in between as the node's loop is: the
+    same call as back to back, with the caches as cold as the node finds them; p50/p99 in µs."""
+    period = robot_spec(read_contract(policy).robot).control_period
+    p50, p99 = runtime_step_us(policy, iterations=iterations, pause_s=period, rt_priority=rt_priority)
+    return {"paced_inference_p50_us": p50, "paced_inference_p99_us": p99}
 
 
 def run(policy: str | Path, *, driver: str = DEFAULT_DRIVER, duration: float = 10.0,
@@ -128,8 +162,10 @@ def run(policy: str | Path, *, driver: str = DEFAULT_DRIVER, duration: float = 1
                          "rt_priority": result["rt_priority"],
                          **{key: finite_or_none(float(result[key])) for key in FIGURES}})
     synchronous = synchronous_upright_fraction(policy, driver, duration)
-    tight = tight_inference_us(policy)
+    tight = tight_inference_us(policy, rt_priority=rt_priority)
+    paced = paced_inference_us(policy, rt_priority=rt_priority)
     one_process = [r for r in runs if r["mode"] == "one-process"]
+    node_p99 = max(r["inference_p99_us"] for r in one_process)
     return {
         "policy": str(policy),
         "driver": driver,
@@ -137,8 +173,9 @@ def run(policy: str | Path, *, driver: str = DEFAULT_DRIVER, duration: float = 1
         "runs": runs,
         "synchronous_upright_fraction": synchronous,
         **tight,
-        "node_over_tight_inference_p99": (max(r["inference_p99_us"] for r in one_process)
-                                          / tight["tight_inference_p99_us"]),
+        **paced,
+        "node_over_tight_inference_p99": node_p99 / tight["tight_inference_p99_us"],
+        "node_over_paced_inference_p99": node_p99 / paced["paced_inference_p99_us"],
         "one_process_p99_under_1ms": all(r["state_to_command_p99_us"] < 1000 for r in one_process),
         "one_process_stale_ticks": sum(r["stale_ticks"] for r in one_process),
         "machine": machine(),
@@ -166,7 +203,10 @@ def main(args: list[str] | None = None) -> None:
     rows += [("synchronous SimRobot: upright", f"{r['synchronous_upright_fraction']:.3f}"),
              ("PolicyRuntime.step back to back p50 / p99",
               f"{r['tight_inference_p50_us']:.0f} / {r['tight_inference_p99_us']:.0f} µs"),
-             ("inference p99 in the node / back to back", f"{r['node_over_tight_inference_p99']:.1f}")]
+             ("PolicyRuntime.step once a period p50 / p99",
+              f"{r['paced_inference_p50_us']:.0f} / {r['paced_inference_p99_us']:.0f} µs"),
+             ("inference p99 in the node / back to back (goal ≤ 2)", f"{r['node_over_tight_inference_p99']:.1f}"),
+             ("inference p99 in the node / once a period", f"{r['node_over_paced_inference_p99']:.1f}")]
     report("deploy", "s2r deploy: one process vs --split, idle and under a CPU hog", rows, r)
 
 

@@ -1,8 +1,8 @@
 """The ONNX side of every runtime: an onnxruntime session for a policy file and the contract in its metadata.
 
-A session runs on one intra-op and one inter-op thread, sequentially, on the CPU provider: on
-the robot computer the control loop owns its core, and a policy of this size gains nothing from
-more threads. A file that onnxruntime cannot load, or one without a readable contract, raises
+A session runs on one intra-op and one inter-op thread, sequentially, on the CPU provider, and
+none of its threads spins waiting for work: on the robot computer the control loop owns its
+core, and a policy of this size gains nothing from more threads. A file that onnxruntime cannot load, or one without a readable contract, raises
 ContractError naming the file.
 
     session = open_session("policy.onnx")
@@ -28,6 +28,8 @@ def open_session(path: str | Path) -> ort.InferenceSession:
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    for pool in ("intra_op", "inter_op"):   # no thread of the session spins between runs
+        options.add_session_config_entry(f"session.{pool}.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types for unreadable files

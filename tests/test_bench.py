@@ -16,7 +16,7 @@ from typing import Any, get_args, get_origin
 import pytest
 
 import bench.report
-from bench import gpu_sim, inference, loop, sim, sysid_cma, train
+from bench import deploy, gpu_sim, inference, loop, sim, sysid_cma, train
 
 SIM = {
     "task": str, "num_envs": int, "steps": int, "decimation": int, "peer_envs": int, "peer_steps": int,
@@ -60,6 +60,16 @@ LOOP_RATE = {
     "ratio": float | None, "machine": str,
 }
 LOOP = {"rates": [LOOP_RATE], "machine": str}
+DEPLOY_RUN = {
+    "mode": str, "cpu_hog": bool, "load_before": float, "rt_priority": int,
+    **{key: float | None for key in deploy.FIGURES},
+}
+DEPLOY = {
+    "policy": str, "driver": str, "duration_s": float, "runs": [DEPLOY_RUN], "synchronous_upright_fraction": float,
+    **{f"{kind}_inference_{q}_us": float for kind in ("tight", "paced") for q in ("p50", "p99")},
+    "node_over_tight_inference_p99": float, "node_over_paced_inference_p99": float,
+    "one_process_p99_under_1ms": bool, "one_process_stale_ticks": float, "machine": str,
+}
 SYSID_CMA = {
     "benchmark": str, "machine": str, "robot": str, "recording_s": float, "kinds": list[str], "parameters": int,
     "rmse_initial": float, "s2r_wall_s": float, "s2r_max_rel_error": float, "s2r_rmse": float,
@@ -188,6 +198,18 @@ def test_the_loop_benchmark_reports_both_loops_period_errors_at_every_rate(run_m
     for side in ("s2r", "rclpy_timer"):
         assert r[f"{side}_period_p50_error_us"] <= r[f"{side}_period_p99_error_us"] <= r[f"{side}_period_max_error_us"]
     assert r["ratio"] == pytest.approx(r["s2r_period_p99_error_us"] / r["rclpy_timer_period_p99_error_us"])
+
+
+@pytest.mark.slow
+def test_the_deploy_benchmark_runs_both_modes_idle_and_under_its_hog_and_keeps_the_pole_as_the_reference(
+        run_main, cartpole_onnx):
+    result = run_main(deploy, [str(cartpole_onnx), "--duration", "3"], "deploy.json")
+    assert_reports(result, DEPLOY, "deploy")
+    assert [(r["mode"], r["cpu_hog"]) for r in result["runs"]] == [
+        ("one-process", False), ("one-process", True), ("split", False), ("split", True)]
+    for r in result["runs"]:
+        assert r["state_to_command_p50_us"] <= r["state_to_command_p99_us"] <= r["state_to_command_max_us"]
+        assert abs(r["upright_fraction"] - result["synchronous_upright_fraction"]) <= 0.05, r
 
 
 def test_the_sysid_benchmark_recovers_the_perturbed_arm_by_least_squares(run_main):
