@@ -24,12 +24,14 @@ below, so no ROS installation is required to write or read one.
     recording = read_recording("run.mcap", spec)    # Recording: arrays in spec order
 
 Chunks are small and written unbuffered: a writer that dies leaves every complete chunk on
-disk, but no index; `read_recording` refuses such a truncated file with an error naming it.
+disk, but no index; `read_recording` reads such a truncated file front to back, up to its last
+complete chunk (what the writer had not finished is lost, at most one chunk of messages).
 """
 
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,8 @@ from typing import Any
 import numpy as np
 from mcap.exceptions import McapError
 from mcap.reader import make_reader
+from mcap.records import Channel, Message, Schema
+from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType
 from mcap_ros2.decoder import DecoderFactory
 from mcap_ros2.writer import Writer
@@ -181,10 +185,13 @@ def _messages(path: Path) -> list[tuple[str, Any, int]]:
     try:
         with open(path, "rb") as stream:
             reader = make_reader(stream, decoder_factories=[DecoderFactory()])
-            summary = reader.get_summary()
-            if summary is None:
-                raise RecordingError(f"{path}: truncated MCAP: no summary or index (the writer did not finish; "
-                                     "a killed recorder leaves its complete chunks, re-index with `mcap recover`)")
+            try:
+                summary = reader.get_summary()
+            except (McapError, EOFError, struct.error):
+                summary = None
+            if summary is None:   # the writer did not finish: no index, no footer
+                stream.seek(0)
+                return _streamed(stream)
             return [(channel.topic, decoded, message.log_time)
                     for _, channel, message, decoded in reader.iter_decoded_messages(log_time_order=True)]
     except OSError as error:
@@ -196,10 +203,35 @@ def _messages(path: Path) -> list[tuple[str, Any, int]]:
                              f"({type(error).__name__}: {error})") from None
 
 
+def _streamed(stream: Any) -> list[tuple[str, Any, int]]:
+    """(topic, decoded message, log_time_ns) of every message in the complete chunks of an MCAP
+    stream without a summary (its writer died), read front to back, in log-time order."""
+    factory = DecoderFactory()
+    schemas: dict[int, Schema] = {}
+    channels: dict[int, Channel] = {}
+    decoders: dict[int, Any] = {}
+    messages = []
+    try:
+        for record in StreamReader(stream).records:
+            if isinstance(record, Schema):
+                schemas[record.id] = record
+            elif isinstance(record, Channel):
+                channels[record.id] = record
+            elif isinstance(record, Message):
+                channel = channels[record.channel_id]
+                if channel.id not in decoders:
+                    decoders[channel.id] = factory.decoder_for(channel.message_encoding, schemas[channel.schema_id])
+                messages.append((channel.topic, decoders[channel.id](record.data), record.log_time))
+    except (McapError, EOFError, struct.error):   # the cut-off tail: the chunk being written when it died
+        pass
+    return sorted(messages, key=lambda message: message[2])
+
+
 def read_recording(path: str | Path, spec: RobotSpec) -> Recording:
     """The states and commands of an MCAP recording, reordered by name into the spec's joint order.
 
-    Raises RecordingError naming the file and what is wrong: unreadable or truncated, a topic
+    A file its writer did not finish (no index) is read up to its last complete chunk. Raises
+    RecordingError naming the file and what is wrong: unreadable or corrupt, a topic
     missing, a joint missing from a message, fields whose lengths do not match the names.
     """
     path = Path(path)
