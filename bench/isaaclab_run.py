@@ -9,7 +9,7 @@ velocity task's terms, `func` as "module:function", regex default joint position
 `!!python/tuple` as its dump writes them).
 
     PYTHONPATH=. python -m bench.isaaclab_run runs/go2_flat runs/isaaclab_go2
-    s2r import isaaclab runs/isaaclab_go2 --out go2_imported.onnx
+    s2r import isaaclab runs/isaaclab_go2 --robot go2 --joint-order FL_hip_joint,FR_hip_joint,... --out go2_imported.onnx
 """
 
 from __future__ import annotations
