@@ -83,3 +83,17 @@ def test_a_joint_order_that_is_not_the_robots_joints_is_refused(runs, tmp_path):
         import_isaaclab(runs[1], robot_spec("go2"), order, tmp_path / "out.onnx")
     with pytest.raises(ContractError, match=r"params/env.yaml: missing \(an Isaac Lab rsl_rl run holds it\)"):
         import_isaaclab(tmp_path, robot_spec("go2"), ISAAC_JOINT_ORDER, tmp_path / "out.onnx")
+
+
+def test_s2r_import_refuses_a_run_it_cannot_read_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    s2r = Path(sys.executable).with_name("s2r")
+    result = subprocess.run([str(s2r), "import", "isaaclab", str(tmp_path), "--robot", "go2",
+                             "--joint-order", ",".join(ISAAC_JOINT_ORDER), "--out", str(tmp_path / "x.onnx")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "s2r import: error: " in result.stderr and "params/env.yaml: missing" in result.stderr
