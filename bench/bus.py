@@ -182,13 +182,14 @@ def fault_matrix(policy: Path, before_s: float = 3.0, after_s: float = 1.5) -> l
             loop.enable()
             loop.start()
             time.sleep(before_s)
-            modes, faults = [], []
+            modes, faults, qs = [], [], []
             stop = threading.Event()
 
-            def watch() -> None:  # one sample per control period: the loop's mode, the driver's fault
+            def watch() -> None:  # one sample per control period: the loop's mode, the driver's fault, the arm
                 while not stop.wait(spec.control_period):
                     modes.append(loop.mode())
                     faults.append(robot.fault)
+                    qs.append(emulator_q(loop))
 
             watcher = threading.Thread(target=watch)
             ticks_before = loop.deadlines.ticks
@@ -207,14 +208,50 @@ def fault_matrix(policy: Path, before_s: float = 3.0, after_s: float = 1.5) -> l
         rows.append({"fault": fault, "driver_fault": next((f for f in faults if f), None),
                      "ticks_to_driver_fault": first(faults, bool), "ticks_to_damping": first(modes, lambda m: m == "damping"),
                      "final_mode": modes[-1] if modes else None, "ticks_observed": ticks,
-                     "commands_out_of_limits": recorder.out_of_limits, "diagnostics": flagged})
+                     "commands_out_of_limits": recorder.out_of_limits, "diagnostics": flagged,
+                     "q_rad": [list(map(float, q)) for q in qs], "modes": modes})
     return rows
+
+
+def emulator_q(loop: RobotLoop) -> list[float]:
+    """The joint positions the loop last read (rad); NaN before its first read."""
+    state = loop.state
+    return list(state.q) if state is not None else [float("nan")] * 3
+
+
+def plot_faults(rows: list[dict[str, Any]], path: Path) -> Path:
+    """One panel per fault: the measured joint positions against ticks from the fault, damping shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), 1, figsize=(7, 1.6 * len(rows)), sharex=True)
+    for ax, row in zip(axes, rows):
+        q = np.array(row["q_rad"])
+        ticks = np.arange(1, len(q) + 1)
+        for j, name in enumerate(("yaw", "shoulder", "elbow")):
+            ax.plot(ticks, q[:, j], label=name)
+        damping = np.array([m == "damping" for m in row["modes"]])
+        ax.fill_between(ticks, 0, 1, where=damping, transform=ax.get_xaxis_transform(), color="0.85",
+                        label="watchdog damping")
+        if row["ticks_to_driver_fault"]:
+            ax.axvline(row["ticks_to_driver_fault"], color="red", lw=1, label="driver fault latched")
+        ax.set_ylabel("rad")
+        ax.set_title(f"{row['fault']}: {row['commands_out_of_limits']} commands out of limits", fontsize=9)
+    axes[0].legend(fontsize=7, ncol=5, loc="upper right")
+    axes[-1].set_xlabel("ticks (20 ms) after the fault is switched on")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def run(policy: str | Path) -> dict[str, Any]:
     load = os.getloadavg()[0]
     result = {"machine": machine(), "load_average_1min": load, "rate": rate(), "reach": reach(Path(policy)),
               "faults": fault_matrix(Path(policy))}
+    result["fault_figure"] = str(plot_faults(result["faults"], ROOT / "docs" / "figures" / "dynamixel_faults.png"))
     r, d = result["rate"], result["reach"]
     rows = [("6 motors, 1 Mbaud: sync read + sync write", f"{r['sync_hz']:.0f} Hz, p99 {r['sync_p99_ms']:.2f} ms"),
             ("wire limit (190 B/tick)", f"{r['wire_limit_hz']:.0f} Hz"),
