@@ -459,22 +459,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print metrics as one JSON line")
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("export", help="export a run's policy to ONNX with its contract")
-    p.add_argument("run_dir")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
-    p.set_defaults(fn=cmd_export)
-
-    p = sub.add_parser("import", help="an Isaac Lab rsl_rl run's exported policy as an s2r policy (docs/locomotion.md)")
-    p.add_argument("source", choices=["isaaclab"])
-    p.add_argument("run_dir", help="the run directory: exported/policy.onnx, params/env.yaml (params/agent.yaml)")
-    p.add_argument("--robot", required=True, help="the s2r robot spec the policy drives, a name or YAML")
-    p.add_argument("--joint-order", required=True,
-                   help="Isaac Lab's joint names in its articulation order, comma-separated (env.yaml does not hold it)")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
-    p.set_defaults(fn=cmd_import)
-
-    p = sub.add_parser("info", help="print the contract stored in an ONNX policy")
-
     p = sub.add_parser("finetune", help="fine-tune a diffusion policy run with RL in simulation (DPPO or DSRL)")
     p.add_argument("task")
     p.add_argument("--method", required=True, choices=["dppo", "dsrl"],
@@ -490,6 +474,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/finetune.pt")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_finetune)
+
+    p = sub.add_parser("export", help="export a run's policy to ONNX with its contract")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("import", help="an Isaac Lab rsl_rl run's exported policy as an s2r policy (docs/locomotion.md)")
+    p.add_argument("source", choices=["isaaclab"])
+    p.add_argument("run_dir", help="the run directory: exported/policy.onnx, params/env.yaml (params/agent.yaml)")
+    p.add_argument("--robot", required=True, help="the s2r robot spec the policy drives, a name or YAML")
+    p.add_argument("--joint-order", required=True,
+                   help="Isaac Lab's joint names in its articulation order, comma-separated (env.yaml does not hold it)")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.set_defaults(fn=cmd_import)
+
+    p = sub.add_parser("info", help="print the contract stored in an ONNX policy")
     p.add_argument("file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_info)
