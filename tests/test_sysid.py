@@ -242,8 +242,8 @@ def test_excite_runs_a_sim_robot_from_its_config_and_summarizes_the_recording(tm
     summary = excite(robot="arm", driver=f"sim:{PERTURBED}", duration_s=3.0, out=tmp_path / "arm.mcap")
     assert summary["commands"] == 50 + 151 and summary["states"] == summary["commands"] + 1  # soft start + signal
     assert min(summary["excursion"].values()) > 0.2
-    with pytest.raises(ValueError, match=r"--driver: unknown kind 'dynamixel'"):
-        excite(robot="arm", driver="dynamixel", out=tmp_path / "x.mcap")
+    with pytest.raises(ValueError, match=r"--driver: unknown kind 'ethercat'"):
+        excite(robot="arm", driver="ethercat:eth0", out=tmp_path / "x.mcap")
 
 
 @pytest.mark.slow
