@@ -356,9 +356,9 @@ def test_a_policy_whose_contract_does_not_fit_the_robot_refuses_to_start_naming_
 
 def test_a_robot_node_given_a_driver_kind_it_does_not_know_refuses_to_start_naming_the_parameter(ros):
     env, _, tmp = ros
-    robot = Node("robot_node", {"driver": "dynamixel:/dev/ttyUSB0", **FAST}, env, tmp / "robot.log")
+    robot = Node("robot_node", {"driver": "ethercat:eth0", **FAST}, env, tmp / "robot.log")
     assert robot.popen.wait(60) == 2
-    assert "refusing to start: parameter 'driver': unknown kind 'dynamixel'" in robot.output()
+    assert "refusing to start: parameter 'driver': unknown kind 'ethercat'" in robot.output()
     assert "kinds: sim" in robot.output()
 
 

@@ -35,7 +35,9 @@ def cart_at(env, x: float) -> np.ndarray:
 @pytest.fixture
 def xserver(monkeypatch):
     """A real X server (Xvfb, installed by `make venv`) on a display of its own; DISPLAY points at it."""
-    number = 90 + os.getpid() % 100
+    # A display no other X server holds (a killed one leaves its lock and socket behind).
+    number = next(n for n in range(90 + os.getpid() % 100, 1000)
+                  if not os.path.exists(f"/tmp/.X{n}-lock") and not os.path.exists(f"/tmp/.X11-unix/X{n}"))
     server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "800x600x24", "-nolisten", "tcp"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
