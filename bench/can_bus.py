@@ -36,6 +36,7 @@ import can
 import numpy as np
 
 from bench.report import machine, report
+from bench.ticks import tick_times
 from s2r.hardware.drivers.mit_can import MitCanRobot
 from s2r.hardware.drivers.mit_can_protocol import MitCommand, mit_model, pack_command
 from s2r.hardware.emulators.mit_can import DAMIAO_MASTER_OFFSET, MitCanBus
@@ -51,16 +52,6 @@ EMULATORS = ("virtual", "udp_multicast")
 REPLY_SLACK_S = 0.02
 """Seconds both modes wait for a reply past its wire time: a loaded host's emulator sends some replies several ms late,
 and a shorter deadline would turn them into retries (more frames on the wire) rather than waits."""
-
-
-def _driver_ticks(robot: MitCanRobot, command: Command, ticks: int) -> np.ndarray:
-    times = np.empty(ticks)
-    for k in range(ticks):
-        start = time.perf_counter()
-        robot.read_state()
-        robot.write_command(command)
-        times[k] = time.perf_counter() - start
-    return times
 
 
 def _one_by_one_ticks(bus: can.BusABC, frames: list[tuple[int, bytes, int]], ticks: int,
@@ -102,14 +93,14 @@ def _measure(emulator: str, ticks: int, rounds: int) -> dict[str, Any]:
             frames = [(m.id, pack_command(mit_model(m.model), MitCommand(shaft.q[i], shaft.dq[i], shaft.kp[i],
                                                                          shaft.kd[i], shaft.tau_ff[i])),
                        m.id + DAMIAO_MASTER_OFFSET) for i, m in enumerate(calibration.motors)]
-            _driver_ticks(robot, command, 50)  # warm-up: code loaded, the emulator's physics running
+            tick_times(robot, command, 50)  # warm-up: code loaded, the emulator's physics running
             wire_s = robot.wire_time_s([data for _, data, _ in frames])
             samples: dict[str, list[np.ndarray]] = {"driver": [], "one_by_one": []}
             elapsed = {"driver": 0.0, "one_by_one": 0.0}
             missed, cpu_s = 0, 0.0
             for _ in range(rounds):
                 start, cpu = time.perf_counter(), time.process_time()
-                samples["driver"].append(_driver_ticks(robot, command, ticks))
+                samples["driver"].append(tick_times(robot, command, ticks))
                 elapsed["driver"] += time.perf_counter() - start
                 cpu_s += time.process_time() - cpu
                 peer = can.Bus(**robot.address.bus_options())  # open only now: a listener costs every send a copy

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from bench.report import machine, report
+from bench.ticks import tick_times
 from s2r.hardware.drivers.feetech import READ_SPAN, FeetechRobot
 from s2r.hardware.drivers.feetech_bus import BITS_PER_BYTE, NoReply
 from s2r.hardware.drivers.feetech_protocol import STATUS_OVERHEAD, Register, encode_value
@@ -75,16 +76,6 @@ def _sdk_ticks(port: str, ids: list[int], ticks: int) -> tuple[np.ndarray, int]:
     return times, missed
 
 
-def _sync_ticks(robot: FeetechRobot, command: Command, ticks: int) -> np.ndarray:
-    times = np.empty(ticks)
-    for k in range(ticks):
-        start = time.perf_counter()
-        robot.read_state()
-        robot.write_command(command)
-        times[k] = time.perf_counter() - start
-    return times
-
-
 def _one_by_one_ticks(robot: FeetechRobot, goals: dict[int, bytes], ticks: int) -> tuple[np.ndarray, int]:
     bus, (address, length) = robot.bus, READ_SPAN
     times, missed = np.empty(ticks), 0
@@ -123,13 +114,13 @@ def run(*, ticks: int = 400, rounds: int = 5) -> dict[str, Any]:
         command = Command(q=hold, dq=np.zeros(n), kp=spec.joint_array("kp"), kd=spec.joint_array("kd"),
                           tau_ff=np.zeros(n))
         goals = {motor_id: encode_value(2048, 2) for motor_id in robot.ids}
-        _sync_ticks(robot, command, 50)  # warm-up: code loaded, the emulator's physics running
+        tick_times(robot, command, 50)  # warm-up: code loaded, the emulator's physics running
         missed = dict.fromkeys(modes, 0)
         for _ in range(rounds):
             for mode in modes:
                 start, start_cpu = time.perf_counter(), time.process_time()
                 if mode == "sync":
-                    times, lost = _sync_ticks(robot, command, ticks), 0
+                    times, lost = tick_times(robot, command, ticks), 0
                 elif mode == "one_by_one":
                     times, lost = _one_by_one_ticks(robot, goals, ticks)
                 else:
