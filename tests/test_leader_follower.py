@@ -74,7 +74,9 @@ def test_a_leader_that_stops_answering_mid_run_sends_the_follower_to_damping(arm
                                       safety=SafetyConfig(soft_start_s=0.2, fade_in_s=0.2))
         unplug.join()
         held = follower_servos.plant.q
-    assert summary["leader_stale"] > 20, "the unplugged leader's stale states give no command"
+    # After the unplug each leader read waits out its reply timeout, so how many ticks that second holds
+    # depends on the machine: that the stale states were seen and gave no command is what counts.
+    assert summary["leader_stale"] > 0, "the unplugged leader's stale states give no command"
     assert summary["safety_events"]["watchdog"] > 0, "no leader commands after the fade: the watchdog damps"
     assert np.abs(held - hand.q).max() > 0.05, "the follower stopped following"
 
