@@ -29,6 +29,13 @@ missing input costs `trigger_wait_s`, never a stalled loop:
     new_state = TickTrigger()      # on_state: new_state.fire()
     loop = DeadlineLoop(0.02, trigger=new_state, trigger_wait_s=0.002)
 
+A loop whose tick runs cold code (a policy called once a period, its weights evicted from the
+caches by other processes in between) can `prepare` for it: `prepare()` runs once per wait,
+`prepare_s` before the tick is due (the trigger's expected arrival, else the deadline), unless
+the tick's input comes first; `prepared` counts the waits it ran in.
+
+    loop = DeadlineLoop(0.02, trigger=new_state, trigger_wait_s=0.002, prepare=rehearse, prepare_s=0.001)
+
 No rclpy: it runs on the robot computer.
 """
 
@@ -41,6 +48,7 @@ import os
 import resource
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -119,7 +127,8 @@ class DeadlineLoop:
     arrivals with the deadline `trigger_wait_s` after each as the fallback; counts overruns."""
 
     def __init__(self, period: float, *, spin_s: float = DEFAULT_SPIN_S, trigger: TickTrigger | None = None,
-                 trigger_wait_s: float = 0.0, window: int = 1 << 16) -> None:
+                 trigger_wait_s: float = 0.0, prepare: Callable[[], None] | None = None, prepare_s: float = 0.0,
+                 window: int = 1 << 16) -> None:
         if not (math.isfinite(period) and period > 0):
             raise ValueError(f"DeadlineLoop period: expected seconds > 0, got {period!r}")
         if not (math.isfinite(spin_s) and 0 <= spin_s < period):
@@ -127,8 +136,15 @@ class DeadlineLoop:
         if not (math.isfinite(trigger_wait_s) and 0 <= trigger_wait_s < period / 2):
             raise ValueError(f"DeadlineLoop trigger_wait_s: expected 0 <= trigger_wait_s < period / 2 "
                              f"({period / 2}), got {trigger_wait_s!r}")
+        if not (math.isfinite(prepare_s) and 0 <= prepare_s < period / 2 - trigger_wait_s):
+            raise ValueError(f"DeadlineLoop prepare_s: expected 0 <= prepare_s < period / 2 - trigger_wait_s "
+                             f"({period / 2 - trigger_wait_s}), got {prepare_s!r}")
         self.period = period
         self.spin_s = spin_s
+        self.prepare = prepare
+        self.prepare_s = prepare_s
+        self.prepared = 0
+        """Waits in which `prepare` ran (the others' tick came first, or overran)."""
         self.trigger = trigger
         self.trigger_wait_s = trigger_wait_s
         self.deadline: float | None = None
@@ -169,7 +185,16 @@ class DeadlineLoop:
                 opens = deadline - self.period / 2
                 if not _sleep(opens - now, stop):
                     return False
-                triggered = self.trigger.wait(since=opens, until=deadline - self.spin_s)
+                due = deadline - self.trigger_wait_s - self.prepare_s
+                if self.prepare is not None and time.monotonic() < due:
+                    triggered = self.trigger.wait(since=opens, until=due)
+                    if not triggered:
+                        self._prepare()
+                triggered = triggered or self.trigger.wait(since=opens, until=deadline - self.spin_s)
+            elif self.prepare is not None and time.monotonic() < deadline - self.prepare_s:
+                if not _sleep(deadline - self.prepare_s - time.monotonic(), stop):
+                    return False
+                self._prepare()
             if not triggered:
                 if not _sleep(deadline - self.spin_s - time.monotonic(), stop):
                     return False
@@ -191,6 +216,10 @@ class DeadlineLoop:
         if self.trigger is not None:
             self._lock_phase(deadline)
         return True
+
+    def _prepare(self) -> None:
+        self.prepare()
+        self.prepared += 1
 
     @property
     def late(self) -> int:

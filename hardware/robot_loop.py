@@ -78,11 +78,14 @@ class LoopConfig:
     """Seconds spun (not slept) before each deadline."""
     warmup_steps: int = 20
     """Policy steps on the first state before the first tick (then the runtime is reset)."""
+    rehearse_s: float = 0.001
+    """Seconds before each state is due that the policy rehearses its step on the previous one
+    (`Runtime.rehearse`: nothing kept), so that the step on the new state runs warm; 0: never."""
     telemetry_depth: int = 256
     """Tick records the hand-off holds before the loop drops new ones (counted)."""
 
     def __post_init__(self) -> None:
-        for key in ("state_wait_s", "spin_s"):
+        for key in ("state_wait_s", "spin_s", "rehearse_s"):
             value = getattr(self, key)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"LoopConfig.{key}: expected seconds >= 0, got {value!r}")
@@ -180,6 +183,8 @@ class LoopCounters:
     external_commands: int = 0
     ticks_before_first_command: int = 0
     """Policy steps that returned no command yet (a diffusion policy's first chunk sampling)."""
+    rehearsal_errors: int = 0
+    """Rehearsals of the policy's step that raised (nothing written: the tick's own step decides)."""
 
 
 class RobotLoop:
@@ -197,19 +202,27 @@ class RobotLoop:
         if not config.spin_s < self.period:
             raise ValueError(f"LoopConfig.spin_s: expected below the control period {self.period} s "
                              f"(got {config.spin_s})")
+        if not config.rehearse_s < self.period / 2 - config.state_wait_s:
+            raise ValueError(f"LoopConfig.rehearse_s: expected below half the control period less state_wait_s, "
+                             f"{self.period / 2 - config.state_wait_s} s (got {config.rehearse_s})")
         self.inputs = inputs or TaskInputs({})
         self.lock = threading.Lock()
         """Guards the filter and the robot's command path: the loop, `command()` and the services."""
         self.enabled = False
         self.announces = isinstance(robot, AnnouncesStates)
         self.measured = TickTrigger()
+        # A runtime without a rehearsal (teleop's LeaderFollower, whose step reads the leader arm) is not rehearsed.
+        rehearses = runtime is not None and hasattr(runtime, "rehearse") and config.rehearse_s > 0
         self.deadlines = DeadlineLoop(self.period, spin_s=config.spin_s,
                                       trigger=self.measured if self.announces else None,
-                                      trigger_wait_s=config.state_wait_s)
+                                      trigger_wait_s=config.state_wait_s,
+                                      prepare=self._rehearse if rehearses else None, prepare_s=config.rehearse_s)
         self.telemetry: queue.SimpleQueue[TickRecord] = queue.SimpleQueue()
         self.counters = LoopCounters()
         self.inference = SampleWindow()
         """Seconds of each policy step inside the loop."""
+        self.rehearsal = SampleWindow()
+        """Seconds of each rehearsal of the policy's step before a state was due."""
         self.state_to_command = SampleWindow()
         """Seconds from a state's measurement stamp to the write of the command computed from it."""
         self.setup_notes: list[str] = []
@@ -221,6 +234,8 @@ class RobotLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_stamp: float | None = None
+        self._stepped: tuple[RobotState, dict[str, np.ndarray]] | None = None
+        """The state and inputs of the policy's newest step: what the next rehearsal runs on."""
         self._commanded_since_tick = False
         self._nan = Command(*(np.full(len(self.spec.actuated_index), np.nan) for _ in range(5)))
 
@@ -375,6 +390,7 @@ class RobotLoop:
         """The runtime's command for `state`; NaN when it raises or returns a non-finite one. Timed:
         the runtime's step alone (`inference`), as bench.inference times it."""
         inputs = self.inputs.read()
+        self._stepped = state, inputs
         start = time.perf_counter()
         try:
             command = self.runtime.step(state, inputs)
@@ -392,6 +408,19 @@ class RobotLoop:
         if not all(np.isfinite(getattr(command, key)).all() for key in ("q", "dq", "kp", "kd", "tau_ff")):
             self.counters.nonfinite_actions += 1
         return command
+
+    def _rehearse(self) -> None:
+        """The policy's newest step again with nothing kept (`Runtime.rehearse`), shortly before the next
+        state is due, so that the step on it finds its code and weights in the caches. A rehearsal that
+        raises is counted, never raised: the tick's own step goes safe if the policy is broken."""
+        if self._stepped is None:
+            return
+        start = time.perf_counter()
+        try:
+            self.runtime.rehearse(*self._stepped)
+        except Exception:
+            self.counters.rehearsal_errors += 1
+        self.rehearsal.add(time.perf_counter() - start)
 
     def _write(self, command: Command | None, now: float) -> None:
         """Filter and write (the motors only while enabled). Holds the lock."""
@@ -419,6 +448,8 @@ class RobotLoop:
             "control_hz_achieved": self.deadlines.achieved_hz(),
             **self.deadlines.period_stats(),
             **percentiles_us(self.inference.values(), "inference"),
+            **percentiles_us(self.rehearsal.values(), "rehearsal"),
+            "rehearsals": self.deadlines.prepared,
             **percentiles_us(self.state_to_command.values(), "state_to_command"),
             "ticks": self.deadlines.ticks,
             "late_ticks": self.deadlines.late,

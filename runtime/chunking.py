@@ -188,6 +188,10 @@ class ChunkedPolicy:
         command = self.runtime.mapping.to_command(action)
         return first_row(command) if single else command
 
+    def rehearse(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> None:
+        """Nothing: a tick's step looks up the current chunk, and the sampling, the work that is slow, runs
+        on the planner thread (the synchronous mode is the simulator's, which has no deadline to warm up for)."""
+
     def stats(self) -> dict[str, Any]:
         """The execution settings, chunk counters and the sampling time p50/p99/max in µs."""
         settings = {"action_horizon": self.runtime.action_horizon, "warm_start": self.runtime.warm_start,

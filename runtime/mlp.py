@@ -9,6 +9,7 @@ robot computer.
     runtime = PolicyRuntime("cartpole.onnx", spec=robot_spec("cartpole"))
     command = runtime.step(state)                     # RobotState (num_joints,) → Command
     commands = runtime.step(batch_state, inputs)      # batched: (N, num_joints) → (N, A)
+    runtime.rehearse(state)                           # the same work, nothing remembered: warms the caches
 """
 
 from __future__ import annotations
@@ -70,6 +71,16 @@ class PolicyRuntime:
         action = self.mapping.clip_action(self.act(self.observe(state, inputs)))
         self.last_action[:] = action
         return action
+
+    def rehearse(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> None:
+        """`step` on `state` with its command thrown away and the runtime left as it was (the history
+        and the last action put back): run shortly before a state is due, it brings the step's code
+        and weights into the caches, so that the step that counts runs warm."""
+        kept = self.history.buffer.copy(), self.history.fresh.copy(), self.last_action.copy()
+        try:
+            self.step(state, inputs)
+        finally:
+            self.history.buffer[...], self.history.fresh[...], self.last_action[...] = kept
 
     def stats(self) -> dict[str, Any]:
         """None kept: the caller times `step` (the node's inference percentiles)."""

@@ -10,6 +10,7 @@ the contract's kind.
     runtime: Runtime = load_runtime("policy.onnx", spec)
     runtime.reset()
     command = runtime.step(state, {"cmd_vel": v})      # Command, or None while a first chunk samples
+    runtime.rehearse(state, {"cmd_vel": v})            # step's work, nothing remembered (warms the caches)
     runtime.close()
 """
 
@@ -48,6 +49,11 @@ class Runtime(Protocol):
 
     def step(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> Command | None:
         """`action` mapped to a Command (batched, or unbatched for an unbatched state); None as for `action`."""
+
+    def rehearse(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> None:
+        """The work of `step` on `state` with nothing remembered and nothing returned: the next `step`'s
+        command is what it would have been without it. A control loop calls it shortly before a state is
+        due, so that the step that counts finds its code and data in the caches (`RobotLoop`)."""
 
     def stats(self) -> dict[str, Any]:
         """Counters and timings the runtime keeps (empty where it keeps none)."""

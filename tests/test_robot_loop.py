@@ -46,6 +46,23 @@ class ScriptedRuntime:
         return {}
 
 
+class RehearsingRuntime(ScriptedRuntime):
+    """The scripted runtime with a rehearsal that notes the state it ran on and how many steps came before."""
+
+    def __init__(self, spec, *, rehearsal_fails: bool = False) -> None:
+        super().__init__(spec)
+        self.rehearsal_fails, self.rehearsed, self.stepped = rehearsal_fails, [], []
+
+    def step(self, state, inputs=None):
+        self.stepped.append(state.stamp)
+        return super().step(state, inputs)
+
+    def rehearse(self, state, inputs=None):
+        self.rehearsed.append((state.stamp, self.steps))
+        if self.rehearsal_fails:
+            raise RuntimeError("onnxruntime: simulated failure")
+
+
 def run_loop(runtime, seconds: float, inputs: TaskInputs | None = None):
     spec = robot_spec("cartpole")
     with SimRobot(spec, load_sim_robot_config(HANGING)) as robot:
@@ -75,6 +92,42 @@ def test_the_hosted_cartpole_policy_takes_over_from_the_soft_start_acting_on_eve
     stamps = [r.state.stamp for r in records if r.state is not None]
     assert len(stamps) >= stats["ticks"] - 1 and len(set(stamps)) == len(stamps), "each measurement once"
     assert all(r.command is not None for r in records[2:] if r.state is not None)
+
+
+def test_the_loop_rehearses_the_policy_on_its_newest_state_before_each_new_one_is_due():
+    runtime = RehearsingRuntime(robot_spec("cartpole"))
+    loop = run_loop(runtime, 1.5)
+    stats = loop.stats()
+    assert loop.failure is None and stats["rehearsal_errors"] == 0
+    assert stats["rehearsals"] == len(runtime.rehearsed) >= stats["ticks"] // 2, "before (nearly) every tick"
+    warmup = LoopConfig().warmup_steps
+    for stamp, steps in runtime.rehearsed:   # the newest step's state again, between two steps, never a step
+        assert steps > warmup and stamp == runtime.stepped[steps - 1]
+    assert stats["ticks_with_policy"] == runtime.steps - warmup, "a rehearsal is not a step"
+
+
+def test_a_rehearsal_that_raises_is_counted_and_the_policy_still_drives_the_robot():
+    loop = run_loop(RehearsingRuntime(robot_spec("cartpole"), rehearsal_fails=True), 1.5)
+    stats = loop.stats()
+    assert loop.failure is None and stats["rehearsal_errors"] == stats["rehearsals"] > 0
+    assert stats["policy_errors"] == stats["loop_errors"] == 0 and loop.safety.events["nan_guard"] == 0
+
+
+def test_a_deadline_loop_prepares_once_before_each_tick_unless_the_tick_is_due_first():
+    import threading
+
+    from s2r.hardware.deadline import DeadlineLoop
+
+    events = []
+    loop = DeadlineLoop(0.02, prepare=lambda: events.append("prepare"), prepare_s=0.003)
+    stop = threading.Event()
+    while len(events) < 40 and loop.wait(stop):
+        events.append("tick")
+    assert events[0] == "tick", "the first deadline is now: no time to prepare"
+    pairs = "".join("p" if e == "prepare" else "t" for e in events)
+    assert "pp" not in pairs and pairs.count("p") == loop.prepared >= 10
+    with pytest.raises(ValueError, match="DeadlineLoop prepare_s: expected 0 <= prepare_s < period / 2"):
+        DeadlineLoop(0.02, trigger_wait_s=0.002, prepare_s=0.009)
 
 
 def test_a_policy_that_raises_sends_the_robot_to_damping_and_the_loop_goes_on():
@@ -115,6 +168,8 @@ def test_the_loop_feeds_the_policy_the_task_inputs_without_waiting_for_them():
 def test_a_loop_config_with_a_bad_field_is_refused_naming_it():
     with pytest.raises(ValueError, match="LoopConfig.stale_state_periods: expected an integer >= 1"):
         LoopConfig(stale_state_periods=0)
+    with pytest.raises(ValueError, match="LoopConfig.rehearse_s: expected seconds >= 0"):
+        LoopConfig(rehearse_s=-0.001)
 
 
 # --- a policy file checked whole at load --------------------------------------------------------

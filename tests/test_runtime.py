@@ -85,6 +85,45 @@ def test_load_runtime_runs_an_mlp_file_in_the_policy_runtime_and_a_diffusion_fil
     assert worlds.action(states, {"object_pose": np.tile(POSE["object_pose"], (5, 1))}).shape == (5, 2)
 
 
+@pytest.fixture(scope="module")
+def history_onnx(tmp_path_factory) -> Path:
+    """An untrained pendulum mlp policy on the last 3 observations (its last action among them), exported."""
+    env = make_env("pendulum", 1)
+    contract = replace(env.contract({"task": "pendulum"}), history_length=3)
+    policy = ActorCritic(ActorCriticConfig(), num_policy_obs=3 * env.obs_dims["policy"],
+                         num_critic_obs=env.obs_dims["critic"], num_actions=env.num_actions).eval()
+    return export_onnx(policy, contract, tmp_path_factory.mktemp("history") / "pendulum.onnx")
+
+
+def _swinging(k: int) -> RobotState:
+    """The pendulum at an angle and rate that change with tick k."""
+    return RobotState(0.02 * k, np.array([0.3 * np.sin(k)]), np.array([np.cos(k)]), np.zeros(1))
+
+
+def test_a_rehearsal_changes_nothing_the_policy_remembers_or_commands(history_onnx):
+    spec = robot_spec("pendulum")
+    plain, rehearsed = load_runtime(history_onnx, spec), load_runtime(history_onnx, spec)
+    assert rehearsed.contract.history_length == 3
+    for k in range(12):
+        before = rehearsed.history.buffer.copy(), rehearsed.history.fresh.copy(), rehearsed.last_action.copy()
+        rehearsed.rehearse(_swinging(k - 1 + 5 * (k % 2)))   # the previous state, or one the robot never was in
+        after = rehearsed.history.buffer, rehearsed.history.fresh, rehearsed.last_action
+        assert all(np.array_equal(a, b) for a, b in zip(before, after)), f"tick {k}: the rehearsal left a trace"
+        expected, command = plain.step(_swinging(k)), rehearsed.step(_swinging(k))
+        for key in ("q", "dq", "kp", "kd", "tau_ff"):
+            assert np.array_equal(getattr(command, key), getattr(expected, key)), f"tick {k}: {key}"
+    assert not np.array_equal(plain.history.buffer[0, 0], plain.history.buffer[0, -1]), "the history moved on"
+
+
+def test_a_rehearsal_of_a_diffusion_policy_leaves_its_chunks_as_they_were(diffusion_onnx):
+    policy = load_runtime(diffusion_onnx, robot_spec("pusher"), synchronous=True)
+    policy.step(_pusher_state(0), POSE)
+    kept = policy.ticks.copy(), policy.chunk.copy(), dict(policy.counters), policy.runtime.last_action.copy()
+    policy.rehearse(_pusher_state(1), POSE)
+    assert policy.ticks.tolist() == kept[0].tolist() and np.array_equal(policy.chunk, kept[1])
+    assert policy.counters == kept[2] and np.array_equal(policy.runtime.last_action, kept[3])
+
+
 def test_a_policy_of_an_unknown_kind_is_refused_naming_the_file_and_the_field(foo_onnx):
     with pytest.raises(ContractError, match=r"policy\.onnx: contract\.kind: 'foo' \(expected mlp or diffusion\)"):
         load_runtime(foo_onnx, robot_spec("pendulum"))
