@@ -201,6 +201,17 @@ class BatchEnv:
         self._obs = {"policy": self._tensor(policy), "critic": self._tensor(critic)}
         return self._obs
 
+    @property
+    def reward_terms(self) -> tuple[str, ...]:
+        """The task's reward terms, in the order of `info["reward_terms"]` columns."""
+        return tuple(term.name for term in self.task.config.rewards)
+
+    def reward_weights(self) -> np.ndarray:
+        """(K,) each reward term's weight in effect (a curriculum changes them), per step."""
+        cfg = self.task.config
+        scale = self.spec.control_period if cfg.rewards_per_second else 1.0
+        return np.array([term.weight * scale for term in cfg.rewards])
+
     def step(self, actions: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """Apply raw actions (num_envs, A) for one control period; auto-reset finished worlds."""
         if tuple(actions.shape) != (self.num_envs, self.num_actions):
@@ -223,6 +234,7 @@ class BatchEnv:
 
         state = self.read_state()
         self.task.update(self)
+        weights = self.reward_weights()    # before evaluate, which may move a curriculum on
         reward, failed, terms = self.task.evaluate(self, state, action)
         for name, value in terms.items():
             self.episode_terms[name] += value
@@ -243,6 +255,10 @@ class BatchEnv:
         info: dict[str, Any] = {
             "diverged": int(diverged.sum()),
             "final_critic_obs": self._tensor(critic),
+            # each reward term's unweighted value (num_envs, K) and the weights in effect (K,): reward = terms · weights
+            "reward_terms": self._tensor(np.array([terms[name] for name in self.reward_terms]).reshape(
+                len(weights), self.num_envs).T / np.where(weights == 0, 1.0, weights)),
+            "reward_weights": self._tensor(weights),
             "episode": {
                 "return": torch.from_numpy(self.episode_return[done].astype(np.float32)),
                 "length": torch.from_numpy(self.episode_length[done].astype(np.float32)),

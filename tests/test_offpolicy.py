@@ -53,17 +53,22 @@ def test_an_off_policy_learner_swings_the_pendulum_better_than_chance_in_seconds
     assert learned > chance + 25, (learned, chance)
 
 
-def test_a_td3_checkpoint_resumes_the_same_actor_and_exports_it_with_its_contract(tmp_path):
+def test_a_td3_checkpoint_resumes_the_same_actor_targets_and_replay_and_exports_it_with_its_contract(tmp_path):
     env = make_env("pendulum", 8, seed=0)
     runner = OffPolicyRunner(env, algo=TD3Config(learning_starts=64, batch_size=32), log_dir=tmp_path, seed=0,
                              progress=False)
     runner.learn(60)
-    runner.save(tmp_path / "checkpoint.pt", extra={"task": "pendulum"})
+    runner.save(tmp_path / "checkpoint.pt", extra={"task": "pendulum"}, replay=True)
     resumed = OffPolicyRunner(make_env("pendulum", 8, seed=0), algo=TD3Config(), log_dir=None, seed=1, progress=False)
     assert resumed.load(tmp_path / "checkpoint.pt") == {"task": "pendulum"} and resumed.env_steps == 60
     obs = torch.randn(5, env.obs_dims["policy"])
     runner.agent.eval(), resumed.agent.eval()
     assert torch.equal(runner.agent.act_inference(obs), resumed.agent.act_inference(obs))
+    assert torch.equal(runner.alg.target_actor.net(obs), resumed.alg.target_actor.net(obs))
+    assert resumed.alg.num_updates == runner.alg.num_updates > 0
+    assert resumed.buffer.size == runner.buffer.size == 60 * 8
+    mine, theirs = (r.buffer.sample(64, torch.Generator().manual_seed(5)) for r in (runner, resumed))
+    assert torch.equal(mine.critic_obs, theirs.critic_obs) and torch.equal(mine.rewards, theirs.rewards)
     with pytest.raises(ValueError, match="algorithm: checkpoint is 'td3'"):
         OffPolicyRunner(make_env("pendulum", 8), algo=SACConfig(), log_dir=None, seed=0,
                         progress=False).load(tmp_path / "checkpoint.pt")
@@ -109,11 +114,38 @@ def test_off_policy_training_writes_a_run_directory_with_the_rule_judged_on_fres
     cfg = OffPolicyTrainConfig(task="quadrotor_hover", num_envs=8, env_steps=400, eval_episodes=16,
                                td3=TD3Config(learning_starts=200, buffer_size=1000, batch_size=32))
     metrics = train_offpolicy(cfg, tmp_path, progress=False)
-    for name in ("checkpoint.pt", "config.yaml", "metrics.json", "curve.json", "training_curve.png"):
+    for name in ("checkpoint.pt", "config.yaml", "metrics.json", "curve.json", "training_curve.png", "policy.onnx"):
         assert (tmp_path / name).is_file(), name
     assert next(tmp_path.glob("events.*"))
     assert metrics["env_steps"] == 400 and 0.0 <= metrics["final_rule_success_rate"] <= 1.0
     assert metrics["wall_s_to_rule"] is None                     # 400 transitions do not fly
+    assert metrics["best_rule_success_rate"] >= metrics["final_rule_success_rate"]
+    # the exported policy is the best actor judged, kept in the checkpoint beside the last one
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert checkpoint["replay"]["size"] == 400 and set(checkpoint["extra"]["best_actor"]) > {"actor_normalizer.mean"}
+
+
+def test_a_reward_curriculum_prices_the_transitions_collected_before_it_with_its_new_weights():
+    """Learning to Fly recomputes its replay's rewards when the curriculum raises a weight: s2r's replay keeps each
+    reward term's value and prices a sampled transition with the weights in effect when it is sampled."""
+    from s2r.sim.env import BatchEnv
+    from s2r.sim.quadrotor import QuadrotorHover, RewardCurriculum
+
+    env = BatchEnv(QuadrotorHover(curriculum=RewardCurriculum(every_transitions=320)), 16, seed=0)
+    runner = OffPolicyRunner(env, algo=TD3Config(learning_starts=10**9, buffer_size=4000), log_dir=None, seed=0,
+                             progress=False)
+    runner.learn(10)                                     # 160 transitions at the first stage
+    start_weights = torch.from_numpy(env.reward_weights()).float()
+    batch = runner.buffer.sample(64, torch.Generator().manual_seed(0))
+    then = runner.price(batch).rewards
+    np.testing.assert_allclose(then, batch.reward_terms @ start_weights, atol=1e-5)   # what the env paid
+    runner.learn(30)                                     # 640 transitions: two stages on
+    weights = torch.from_numpy(env.reward_weights()).float()
+    position = env.reward_terms.index("position_error_sq")
+    assert env.task.stage == 2 and weights[position] == pytest.approx(1.44 * start_weights[position])
+    now = runner.price(batch).rewards
+    np.testing.assert_allclose(now - then, batch.reward_terms @ (weights - start_weights), atol=1e-5)
+    assert (now < then).all()                            # the same flights cost more under the raised weights
 
 
 def test_s2r_train_refuses_an_algorithm_a_task_cannot_take_and_ppo_options_with_td3_in_one_line():

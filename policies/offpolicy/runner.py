@@ -3,13 +3,18 @@
 `OffPolicyRunner` steps all `N` worlds of a `VecEnv` at once, stores their `N`
 transitions per step in a `ReplayBuffer` and makes `updates_per_step`
 gradient steps after each, once `learning_starts` transitions are held (until
-then actions are uniform in [-1, 1]). It shares the on-policy runner's
+then actions are uniform in [-1, 1], or the untrained actor's if the config's
+`uniform_warmup` is off); the actor's steps begin at `actor_learning_starts`. It shares the on-policy runner's
 pieces: `seed_everything`, the `VecEnv` protocol, the observation groups
 (`policy` for the actor, `critic` for the critic), the `TrainingDivergedError`
 NaN guard, TensorBoard scalars and a rich progress bar; checkpoints are
 written atomically and `runner.agent` exports with `policies.export.export_onnx`.
 
-Worlds that time out (truncated) are not stored: the env reports the critic's
+With an env that reports its reward terms (`BatchEnv`: `info["reward_terms"]`,
+`info["reward_weights"]`) the replay keeps each term's value and a sampled
+transition's reward is priced with the weights in effect when it is sampled, so a
+reward curriculum's new weights apply to all the data (Learning to Fly's
+recomputed rewards). Worlds that time out (truncated) are not stored: the env reports the critic's
 view of the final state but not the actor's, which the target needs; they are
 `1 / episode length` of the data.
 
@@ -24,6 +29,7 @@ import math
 import os
 import time
 from collections import deque
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,9 +68,13 @@ class OffPolicyRunner:
                                                       num_critic_obs=env.obs_dims[CRITIC_OBS],
                                                       num_actions=env.num_actions).to(self.device)
         self.alg = ALGORITHMS[type(algo)](self.agent, algo)
+        self.reward_terms: tuple[str, ...] = getattr(env, "reward_terms", ())
+        """The env's reward terms, whose values the replay keeps (envs without them: none)."""
         self.buffer = ReplayBuffer(algo.buffer_size, num_policy_obs=env.obs_dims[POLICY_OBS],
                                    num_critic_obs=env.obs_dims[CRITIC_OBS], num_actions=env.num_actions,
-                                   device=self.device)
+                                   num_reward_terms=len(self.reward_terms), device=self.device)
+        self.reward_weights: Tensor | None = None
+        """The reward terms' weights of the latest step `(K,)`: sampled transitions are priced with them."""
         self.generator = torch.Generator().manual_seed(seed)
         self.env_steps = 0
         """Env steps (of all worlds) taken so far, over every `learn` call."""
@@ -99,8 +109,9 @@ class OffPolicyRunner:
             task = bar.add_task(self.alg.name.upper(), total=num_steps, ret=math.nan, success=math.nan)
             while done < num_steps:
                 with torch.no_grad():
-                    self.agent.update_normalizers(obs[POLICY_OBS], obs[CRITIC_OBS])
-                    if self.buffer.size < self.cfg.learning_starts:
+                    if self.cfg.normalize_observations:
+                        self.agent.update_normalizers(obs[POLICY_OBS], obs[CRITIC_OBS])
+                    if self.cfg.uniform_warmup and self.buffer.size < self.cfg.learning_starts:
                         actions = 2 * torch.rand(self.env.num_envs, self.env.num_actions, generator=self.generator) - 1
                         actions = actions.to(self.device)
                     else:
@@ -110,8 +121,10 @@ class OffPolicyRunner:
                 self._record_episodes(info["episode"])
                 obs = next_obs
                 if self.buffer.size >= self.cfg.learning_starts:
+                    update_actor = self.buffer.size >= self.cfg.actor_learning_starts
                     for _ in range(self.cfg.updates_per_step):
-                        metrics = self.alg.update(self.buffer.sample(self.cfg.batch_size, self.generator))
+                        metrics = self.alg.update(self.price(self.buffer.sample(self.cfg.batch_size, self.generator)),
+                                                  update_actor=update_actor)
                     updates += self.cfg.updates_per_step
                 self.env_steps += 1
                 done += 1
@@ -126,9 +139,10 @@ class OffPolicyRunner:
             self.writer.flush()
         return self._summary(done, updates, start)
 
-    def save(self, path: Path, extra: dict[str, Any]) -> None:
-        """Writes the agent, the optimizers, the env step count and `extra` to `path` atomically
-        (the replay buffer is not saved: a resumed run refills it).
+    def save(self, path: Path, extra: dict[str, Any], *, replay: bool = False) -> None:
+        """Writes the agent, the optimizers, the target networks, the env step count, `extra` and, with `replay`, the replay
+        buffer's transitions to `path` atomically (a run resumed without its replay collapses while it
+        refills: docs/quadrotor.md).
 
         `extra` must hold only plain Python values and tensors; otherwise this
         raises `TypeError` and leaves any previous checkpoint at `path` intact.
@@ -137,9 +151,12 @@ class OffPolicyRunner:
             "algorithm": self.alg.name,
             "model": self.agent.state_dict(),
             "optimizers": {name: opt.state_dict() for name, opt in self.alg.optimizers.items()},
+            "targets": self.alg.state_dict(),
             "env_steps": self.env_steps,
             "extra": extra,
         }
+        if replay:
+            checkpoint["replay"] = self.buffer.state_dict()
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as f:
             torch.save(checkpoint, f)
@@ -153,7 +170,7 @@ class OffPolicyRunner:
         os.replace(tmp, path)
 
     def load(self, path: Path) -> dict[str, Any]:
-        """Restores agent, optimizers and step count from `path`; returns the checkpoint's `extra`."""
+        """Restores agent, optimizers, step count and the replay (if saved) from `path`; returns `extra`."""
         checkpoint = torch.load(path, weights_only=True, map_location=self.device)
         if checkpoint.get("algorithm") != self.alg.name:
             raise ValueError(f"{path}: algorithm: checkpoint is {checkpoint.get('algorithm')!r}, this runner "
@@ -161,7 +178,10 @@ class OffPolicyRunner:
         self.agent.load_state_dict(checkpoint["model"])
         for name, opt in self.alg.optimizers.items():
             opt.load_state_dict(checkpoint["optimizers"][name])
+        self.alg.load_state_dict(checkpoint["targets"])
         self.env_steps = checkpoint["env_steps"]
+        if "replay" in checkpoint:
+            self.buffer.load_state_dict(checkpoint["replay"])
         return checkpoint["extra"]
 
     def close(self) -> None:
@@ -176,11 +196,26 @@ class OffPolicyRunner:
         ended = terminated | truncated
         next_critic = torch.where(ended[:, None], info["final_critic_obs"], next_obs[CRITIC_OBS])
         keep = (~truncated).nonzero().flatten()
+        terms = None
+        if self.reward_terms:
+            # stored: the reward outside the weighted terms (0 for a task made of terms) and the terms' values
+            terms, self.reward_weights = info["reward_terms"][keep], info["reward_weights"]
+            rewards = rewards[keep] - terms @ self.reward_weights
+        else:
+            rewards = rewards[keep]
         self.buffer.add(Transition(
             policy_obs=obs[POLICY_OBS][keep], critic_obs=obs[CRITIC_OBS][keep], actions=actions[keep],
-            rewards=rewards[keep], next_policy_obs=next_obs[POLICY_OBS][keep], next_critic_obs=next_critic[keep],
-            terminated=terminated[keep].float(),
+            rewards=rewards, next_policy_obs=next_obs[POLICY_OBS][keep], next_critic_obs=next_critic[keep],
+            terminated=terminated[keep].float(), reward_terms=terms,
         ))
+
+    def price(self, batch: Transition) -> Transition:
+        """`batch` from the replay with each reward priced at the reward weights in effect now (Learning to Fly
+        recomputes its replay's rewards whenever its curriculum changes the weights); unchanged for envs that
+        report no reward terms."""
+        if batch.reward_terms is None:
+            return batch
+        return replace(batch, rewards=batch.rewards + batch.reward_terms @ self.reward_weights)
 
     def _reset(self) -> dict[str, Tensor]:
         obs = self.env.reset(seed=self.seed)

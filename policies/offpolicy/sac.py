@@ -41,7 +41,13 @@ class SACConfig:
     batch_size: int = 256
     buffer_size: int = 1_000_000
     learning_starts: int = 10_000
-    """Transitions collected with uniform random actions before learning starts."""
+    """Transitions held before the critic's first step."""
+    actor_learning_starts: int = 0
+    """Transitions held before the actor's (and temperature's) first step."""
+    uniform_warmup: bool = True
+    """Collect with uniform random actions until `learning_starts` (True) or with the untrained actor's samples."""
+    normalize_observations: bool = True
+    """Normalize both networks' inputs with running statistics (False: raw inputs)."""
     updates_per_step: int = 1
     """Gradient steps per env step (one step of all worlds)."""
 
@@ -77,12 +83,22 @@ class SAC:
             "alpha": torch.optim.Adam([self.log_alpha], lr=cfg.alpha_learning_rate),
         }
 
+    def state_dict(self) -> dict[str, object]:
+        """What a checkpoint needs beyond the agent and the optimizers: the target critic and the temperature."""
+        return {"target_critic": self.target_critic.state_dict(), "log_alpha": self.log_alpha.detach().clone()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.target_critic.load_state_dict(state["target_critic"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+
     def act(self, policy_obs: Tensor) -> Tensor:
         """Sampled actions `(N, A)` in (-1, 1) for raw policy observations `(N, P)`."""
         return self.agent.actor.sample(self.agent.actor_normalizer(policy_obs))[0]
 
-    def update(self, batch: Transition) -> dict[str, float]:
-        """One critic, actor and temperature step; returns losses and the temperature."""
+    def update(self, batch: Transition, *, update_actor: bool = True) -> dict[str, float]:
+        """One critic step and (if `update_actor`) one actor and temperature step; returns losses and the
+        temperature."""
         cfg, agent = self.cfg, self.agent
         alpha = self.log_alpha.exp().detach()
         obs = agent.actor_normalizer(batch.policy_obs)
@@ -95,14 +111,15 @@ class SAC:
         q = agent.critic(critic_obs, batch.actions)
         critic_loss = ((q - target) ** 2).mean(1).sum()
         gradient_step(self.optimizers["critic"], critic_loss)
-
-        agent.critic.requires_grad_(False)
-        actions, log_prob = agent.actor.sample(obs)
-        actor_loss = (alpha * log_prob - agent.critic(critic_obs, actions).min(0).values).mean()
-        gradient_step(self.optimizers["actor"], actor_loss)
-        agent.critic.requires_grad_(True)
-        alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
-        gradient_step(self.optimizers["alpha"], alpha_loss)
         polyak(self.target_critic, agent.critic, cfg.tau)
-        return {"losses/critic": critic_loss.item(), "losses/actor": actor_loss.item(),
-                "charts/alpha": alpha.item(), "charts/q_mean": q.mean().item()}
+        metrics = {"losses/critic": critic_loss.item(), "charts/alpha": alpha.item(), "charts/q_mean": q.mean().item()}
+        if update_actor:
+            agent.critic.requires_grad_(False)
+            actions, log_prob = agent.actor.sample(obs)
+            actor_loss = (alpha * log_prob - agent.critic(critic_obs, actions).min(0).values).mean()
+            gradient_step(self.optimizers["actor"], actor_loss)
+            agent.critic.requires_grad_(True)
+            alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+            gradient_step(self.optimizers["alpha"], alpha_loss)
+            metrics["losses/actor"] = actor_loss.item()
+        return metrics

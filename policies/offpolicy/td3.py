@@ -33,7 +33,7 @@ class TD3Config:
     gamma: float = 0.99
     """Discount per control step."""
     tau: float = 0.005
-    """Polyak factor of the target networks per actor update."""
+    """Polyak factor of the target critic per critic step and of the target actor per actor step."""
     actor_learning_rate: float = 1e-3
     critic_learning_rate: float = 1e-3
     batch_size: int = 256
@@ -41,7 +41,16 @@ class TD3Config:
     buffer_size: int = 1_000_000
     """Replay capacity in transitions."""
     learning_starts: int = 10_000
-    """Transitions collected with uniform random actions before learning starts."""
+    """Transitions held before the critic's first step."""
+    actor_learning_starts: int = 0
+    """Transitions held before the actor's first step (it starts with the critic if this is smaller)."""
+    uniform_warmup: bool = True
+    """Collect with uniform random actions until `learning_starts` (True) or with the untrained actor and
+    exploration noise from the start (False: Learning to Fly's, whose tanh actor starts near constant thrust)."""
+    normalize_observations: bool = True
+    """Normalize both networks' inputs with running statistics (False: raw inputs, Learning to Fly's)."""
+    weight_decay: float = 0.0
+    """L2 penalty added to every gradient by Adam (Learning to Fly's: 1e-4)."""
     updates_per_step: int = 1
     """Gradient steps per env step (one step of all worlds)."""
     exploration_noise: float = 0.1
@@ -56,6 +65,8 @@ class TD3Config:
         for name in ("gamma", "tau"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"TD3Config.{name}={getattr(self, name)}: expected a value in (0, 1]")
+        if self.weight_decay < 0:
+            raise ValueError(f"TD3Config.weight_decay={self.weight_decay}: expected at least 0")
         for name in ("batch_size", "buffer_size", "updates_per_step", "policy_delay"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TD3Config.{name}={getattr(self, name)}: expected at least 1")
@@ -76,18 +87,31 @@ class TD3:
         self.target_actor = copy.deepcopy(agent.actor).requires_grad_(False)
         self.target_critic = copy.deepcopy(agent.critic).requires_grad_(False)
         self.optimizers = {
-            "actor": torch.optim.Adam(agent.actor.parameters(), lr=cfg.actor_learning_rate, fused=True),
-            "critic": torch.optim.Adam(agent.critic.parameters(), lr=cfg.critic_learning_rate, fused=True),
+            "actor": torch.optim.Adam(agent.actor.parameters(), lr=cfg.actor_learning_rate,
+                                      weight_decay=cfg.weight_decay, fused=True),
+            "critic": torch.optim.Adam(agent.critic.parameters(), lr=cfg.critic_learning_rate,
+                                       weight_decay=cfg.weight_decay, fused=True),
         }
         self.num_updates = 0
+
+    def state_dict(self) -> dict[str, object]:
+        """What a checkpoint needs beyond the agent and the optimizers: the target networks and the step count."""
+        return {"target_actor": self.target_actor.state_dict(), "target_critic": self.target_critic.state_dict(),
+                "num_updates": self.num_updates}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.target_actor.load_state_dict(state["target_actor"])
+        self.target_critic.load_state_dict(state["target_critic"])
+        self.num_updates = int(state["num_updates"])
 
     def act(self, policy_obs: Tensor) -> Tensor:
         """Exploratory actions `(N, A)` in [-1, 1] for raw policy observations `(N, P)`."""
         actions = self.agent.act_inference(policy_obs)
         return (actions + self.cfg.exploration_noise * torch.randn_like(actions)).clamp(-1.0, 1.0)
 
-    def update(self, batch: Transition) -> dict[str, float]:
-        """One critic step (and every `policy_delay` steps one actor and target step); returns losses."""
+    def update(self, batch: Transition, *, update_actor: bool = True) -> dict[str, float]:
+        """One critic and critic-target step, and every `policy_delay` steps one actor and actor-target step
+        (if `update_actor`); returns losses."""
         cfg, agent = self.cfg, self.agent
         obs = agent.actor_normalizer(batch.policy_obs)
         critic_obs = agent.critic_normalizer(batch.critic_obs)
@@ -101,14 +125,14 @@ class TD3:
         q = agent.critic(critic_obs, batch.actions)
         critic_loss = ((q - target) ** 2).mean(1).sum()
         gradient_step(self.optimizers["critic"], critic_loss)
+        polyak(self.target_critic, agent.critic, cfg.tau)
         metrics = {"losses/critic": critic_loss.item(), "charts/q_mean": q.mean().item()}
         self.num_updates += 1
-        if self.num_updates % cfg.policy_delay == 0:
+        if update_actor and self.num_updates % cfg.policy_delay == 0:
             agent.critic.requires_grad_(False)
             actor_loss = -agent.critic(critic_obs, agent.actor(obs))[0].mean()
             gradient_step(self.optimizers["actor"], actor_loss)
             agent.critic.requires_grad_(True)
             polyak(self.target_actor, agent.actor, cfg.tau)
-            polyak(self.target_critic, agent.critic, cfg.tau)
             metrics["losses/actor"] = actor_loss.item()
         return metrics

@@ -2,10 +2,12 @@
 
 The run directory has the layout of PPO's (`s2r.policies.train`):
 
-    DIR/checkpoint.pt        agent, optimizers, env steps, task, config, contract
+    DIR/checkpoint.pt        agent, optimizers, target networks, env steps, task, config, contract, the replay
+                             buffer, and the best actor judged (`extra["best_actor"]`)
+    DIR/policy.onnx          the best actor judged (the highest rule success rate; the first of equals), exported
     DIR/config.yaml          the resolved OffPolicyTrainConfig
     DIR/metrics.json         mean_return, success_rate, env_steps, wall_s, env_steps_per_s, updates,
-                             evaluations (wall_s, env_steps, success_rate), wall_s_to_rule (None if not met)
+                             wall_s_to_rule (None if not met), best_rule_success_rate, best_env_steps, best_wall_s
     DIR/training_curve.png   the rule's success rate against wall time
     DIR/curve.json           the curve's points
     DIR/events.*             TensorBoard scalars
@@ -19,6 +21,7 @@ start at the target); training stops once the success rate reaches `stop_at_succ
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -30,6 +33,8 @@ import torch
 import yaml
 
 from s2r.policies.episodes import run_episodes
+from s2r.policies.export import export_onnx
+from s2r.policies.offpolicy.networks import OffPolicyAgent
 from s2r.policies.offpolicy.runner import OffPolicyRunner
 from s2r.policies.offpolicy.sac import SACConfig
 from s2r.policies.offpolicy.td3 import TD3Config
@@ -42,7 +47,17 @@ from s2r.sim.tasks import make_task
 Algo = Literal["td3", "sac"]
 ALGOS: tuple[Algo, ...] = ("td3", "sac")
 OFFPOLICY_TASKS = ("pendulum", "quadrotor_hover")
+POLICY = "policy.onnx"
 """Tasks whose off-policy training is tuned and checked here (continuous actions, a dense reward)."""
+
+
+L2F_TD3 = TD3Config(activation="tanh", weight_decay=1e-4, learning_starts=15_000, actor_learning_starts=30_000,
+                    uniform_warmup=False, normalize_observations=False, buffer_size=300_000, updates_per_step=3)
+"""Learning to Fly's TD3 (the authors' `src/config`): 64-unit tanh networks, Adam with weight decay 1e-4, the
+critic's steps from 15k transitions and the actor's from 30k, collection by the actor with noise 0.1 from the
+start, raw observations, a replay of the whole 300k-transition run, batch 256, γ 0.99, target noise 0.2 clipped
+at 0.5, one actor step per two critic steps, the replay's rewards priced with the curriculum's current weights. L2F
+makes one critic step per 10 transitions; 3 steps per step of the 32 worlds is one per 10.7."""
 
 
 @dataclass(frozen=True)
@@ -67,10 +82,12 @@ class OffPolicyTrainConfig:
     """Stop once the rule's success rate reaches this; None: train all `env_steps`."""
     max_train_s: float | None = 900.0
     """Stop after this many seconds of training (evaluations not counted); None: no limit."""
-    td3: TD3Config = field(default_factory=lambda: TD3Config(learning_starts=10_000, buffer_size=200_000,
-                                                             updates_per_step=4))
-    """L2F's TD3 (64-unit networks, 10k warm-up transitions) with 4 updates per step of the 32 worlds."""
+    td3: TD3Config = field(default_factory=lambda: L2F_TD3)
+    """Learning to Fly's TD3 (`L2F_TD3`)."""
     sac: SACConfig = field(default_factory=SACConfig)
+    save_replay: bool = True
+    """Write the replay buffer into the checkpoint (about 2.4 kB per quadrotor transition), so a resumed run
+    trains on what it had collected."""
 
     def __post_init__(self) -> None:
         if self.task not in OFFPOLICY_TASKS:
@@ -117,6 +134,7 @@ def train_offpolicy(cfg: OffPolicyTrainConfig, out: Path, *, progress: bool = Tr
     (out / "config.yaml").write_text(yaml.safe_dump(plain_data(asdict(cfg)), sort_keys=False))
     curve: list[dict[str, float]] = []
     clock = {"train_s": 0.0, "since": time.perf_counter(), "next": cfg.evaluate_every_s}
+    best: dict = {"success_rate": -1.0}
 
     def evaluate_now(summary: dict[str, float]) -> bool:
         now = time.perf_counter()
@@ -131,6 +149,8 @@ def train_offpolicy(cfg: OffPolicyTrainConfig, out: Path, *, progress: bool = Tr
                       "mean_return": summary["mean_return"]})
         if runner.writer is not None:
             runner.writer.add_scalar("charts/rule_success_rate", rate, runner.env_steps * cfg.num_envs)
+        if rate > best["success_rate"]:
+            best.update(curve[-1], actor=_actor_state(runner.agent))
         clock["since"] = time.perf_counter()     # the evaluation is not training time
         return out_of_time or (cfg.stop_at_success is not None and rate >= cfg.stop_at_success)
 
@@ -142,12 +162,18 @@ def train_offpolicy(cfg: OffPolicyTrainConfig, out: Path, *, progress: bool = Tr
     metrics = {**{k: summary[k] for k in ("mean_return", "success_rate", "env_steps", "env_steps_per_s", "updates")},
                "train_wall_s": clock["train_s"], "final_rule_success_rate": curve[-1]["success_rate"],
                "wall_s_to_rule": met[0]["wall_s"] if met else None,
-               "env_steps_to_rule": met[0]["env_steps"] if met else None}
-    contract = env.contract(provenance={"task": cfg.task, "seed": cfg.seed, "env_steps": runner.env_steps * cfg.num_envs,
+               "env_steps_to_rule": met[0]["env_steps"] if met else None,
+               "best_rule_success_rate": best["success_rate"], "best_env_steps": best["env_steps"],
+               "best_wall_s": best["wall_s"]}
+    contract = env.contract(provenance={"task": cfg.task, "seed": cfg.seed, "env_steps": best["env_steps"],
                                         "num_envs": cfg.num_envs, "trainer": f"s2r.{cfg.algo}",
                                         "s2r_version": s2r_version()})
     runner.save(out / CHECKPOINT, extra={"task": cfg.task, "config": plain_data(asdict(cfg)),
-                                         "contract": contract.to_dict()})
+                                         "contract": contract.to_dict(), "best_actor": best["actor"]},
+                replay=cfg.save_replay)
+    best_agent = copy.deepcopy(runner.agent).eval()
+    best_agent.load_state_dict(best["actor"], strict=False)
+    export_onnx(best_agent, contract, out / POLICY)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "curve.json").write_text(json.dumps(curve))
     plot_rule_curves({f"s2r {cfg.algo.upper()}": curve}, out / "training_curve.png",
@@ -155,6 +181,12 @@ def train_offpolicy(cfg: OffPolicyTrainConfig, out: Path, *, progress: bool = Tr
     runner.close()
     env.close()
     return metrics
+
+
+def _actor_state(agent: OffPolicyAgent) -> dict[str, torch.Tensor]:
+    """A copy of what the exported policy is made of: the actor's normalizer and the actor."""
+    return {name: value.detach().clone() for name, value in agent.state_dict().items()
+            if name.startswith(("actor_normalizer.", "actor."))}
 
 
 def plot_rule_curves(curves: dict[str, list[dict[str, float]]], path: Path, *, title: str,
