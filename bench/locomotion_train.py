@@ -2,10 +2,14 @@
 
 Both trainers drive `make_env("go2_flat", num_envs)` from the same seed with the task's
 training defaults (`s2r.policies.train.default_config("go2_flat")`: networks, 24 steps per env,
-PPO hyperparameters handed to rsl_rl field by field as `bench.train` does), one iteration at a
-time, each for the same number of iterations (so the same samples). The curves are the
-training episodes' tracking errors and fall rate against wall time (one PNG, both trainers);
-each final policy is then judged by the walking rule on fresh episodes (`evaluate_walking`).
+PPO hyperparameters handed to rsl_rl field by field as `bench.train` does), so the same samples
+per iteration. They take turns, one iteration each, so that the shared machine's load falls on
+both alike; each stops when its last 100 training episodes meet the walking rule, or at
+`--iterations` or `--budget-s` wall seconds of its own iterations. Wall and CPU seconds
+(`time.process_time`: the process's threads, MuJoCo's pool included) count only each trainer's
+own iterations. The curves are the training episodes' tracking errors and fall rate against
+wall time (one PNG, both trainers); each final policy is then judged by the walking rule on
+fresh episodes (`evaluate_walking`).
 
 The walking rule (docs/locomotion.md): over one 20 s episode per world of random commands
 within the trained ranges (±1 m/s in x and y, ±1 rad/s yaw, resampled every 10 s), with the
@@ -13,7 +17,7 @@ policy's mean action and the training observation noise, the mean linear-velocit
 error is under 0.2 m/s, the yaw-rate error under 0.3 rad/s, and under 5 % of episodes end in
 a fall.
 
-    PYTHONPATH=. python -m bench.locomotion_train --iterations 100
+    PYTHONPATH=. python -m bench.locomotion_train --iterations 1500 --budget-s 1200   # to the rule, 20 min each
     PYTHONPATH=. python -m bench.locomotion_train --evaluate runs/go2_flat   # the rule on a trained run
 """
 
@@ -22,6 +26,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
+import math
+import os
 import random
 import time
 from collections import deque
@@ -79,25 +86,51 @@ class _CurveEnv(RslRlEnv):
         return self._obs, reward, terminated | truncated, {"time_outs": truncated & ~terminated}
 
 
-def run(*, iterations: int = 100, num_envs: int | None = None, seed: int = 0, episodes: int = 128,
-        plot: Path | None = Path("bench/results/locomotion_train.png")) -> dict[str, Any]:
-    """Train go2_flat with both trainers for `iterations` each; their curves, wall times and walking figures."""
+class _Trainer:
+    """One side of the comparison: `step()` runs one PPO iteration and returns its locomotion figures (the
+    last `EPISODE_WINDOW` training episodes); wall and CPU seconds accumulate over its own iterations only."""
+
+    def __init__(self, name: str, step: Callable[[], dict[str, float]], act: Callable[[torch.Tensor], torch.Tensor]):
+        self.name, self._step, self.act = name, step, act
+        self.wall_s = self.cpu_s = 0.0
+        self.iterations = 0
+        self.curve: list[dict[str, float]] = []
+        self.rule_at: dict[str, float] | None = None
+        """Wall s, CPU s and iteration when the training episodes first met the walking rule."""
+
+    def step(self) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        figures = self._step()
+        self.wall_s += time.perf_counter() - wall
+        self.cpu_s += time.process_time() - cpu
+        self.iterations += 1
+        self.curve.append({"wall_s": self.wall_s, "cpu_s": self.cpu_s, **figures})
+        if self.rule_at is None and _meets_rule(figures):
+            self.rule_at = {"wall_s": self.wall_s, "cpu_s": self.cpu_s, "iteration": self.iterations}
+
+
+def _meets_rule(figures: dict[str, float]) -> bool:
+    """The training episodes' figures (`LOCOMOTION_CURVE` keys) within the walking rule."""
+    keys = dict(zip(("lin_vel_error", "yaw_rate_error", "fall_rate"), LOCOMOTION_CURVE))
+    return all(key in figures and figures[key] < RULE[name] for name, key in keys.items())
+
+
+def run(*, iterations: int = 100, budget_s: float = math.inf, num_envs: int | None = None, seed: int = 0,
+        episodes: int = 128, plot: Path | None = Path("bench/results/locomotion_train.png"),
+        progress: Path | None = None) -> dict[str, Any]:
+    """Train go2_flat with both trainers, one iteration each in turn (so the machine's load falls on both
+    alike), each until its training episodes meet the walking rule, `iterations` or `budget_s` wall
+    seconds of its own; their curves, wall and CPU seconds, and walking figures on fresh episodes.
+    `progress`: a JSON file rewritten every 10 iterations with the curves so far."""
     cfg = default_config("go2_flat", num_envs=num_envs, seed=seed)
     torch.set_num_threads(cfg.torch_threads)
-    curves: dict[str, list[dict[str, float]]] = {}
-    outcome: dict[str, Any] = {}
 
     runner = OnPolicyRunner(make_env("go2_flat", cfg.num_envs, seed=seed), ppo=cfg.ppo, model=cfg.model,
                             log_dir=None, seed=seed, progress=False)
-    curve, wall = [], 0.0
-    for _ in range(iterations):
-        start = time.perf_counter()
+
+    def s2r_step() -> dict[str, float]:
         summary = runner.learn(1)
-        wall += time.perf_counter() - start
-        curve.append({"wall_s": wall, **{k: summary[k] for k in LOCOMOTION_CURVE if k in summary}})
-    policy = runner.policy.eval()
-    curves["s2r PPO"], outcome["s2r"] = curve, {"wall_s": wall, **evaluate_walking(policy.act_inference,
-                                                                                 episodes=episodes)}
+        return {k: summary[k] for k in LOCOMOTION_CURVE if k in summary and math.isfinite(summary[k])}
 
     random.seed(seed)
     np.random.seed(seed)
@@ -105,33 +138,65 @@ def run(*, iterations: int = 100, num_envs: int | None = None, seed: int = 0, ep
     adapter = _CurveEnv(make_env("go2_flat", cfg.num_envs, seed=seed), seed=seed)
     with contextlib.redirect_stdout(io.StringIO()):  # rsl_rl prints its models and observation sets
         peer = RslRlRunner(adapter, rsl_rl_config(cfg.ppo, cfg.model), log_dir=None, device="cpu")
-    curve, wall = [], 0.0
-    for _ in range(iterations):
-        start = time.perf_counter()
+
+    def rsl_rl_step() -> dict[str, float]:
         with contextlib.redirect_stdout(io.StringIO()):
             peer.learn(1)
-        wall += time.perf_counter() - start
-        curve.append({"wall_s": wall, **{k: sum(v) / len(v) for k, v in adapter.figures.items() if v}})
-    act = peer.get_inference_policy()            # rsl_rl 5: the actor on the observation groups, its mean action
-    curves["rsl_rl PPO"], outcome["rsl_rl"] = curve, {"wall_s": wall, **evaluate_walking(
-        lambda obs: act(TensorDict({"policy": obs}, batch_size=[len(obs)])), episodes=episodes)}
+        return {k: sum(v) / len(v) for k, v in adapter.figures.items() if v}
 
+    def rsl_rl_act(obs: torch.Tensor) -> torch.Tensor:
+        act = peer.get_inference_policy()        # rsl_rl 5: the actor on the observation groups, its mean action
+        return act(TensorDict({"policy": obs}, batch_size=[len(obs)]))
+
+    trainers = [_Trainer("s2r", s2r_step, runner.policy.act_inference), _Trainer("rsl_rl", rsl_rl_step, rsl_rl_act)]
+    load = [os.getloadavg()[0]]
+    running = list(trainers)
+    rounds = 0
+    while running:
+        rounds += 1
+        for trainer in list(running):
+            trainer.step()
+            if trainer.rule_at is not None or trainer.iterations >= iterations or trainer.wall_s >= budget_s:
+                running.remove(trainer)
+        load.append(os.getloadavg()[0])
+        if progress is not None and rounds % 10 == 0:
+            progress.write_text(json.dumps({t.name: t.curve for t in trainers}))
+
+    outcome: dict[str, Any] = {}
+    for trainer in trainers:
+        if trainer is trainers[0]:
+            runner.policy.eval()
+        with torch.no_grad():
+            walking = evaluate_walking(trainer.act, episodes=episodes)
+        outcome[trainer.name] = {
+            "wall_s": trainer.wall_s, "cpu_s": trainer.cpu_s, "iterations": trainer.iterations,
+            "rule_reached_in_training": trainer.rule_at, "last_training_figures": trainer.curve[-1], **walking}
     if plot is not None:
         plot.parent.mkdir(exist_ok=True)
-        plot_locomotion_curves(curves, plot, title=f"go2_flat, {cfg.num_envs} worlds, {iterations} iterations each")
+        plot_locomotion_curves({f"{t.name} PPO": t.curve for t in trainers}, plot,
+                               title=f"go2_flat, {cfg.num_envs} worlds, {cfg.num_envs * cfg.ppo.num_steps_per_env} "
+                                     "samples per iteration")
+    reached = [t.rule_at for t in trainers]
     return {
-        "task": "go2_flat", "num_envs": cfg.num_envs, "iterations": iterations, "seed": seed,
-        "samples_per_iteration": cfg.num_envs * cfg.ppo.num_steps_per_env,
-        "s2r": {k: finite_or_none(v) if isinstance(v, float) else v for k, v in outcome["s2r"].items()},
-        "rsl_rl": {k: finite_or_none(v) if isinstance(v, float) else v for k, v in outcome["rsl_rl"].items()},
-        "wall_ratio": outcome["rsl_rl"]["wall_s"] / outcome["s2r"]["wall_s"],
+        "task": "go2_flat", "num_envs": cfg.num_envs, "max_iterations": iterations, "budget_s": finite_or_none(budget_s),
+        "seed": seed, "samples_per_iteration": cfg.num_envs * cfg.ppo.num_steps_per_env,
+        "s2r": _finite(outcome["s2r"]), "rsl_rl": _finite(outcome["rsl_rl"]),
+        "wall_ratio_to_rule": reached[1]["wall_s"] / reached[0]["wall_s"] if all(reached) else None,
+        "wall_ratio_per_iteration": (trainers[1].wall_s / trainers[1].iterations) / (trainers[0].wall_s / trainers[0].iterations),
+        "load_average": {"min": min(load), "max": max(load), "mean": sum(load) / len(load)},
         "machine": machine(),
     }
 
 
+def _finite(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: finite_or_none(v) if isinstance(v, float) else v for k, v in values.items()}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--iterations", type=int, default=100, help="most iterations per trainer")
+    parser.add_argument("--budget-s", type=float, default=math.inf, help="most wall seconds per trainer")
+    parser.add_argument("--progress", type=Path, help="a JSON file of the curves so far, rewritten as it runs")
     parser.add_argument("--num-envs", type=int)
     parser.add_argument("--episodes", type=int, default=128)
     parser.add_argument("--evaluate", metavar="RUN_DIR", help="only judge a trained run by the walking rule")
@@ -144,15 +209,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for k in ("lin_vel_error", "yaw_rate_error", "fall_rate", "walks")]
         report("locomotion_walking", f"walking rule on {args.evaluate}", rows, result)
         return result
-    result = run(iterations=args.iterations, num_envs=args.num_envs, episodes=args.episodes)
+    result = run(iterations=args.iterations, budget_s=args.budget_s, num_envs=args.num_envs, episodes=args.episodes,
+                 progress=args.progress)
     rows = []
     for side in ("s2r", "rsl_rl"):
         r = result[side]
-        rows += [(f"{side}: wall s", f"{r['wall_s']:.0f}"),
+        at = r["rule_reached_in_training"]
+        rows += [(f"{side}: iterations, wall s, CPU s", f"{r['iterations']}, {r['wall_s']:.0f}, {r['cpu_s']:.0f}"),
+                 (f"{side}: training episodes within the rule at",
+                  f"iteration {at['iteration']}, {at['wall_s']:.0f} s wall, {at['cpu_s']:.0f} s CPU" if at else "not reached"),
                  (f"{side}: lin / yaw error, falls", f"{r['lin_vel_error']:.2f} m/s / {r['yaw_rate_error']:.2f} rad/s, "
                                                      f"{r['fall_rate']:.0%}"),
                  (f"{side}: walks", str(r["walks"]))]
-    rows.append(("rsl_rl wall / s2r wall", f"{result['wall_ratio']:.2f}"))
+    ratio = result["wall_ratio_to_rule"]
+    rows += [("rsl_rl / s2r wall time to the rule (goal ≥ 2)", f"{ratio:.2f}" if ratio else "not both reached"),
+             ("rsl_rl / s2r wall time per iteration", f"{result['wall_ratio_per_iteration']:.2f}"),
+             ("load average (min, mean, max)", "{min:.1f}, {mean:.1f}, {max:.1f}".format(**result["load_average"]))]
     report("locomotion_train", "go2_flat: s2r PPO vs rsl_rl PPO, same env and samples", rows, result)
     return result
 
