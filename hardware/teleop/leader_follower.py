@@ -138,7 +138,8 @@ def run_leader_follower(leader: RobotInterface, follower: RobotInterface, *, dur
                         loop: LoopConfig = LoopConfig(), log=print) -> dict[str, Any]:
     """Drive `follower` (connected) from `leader` (connected, left torque-free) for `duration_s` seconds.
 
-    Returns the loop's figures (achieved rate, tick periods, leader read times, safety events),
+    Returns the loop's figures (achieved rate, tick periods, leader read times, safety events, and
+    `loop_failure`: why the loop thread died, None while it ran to the end),
     the tracking error of the follower behind the leader over the frames after the soft start
     and fade (rad: p50, p95 and max over joints and frames), and the recording's path and frames.
     """
@@ -176,7 +177,8 @@ def run_leader_follower(leader: RobotInterface, follower: RobotInterface, *, dur
             "tracking_error_p50_rad": float(np.percentile(errors, 50)),
             "tracking_error_p95_rad": float(np.percentile(errors, 95)), "tracking_error_max_rad": float(errors.max()),
             **{k: v for k, v in stats.items() if k.startswith("period_") or k.startswith("leader_")},
-            "safety_events": dict(control.safety.events), "record": None if record is None else str(record)}
+            "safety_events": dict(control.safety.events), "loop_failure": control.failure,
+            "record": None if record is None else str(record)}
 
 
 def _drain(arm: LeaderArm, frames: list[Frame], writer: DatasetWriter | None) -> None:
