@@ -30,6 +30,7 @@ from s2r.sim.privileged import PRIVILEGED
 from s2r.sim.randomization import Randomize, Randomizer
 from s2r.sim.robot_view import RobotView
 from s2r.sim.task import Task
+from s2r.sim.terrain import build_terrain
 from s2r.spec import RobotSpec, robot_spec
 from s2r.state import RobotState
 
@@ -56,7 +57,9 @@ class BatchEnv:
         self.device = torch.device(device)
         self.action_mapping = ActionMapping.for_robot(self.spec, cfg.action_mode, cfg.action_scale, clip=cfg.action_clip)
         self.num_actions = self.action_mapping.num_actions
-        self.model = compile_model(self.spec, cfg.action_mode)
+        self.terrain = build_terrain(cfg.terrain, seed=seed) if cfg.terrain is not None else None
+        """The task's heightfield tiles (`sim.terrain.Terrain`), the same in every world; None: the MJCF's floor."""
+        self.model = compile_model(self.spec, cfg.action_mode, terrain=self.terrain)
         self.decimation = round(self.spec.control_period / self.model.opt.timestep)
         if abs(self.decimation * self.model.opt.timestep - self.spec.control_period) > 1e-9:
             raise ValueError(
@@ -255,10 +258,11 @@ class BatchEnv:
         info: dict[str, Any] = {
             "diverged": int(diverged.sum()),
             "final_critic_obs": self._tensor(critic),
-            # each reward term's unweighted value (num_envs, K) and the weights in effect (K,): reward = terms · weights
+            # each reward term's unweighted value (num_envs, K) (reward = terms · the weights this step paid with) and
+            # the weights in effect from now on (K,) (a curriculum may have moved on in this step)
             "reward_terms": self._tensor(np.array([terms[name] for name in self.reward_terms]).reshape(
                 len(weights), self.num_envs).T / np.where(weights == 0, 1.0, weights)),
-            "reward_weights": self._tensor(weights),
+            "reward_weights": self._tensor(self.reward_weights()),
             "episode": {
                 "return": torch.from_numpy(self.episode_return[done].astype(np.float32)),
                 "length": torch.from_numpy(self.episode_length[done].astype(np.float32)),

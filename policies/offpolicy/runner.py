@@ -199,8 +199,10 @@ class OffPolicyRunner:
         terms = None
         if self.reward_terms:
             # stored: the reward outside the weighted terms (0 for a task made of terms) and the terms' values
-            terms, self.reward_weights = info["reward_terms"][keep], info["reward_weights"]
-            rewards = rewards[keep] - terms @ self.reward_weights
+            terms = info["reward_terms"][keep]
+            rewards = rewards[keep] - terms @ (self.reward_weights if self.reward_weights is not None
+                                               else info["reward_weights"])
+            self.reward_weights = info["reward_weights"]
         else:
             rewards = rewards[keep]
         self.buffer.add(Transition(

@@ -7,7 +7,9 @@ The run directory has the layout of PPO's (`s2r.policies.train`):
     DIR/policy.onnx          the best actor judged (the highest rule success rate; the first of equals), exported
     DIR/config.yaml          the resolved OffPolicyTrainConfig
     DIR/metrics.json         mean_return, success_rate, env_steps, wall_s, env_steps_per_s, updates,
-                             wall_s_to_rule (None if not met), best_rule_success_rate, best_env_steps, best_wall_s
+                             train_wall_s, train_cpu_s (the process's CPU time, evaluations not counted),
+                             wall_s_to_rule, cpu_s_to_rule (None if not met), best_rule_success_rate,
+                             best_env_steps, best_wall_s
     DIR/training_curve.png   the rule's success rate against wall time
     DIR/curve.json           the curve's points
     DIR/events.*             TensorBoard scalars
@@ -25,6 +27,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -113,16 +116,23 @@ def rule_task(name: str) -> Task:
     return QuadrotorHover(HOVER_RULE) if name == "quadrotor_hover" else make_task(name)
 
 
-def success_rate(runner: OffPolicyRunner, task: str, *, episodes: int, seed: int) -> float:
-    """The rule's success rate of the runner's deterministic actor over `episodes` fresh episodes."""
+def rule_success_rate(act: Callable[[torch.Tensor], torch.Tensor], task: str, *, episodes: int, seed: int) -> float:
+    """The rule's success rate over `episodes` fresh episodes (one per world) of `rule_task(task)`, `act` mapping
+    policy observations `(episodes, P)` to actions `(episodes, A)` (any trainer's deterministic actor)."""
     env = BatchEnv(rule_task(task), episodes, seed=seed)
+    with torch.no_grad():
+        result = run_episodes(env, task, lambda obs: act(obs["policy"]), lambda done: None)
+    return result["success_rate"]
+
+
+def success_rate(runner: OffPolicyRunner, task: str, *, episodes: int, seed: int) -> float:
+    """The rule's success rate of the runner's deterministic actor."""
     agent = runner.agent
     was_training = agent.training
     agent.eval()
-    with torch.no_grad():
-        result = run_episodes(env, task, lambda obs: agent.act_inference(obs["policy"]), lambda done: None)
+    rate = rule_success_rate(agent.act_inference, task, episodes=episodes, seed=seed)
     agent.train(was_training)
-    return result["success_rate"]
+    return rate
 
 
 def train_offpolicy(cfg: OffPolicyTrainConfig, out: Path, *, progress: bool = True) -> dict:
@@ -133,25 +143,28 @@ def train_offpolicy(cfg: OffPolicyTrainConfig, out: Path, *, progress: bool = Tr
     runner = OffPolicyRunner(env, algo=cfg.algo_config, log_dir=out, seed=cfg.seed, progress=progress)
     (out / "config.yaml").write_text(yaml.safe_dump(plain_data(asdict(cfg)), sort_keys=False))
     curve: list[dict[str, float]] = []
-    clock = {"train_s": 0.0, "since": time.perf_counter(), "next": cfg.evaluate_every_s}
+    clock = {"train_s": 0.0, "since": time.perf_counter(), "next": cfg.evaluate_every_s, "cpu_s": 0.0,
+             "cpu_since": time.process_time()}
     best: dict = {"success_rate": -1.0}
 
     def evaluate_now(summary: dict[str, float]) -> bool:
         now = time.perf_counter()
         clock["train_s"] += now - clock["since"]
-        clock["since"] = now
+        clock["cpu_s"] += time.process_time() - clock["cpu_since"]
+        clock["since"], clock["cpu_since"] = now, time.process_time()
         out_of_time = cfg.max_train_s is not None and clock["train_s"] >= cfg.max_train_s
         if clock["train_s"] < clock["next"] and summary["env_steps"] < cfg.env_steps and not out_of_time:
             return False
         clock["next"] = clock["train_s"] + cfg.evaluate_every_s
         rate = success_rate(runner, cfg.task, episodes=cfg.eval_episodes, seed=cfg.seed + 1)
-        curve.append({"wall_s": clock["train_s"], "env_steps": runner.env_steps * cfg.num_envs, "success_rate": rate,
+        curve.append({"wall_s": clock["train_s"], "cpu_s": clock["cpu_s"], "env_steps": runner.env_steps * cfg.num_envs,
+                      "success_rate": rate,
                       "mean_return": summary["mean_return"]})
         if runner.writer is not None:
             runner.writer.add_scalar("charts/rule_success_rate", rate, runner.env_steps * cfg.num_envs)
         if rate > best["success_rate"]:
             best.update(curve[-1], actor=_actor_state(runner.agent))
-        clock["since"] = time.perf_counter()     # the evaluation is not training time
+        clock["since"], clock["cpu_since"] = time.perf_counter(), time.process_time()   # evaluations are not training
         return out_of_time or (cfg.stop_at_success is not None and rate >= cfg.stop_at_success)
 
     summary = runner.learn(math.ceil(cfg.env_steps / cfg.num_envs), callback=evaluate_now)
@@ -160,8 +173,8 @@ def train_offpolicy(cfg: OffPolicyTrainConfig, out: Path, *, progress: bool = Tr
         evaluate_now(summary)
     met = [c for c in curve if cfg.stop_at_success is not None and c["success_rate"] >= cfg.stop_at_success]
     metrics = {**{k: summary[k] for k in ("mean_return", "success_rate", "env_steps", "env_steps_per_s", "updates")},
-               "train_wall_s": clock["train_s"], "final_rule_success_rate": curve[-1]["success_rate"],
-               "wall_s_to_rule": met[0]["wall_s"] if met else None,
+               "train_wall_s": clock["train_s"], "train_cpu_s": clock["cpu_s"], "final_rule_success_rate": curve[-1]["success_rate"],
+               "wall_s_to_rule": met[0]["wall_s"] if met else None, "cpu_s_to_rule": met[0]["cpu_s"] if met else None,
                "env_steps_to_rule": met[0]["env_steps"] if met else None,
                "best_rule_success_rate": best["success_rate"], "best_env_steps": best["env_steps"],
                "best_wall_s": best["wall_s"]}
