@@ -50,7 +50,7 @@ class TrainConfig:
     """One training run."""
 
     task: str
-    """Task name: pendulum, cartpole, reach, push_t or go2_flat."""
+    """Task name: pendulum, cartpole, reach, push_t, go2_flat, go2_rough or quadrotor_hover."""
     backend: Backend = "cpu"
     """Simulation backend: `cpu` (MuJoCo's C engine) or `warp` (MuJoCo Warp on a GPU)."""
     num_envs: int = 512
@@ -84,6 +84,14 @@ TASK_DEFAULTS: dict[str, TrainConfig] = {
     "go2_flat": TrainConfig(task="go2_flat", num_envs=512, iterations=500,
                             ppo=PPOConfig(learning_rate=1e-3, desired_kl=0.01, entropy_coef=0.01),
                             model=ActorCriticConfig(actor_hidden=(256, 128), critic_hidden=(256, 128))),
+    # the same on rough terrain, which takes legged_gym about three times go2_flat's iterations
+    "go2_rough": TrainConfig(task="go2_rough", num_envs=512, iterations=1500,
+                             ppo=PPOConfig(learning_rate=1e-3, desired_kl=0.01, entropy_coef=0.01),
+                             model=ActorCriticConfig(actor_hidden=(256, 128), critic_hidden=(256, 128))),
+    # PPO beside Learning to Fly's TD3 (bench/l2f.py): its 64-unit networks, 256 worlds, noise 0.5 of the ±1 range
+    "quadrotor_hover": TrainConfig(task="quadrotor_hover", num_envs=256, iterations=500, ppo=_STABLE_PPO,
+                                   model=ActorCriticConfig(actor_hidden=(64, 64), critic_hidden=(64, 64),
+                                                           init_noise_std=0.5)),
 }
 
 
