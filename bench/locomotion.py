@@ -1,4 +1,4 @@
-"""Locomotion throughput: go2_flat's BatchEnv against a bare `mujoco.batch.Batch` on the same model.
+"""Locomotion throughput: go2_flat's and go2_rough's BatchEnv against a bare `mujoco.batch.Batch` on the same model.
 
 Both loops step the same compiled Go2 (actuators included) with the same decimation (4 physics
 steps of 5 ms per 20 ms control step) and the same pre-generated random raw actions, from the
@@ -7,14 +7,17 @@ env's reset states, as `bench.sim` does for the small tasks:
 - s2r: `BatchEnv.step` of go2_flat: action mapping, physics, the floating-base quantities, ten
   reward terms, two terminations, the command generator, noisy observations, the critic's
   privileged terms, auto-resets;
+- go2_rough adds the heightfield tiles in the model (the ceiling steps the same model), spawning on
+  each world's tile at resets, the terrain curriculum and the critic's 187-point height scan;
 - ceiling: the bare batch writing `ctrl = action_mapping.targets(action)` and stepping; it observes
   nothing and never resets.
 
-Rows: the nominal model, and the task's default randomization (its command delay splits each
+Rows per task: the nominal model, and the task's default randomization (its command delay splits each
 control step into per-substep calls, and pushes and resets redraw parameters). The ratio is the
 result; absolute rates are notes on a shared machine.
 
     PYTHONPATH=. python -m bench.locomotion --num-envs 1024 --steps 100
+    PYTHONPATH=. python -m bench.locomotion --tasks go2_rough --rows nominal
 """
 
 from __future__ import annotations
@@ -30,11 +33,21 @@ from bench.sim import WARMUP_STEPS, _time_ceiling, _time_s2r
 from s2r.sim.env import make_env
 
 
-def run(num_envs: int = 1024, steps: int = 100, seed: int = 0) -> dict[str, Any]:
-    """Env steps per second of go2_flat (nominal and randomized) and of the bare batch, and their ratios."""
+ROWS = {"nominal": None, "randomized": "default"}
+"""Each row's `make_env(randomize=...)`."""
+
+
+def run(num_envs: int = 1024, steps: int = 100, seed: int = 0, *, tasks: tuple[str, ...] = ("go2_flat", "go2_rough"),
+        rows: tuple[str, ...] = tuple(ROWS)) -> dict[str, Any]:
+    """Env steps per second of each task (nominal and randomized) and of the bare batch, and their ratios."""
+    return {"num_envs": num_envs, "steps": steps,
+            **{task: _task_rows(task, num_envs, steps, seed, rows) for task in tasks}, "machine": machine()}
+
+
+def _task_rows(task: str, num_envs: int, steps: int, seed: int, labels: tuple[str, ...]) -> dict[str, Any]:
     rows: dict[str, Any] = {}
-    for label, randomize in (("nominal", None), ("randomized", "default")):
-        env = make_env("go2_flat", num_envs, seed=seed, randomize=randomize)
+    for label in labels:
+        env = make_env(task, num_envs, seed=seed, randomize=ROWS[label])
         rng = np.random.default_rng(seed)
         actions = rng.standard_normal((WARMUP_STEPS + steps, num_envs, env.num_actions)).astype(np.float32)
         env.reset(seed=seed)
@@ -45,7 +58,7 @@ def run(num_envs: int = 1024, steps: int = 100, seed: int = 0) -> dict[str, Any]
         s2r_rate, ceiling_rate = num_envs * steps / s2r_s, num_envs * steps / ceiling_s
         rows[label] = {"s2r_steps_per_s": s2r_rate, "ceiling_steps_per_s": ceiling_rate,
                        "ratio_vs_ceiling": s2r_rate / ceiling_rate}
-    return {"task": "go2_flat", "num_envs": num_envs, "steps": steps, **rows, "machine": machine()}
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -53,15 +66,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--num-envs", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tasks", nargs="+", default=["go2_flat", "go2_rough"])
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     args = parser.parse_args(argv)
-    result = run(args.num_envs, args.steps, args.seed)
+    result = run(args.num_envs, args.steps, args.seed, tasks=tuple(args.tasks), rows=tuple(args.rows))
     table = []
-    for label in ("nominal", "randomized"):
-        row = result[label]
-        table += [(f"{label}: s2r env steps/s", f"{row['s2r_steps_per_s']:,.0f}"),
-                  (f"{label}: bare batch steps/s", f"{row['ceiling_steps_per_s']:,.0f}"),
-                  (f"{label}: ratio (goal ≥ 0.8)", f"{row['ratio_vs_ceiling']:.2f}")]
-    report("locomotion", f"go2_flat throughput, {args.num_envs} worlds (cpu)", table, result)
+    for task in args.tasks:
+        for label in args.rows:
+            row = result[task][label]
+            table += [(f"{task} {label}: s2r env steps/s", f"{row['s2r_steps_per_s']:,.0f}"),
+                      (f"{task} {label}: bare batch steps/s", f"{row['ceiling_steps_per_s']:,.0f}"),
+                      (f"{task} {label}: ratio (goal ≥ 0.8)", f"{row['ratio_vs_ceiling']:.2f}")]
+    report("locomotion", f"locomotion throughput, {args.num_envs} worlds (cpu)", table, result)
     return result
 
 

@@ -6,6 +6,7 @@ at once from the batch's live MjData fields:
 
     base = FloatingBase(env)
     base.lin_vel_b()          # (num_envs, 3) m/s, the base's linear velocity in its own frame
+    base.pos_w()              # (num_envs, 3) m, the base origin in the world
     base.height()             # (num_envs,) m above the world's z = 0
     base.heading()            # (num_envs,) rad, yaw of the base's x axis
     base.touch("feet")        # (num_envs, 4) N, normal contact force on each foot
@@ -61,6 +62,10 @@ class FloatingBase:
         the world frame)."""
         return rotate_inverse(self.quat(), self._qvel[:, self._dof_adr:self._dof_adr + 3])
 
+    def pos_w(self) -> np.ndarray:
+        """The base origin's position in the world, (num_envs, 3) m."""
+        return self._qpos[:, self._qpos_adr:self._qpos_adr + 3]
+
     def height(self) -> np.ndarray:
         """The base origin's height above the world's z = 0, (num_envs,) m."""
         return self._qpos[:, self._qpos_adr + 2]
@@ -75,6 +80,10 @@ class FloatingBase:
         if self._sensordata is None:
             return np.zeros((len(self._qpos), len(self.groups[group])))
         return self._sensordata[:, self.groups[group]]
+
+    def set_position(self, ids: np.ndarray, pos_w: np.ndarray) -> None:
+        """Put the base origin of worlds `ids` (n,) at `pos_w` (n, 3) m in the world (orientation unchanged)."""
+        self._qpos[ids, self._qpos_adr:self._qpos_adr + 3] = pos_w
 
     def set_velocity(self, ids: np.ndarray, lin_vel_w: np.ndarray, ang_vel_b: np.ndarray) -> None:
         """Set the base velocity of worlds `ids` (n,): linear (n, 3) m/s in the world, angular (n, 3) rad/s in

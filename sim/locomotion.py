@@ -16,7 +16,7 @@ fewer than 5 % of episodes ending in a fall.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from s2r.sim.floating_base import FloatingBase
 from s2r.sim.randomization import Dist, Randomize
 from s2r.sim.task import Task, TaskConfig
 from s2r.sim.terms import NoParams, Reward, SoftLimits, StepContext, Termination, reward_term, termination_term
+from s2r.sim.terrain import TerrainConfig, TerrainCurriculum
 
 
 # --- reward terms ------------------------------------------------------------------------------
@@ -178,13 +179,20 @@ class Locomotion(Task):
         state = env.read_state()
         return {
             "lin_vel_b": self.base.lin_vel_b(),
-            "base_height": self.base.height(),
+            "base_height": self.base_height(env),
             "projected_gravity": projected_gravity(state, env.inputs, env.spec),
             "feet_landing_air_time": self.landing_air_time,
             "undesired_contact_forces": self.base.touch("undesired"),
             "base_contact_forces": self.base.touch("base"),
             "last_dq": self.last_dq,
         }
+
+    def base_height(self, env) -> np.ndarray:
+        """The base's height above the ground under it, (num_envs,) m."""
+        if env.terrain is None:
+            return self.base.height()
+        pos = self.base.pos_w()
+        return pos[:, 2] - env.terrain.height_at(pos[:, :2])
 
     def evaluate(self, env, state, action):
         reward, terminated, parts = super().evaluate(env, state, action)
@@ -260,3 +268,73 @@ class Go2Flat(Locomotion):
                       interval_s=(8.0, 15.0)),
         ),
     )
+
+
+class Go2Rough(Locomotion):
+    """go2_flat's terms on rough terrain (legged_gym's rough config, blind): each world spawns on the platform
+    of its own tile, the terrain curriculum moves it up a level after walking past half a tile and down one
+    after covering less than half its commanded distance, and the critic adds a height scan around the base."""
+
+    config = replace(
+        Go2Flat.config,
+        name="go2_rough",
+        terrain=TerrainConfig(levels=5, border_m=20.0),
+        privileged_terms=(*Go2Flat.config.privileged_terms, "height_scan"),
+    )
+    max_start_level = 1
+    """Worlds start on levels 0 to this one (legged_gym starts on the easier half)."""
+    spawn_spread_m = 0.5
+    """Spawn points lie uniformly within ±this of a platform's centre in x and y, m."""
+    spawn_lift_m = 0.1
+    """The base spawns this much above the MJCF's standing height, m: with the reset's random joint positions a
+    foot may otherwise start below the surface, and a heightfield's triangular prisms, unlike a plane, can then
+    hold it inside (the robot kneels or falls)."""
+    scan_clip_m = 1.0
+    """The height scan is clipped to ±this, m (a pit or a wall farther away reads as this)."""
+
+    def bind(self, env):
+        super().bind(env)
+        n = env.num_envs
+        self.curriculum = TerrainCurriculum(env.terrain, n, max_start_level=self.max_start_level,
+                                            seed=int(env.rng.integers(2**31)))
+        self.spawn_w = np.zeros((n, 3))
+        """(num_envs, 3) m: where each world's episode started."""
+        self.commanded_speed = np.zeros(n)
+        """(num_envs,) m/s summed over the episode's steps: the planar speed its commands asked for."""
+        joint = int(env.model.body_jntadr[env.view.base_body])
+        self._spawn_height = float(env.model.qpos0[env.model.jnt_qposadr[joint] + 2]) + self.spawn_lift_m
+        self.scan = np.zeros((n, len(self._scan(env.terrain, np.zeros((1, 3)), np.zeros(1))[0])), dtype=np.float32)
+        """(num_envs, points) m: the height scan of each base, refreshed after every step and at resets."""
+
+    def reset(self, env, ids, rng):
+        q, dq = super().reset(env, ids, rng)
+        spawn = self.curriculum.origins(ids)
+        spawn[:, :2] += rng.uniform(-self.spawn_spread_m, self.spawn_spread_m, (len(ids), 2))
+        self.spawn_w[ids] = spawn
+        base = spawn + [0.0, 0.0, self._spawn_height]
+        self.base.set_position(ids, base)
+        self.scan[ids] = self._scan(env.terrain, base, self.base.heading()[ids])
+        self.commanded_speed[ids] = 0.0
+        return q, dq
+
+    def update(self, env):
+        super().update(env)
+        self.commanded_speed += np.linalg.norm(env.inputs[CMD_VEL][:, :2], axis=-1)
+        self.scan[:] = self._scan(env.terrain, self.base.pos_w(), self.base.heading())
+
+    def episode_metrics(self, env, done):
+        metrics = super().episode_metrics(env, done)
+        metrics["terrain_level"] = self.curriculum.level[done].astype(np.float32)
+        walked = np.linalg.norm(self.base.pos_w()[done, :2] - self.spawn_w[done, :2], axis=-1)
+        # legged_gym's demotion: less than half of what the episode's mean command asks over a whole episode
+        mean_speed = self.commanded_speed[done] / np.maximum(env.episode_length[done], 1)
+        self.curriculum.update(done, walked, mean_speed * self.config.episode_length_s)
+        return metrics
+
+    def height_scan(self, env) -> np.ndarray:
+        """(num_envs, points) m: the base's height above the ground around it, clipped to ±scan_clip_m (the
+        privileged term `height_scan`)."""
+        return self.scan
+
+    def _scan(self, terrain, base_pos_w: np.ndarray, heading: np.ndarray) -> np.ndarray:
+        return np.clip(terrain.height_scan(base_pos_w, heading), -self.scan_clip_m, self.scan_clip_m)

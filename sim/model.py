@@ -16,12 +16,16 @@ import mujoco
 import numpy as np
 
 from s2r.actions import ActionMode
+from s2r.sim.terrain import Terrain
 from s2r.spec import RobotSpec, SpecError
 
 
-def compile_model(spec: RobotSpec, mode: ActionMode) -> mujoco.MjModel:
-    """The robot's MjModel with one actuator per actuated joint, in spec order."""
+def compile_model(spec: RobotSpec, mode: ActionMode, *, terrain: Terrain | None = None) -> mujoco.MjModel:
+    """The robot's MjModel with one actuator per actuated joint, in spec order; with a `terrain`, its
+    heightfield replaces the MJCF's `floor` plane."""
     mj = mujoco.MjSpec.from_file(str(spec.mjcf))
+    if terrain is not None:
+        terrain.add_to(mj)
     joints = {j.name for j in mj.joints}
     for i, joint in enumerate(spec.joints):
         if joint.name not in joints:

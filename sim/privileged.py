@@ -42,8 +42,14 @@ def foot_contact_forces(env: BatchEnv) -> np.ndarray:
 
 
 def base_height(env: BatchEnv) -> np.ndarray:
-    """The base's height above the ground, (num_envs, 1) m (locomotion tasks)."""
-    return env.task.base.height()[:, None]
+    """The base's height above the ground under it, (num_envs, 1) m (locomotion tasks)."""
+    return env.task.base_height(env)[:, None]
+
+
+def height_scan(env: BatchEnv) -> np.ndarray:
+    """The base's height above the ground at a grid of points around it (`Terrain.height_scan`),
+    (num_envs, points) m, clipped to ±1 m (locomotion tasks on a terrain)."""
+    return env.task.height_scan(env)
 
 
 PRIVILEGED: dict[str, Callable[[BatchEnv], np.ndarray]] = {
@@ -53,4 +59,5 @@ PRIVILEGED: dict[str, Callable[[BatchEnv], np.ndarray]] = {
     "base_lin_vel": base_lin_vel,
     "foot_contact_forces": foot_contact_forces,
     "base_height": base_height,
+    "height_scan": height_scan,
 }

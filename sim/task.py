@@ -29,6 +29,7 @@ from s2r.observations import LAST_ACTION, ObsTerm
 from s2r.sim.commands import VelocityCommand, VelocityCommandConfig
 from s2r.sim.randomization import Randomize
 from s2r.sim.terms import Reward, StepContext, Termination, weighted_sum
+from s2r.sim.terrain import TerrainConfig
 from s2r.state import RobotState
 
 if TYPE_CHECKING:
@@ -68,6 +69,8 @@ class TaskConfig:
     """Whether terms or success read positions (site_xpos) that must be current after each step."""
     randomization: tuple[Randomize, ...] = ()
     """The task's default domain randomization (`s2r train TASK --randomize`)."""
+    terrain: TerrainConfig | None = None
+    """Heightfield tiles that replace the robot MJCF's `floor` plane (`sim.terrain`); None: the MJCF's floor."""
 
     def __post_init__(self) -> None:
         names = [r.name for r in self.rewards]

@@ -16,14 +16,18 @@ Worlds move between levels by `TerrainCurriculum` (legged_gym's: promoted after 
 tile, demoted after covering less than half the distance their command asked for), and
 `Terrain.height_scan` gives the privileged critic the ground's height on a grid around each base.
 
-A heightfield read from a file (`load_heights`) must hold exactly the samples the config lays out;
-any other size is refused naming the file, its shape and the expected one.
+A heightfield read from a file (`TerrainConfig.heights_file`, `load_heights`) must hold exactly the
+samples the config lays out; any other size is refused naming the file, its shape and the expected one.
+`border_m` of flat ground surrounds the tiles in the model, so worlds that walk off the outer tiles
+stay on the ground. A task with a `terrain` in its config (`go2_rough`) gets it in its model
+(`sim.model.compile_model`) and spawns each world on its curriculum's tile.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import mujoco
@@ -61,6 +65,11 @@ class TerrainConfig:
     """Stair height at the hardest level, m."""
     step_width_m: float = 0.3
     """Stair tread, m."""
+    border_m: float = 0.0
+    """Flat ground (height 0) around the tiles, m, so that a world walking off the outer tiles does not drop
+    off the heightfield (legged_gym's border_size)."""
+    heights_file: str | None = None
+    """A `.npy` file of the tiles' heights in m, of `shape` (`load_heights`); None: generated (`generate_terrain`)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.levels, bool) or not isinstance(self.levels, int) or self.levels < 1:
@@ -74,6 +83,8 @@ class TerrainConfig:
             value = getattr(self, key)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise TerrainError(f"TerrainConfig.{key}: expected a finite number > 0, got {value!r}")
+        if not (isinstance(self.border_m, (int, float)) and math.isfinite(self.border_m) and self.border_m >= 0):
+            raise TerrainError(f"TerrainConfig.border_m: expected a finite number >= 0, got {self.border_m!r}")
         if not self.platform_m < self.tile_size_m:
             raise TerrainError(f"TerrainConfig.platform_m: {self.platform_m} m, expected below tile_size_m "
                                f"{self.tile_size_m} m")
@@ -93,6 +104,11 @@ class TerrainConfig:
         """Row `level`'s difficulty in [0, 1]."""
         return level / max(self.levels - 1, 1)
 
+    @property
+    def border_samples(self) -> int:
+        """Samples of flat border on each side of the tiles."""
+        return round(self.border_m / self.resolution_m)
+
 
 @dataclass(frozen=True)
 class Terrain:
@@ -100,6 +116,11 @@ class Terrain:
 
     config: TerrainConfig
     heights: np.ndarray
+
+    @cached_property
+    def field(self) -> np.ndarray:
+        """The heightfield MuJoCo gets: `heights` inside `config.border_m` of flat ground, (rows, columns) m."""
+        return np.pad(self.heights, self.config.border_samples)
 
     def origin(self, level: int, kind: int) -> np.ndarray:
         """The centre of tile (level, kind) on its platform, (3,) m in the world."""
@@ -112,42 +133,65 @@ class Terrain:
     def height_at(self, xy: np.ndarray) -> np.ndarray:
         """Ground height (...) m under world points `xy` (..., 2) m, bilinear between samples as MuJoCo's
         heightfield triangles are near the samples; points off the terrain read its border."""
-        c = self.config
-        rows, cols = self.heights.shape
-        fr = np.clip((xy[..., 0] + c.levels * c.tile_size_m / 2) / c.resolution_m - 0.5, 0, rows - 1)
-        fc = np.clip((xy[..., 1] + len(c.kinds) * c.tile_size_m / 2) / c.resolution_m - 0.5, 0, cols - 1)
-        r0, c0 = np.minimum(fr.astype(int), rows - 2), np.minimum(fc.astype(int), cols - 2)
-        tr, tc = fr - r0, fc - c0
-        h = self.heights
-        return ((1 - tr) * (1 - tc) * h[r0, c0] + tr * (1 - tc) * h[r0 + 1, c0]
-                + (1 - tr) * tc * h[r0, c0 + 1] + tr * tc * h[r0 + 1, c0 + 1])
+        res = self.config.resolution_m
+        rows, cols = self.field.shape
+        return self._interpolate((xy[..., 0] / res + (rows - 1) / 2).astype(np.float32),
+                                 (xy[..., 1] / res + (cols - 1) / 2).astype(np.float32))
 
     def height_scan(self, base_pos_w: np.ndarray, base_yaw: np.ndarray, *, size_m: tuple[float, float] = (1.6, 1.0),
                     spacing_m: float = 0.1) -> np.ndarray:
         """Base height above the ground at a grid of points around each base (Isaac Lab's height scanner),
-        (num_envs, points) m: `base_pos_w` (num_envs, 3) m, `base_yaw` (num_envs,) rad; the grid (size_m
-        along the base's x and y, every spacing_m) turns with the base's yaw."""
-        gx = np.arange(-size_m[0] / 2, size_m[0] / 2 + 1e-9, spacing_m)
-        gy = np.arange(-size_m[1] / 2, size_m[1] / 2 + 1e-9, spacing_m)
-        grid = np.stack(np.meshgrid(gx, gy, indexing="ij"), -1).reshape(-1, 2)
-        cos, sin = np.cos(base_yaw)[:, None], np.sin(base_yaw)[:, None]
-        points = np.stack([base_pos_w[:, :1] + cos * grid[:, 0] - sin * grid[:, 1],
-                           base_pos_w[:, 1:2] + sin * grid[:, 0] + cos * grid[:, 1]], -1)
-        return base_pos_w[:, 2:3] - self.height_at(points)
+        (num_envs, points) float32 m: `base_pos_w` (num_envs, 3) m, `base_yaw` (num_envs,) rad; the grid
+        (size_m along the base's x and y, every spacing_m) turns with the base's yaw. Each point reads its
+        nearest sample, as legged_gym's measured heights do: 1024 bases × 187 points take a few ms."""
+        res = self.config.resolution_m
+        rows, cols = self.field.shape
+        gx = np.arange(-size_m[0] / 2, size_m[0] / 2 + 1e-9, spacing_m) / res
+        gy = np.arange(-size_m[1] / 2, size_m[1] / 2 + 1e-9, spacing_m) / res
+        gx, gy = (g.astype(np.float32).ravel() for g in np.meshgrid(gx, gy, indexing="ij"))
+        cos, sin = np.cos(base_yaw).astype(np.float32)[:, None], np.sin(base_yaw).astype(np.float32)[:, None]
+        # sample coordinates + 0.5, so that truncation rounds to the nearest sample
+        fr = (base_pos_w[:, :1] / res + rows / 2).astype(np.float32) + cos * gx - sin * gy
+        fc = (base_pos_w[:, 1:2] / res + cols / 2).astype(np.float32) + sin * gx + cos * gy
+        index = np.clip(fr, 0, rows - 0.5, out=fr).astype(np.int32) * cols
+        index += np.clip(fc, 0, cols - 0.5, out=fc).astype(np.int32)
+        return base_pos_w[:, 2:3].astype(np.float32) - self._flat_field[index]
+
+    @cached_property
+    def _flat_field(self) -> np.ndarray:
+        """`field` as float32, raveled (row-major) for gathers."""
+        return self.field.astype(np.float32).ravel()
+
+    def _interpolate(self, fr: np.ndarray, fc: np.ndarray) -> np.ndarray:
+        """Bilinear heights at fractional sample coordinates (row `fr`, column `fc`, same shape, overwritten),
+        clamped to the field."""
+        rows, cols = self.field.shape
+        np.clip(fr, 0, rows - 1.001, out=fr)
+        np.clip(fc, 0, cols - 1.001, out=fc)
+        r0, c0 = fr.astype(np.int32), fc.astype(np.int32)
+        fr -= r0
+        fc -= c0
+        index = r0 * cols + c0
+        h = self._flat_field
+        h00, h10 = h[index], h[index + cols]
+        top = h00 + fr * (h10 - h00)
+        index += 1
+        h01, h11 = h[index], h[index + cols]
+        return top + fc * (h01 + fr * (h11 - h01) - top)
 
     def add_to(self, spec: mujoco.MjSpec, *, floor: str = "floor") -> None:
         """Replace the plane geom `floor` of a robot's MjSpec with this heightfield (same contact settings)."""
         geom = spec.geom(floor)
         if geom is None:
             raise TerrainError(f"the model has no geom named {floor!r} to replace with the terrain")
-        low, high = float(self.heights.min()), float(self.heights.max())
+        heights = self.field
+        low, high = float(heights.min()), float(heights.max())
         span = max(high - low, 1e-6)
-        rows, cols = self.heights.shape
-        c = self.config
-        field = spec.add_hfield(name="terrain", nrow=cols, ncol=rows,
-                                size=[c.levels * c.tile_size_m / 2, len(c.kinds) * c.tile_size_m / 2, span, 0.5])
+        rows, cols = heights.shape
+        res = self.config.resolution_m
+        field = spec.add_hfield(name="terrain", nrow=cols, ncol=rows, size=[rows * res / 2, cols * res / 2, span, 0.5])
         # MuJoCo's heightfield rows run along y and its columns along x: transposed, levels lie along x.
-        field.userdata = ((self.heights.T - low) / span).ravel().tolist()
+        field.userdata = ((heights.T - low) / span).ravel().tolist()
         geom.type = mujoco.mjtGeom.mjGEOM_HFIELD
         geom.hfieldname = "terrain"
         geom.pos = [0.0, 0.0, low]
@@ -189,6 +233,13 @@ class TerrainCurriculum:
     def origins(self, ids: np.ndarray) -> np.ndarray:
         """Spawn points of worlds `ids` (n,): their tiles' platform centres, (n, 3) m."""
         return np.stack([self.terrain.origin(int(r), int(k)) for r, k in zip(self.level[ids], self.kind[ids])])
+
+
+def build_terrain(config: TerrainConfig, *, seed: int = 0) -> Terrain:
+    """The terrain `config` describes: read from its `heights_file`, or generated from `seed`."""
+    if config.heights_file is not None:
+        return load_heights(config.heights_file, config)
+    return generate_terrain(config, seed=seed)
 
 
 def generate_terrain(config: TerrainConfig = TerrainConfig(), *, seed: int = 0) -> Terrain:
