@@ -349,7 +349,22 @@ def cmd_teleop(args: argparse.Namespace) -> None:
     if args.leader or args.follower:
         cmd_leader_follower(args)
         return
-    _refuse(args, ("--duration", "--record", "--robot"), "teleop of a simulated task (--leader/--follower: arms)")
+    if args.cmd_vel:
+        _refuse(args, ("task", "--duration", "--record", "--robot", "--out", "--port"),
+                "teleop through cmd_vel (--cmd-vel)")
+        if args.device not in ("keyboard", "gamepad"):
+            raise UsageError("--cmd-vel needs --device keyboard or --device gamepad")
+        from s2r.apps.teleop_cmd_vel import publish_cmd_vel
+        from s2r.ros import resolve_domain_id
+
+        try:
+            domain_id = resolve_domain_id(args.domain_id)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        raise SystemExit(publish_cmd_vel(args.device, linear_speed=args.linear_speed, angular_speed=args.angular_speed,
+                                         rate_hz=args.rate_hz, domain_id=domain_id))
+    _refuse(args, ("--duration", "--record", "--robot", "--domain-id"),
+            "teleop of a simulated task (--leader/--follower: arms)")
     if args.task is None or args.device is None:
         raise UsageError("give a task and --device (simulation), or --leader KIND:PORT --follower KIND:PORT (arms)")
     if args.port is not None and args.view != "web":
@@ -376,7 +391,8 @@ def cmd_leader_follower(args: argparse.Namespace) -> None:
 
     if not (args.leader and args.follower):
         raise UsageError("leader-follower teleop needs both --leader KIND:PORT and --follower KIND:PORT")
-    _refuse(args, ("task", "--device", "--out"), "leader-follower teleop (--record DIR records it)")
+    _refuse(args, ("task", "--device", "--out", "--cmd-vel", "--domain-id"),
+            "leader-follower teleop (--record DIR records it)")
     try:
         result = teleoperate(args.leader, args.follower, robot_spec(args.robot or "so101"),
                              duration_s=args.duration or 60.0, record=Path(args.record) if args.record else None)
@@ -634,6 +650,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="live view: MuJoCo's viewer (auto: where there is a display), web: a page on localhost "
                         "streaming the scene (remote machines), none")
     p.add_argument("--port", type=int, help="--view web: the page's port (default 8080)")
+    p.add_argument("--cmd-vel", action="store_true", help="publish the device's command as geometry_msgs/Twist on "
+                                                          "cmd_vel for a deployed robot (a go2 policy), until Esc")
+    p.add_argument("--linear-speed", type=float, default=0.5, help="--cmd-vel: m/s at full deflection")
+    p.add_argument("--angular-speed", type=float, default=1.0, help="--cmd-vel: rad/s at full deflection")
+    p.add_argument("--rate-hz", type=float, default=20.0, help="--cmd-vel: Twists per second")
+    p.add_argument("--domain-id", metavar="N|random",
+                   help="--cmd-vel: ROS domain to join (default: $ROS_DOMAIN_ID if set, else 0), as s2r deploy's")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.set_defaults(fn=cmd_teleop)
 

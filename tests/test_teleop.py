@@ -301,3 +301,66 @@ def test_the_teleop_node_refuses_to_start_without_its_device():
                           env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
     assert node.returncode == 2
     assert "refusing to start: gamepad: none found" in node.stderr and "Traceback" not in node.stderr
+
+
+def test_s2r_teleop_cmd_vel_drives_a_subscriber_from_the_keyboard_and_stops_it_on_esc():
+    rclpy = pytest.importorskip("rclpy")
+    from geometry_msgs.msg import Twist
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+
+    from s2r.ros import resolve_domain_id
+    from s2r.ros.qos import SENSOR_QOS
+
+    domain = resolve_domain_id("random")
+    master, slave = os.openpty()
+    teleop = subprocess.Popen([sys.executable, "-m", "s2r.apps.cli", "teleop", "--cmd-vel", "--device", "keyboard",
+                               "--linear-speed", "0.8", "--angular-speed", "1.2", "--rate-hz", "50",
+                               "--domain-id", str(domain)],
+                              stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    os.close(slave)
+    context = Context()
+    rclpy.init(context=context, domain_id=domain)
+    client = rclpy.create_node("teleop_cmd_vel_test", context=context)
+    try:
+        received = []
+        client.create_subscription(Twist, "cmd_vel", received.append, SENSOR_QOS)  # as the go2 policy listens
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(client)
+
+        def press_until(key: bytes, heard) -> None:
+            deadline = time.monotonic() + 20.0
+            while time.monotonic() < deadline and not any(heard(m) for m in received):
+                assert teleop.poll() is None, teleop.stdout.read().decode(errors="replace")
+                os.write(master, key)  # as a held key's auto-repeat would
+                executor.spin_once(timeout_sec=0.05)
+            assert any(heard(m) for m in received), f"no Twist after pressing {key!r}"
+
+        press_until(b"w", lambda m: m.linear.x == pytest.approx(0.8) and m.angular.z == 0)   # forward
+        press_until(b"q", lambda m: m.angular.z == pytest.approx(1.2))                       # turn left
+        count = len(received)
+        os.write(master, b"\x1b")  # Esc: quit
+        assert teleop.wait(20) == 0, teleop.stdout.read().decode(errors="replace")
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and not received[count:]:
+            executor.spin_once(timeout_sec=0.1)
+        last = received[-1]
+        assert (last.linear.x, last.linear.y, last.angular.z) == (0.0, 0.0, 0.0), "the last Twist did not stop"
+    finally:
+        os.close(master)
+        if teleop.poll() is None:
+            teleop.kill()
+            teleop.wait()
+        client.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def test_s2r_teleop_cmd_vel_without_a_gamepad_refuses_in_one_line():
+    pytest.importorskip("rclpy")
+    run = subprocess.run([sys.executable, "-m", "s2r.apps.cli", "teleop", "--cmd-vel", "--device", "gamepad",
+                          "--domain-id", "random"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 2 and "gamepad: none found" in run.stderr and "Traceback" not in run.stderr
+    run = subprocess.run([sys.executable, "-m", "s2r.apps.cli", "teleop", "--cmd-vel", "--device", "spacemouse"],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "--cmd-vel needs --device keyboard or --device gamepad" in run.stderr

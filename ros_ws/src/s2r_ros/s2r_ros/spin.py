@@ -68,7 +68,8 @@ def run_node(build: Callable[[], Node], args: list[str] | None = None, *, name: 
     """Run the node `build()` makes on a single-threaded executor until SIGINT/SIGTERM; exit status.
 
     The node must have `close()`: stop its threads, leave the robot safe; safe to call twice.
-    It may have `failure`: None while it is healthy, what went wrong once its control thread died.
+    It may have `failure`: None while it is healthy, what went wrong once its control thread died;
+    and `finished`: True once it has done its work (an operator's quit), which ends it with status 0.
     """
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -88,7 +89,8 @@ def run_node(build: Callable[[], Node], args: list[str] | None = None, *, name: 
         # control thread woken by a callback runs sooner.
         executor = EventsExecutor()
         executor.add_node(node)
-        while not stop.is_set() and rclpy.ok() and getattr(node, "failure", None) is None:
+        while (not stop.is_set() and rclpy.ok() and getattr(node, "failure", None) is None
+               and not getattr(node, "finished", False)):
             executor.spin_once(timeout_sec=POLL_S)
         if getattr(node, "failure", None) is not None:
             print(f"{name}: control thread failed: {node.failure}", file=sys.stderr, flush=True)

@@ -7,7 +7,8 @@ command scaled to `linear_speed` m/s and `angular_speed` rad/s at full deflectio
     topic     type                  dir  QoS
     cmd_vel   geometry_msgs/Twist   out  reliable, keep last 1 (heard by reliable and best-effort subscribers)
 
-A device missing at start refuses to start (exit status 2, the reason logged). A device lost
+The device's "quit" button (Esc on the keyboard) publishes a zero Twist and ends the node
+(exit status 0). A device missing at start refuses to start (exit status 2, the reason logged). A device lost
 while running (unplugged, terminal closed): the node publishes a zero Twist, so that whatever
 it drove stops, and exits with status 1. It also publishes a zero Twist when it shuts down.
 
@@ -57,6 +58,8 @@ class TeleopNode(Node):
         self.params = p = declare(self, PARAMS)
         self.failure: str | None = None
         """Set when the device is lost; the process then exits with status 1."""
+        self.finished = False
+        """Set when the operator quits; the process then exits with status 0."""
         self.closed = False
         try:
             self.device = open_device(p["device"])
@@ -69,7 +72,7 @@ class TeleopNode(Node):
                                f"{p['angular_speed']:g} rad/s at full deflection")
 
     def on_tick(self) -> None:
-        if self.failure is not None:
+        if self.failure is not None or self.finished:
             return
         try:
             command = self.device.read()
@@ -77,6 +80,11 @@ class TeleopNode(Node):
             self.publisher.publish(Twist())
             self.failure = str(error)
             self.get_logger().error(f"{error}; published a zero Twist")
+            return
+        if "quit" in command.buttons:
+            self.publisher.publish(Twist())
+            self.finished = True
+            self.get_logger().info("quit: published a zero Twist")
             return
         scaled = command.scaled(linear=self.params["linear_speed"], angular=self.params["angular_speed"])
         self.publisher.publish(twist_from_command(scaled))
