@@ -20,6 +20,7 @@ would hand replies over only at the interpreter's thread switches, every 5 ms).
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import json
 import secrets
 import signal
@@ -37,8 +38,9 @@ from s2r.hardware.emulators.serial_bus import BusFaults, PtyBus
 from s2r.hardware.motors import RobotCalibration, default_calibration, read_motor_calibration
 from s2r.spec import RobotSpec, robot_spec
 
-CONFIGS = Path(__file__).resolve().parent.parent / "hardware" / "configs"
-"""Shipped calibrations: `ROBOT_KIND.yaml` is the default mounting of a robot's motors on that bus."""
+CONFIGS = importlib.resources.files("s2r.hardware") / "configs"
+"""Shipped calibrations (package data of s2r.hardware, so an installed s2r has them): `ROBOT_KIND.yaml` is the
+default mounting of a robot's motors on that bus."""
 
 
 def _dynamixel(spec: RobotSpec, calibration: RobotCalibration, baud: int, faults: BusFaults,
@@ -89,7 +91,8 @@ def default_mounting(kind: str, spec: RobotSpec) -> RobotCalibration:
     with the kind's default model."""
     shipped = CONFIGS / f"{spec.name}_{kind}.yaml"
     if shipped.is_file():
-        return read_motor_calibration(shipped, spec)
+        with importlib.resources.as_file(shipped) as path:
+            return read_motor_calibration(path, spec)
     return default_calibration(spec, EMULATORS[kind][1])
 
 

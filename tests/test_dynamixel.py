@@ -214,3 +214,24 @@ def test_gain_units_stay_in_range_and_round_trip_to_a_unit(kp, kd, model):
         assert abs(p[0] * m.kp_per_unit - kp) <= m.kp_per_unit / 2 + 1e-12
     if kd / m.kd_per_unit <= 16383:
         assert abs(d[0] * m.kd_per_unit - kd) <= m.kd_per_unit / 2 + 1e-12
+
+
+def test_an_installed_s2r_emulates_the_arm_on_its_shipped_mounting(tmp_path):
+    """The shipped motor calibrations are package data: s2r installed from its wheel, run away from the source tree,
+    mounts the arm's motors as hardware/configs/arm_dynamixel.yaml says (the XM540-W270 on the shoulder)."""
+    import zipfile
+
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path / "wheel"), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    site = tmp_path / "site"
+    with zipfile.ZipFile(next((tmp_path / "wheel").glob("s2r-*.whl"))) as wheel:
+        wheel.extractall(site)
+    probe = ("from s2r.sim.emulate import CONFIGS, default_mounting; from s2r.spec import robot_spec; "
+             "print(CONFIGS); print(default_mounting('dynamixel', robot_spec('arm')).motors[1].model)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site)}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    configs, model = result.stdout.split()
+    assert Path(configs).is_relative_to(site)
+    assert model == "XM540-W270"
