@@ -35,8 +35,10 @@ from typing import Any
 import can
 import numpy as np
 
+from bench.deploy import CpuHog
 from bench.report import machine, report
 from bench.ticks import tick_times
+from s2r.hardware.deadline import set_realtime_priority
 from s2r.hardware.drivers.mit_can import MitCanRobot
 from s2r.hardware.drivers.mit_can_protocol import MitCommand, mit_model, pack_command
 from s2r.hardware.emulators.mit_can import DAMIAO_MASTER_OFFSET, MitCanBus
@@ -49,6 +51,10 @@ from s2r.state import Command
 BITRATE = 1_000_000
 CALIBRATION = Path(__file__).resolve().parents[1] / "hardware/configs/go2_mit_can.yaml"
 EMULATORS = ("virtual", "udp_multicast")
+RT_PRIORITY = 50
+"""SCHED_FIFO priority of the ticking thread where permitted: robot_node's loop's (bench.bus ticks at the same)."""
+EMULATOR_PRIORITY = 60
+"""SCHED_FIFO priority of the emulator's thread where permitted: `s2r emulate`'s default (the motors answer first)."""
 REPLY_SLACK_S = 0.02
 """Seconds both modes wait for a reply past its wire time: a loaded host's emulator sends some replies several ms late,
 and a shorter deadline would turn them into retries (more frames on the wire) rather than waits."""
@@ -75,14 +81,18 @@ def _one_by_one_ticks(bus: can.BusABC, frames: list[tuple[int, bytes, int]], tic
     return times, missed
 
 
-def _measure(emulator: str, ticks: int, rounds: int) -> dict[str, Any]:
+def _measure(emulator: str, ticks: int, rounds: int, rt_priority: int) -> dict[str, Any]:
+    """Both modes on one emulator; the ticking (main) thread under SCHED_FIFO `rt_priority` once the emulator and
+    any hog run (they would inherit it)."""
     spec = robot_spec("go2")
     calibration = read_motor_calibration(CALIBRATION, spec)
     if emulator == "virtual":
         channel = f"bench-{uuid.uuid4().hex[:8]}"
-        server = MitCanBus(MujocoPlant(spec), calibration, channel=channel, bitrate=BITRATE).start()
+        server = MitCanBus(MujocoPlant(spec), calibration, channel=channel, bitrate=BITRATE,
+                           realtime_priority=EMULATOR_PRIORITY).start()
     else:
         server = EmulatorProcess("mit_can", "go2", baud=BITRATE)
+    note = set_realtime_priority(rt_priority)
     try:
         with MitCanRobot(spec, f"{server.port}@{BITRATE},calibration={CALIBRATION}",
                          reply_slack_s=REPLY_SLACK_S) as robot:
@@ -113,8 +123,11 @@ def _measure(emulator: str, ticks: int, rounds: int) -> dict[str, Any]:
             faults = sum(f.missed + f.corrupted for f in robot.faults().values())
         stats = server.stats()
     finally:
+        if rt_priority and not note:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         server.close()
-    result: dict[str, Any] = {"wire_ms": wire_s * 1e3, "wire_limit_hz": 1 / wire_s}
+    result: dict[str, Any] = {"rt_priority": 0 if note else rt_priority, "wire_ms": wire_s * 1e3,
+                              "wire_limit_hz": 1 / wire_s}
     for mode in ("driver", "one_by_one"):
         times = np.concatenate(samples[mode])
         hz = len(times) / elapsed[mode]
@@ -132,44 +145,59 @@ def _measure(emulator: str, ticks: int, rounds: int) -> dict[str, Any]:
     return result
 
 
-def run(*, ticks: int = 300, rounds: int = 3, emulators: tuple[str, ...] = EMULATORS) -> dict[str, Any]:
-    """Both modes on each emulator, `rounds` alternating rounds of `ticks` back-to-back ticks; figures and ratios."""
+def run(*, ticks: int = 300, rounds: int = 3, emulators: tuple[str, ...] = EMULATORS,
+        rt_priority: int = RT_PRIORITY) -> dict[str, Any]:
+    """Both modes on each emulator, idle and under the benchmark's own CPU hog (a busy process per core), `rounds`
+    alternating rounds of `ticks` back-to-back ticks each; the ticking thread under SCHED_FIFO `rt_priority` where
+    permitted (0: normal scheduling); figures and ratios."""
     result: dict[str, Any] = {"bench": "can_bus", "robot": "go2", "motors": 12, "model": "DM-J8009P",
                               "bitrate": BITRATE, "reply_slack_s": REPLY_SLACK_S, "ticks": ticks, "rounds": rounds,
                               "machine": machine(),
                               "load_average_1min": os.getloadavg()[0]}
-    for emulator in emulators:
-        for key, value in _measure(emulator, ticks, rounds).items():
-            result[f"{emulator}_{key}"] = value
+    for hog in (False, True):
+        for emulator in emulators:
+            prefix = f"{emulator}_hog_" if hog else f"{emulator}_"
+            if hog:
+                with CpuHog():
+                    measured = _measure(emulator, ticks, rounds, rt_priority)
+            else:
+                measured = _measure(emulator, ticks, rounds, rt_priority)
+            for key, value in measured.items():
+                result[prefix + key] = value
+    result["rt_priority"] = result[f"{emulators[0]}_rt_priority"]
     result["goal_fraction_of_wire_limit"] = 0.8
-    result["goal_met"] = {e: result[f"{e}_driver_fraction_of_wire_limit"] >= 0.8 for e in emulators}
+    result["goal_met"] = {f"{e}{h}": result[f"{e}{h}_driver_fraction_of_wire_limit"] >= 0.8
+                          for h in ("", "_hog") for e in emulators}
     result["load_average_1min_after"] = os.getloadavg()[0]
     return result
 
 
 def rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     table = []
-    for emulator in EMULATORS:
+    for emulator in (f"{e}{h}" for h in ("", "_hog") for e in EMULATORS):
         if f"{emulator}_wire_ms" not in result:
             continue
         e = lambda key: result[f"{emulator}_{key}"]  # noqa: E731
-        table.append((f"{emulator}: wire limit", f"{e('wire_limit_hz'):.0f} Hz ({e('wire_ms'):.2f} ms: 24 frames "
-                                                 f"at 1 Mbit/s)"))
+        name = emulator.replace("_hog", ", CPU hog")
+        table.append((f"{name}: wire limit", f"{e('wire_limit_hz'):.0f} Hz ({e('wire_ms'):.2f} ms: 24 frames "
+                                              f"at 1 Mbit/s)"))
         for mode, label in (("driver", "s2r (12 out, 12 in)"), ("one_by_one", "one motor at a time")):
-            table += [(f"{emulator}: {label}", f"{e(mode + '_hz'):.0f} Hz, tick p50 / p99 "
-                                               f"{e(mode + '_tick_p50_ms'):.2f} / {e(mode + '_tick_p99_ms'):.2f} ms"),
-                      (f"{emulator}: {label}: fraction of the wire limit (mean, median tick)",
+            table += [(f"{name}: {label}", f"{e(mode + '_hz'):.0f} Hz, tick p50 / p99 "
+                                           f"{e(mode + '_tick_p50_ms'):.2f} / {e(mode + '_tick_p99_ms'):.2f} ms"),
+                      (f"{name}: {label}: fraction of the wire limit (mean, median tick)",
                        f"{e(mode + '_fraction_of_wire_limit'):.2f}, {e(mode + '_fraction_of_wire_limit_at_p50'):.2f}")]
-        table += [(f"{emulator}: s2r / one at a time (Hz)", f"{e('driver_over_one_by_one_hz'):.2f}"),
-                  (f"{emulator}: missed replies (s2r, one at a time)",
+        table += [(f"{name}: s2r / one at a time (Hz)", f"{e('driver_over_one_by_one_hz'):.2f}"),
+                  (f"{name}: missed replies (s2r, one at a time)",
                    f"{e('driver_missed_replies')}, {e('one_by_one_missed_replies')}"),
-                  (f"{emulator}: CPU of the benchmark's process per s2r tick",
-                   f"{e('driver_process_cpu_ms_per_tick'):.2f} ms" + (" (driver and emulator)" if emulator == "virtual"
+                  (f"{name}: CPU of the benchmark's process per s2r tick",
+                   f"{e('driver_process_cpu_ms_per_tick'):.2f} ms" + (" (driver and emulator)"
+                                                                       if emulator.startswith("virtual")
                                                                        else " (driver)")),
-                  (f"{emulator}: emulator: replies late p99, physics overruns",
+                  (f"{name}: emulator: replies late p99, physics overruns",
                    f"{e('emulator_reply_late_p99_us'):.0f} µs, {e('emulator_physics_overruns')}")]
     table += [("goal: s2r >= 0.8 of the wire limit",
                ", ".join(f"{k}: {'met' if v else 'not met'}" for k, v in result["goal_met"].items())),
+              ("SCHED_FIFO priority of the ticking thread", str(result["rt_priority"] or "none (not permitted)")),
               ("load average (1 min, before / after)",
                f"{result['load_average_1min']:.2f} / {result['load_average_1min_after']:.2f}")]
     return table
@@ -180,8 +208,11 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=300, help="ticks per round and mode")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     parser.add_argument("--emulator", choices=EMULATORS, action="append", help="default: both")
+    parser.add_argument("--rt-priority", type=int, default=RT_PRIORITY,
+                        help="SCHED_FIFO priority of the ticking thread where permitted; 0: normal scheduling")
     args = parser.parse_args()
-    result = run(ticks=args.ticks, rounds=args.rounds, emulators=tuple(args.emulator or EMULATORS))
+    result = run(ticks=args.ticks, rounds=args.rounds, emulators=tuple(args.emulator or EMULATORS),
+                 rt_priority=args.rt_priority)
     report("can_bus", "Go2 (12 × DM-J8009P) on an emulated 1 Mbit/s CAN bus", rows(result), result)
 
 

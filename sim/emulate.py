@@ -105,8 +105,7 @@ def serve(kind: str, spec: RobotSpec, *, calibration: RobotCalibration | None = 
     builder, _, default_baud = EMULATORS[kind]
     faults = CanFaults() if kind == "mit_can" else BusFaults()
     bus = builder(spec, calibration or default_mounting(kind, spec), baud or default_baud, faults, initial_q)
-    if isinstance(bus, PtyBus):
-        bus.realtime_priority = realtime_priority
+    bus.realtime_priority = realtime_priority
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -193,7 +192,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "hardware/configs/ROBOT_KIND.yaml, else the spec's bus ids)")
     parser.add_argument("--baud", type=int, help="the bus's baud rate (default 1000000)")
     parser.add_argument("--rt-priority", type=int, default=DEFAULT_PRIORITY,
-                        help=f"SCHED_FIFO priority of a serial bus's thread where permitted; 0: normal scheduling "
+                        help=f"SCHED_FIFO priority of the bus's thread where permitted; 0: normal scheduling "
                              f"(default {DEFAULT_PRIORITY})")
     parser.add_argument("--initial-q", action="append", default=[], metavar="JOINT=RAD",
                         help="start a joint away from the spec's default pose (repeatable)")

@@ -33,7 +33,12 @@ mode that hears no command for `can_timeout_s` leaves it (Damiao: the communicat
 as Damiao's TIMEOUT register (which the motors report: `can_timeout_s` / 50 µs) makes it; 0: never.
 
 One thread does everything, in order (as `serial_bus.PtyBus`): the plant's steps at absolute
-deadlines, frames as they come, replies when due. numpy and python-can only.
+deadlines, frames as they come, replies when due. A reply that falls due within the last plant
+step's duration is sent before the step (which then runs that much late, its deadlines
+unchanged): real motors answer whatever their own loops do, and a reply held back behind a
+MuJoCo step would be the emulator's lateness, not the bus's. `realtime_priority` runs the
+thread under SCHED_FIFO where permitted (`s2r emulate`: 60, as the serial buses). numpy and
+python-can only.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ from s2r.hardware.drivers.mit_can_protocol import (
     unpack_command,
 )
 from s2r.hardware.emulators.plant import Plant
+from s2r.hardware.deadline import set_realtime_priority
 from s2r.hardware.emulators.serial_bus import BusFaults
 from s2r.hardware.motors import RobotCalibration
 
@@ -142,7 +148,7 @@ class MitCanBus:
     def __init__(self, plant: Plant, calibration: RobotCalibration, *, interface: str = "virtual",
                  channel: str = "s2r", port: int | None = None, bitrate: int = 1_000_000,
                  faults: CanFaults | None = None,
-                 can_timeout_s: float = 0.1) -> None:
+                 can_timeout_s: float = 0.1, realtime_priority: int = 0) -> None:
         if interface not in ("virtual", "udp_multicast"):
             raise ValueError(f"MitCanBus: interface: {interface!r} (expected virtual or udp_multicast)")
         if not (isinstance(bitrate, int) and bitrate > 0):
@@ -151,6 +157,10 @@ class MitCanBus:
         self.interface, self.channel, self.udp_port, self.bitrate = interface, channel, port, bitrate
         self.faults = faults if faults is not None else CanFaults()
         self.can_timeout_s = can_timeout_s
+        self.realtime_priority = realtime_priority
+        """SCHED_FIFO priority of the bus's thread where permitted (0: normal scheduling; `s2r emulate`: 60)."""
+        self.setup_note: str | None = None
+        """Why the thread runs with normal scheduling after all (SCHED_FIFO refused), or None."""
         self.motors: list[EmulatedMitMotor] = []
         for m in calibration.motors:
             model = mit_model(m.model)
@@ -216,20 +226,25 @@ class MitCanBus:
 
     # --- the thread ---------------------------------------------------------------------------------------------
     def _run(self) -> None:
+        self.setup_note = set_realtime_priority(self.realtime_priority)
         timestep = self.plant.timestep
         next_step = time.monotonic()
+        step_s = 0.0
+        """Seconds the last plant step took: a reply due within that long is sent before the step, not after it."""
         while not self._stop.is_set():
             now = time.monotonic()
-            if now >= next_step:
+            self._flush(now)
+            reply_due = self._outbox[0][0] if self._outbox else math.inf
+            if now >= next_step and reply_due > now + step_s:
                 self._advance(now)
+                step_s = time.monotonic() - now
                 self._stats["physics_steps"] += 1
                 next_step += timestep
                 if time.monotonic() > next_step:
                     self._stats["physics_overruns"] += 1
                     next_step = time.monotonic()
                 continue
-            self._flush(now)
-            wake = min([next_step] + [due for due, _, _ in self._outbox[:1]])
+            wake = min(reply_due, next_step if now < next_step else reply_due)
             message = self._bus.recv(max(wake - time.monotonic(), 0.0))
             if message is not None:
                 self._receive(message, time.monotonic())
