@@ -160,3 +160,15 @@ def test_the_command_curriculum_widens_the_ranges_as_tracking_improves_and_narro
     assert command.level == 0.75
     command.reset(np.arange(4), np.random.default_rng(0))
     assert (np.abs(command.out[:, 0]) <= 0.75).all()
+
+
+@pytest.mark.slow
+def test_go2_flat_trains_to_the_walking_rule(tmp_path):
+    """About 15 min on an idle 2-core machine (docs/locomotion.md: seed 0 first meets the rule at iteration 692)."""
+    from bench.locomotion_train import evaluate_walking
+    from s2r.policies.train import default_config, load_policy, train
+
+    train(default_config("go2_flat", iterations=800), tmp_path, progress=False)
+    policy, _, _ = load_policy(tmp_path, task="go2_flat")
+    result = evaluate_walking(policy.eval().act_inference, episodes=128)
+    assert result["walks"], result
