@@ -14,6 +14,7 @@ The same ONNX file drives each one, with tracking error and falls reported the s
   fade-in's end) against the base's true velocity; a fall is the orientation limit tripping.
 
     PYTHONPATH=. python -m bench.locomotion_sim2sim --policy go2.onnx [--episodes 16] [--warp-worlds 1 --warp-seconds 1]
+    PYTHONPATH=. python -m bench.locomotion_sim2sim --policy go2.onnx --rows warp cpu_as_warp --warp-worlds 4 --warp-seconds 8
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ from s2r.spec import robot_spec
 CONFIGS = Path(__file__).resolve().parent.parent / "hardware" / "configs"
 RULE = {"lin_vel_error": 0.2, "yaw_rate_error": 0.3, "fall_rate": 0.05}
 """The walking rule (docs/locomotion.md)."""
+ROWS = {"cpu": "cpu (MuJoCo batch)", "simrobot": "SimRobot, nominal, from lying",
+        "offsets": "SimRobot, hidden offsets, from lying", "warp": "warp (Warp CPU device)",
+        "cpu_as_warp": "cpu, the warp row's worlds and seconds"}
+"""Each row's key (`--rows`) and name."""
 
 
 def in_env(policy: Path, backend: str, worlds: int, seconds: float, seed: int = 1) -> dict:
@@ -117,24 +122,28 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=16, help="cpu worlds and SimRobot episodes")
     parser.add_argument("--seconds", type=float, default=12.0, help="seconds per episode (cpu, SimRobot)")
     parser.add_argument("--warp-worlds", type=int, default=0,
-                        help="warp worlds (0: none; on Warp's CPU device 20 steps of 4 worlds took 287 s here)")
+                        help="warp worlds (0: none; Warp's CPU device is slow: kernels take minutes to build "
+                             "the first time, then a step of 2 worlds takes 0.3-1 s here)")
     parser.add_argument("--warp-seconds", type=float, default=4.0)
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS),
+                        help="rows to run; warp and its cpu twin (the same worlds, seed and seconds) need --warp-worlds")
     parser.add_argument("--out", default="bench/results/locomotion_sim2sim.json")
     args = parser.parse_args()
     policy = Path(args.policy)
     rows = {}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for name, run in (("cpu (MuJoCo batch)", lambda: in_env(policy, "cpu", args.episodes, args.seconds)),
-                      ("SimRobot, nominal, from lying", lambda: on_sim_robot(policy, None, args.episodes, args.seconds)),
-                      ("SimRobot, hidden offsets, from lying",
-                       lambda: on_sim_robot(policy, "go2_offsets.yaml", args.episodes, args.seconds)),
-                      ("warp (Warp CPU device)", (lambda: in_env(policy, "warp", args.warp_worlds, args.warp_seconds))
-                       if args.warp_worlds else None)):
-        if run is None:
+    runs = {"cpu": lambda: in_env(policy, "cpu", args.episodes, args.seconds),
+            "simrobot": lambda: on_sim_robot(policy, None, args.episodes, args.seconds),
+            "offsets": lambda: on_sim_robot(policy, "go2_offsets.yaml", args.episodes, args.seconds),
+            "warp": lambda: in_env(policy, "warp", args.warp_worlds, args.warp_seconds),
+            "cpu_as_warp": lambda: in_env(policy, "cpu", args.warp_worlds, args.warp_seconds)}
+    for key in args.rows:
+        if key in ("warp", "cpu_as_warp") and not args.warp_worlds:
             continue
+        name = ROWS[key]
         start = time.perf_counter()
-        rows[name] = {**run(), "wall_s": time.perf_counter() - start}
+        rows[name] = {**runs[key](), "wall_s": time.perf_counter() - start}
         rows[name]["within_rule"] = all(rows[name][k] < v for k, v in RULE.items())
         print(f"{name:40s} {rows[name]['lin_vel_error']:.3f} m/s  {rows[name]['yaw_rate_error']:.3f} rad/s  "
               f"{100 * rows[name]['fall_rate']:.0f} % falls  ({rows[name]['episodes']} × {rows[name]['seconds']:g} s)",
