@@ -54,13 +54,14 @@ POLICY = "policy.onnx"
 """Tasks whose off-policy training is tuned and checked here (continuous actions, a dense reward)."""
 
 
-L2F_TD3 = TD3Config(activation="tanh", weight_decay=1e-4, learning_starts=15_000, actor_learning_starts=30_000,
-                    uniform_warmup=False, normalize_observations=False, buffer_size=300_000, updates_per_step=3)
-"""Learning to Fly's TD3 (the authors' `src/config`): 64-unit tanh networks, Adam with weight decay 1e-4, the
-critic's steps from 15k transitions and the actor's from 30k, collection by the actor with noise 0.1 from the
-start, raw observations, a replay of the whole 300k-transition run, batch 256, γ 0.99, target noise 0.2 clipped
-at 0.5, one actor step per two critic steps, the replay's rewards priced with the curriculum's current weights. L2F
-makes one critic step per 10 transitions; 3 steps per step of the 32 worlds is one per 10.7."""
+HOVER_TD3 = TD3Config(learning_starts=10_000, buffer_size=300_000, updates_per_step=4)
+"""TD3 for the hover (64-unit ReLU networks, running observation normalization, 10k uniform warm-up transitions,
+batch 256, γ 0.99, target noise 0.2 clipped at 0.5, one actor step per two critic steps, 4 steps per step of the 32
+worlds: one critic step per 8 transitions, Learning to Fly's one per 10), with the replay's rewards priced at the
+curriculum's current weights as L2F does. L2F's other choices (tanh networks, Adam weight decay 1e-4, the critic
+from 15k and the actor from 30k transitions collected by the untrained actor, raw observations:
+`TD3Config(activation="tanh", weight_decay=1e-4, learning_starts=15_000, actor_learning_starts=30_000,
+uniform_warmup=False, normalize_observations=False)`) learned slower here: docs/quadrotor.md."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,8 @@ class OffPolicyTrainConfig:
     """Stop once the rule's success rate reaches this; None: train all `env_steps`."""
     max_train_s: float | None = 900.0
     """Stop after this many seconds of training (evaluations not counted); None: no limit."""
-    td3: TD3Config = field(default_factory=lambda: L2F_TD3)
-    """Learning to Fly's TD3 (`L2F_TD3`)."""
+    td3: TD3Config = field(default_factory=lambda: HOVER_TD3)
+    """TD3's hyperparameters (`HOVER_TD3`)."""
     sac: SACConfig = field(default_factory=SACConfig)
     save_replay: bool = True
     """Write the replay buffer into the checkpoint (about 2.4 kB per quadrotor transition), so a resumed run
