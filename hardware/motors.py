@@ -507,7 +507,7 @@ class BusRobot(RobotInterface):
                 self._next_health = time.monotonic() + self.health_period_s
                 self._health = self._read_health()
             return RobotState(stamp=float(self._stamps.min()), q=self._q.copy(), dq=self._dq.copy(),
-                              tau=self._tau.copy())
+                              tau=self._tau.copy(), fault=self._faulted)
 
     def write_command(self, command: Command) -> None:
         """Write one command (joint units, (num_motors,) arrays); after a fault, damping instead; ignored while disabled."""

@@ -22,6 +22,7 @@ What it guarantees for every command it returns, per actuated joint:
 And how it behaves over time:
 
     no state, or state older than watchdog_periods periods ─► damping (kp = 0, kd > 0)
+    a state whose `fault` is set (the driver's latched fault) ─► damping while it is set, then a new soft start
     estop() ─────────────────────────────────────────────────► damping, latched until reset_estop()
     fresh state after construction, reset(), recovery:
     │ ramp: q* from the measured pose to the default pose   │ fade: blend to the policy's   │ running
@@ -66,7 +67,7 @@ from s2r.state import Command, RobotState
 
 Mode = Literal["soft_start", "running", "damping", "estop"]
 EVENTS = ("nan_guard", "position_clamp", "rate_limit", "velocity_clamp", "effort_clamp", "gain_clamp",
-          "watchdog", "estop", "soft_start", "orientation_limit")
+          "watchdog", "estop", "soft_start", "orientation_limit", "robot_fault")
 """The interventions `SafetyFilter.events` counts."""
 
 
@@ -171,6 +172,9 @@ class SafetyFilter:
             self._check_tilt(state)
         if self.fault is not None:
             return self._safe(state, q_meas, "orientation_limit", "damping")
+        if state is not None and state.fault is not None:  # a motor lost or in hardware error (overload, heat)
+            self._restart()
+            return self._safe(state, q_meas, "robot_fault", "damping")
         if q_meas is None or now - state.stamp > window:
             self._restart()
             return self._safe(state, q_meas, "watchdog", "damping")

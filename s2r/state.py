@@ -31,6 +31,9 @@ class RobotState:
     """Base orientation in the world, (..., 4) as w, x, y, z; None without an IMU."""
     base_ang_vel: np.ndarray | None = None
     """Base angular velocity in the base frame, (..., 3) rad/s; None without an IMU."""
+    fault: str | None = None
+    """Why the robot's driver latched a fault (a motor lost, or reporting overload or overheating), naming the
+    motor; None when it has none. The SafetyFilter damps while it is set."""
 
     def take(self, ids: np.ndarray) -> RobotState:
         """The states of the batch rows `ids`."""

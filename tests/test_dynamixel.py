@@ -119,12 +119,38 @@ def test_every_injected_fault_ends_in_damping_with_nothing_out_of_limits(bus, fa
     assert events[0] - injected_at <= lost_within + 1
     assert _within_limits(commands, ARM)
     assert statuses[int(fault.split()[-1]) - 1 if fault != "bus_down" else 0].level == "ERROR"
+    assert modes[-1] == "damping"  # the driver's latched fault reached the SafetyFilter (with the state)
+    assert state.fault == robot.fault and safety.events["robot_fault"] > 0
     if fault.startswith(("drop", "corrupt", "silent", "bus_down")):
-        assert modes[-1] == "damping"  # the stale state reached the SafetyFilter's watchdog
-        assert time.time() - state.stamp > 3 * ARM.control_period
+        assert time.time() - state.stamp > 3 * ARM.control_period  # and the state went stale
     else:
         flagged = [s for s in statuses if s.faults.error_flags]
         assert flagged and flagged[0].faults.error_flags[0] == fault.split()[0]
+        assert modes[events[0] - 1] == "damping"  # from the tick that read the error bit: the state is fresh
+
+
+def test_after_a_hardware_error_is_cleared_the_arm_soft_starts_again(bus):
+    with open_driver(f"dynamixel:{bus.port}", ARM) as robot:
+        robot.enable()
+        safety = SafetyFilter(ARM, ARM.control_period)
+        target = np.array([0.3, -0.4, 0.9])
+        _hold(robot, safety, target, 70, on_tick=lambda tick: tick == 60 and bus.fault("overload 2"))
+        assert safety.mode == "damping" and robot.fault == "motor 2 (joint shoulder): overload"
+        bus.fault("clear")
+        bus.fault("power_cycle")  # the motors see it at their next physics step
+        robot.disable()
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                robot.enable()
+                break
+            except RobotError:  # "reports overload" until that step
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(ARM.control_period)
+        safety.reset()
+        _, modes = _hold(robot, safety, target, 5)
+    assert robot.fault is None and set(modes) == {"soft_start"}
 
 
 def test_enabling_refuses_a_joint_outside_its_calibrated_range_naming_it(bus, tmp_path):

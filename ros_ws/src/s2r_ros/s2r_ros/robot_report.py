@@ -33,6 +33,7 @@ MODE_CODES = {"soft_start": 0, "running": 1, "damping": 2, "estop": 3, "disabled
 """Mode of each trajectory sample, as stored in the trajectory file."""
 CAUSES = {"watchdog": "watchdog: no fresh state or policy command within the watchdog periods",
           "nan_guard": "NaN guard: a non-finite command", "estop": "e-stop latched",
+          "robot_fault": "robot fault: the driver latched a motor lost or in hardware error (see /diagnostics)",
           "orientation_limit": "orientation limit: the base tilted beyond the limit (a fall, or lying on its back "
                                "at the start); latched until reset_estop"}
 """SafetyFilter events that put the robot in damping, and how the log says so."""
