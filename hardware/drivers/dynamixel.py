@@ -215,6 +215,8 @@ class _Port(PortHandler):
     def __init__(self, name: str, latency_timer_ms: float) -> None:
         super().__init__(name)
         self.latency_timer_ms = latency_timer_ms
+        self.expect_reply = True
+        """False while a sync write is sent (see clearPort)."""
 
     def setupPort(self, cflag_baud: int) -> bool:  # noqa: N802 (the SDK's name)
         if self.is_open:
@@ -234,6 +236,13 @@ class _Port(PortHandler):
             if remaining > 0:
                 select.select([self.ser.fileno()], [], [], remaining)
         return self.ser.read(length)
+
+    def clearPort(self) -> None:  # noqa: N802 (the SDK's name)
+        """The SDK clears the receive buffer before every instruction; before one nobody answers (a sync write,
+        `expect_reply` False) there is nothing to clear, and the tcflush would sit between the tick's read and its
+        write. The next instruction that is answered clears what came late."""
+        if self.expect_reply:
+            super().clearPort()
 
     def setPacketTimeout(self, packet_length: int) -> None:  # noqa: N802 (the SDK's name)
         self.packet_start_time = self.getCurrentTime()
@@ -450,8 +459,12 @@ class Dynamixel(BusRobot):
         width = size // values.shape[1]
         for motor, row in zip(self.calibration.motors, values):
             group.addParam(motor.id, [b for v in row for b in int(v & ((1 << 8 * width) - 1)).to_bytes(width, "little")])
-        group.txPacket()
-        self._port.is_using = False
+        self._port.expect_reply = False
+        try:
+            group.txPacket()
+        finally:
+            self._port.expect_reply = True
+            self._port.is_using = False
 
     def _hardware_errors(self, index: int) -> tuple[str, ...]:
         motor = self.calibration.motors[index]

@@ -40,7 +40,6 @@ from s2r.hardware.drivers.feetech_protocol import (
     ErrorBit,
     Register,
     encode_value,
-    register_value,
 )
 from s2r.hardware.motors import (
     BusAddress,
@@ -65,6 +64,14 @@ READ_SPAN = (Register.PRESENT_POSITION, 8)
 ERROR_NAMES = {int(ErrorBit.VOLTAGE): "voltage", int(ErrorBit.ANGLE_SENSOR): "encoder",
                int(ErrorBit.OVERHEAT): "overheating", int(ErrorBit.OVERCURRENT): "overcurrent",
                int(ErrorBit.OVERLOAD): "overload"}
+
+
+def _decode_state(data: bytes) -> tuple[int, int, int]:
+    """Position, speed and load from the 8 bytes of READ_SPAN (little-endian; speed and load sign-magnitude, their
+    sign in bits 15 and 10), in plain integer arithmetic: a tick decodes six of these."""
+    speed, load = data[2] | data[3] << 8, data[4] | data[5] << 8
+    return (data[0] | data[1] << 8, -(speed & 0x7FFF) if speed & 0x8000 else speed,
+            -(load & 0x3FF) if load & 0x400 else load)
 
 
 def load_feetech_address(where: str) -> BusAddress:
@@ -162,19 +169,17 @@ class FeetechRobot(BusRobot):
                 retries[self.ids.index(motor_id)] += 1
             replies.update(self.bus.sync_read(address, length, missing))
         good = np.array([motor_id in replies for motor_id in self.ids])
-        present, speed, load = np.zeros(n), np.zeros(n), np.zeros(n)
-        flags: list[tuple[str, ...]] = []
+        values = [(0, 0, 0)] * n
+        flags: list[tuple[str, ...]] = [()] * n
         for i, motor_id in enumerate(self.ids):
             reply = replies.get(motor_id)
             if reply is None:
-                flags.append(())
                 continue
-            data = reply.params
-            present[i] = register_value(Register.PRESENT_POSITION, data[0:2])
-            speed[i] = register_value(Register.PRESENT_SPEED, data[2:4])
-            load[i] = register_value(Register.PRESENT_LOAD, data[4:6])
-            self._health_now[i] = MotorHealth(temperature=float(data[7]), voltage=data[6] / 10)
-            flags.append(tuple(name for bit, name in ERROR_NAMES.items() if reply.code & bit) if reply.code else ())
+            values[i] = _decode_state(reply.params)
+            self._health_now[i] = MotorHealth(temperature=float(reply.params[7]), voltage=reply.params[6] / 10)
+            if reply.code:
+                flags[i] = tuple(name for bit, name in ERROR_NAMES.items() if reply.code & bit)
+        present, speed, load = np.array(values, dtype=np.float64).T
         self._present[good] = present[good]
         encoder = present + self.homing
         # Unwrapped around the offset: the joint lies within half a turn of it.

@@ -4,8 +4,8 @@ The master side of the half-duplex protocol (`feetech_protocol`) over pyserial. 
 clears what is left in the receive buffer (a late answer to an earlier instruction), writes one
 instruction and, unless nobody answers it (a sync write), reads the status packets it expects
 until they are all in or the reply deadline passes: the wire time of the answer at the port's
-baud rate plus `reply_margin_s` (the adapter's latency and the servos' return delay). Reads
-block in the kernel; nothing spins.
+baud rate plus `reply_margin_s` (the adapter's latency and the servos' return delay). The wait
+for bytes is in the kernel (`select`); nothing spins.
 
     with FeetechBus("/dev/ttyACM0", 1_000_000) as bus:
         bus.model_number(1)                                     # 777 for an STS3215
@@ -20,6 +20,7 @@ Opening a port that does not exist or that another program holds raises BusOpenE
 
 from __future__ import annotations
 
+import select
 import time
 from collections.abc import Iterable, Mapping
 
@@ -151,31 +152,35 @@ class FeetechBus:
         return replies[0]
 
     def _transact(self, packet: bytes, ids: list[int], length: int) -> list[Packet]:
-        """Write `packet`, then read one status of `length` parameter bytes from each of `ids`, in order."""
+        """Write `packet`, then read one status of `length` parameter bytes from each of `ids`, in order.
+
+        Without replies to wait for (a sync write) nothing is cleared or drained: the next instruction queues
+        behind it on the wire, and the one that reads clears what came late. Replies are parsed as their bytes
+        come (the port is non-blocking; the wait is a `select` until the deadline), so that after the last
+        byte only the last status is left to parse.
+        """
         port = self._port()
+        if not ids:
+            port.write(packet)
+            self.counts["transactions"] += 1
+            return []
         port.reset_input_buffer()
         self.parser.clear()
         port.write(packet)
         self.counts["transactions"] += 1
-        if not ids:
-            port.flush()
-            return []
         expected = len(ids) * (STATUS_OVERHEAD + length)
         deadline = time.monotonic() + self.wire_time_s(len(packet) + expected) + self.reply_margin_s
         wanted = set(ids)
         replies: list[Packet] = []
-        received = 0
         corrupt_before = self.parser.corrupt
+        fd = port.fileno()
         while wanted:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
                 break
-            if abs(port.timeout - remaining) > 0.2 * remaining:  # setting it costs a tcsetattr: only when it matters
-                port.timeout = remaining
-            data = port.read(max(1, expected - received))
+            data = port.read(4096)  # what has come (timeout 0: never blocks)
             if not data:
                 break
-            received += len(data)
             for reply in self.parser.feed(data):
                 if reply.id in wanted and len(reply.params) == length:
                     wanted.discard(reply.id)
