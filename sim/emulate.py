@@ -64,13 +64,16 @@ def _feetech(spec: RobotSpec, calibration: RobotCalibration, baud: int, faults: 
 def _mit_can(spec: RobotSpec, calibration: RobotCalibration, baud: int, faults: BusFaults,
              initial_q: np.ndarray | None) -> Any:
     """MIT CAN motors on python-can's UDP multicast bus (group 239.0.0.1, a port of their own): `port` is the driver's
-    WHERE (`mit_can:udp_multicast:239.0.0.1:PORT,calibration=FILE`); baud is the CAN bit rate."""
+    WHERE (`mit_can:udp_multicast:239.0.0.1:PORT,calibration=FILE`); baud is the CAN bit rate. A spec with an imu gets
+    its IMU on the bus too, at can_imu.DEFAULT_IMU_ID."""
+    from s2r.hardware.drivers.can_imu import DEFAULT_IMU_ID
     from s2r.hardware.emulators.mit_can import MitCanBus
     from s2r.sim.motor_plant import MujocoPlant
 
     port = 43200 + secrets.randbelow(2000)
     return MitCanBus(MujocoPlant(spec, initial_q=initial_q), calibration, interface="udp_multicast",
-                     channel="239.0.0.1", port=port, bitrate=baud, faults=faults)
+                     channel="239.0.0.1", port=port, bitrate=baud, faults=faults,
+                     imu_id=DEFAULT_IMU_ID if spec.imu is not None else None)
 
 
 EMULATORS: dict[str, tuple[Callable[..., PtyBus], str, int]] = {

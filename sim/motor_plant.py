@@ -8,6 +8,7 @@ friction, gravity, joint limits) are the MJCF's, as SimRobot's are.
     plant = MujocoPlant(robot_spec("arm"))          # starts at the spec's default pose
     plant.step(np.zeros(3))                         # tau: (num_joints,) N·m for plant.timestep s
     plant.q, plant.dq                               # (num_joints,) rad, rad/s
+    quat, gyro = MujocoPlant(robot_spec("go2")).imu()   # a spec with an imu: what the IMU measures
 """
 
 from __future__ import annotations
@@ -45,6 +46,14 @@ class MujocoPlant:
     def dq(self) -> np.ndarray:
         """Joint velocities, (num_joints,) rad/s."""
         return self.view.read_state(self.data.qpos, self.data.qvel, self.data.qfrc_actuator, stamp=0.0).dq
+
+    def imu(self) -> tuple[np.ndarray, np.ndarray]:
+        """The spec's IMU: its site's orientation in the world, (4,) w, x, y, z, and its angular velocity in its own
+        axes, (3,) rad/s (as SimRobot's state carries them); ValueError for a robot without one."""
+        state = self.view.read_state(self.data.qpos, self.data.qvel, self.data.qfrc_actuator, stamp=0.0)
+        if state.base_quat is None:
+            raise ValueError(f"MujocoPlant({self.spec.name}): the spec has no imu")
+        return state.base_quat, state.base_ang_vel
 
     def step(self, tau: np.ndarray) -> None:
         """Apply `tau`, (num_joints,) N·m (clamped to the effort limits), for one timestep."""

@@ -8,10 +8,13 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+import mujoco
 import numpy as np
 import pytest
 
+from s2r.geometry import tilt_from_quat, yaw_from_quat
 from s2r.hardware.drivers import DriverError, load_driver_config, open_driver, preflight
+from s2r.hardware.drivers.can_imu import DEFAULT_IMU_ID
 from s2r.hardware.drivers.mit_can import MitCanRobot, parse_can_address
 from s2r.hardware.emulators.mit_can import MitCanBus
 from s2r.hardware.motors import (
@@ -41,12 +44,19 @@ def base_height(plant: MujocoPlant) -> float:
 
 
 @contextmanager
-def emulated_go2(*, initial_q=None, calibration=None, faults=(), can_timeout_s=0.1):
-    """A Go2 of 12 emulated DM-J8009P motors on a fresh virtual bus; yields (bus, plant, driver WHERE)."""
+def emulated_go2(*, initial_q=None, calibration=None, faults=(), can_timeout_s=0.1, imu_id=DEFAULT_IMU_ID,
+                 base_quat=None):
+    """A Go2 of 12 emulated DM-J8009P motors and its IMU on a fresh virtual bus; yields (bus, plant, driver WHERE).
+
+    `base_quat` (w, x, y, z) turns the base before it starts (raised to 0.3 m, so that it falls onto its feet, back
+    or side)."""
     channel = f"go2-{uuid.uuid4().hex[:8]}"
     plant = MujocoPlant(SPEC, initial_q=initial_q)
+    if base_quat is not None:
+        plant.data.qpos[2], plant.data.qpos[3:7] = 0.3, base_quat
+        mujoco.mj_forward(plant.model, plant.data)
     bus = MitCanBus(plant, calibration or read_motor_calibration(CALIBRATION, SPEC), channel=channel,
-                    can_timeout_s=can_timeout_s)
+                    can_timeout_s=can_timeout_s, imu_id=imu_id)
     for fault in faults:
         bus.faults.apply(fault)
     with bus:
@@ -153,7 +163,9 @@ def test_cubemars_ak_motors_answer_in_the_cheetah_layout_and_move_the_arm_to_its
     path = write_motor_calibration(calibration, tmp_path / "arm_ak.yaml")
     channel = f"arm-{uuid.uuid4().hex[:8]}"
     target = arm.default_q + np.array([0.4, 0.3, -0.3])
-    with MitCanBus(MujocoPlant(arm), calibration, channel=channel) as bus, \
+    # AK firmware reports no state: a motor whose CAN timeout fired during a stall of a loaded test host would drop
+    # the arm unseen, so these motors wait 0.5 s (the timeout's own test is the Damiao Go2's)
+    with MitCanBus(MujocoPlant(arm), calibration, channel=channel, can_timeout_s=0.5) as bus, \
             MitCanRobot(arm, f"virtual:{channel},calibration={path}", reply_slack_s=SLACK_S) as robot:
         robot.enable()
         safety = SafetyFilter(arm, arm.control_period)
@@ -263,3 +275,84 @@ def test_across_processes_through_udp_multicast_the_driver_moves_a_leg():
             run(robot, safety, 0.3, command=hold(target))
             assert robot.fault == "motor 3 (joint FR_hip_joint): lost"
     assert q[0] > 0.35 and abs(q[3] - SPEC.default_q[3]) < 0.1, "the FL hip went out from 0.1 rad, FR stayed"
+
+
+# --- the IMU on the CAN bus ----------------------------------------------------------------------------------------
+def yawed(yaw: float) -> np.ndarray:
+    return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
+
+
+def test_the_can_imu_gives_the_go2_its_base_orientation_and_rate_as_the_plant_has_them():
+    with emulated_go2(initial_q=SPEC.default_q, base_quat=yawed(1.0)) as (bus, plant, where):
+        with MitCanRobot(SPEC, where, reply_slack_s=SLACK_S) as robot:
+            robot.enable()
+            run(robot, SafetyFilter(SPEC, SPEC.control_period), 1.0, command=hold(SPEC.default_q))  # lands, stands
+            state = robot.read_state()
+            quat, gyro, age = *plant.imu(), time.time() - state.stamp
+        assert bus.stats()["imu_frames"] > 300, "200 samples a second, two frames each"
+    assert state.base_quat.shape == (4,) and state.base_ang_vel.shape == (3,)
+    assert abs(float(yaw_from_quat(state.base_quat)) - 1.0) < 0.05 and float(tilt_from_quat(state.base_quat)) < 0.5
+    assert 2 * np.arccos(min(1.0, abs(float(quat @ state.base_quat)))) < 0.01, "the plant's IMU, a sample ago"
+    assert np.abs(state.base_ang_vel - gyro).max() < 0.05
+    assert age < 0.05, "stamped when its frames came"
+
+
+def test_a_go2_on_its_back_on_can_motors_is_not_stood_up():
+    with emulated_go2(initial_q=LYING, base_quat=np.array([0.0, 1.0, 0.0, 0.0])) as (_, plant, where):
+        with MitCanRobot(SPEC, where, reply_slack_s=SLACK_S) as robot:
+            time.sleep(0.5)  # lands on its back
+            robot.enable()
+            safety = SafetyFilter(SPEC, SPEC.control_period)
+            written = run(robot, safety, 0.6)
+    assert "refuses to stand up a robot lying on its back" in safety.fault
+    assert safety.report()["mode"] == "damping" and all((c.kp == 0).all() for c in written)
+    assert within_limits(written, safety)
+
+
+def test_a_fall_seen_by_the_can_imu_trips_the_orientation_limit_and_damps():
+    with emulated_go2(initial_q=SPEC.default_q) as (_, plant, where):
+        base = plant.view.base_body
+        with MitCanRobot(SPEC, where, reply_slack_s=SLACK_S) as robot:
+            robot.enable()
+            safety = SafetyFilter(SPEC, SPEC.control_period)
+            run(robot, safety, 1.0, command=hold(SPEC.default_q))
+            assert safety.fault is None
+            plant.data.xfrc_applied[base, 3] = 150.0  # a shove about the roll axis (N·m) for 0.3 s: it rolls over
+            written = run(robot, safety, 0.3, command=hold(SPEC.default_q))
+            plant.data.xfrc_applied[base, 3] = 0.0
+            written += run(robot, safety, 1.0, command=hold(SPEC.default_q))
+    assert safety.fault is not None and "(a fall)" in safety.fault
+    assert safety.events["orientation_limit"] > 0 and safety.report()["mode"] == "damping"
+    assert within_limits(written, safety)
+
+
+def test_an_imu_that_goes_silent_latches_the_robots_fault_and_damping():
+    with emulated_go2(initial_q=SPEC.default_q) as (bus, plant, where):
+        with MitCanRobot(SPEC, where, reply_slack_s=SLACK_S) as robot:
+            robot.enable()
+            safety = SafetyFilter(SPEC, SPEC.control_period)
+            ticks = {}
+
+            def inject(tick: int) -> None:
+                if tick == 40:
+                    bus.faults.apply(f"silent {DEFAULT_IMU_ID}")
+                if tick > 40 and robot.fault is not None:
+                    ticks.setdefault("fault", tick)
+
+            written = run(robot, safety, 1.2, command=hold(SPEC.default_q), on_tick=inject)
+    assert robot.fault.startswith("imu (CAN id 0x50): lost") and ticks["fault"] - 40 <= 6
+    assert safety.report()["mode"] == "damping", "the state's stamp ages with the IMU's: the watchdog damps too"
+    assert within_limits(written, safety)
+
+
+def test_a_go2_bus_without_its_imu_is_refused_at_connect_and_imu_none_runs_without_one():
+    with emulated_go2(imu_id=None) as (_, _, where):
+        with pytest.raises(RobotError) as error:
+            MitCanRobot(SPEC, where).connect()
+        assert "cannot connect: the IMU (CAN id 0x50) sent no rate and angle frames in 0.2 s" in str(error.value)
+        assert "\n" not in str(error.value)
+        with MitCanRobot(SPEC, f"{where},imu=none") as robot:
+            assert robot.imu_id is None and robot.read_state().base_quat is None
+    with pytest.raises(ValueError, match=r"imu=banana: expected a CAN id \(0x50, 0..0x7FF\) or none"):
+        parse_can_address(f"virtual:x,calibration={CALIBRATION},imu=banana")
+    assert parse_can_address(f"virtual:x,imu=0x51,calibration={CALIBRATION}").imu == "0x51"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from s2r.hardware.drivers.can_imu import ImuReader, euler_from_quat, imu_quat, pack_imu
 from s2r.hardware.drivers.mit_can_protocol import (
     ENTER_MOTOR_MODE,
     EXIT_MOTOR_MODE,
@@ -158,3 +160,27 @@ def test_a_damiao_register_read_round_trips(motor_id, register, value):
     assert unpack_register_reply(pack_register_reply(motor_id, register, value), motor_id, register) == value
     with pytest.raises(FrameError, match="not motor"):
         unpack_register_reply(pack_register_reply(motor_id, register, value), motor_id + 1, register)
+
+
+@given(st.floats(-3.14, 3.14), st.floats(-1.5, 1.5), st.floats(-3.14, 3.14),
+       st.lists(st.floats(-34.0, 34.0), min_size=3, max_size=3))
+def test_the_can_imus_angle_and_rate_frames_round_trip_within_one_step(roll, pitch, yaw, gyro):
+    quat = imu_quat(np.array([roll, pitch, yaw]))
+    reader = ImuReader()
+    for data in pack_imu(quat, np.array(gyro)):
+        assert len(data) == 8 and data[0] == 0x55
+        reader.feed(data, 1.0)
+    assert reader.samples == 1 and reader.stamp == 1.0
+    angle_step, rate_step = np.pi / 32768, np.radians(2000) / 32768
+    assert np.abs(reader.gyro - gyro).max() <= rate_step / 2 + 1e-9
+    # the same rotation up to the quaternion's sign, within one angle step per axis
+    assert 2 * np.arccos(min(1.0, abs(float(np.dot(reader.quat, quat))))) <= 3 * angle_step
+    assert np.allclose(euler_from_quat(quat), [roll, pitch, yaw], atol=1e-6)
+
+
+def test_an_imu_frame_of_another_layout_is_counted_as_malformed_and_no_sample_is_made():
+    reader = ImuReader()
+    reader.feed(bytes([0x55, 0x53, 0, 0, 0, 0, 0]), 1.0)   # 7 bytes
+    reader.feed(bytes([0x55, 0x59, 0, 0, 0, 0, 0, 0]), 1.0)  # a quaternion packet would not fit: not ours
+    reader.feed(bytes([0x55, 0x53, 0, 0, 0, 0, 0, 0]), 1.0)  # angles without their rate frame first
+    assert reader.malformed == 2 and reader.samples == 0 and reader.quat is None

@@ -1,10 +1,13 @@
 """MitCanRobot: a robot of MIT-protocol CAN motors (CubeMars AK, Damiao DM) through python-can.
 
-`--driver mit_can:INTERFACE:CHANNEL[@BITRATE],calibration=FILE` names the bus as python-can
-does (INTERFACE one of `socketcan`, `slcan`, `virtual`, `udp_multicast`; BITRATE in bit/s,
-default 1000000) and the motor calibration YAML (`s2r.hardware.motors`: ids, models, offsets,
-directions, gear ratios, ranges). The calibration is required: a CAN motor's model cannot be
-guessed from the spec.
+`--driver mit_can:INTERFACE:CHANNEL[@BITRATE],calibration=FILE[,imu=ID|none]` names the bus as
+python-can does (INTERFACE one of `socketcan`, `slcan`, `virtual`, `udp_multicast`; BITRATE in
+bit/s, default 1000000) and the motor calibration YAML (`s2r.hardware.motors`: ids, models,
+offsets, directions, gear ratios, ranges). The calibration is required: a CAN motor's model
+cannot be guessed from the spec. A robot whose spec has an `imu` (a legged robot's base) gets
+its orientation and angular velocity from an IMU streaming on the same bus
+(`s2r.hardware.drivers.can_imu`: WitMotion's angle and rate packets, from CAN id 0x50 unless
+`imu=ID` names another; `imu=none`: no IMU, the state without base orientation).
 
     mit_can:socketcan:can0,calibration=go2_can.yaml          # a kernel CAN interface
     mit_can:slcan:/dev/ttyACM0@1000000,calibration=...       # a serial-line CAN adapter
@@ -18,13 +21,21 @@ plus `reply_slack_s`, 5 ms: a USB adapter's latency and a loaded host's); the re
 measurement the next `read_state` returns, stamped when they came. The kp and kd of each
 command go to the motor's own PD loop (`Command` gains divided by gear_ratio²), which runs it
 at its current-loop rate between ticks. A `read_state` without a command since the last one
-asks the motors again: disabled motors with the exit-motor-mode frame (they stay off),
-enabled ones with the last command sent.
+asks the motors again: with the last command sent once they run one, else with the
+exit-motor-mode frame (they stay off). `enable()` checks and arms: the motors enter motor mode
+with the first command (they give no torque until then either way), so a control loop that
+starts ticking a second after enable() does not trip their CAN timeout.
 
     with MitCanRobot(robot_spec("go2"), "virtual:go2,calibration=hardware/configs/go2_mit_can.yaml") as robot:
         robot.enable()                    # enter motor mode (refuses a joint outside its range, naming it)
         robot.write_command(command)      # (12,) arrays in joint units → 12 frames out, 12 replies in
         state = robot.read_state()        # the replies, in joint units
+
+The IMU's frames are taken whenever the driver reads the bus (its replies, and at each
+`read_state`), so a state carries the latest sample, stamped the older of the motors' and the
+IMU's; connect and enable refuse an IMU that sends nothing for `imu_timeout_s` (0.2 s), and
+`FaultConfig.lost_after` reads without a new sample latch the robot's fault (damping), as a
+lost motor does.
 
 On connect, every motor must answer: Damiao motors their control mode (MIT), PMAX/VMAX/TMAX
 registers, which must be their calibrated model's, and a CAN timeout other than 0 (so that a
@@ -36,6 +47,7 @@ states (over-temperature, over-current, lost communication, ...) and lost motors
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +55,7 @@ from pathlib import Path
 import can
 import numpy as np
 
+from s2r.hardware.drivers.can_imu import DEFAULT_IMU_ID, ImuReader
 from s2r.hardware.drivers.mit_can_protocol import (
     CLEAR_ERROR,
     DAMIAO_MIT_MODE,
@@ -72,7 +85,7 @@ from s2r.hardware.motors import (
 )
 from s2r.interface import RobotError
 from s2r.spec import RobotSpec
-from s2r.state import Command
+from s2r.state import Command, RobotState
 
 INTERFACES = ("socketcan", "slcan", "virtual", "udp_multicast")
 """python-can interfaces the driver is documented and tested with (a real adapter: socketcan or slcan)."""
@@ -100,6 +113,9 @@ class CanAddress:
     bitrate: int
     calibration: Path
     port: int | None = None
+    imu: str | None = None
+    """The `imu=` option as given: an arbitration id (`0x50`, `80`), `none`, or None (not given: the IMU at
+    `DEFAULT_IMU_ID` for a spec with an imu, none otherwise)."""
     """udp_multicast only: the UDP port (None: python-can's 43113). Groups on one port are not kept apart
     (the sockets bind the port on every address), so separate buses need separate ports."""
 
@@ -113,9 +129,15 @@ class CanAddress:
 
 
 def parse_can_address(where: str) -> CanAddress:
-    """`INTERFACE:CHANNEL[@BITRATE],calibration=FILE` as a CanAddress; ValueError naming `--driver` otherwise."""
-    usage = "expected mit_can:INTERFACE:CHANNEL[@BITRATE],calibration=FILE (e.g. mit_can:socketcan:can0,calibration=" \
-            "hardware/configs/go2_mit_can.yaml)"
+    """`INTERFACE:CHANNEL[@BITRATE],calibration=FILE[,imu=ID|none]` as a CanAddress; ValueError naming `--driver`
+    otherwise."""
+    usage = "expected mit_can:INTERFACE:CHANNEL[@BITRATE],calibration=FILE[,imu=ID|none] (e.g. " \
+            "mit_can:socketcan:can0,calibration=hardware/configs/go2_mit_can.yaml)"
+    imu = None
+    if (found := re.search(r",imu=([^,]*)", where or "")) is not None:
+        imu, where_given, where = found[1], where, where[:found.start()] + where[found.end():]
+        if imu != "none" and _imu_id(imu) is None:
+            raise ValueError(f"--driver mit_can:{where_given}: imu={imu}: expected a CAN id (0x50, 0..0x7FF) or none")
     address = parse_bus_address(where, "mit_can")
     interface, _, channel = address.port.partition(":")
     if interface not in INTERFACES or not channel:
@@ -128,7 +150,16 @@ def parse_can_address(where: str) -> CanAddress:
         if not text.isdigit() or not 0 < int(text) < 65536:
             raise ValueError(f"--driver mit_can:{where}: UDP port {text!r} is not a number in 1..65535")
         port = int(text)
-    return CanAddress(interface, channel, address.baud or DEFAULT_BITRATE, address.calibration, port)
+    return CanAddress(interface, channel, address.baud or DEFAULT_BITRATE, address.calibration, port, imu)
+
+
+def _imu_id(text: str) -> int | None:
+    """A standard CAN id written in decimal or 0x hex; None otherwise."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        return None
+    return value if 0 <= value <= 0x7FF else None
 
 
 @dataclass
@@ -150,7 +181,7 @@ class MitCanRobot(BusRobot):
     """Temperatures come with every Damiao reply, so diagnostics are as fresh as the last tick (no extra traffic)."""
 
     def __init__(self, spec: RobotSpec, address: CanAddress | str, *, faults: FaultConfig = FaultConfig(),
-                 reply_slack_s: float = 0.005, register_timeout_s: float = 0.02) -> None:
+                 reply_slack_s: float = 0.005, register_timeout_s: float = 0.02, imu_timeout_s: float = 0.2) -> None:
         self.address = parse_can_address(address) if isinstance(address, str) else address
         calibration = read_motor_calibration(self.address.calibration, spec)
         super().__init__(spec, calibration, faults)
@@ -170,6 +201,19 @@ class MitCanRobot(BusRobot):
         """time.time() when the replies of the last transaction had been collected: the stamp of what they measured."""
         self._last_frames: list[bytes] | None = None
         self._temperatures = [None] * len(self._motors)
+        given = self.address.imu
+        self.imu_id: int | None = (None if given == "none" else _imu_id(given) if given is not None
+                                   else DEFAULT_IMU_ID if spec.imu is not None else None)
+        """Arbitration id of the IMU streaming on this bus (`s2r.hardware.drivers.can_imu`), or None: no IMU."""
+        if self.imu_id is not None and self.imu_id in {m.id for m in self._motors} | {HOST_ID, REGISTER_ID}:
+            raise RobotError(f"--driver mit_can:{self.address}: imu={self.imu_id:#x} is a motor's id or "
+                             f"the host's")
+        self.imu_timeout_s = imu_timeout_s
+        """Seconds the IMU may send nothing before connect or enable refuses it."""
+        self.imu = ImuReader()
+        self._imu_samples_seen = 0
+        self.imu_stale_ticks = 0
+        """Consecutive read_states without a new IMU sample; `FaultConfig.lost_after` of them latch the fault."""
 
     # --- BusRobot ------------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -192,38 +236,72 @@ class MitCanRobot(BusRobot):
                                      f"(expected the {motor.model.reply} layout of {motor.model.reply_bytes} bytes)")
                 if not good:
                     raise self._silent(motor)
+            if self.imu_id is not None:
+                self._wait_for_imu("connect")
         except BaseException:
             self._close_bus()
             raise
 
     def _read_bus(self) -> BusReading:
         if self._pending is not None:
+            self._drain()  # the IMU's frames since the transaction: the state carries its latest sample
             reading, self._pending = self._pending, None
             return reading
-        if self._enabled:
-            frames = self._last_frames or self._zero_gain_frames()
-        else:
-            frames = [EXIT_MOTOR_MODE] * len(self._motors)
+        frames = self._last_frames if self._enabled and self._last_frames else [EXIT_MOTOR_MODE] * len(self._motors)
         return self._transact(frames, retries=self.fault_config.retries)
 
     def _write_bus(self, command: Command) -> None:
         frames = [pack_command(m.model, MitCommand(float(command.q[i]), float(command.dq[i]), float(command.kp[i]),
                                                    float(command.kd[i]), float(command.tau_ff[i])))
                   for i, m in enumerate(self._motors)]
+        if self._last_frames is None:  # the first command since enable(): into motor mode first
+            self._transact([ENTER_MOTOR_MODE] * len(self._motors), retries=0, slack_s=self.register_timeout_s)
         self._last_frames = frames
         self._pending = self._transact(frames, retries=self.fault_config.retries)
 
     def _torque(self, on: bool) -> None:
+        """Off: the exit-motor-mode frame now. On: armed; the motors enter motor mode with the first command (no
+        torque until then either way), so that a loop that starts ticking late does not trip their CAN timeout."""
         self._pending, self._last_frames = None, None
-        self._transact([ENTER_MOTOR_MODE if on else EXIT_MOTOR_MODE] * len(self._motors), retries=0,
-                       slack_s=self.register_timeout_s)
+        self.imu_stale_ticks = 0
+        if not on:
+            self._transact([EXIT_MOTOR_MODE] * len(self._motors), retries=0, slack_s=self.register_timeout_s)
 
     def _read_health(self) -> list[MotorHealth]:
         return [MotorHealth(temperature=t) for t in self._temperatures]
 
     def _accept(self, reading: BusReading, stamp: float) -> None:
-        """`BusRobot._accept`, stamped when the replies came (a write's replies are read a tick later)."""
+        """`BusRobot._accept`, stamped when the replies came (a write's replies are read a tick later); a read
+        without a new IMU sample counts towards the IMU's loss."""
         super()._accept(reading, self._measured_at)
+        if self.imu_id is None:
+            return
+        if self.imu.samples == self._imu_samples_seen:
+            self.imu_stale_ticks += 1
+            if self.imu_stale_ticks >= self.fault_config.lost_after and self._faulted is None and self._enabled:
+                self._faulted = f"imu (CAN id {self.imu_id:#x}): lost: {self.imu_stale_ticks} reads without a sample"
+        else:
+            self.imu_stale_ticks, self._imu_samples_seen = 0, self.imu.samples
+
+    def read_state(self) -> RobotState:
+        """`BusRobot.read_state`, with the IMU's last sample as base orientation and angular velocity; the stamp is
+        the older of the motors' and the IMU's, and `FaultConfig.lost_after` reads without a new IMU sample latch
+        the robot's fault (damping), as a lost motor does."""
+        state = super().read_state()
+        if self.imu_id is None:
+            return state
+        with self._lock:
+            if self.imu.quat is not None:
+                state.base_quat, state.base_ang_vel = self.imu.quat.copy(), self.imu.gyro.copy()
+                state.stamp = min(state.stamp, self.imu.stamp)
+            return state
+
+    def check_enable(self) -> None:
+        """`BusRobot.check_enable`, and the IMU (if any) streams: RobotError naming it otherwise."""
+        super().check_enable()
+        if self.imu_id is not None:
+            with self._lock:
+                self._wait_for_imu("enable")
 
     def _close_bus(self) -> None:
         bus, self._bus = self._bus, None
@@ -279,6 +357,8 @@ class MitCanRobot(BusRobot):
             message = self._bus.recv(remaining)
             if message is None:
                 return
+            if self._take_imu(message):
+                continue
             candidates = by_reply.get(message.arbitration_id)
             if not candidates or message.is_error_frame or message.is_remote_frame:
                 continue  # our own frames echoed, other nodes' traffic
@@ -349,8 +429,8 @@ class MitCanRobot(BusRobot):
                 message = self._bus.recv(remaining)
                 if message is None:
                     break
-                if message.arbitration_id == REGISTER_ID:
-                    continue  # a request echoed
+                if message.arbitration_id == REGISTER_ID or self._take_imu(message):
+                    continue  # a request echoed, the IMU's stream
                 data = bytes(message.data)
                 try:
                     return unpack_register_reply(data, motor.id, register), message.arbitration_id
@@ -366,10 +446,6 @@ class MitCanRobot(BusRobot):
         return RobotError(f"{self.calibration.where}: motors[{motor.index}].id: {motor.id} does not answer (expected "
                           f"a {motor.model.name} for joint {motor.joint} on {self.address})")
 
-    def _zero_gain_frames(self) -> list[bytes]:
-        """Commands that ask for no torque (kp = kd = tau = 0): what a motor does right after entering motor mode."""
-        return [pack_command(m.model, MitCommand(0.0, 0.0, 0.0, 0.0, 0.0)) for m in self._motors]
-
     def _send(self, arbitration_id: int, data: bytes) -> None:
         try:
             self._bus.send(can.Message(arbitration_id=arbitration_id, data=data, is_extended_id=False))
@@ -377,6 +453,28 @@ class MitCanRobot(BusRobot):
             pass  # a full transmit queue or a bus-off adapter: the missing reply counts it
 
     def _drain(self) -> None:
-        """Drop frames that arrived late for an earlier transaction."""
-        while self._bus.recv(0.0) is not None:
-            pass
+        """Take the IMU's frames that have come; drop the others (replies late for an earlier transaction)."""
+        while (message := self._bus.recv(0.0)) is not None:
+            self._take_imu(message)
+
+    def _take_imu(self, message: can.Message) -> bool:
+        """Feed a frame from the IMU's id to the IMU reader; whether it was one."""
+        if self.imu_id is None or message.arbitration_id != self.imu_id or message.is_error_frame:
+            return False
+        self.imu.feed(bytes(message.data), time.time())
+        return True
+
+    def _wait_for_imu(self, when: str) -> None:
+        """Wait up to `imu_timeout_s` for a fresh IMU sample; RobotError naming the IMU otherwise."""
+        deadline = time.monotonic() + self.imu_timeout_s
+        samples = self.imu.samples
+        while self.imu.samples == samples and (remaining := deadline - time.monotonic()) > 0:
+            message = self._bus.recv(remaining)
+            if message is not None:
+                self._take_imu(message)
+        if self.imu.samples == samples:
+            malformed = f" ({self.imu.malformed} malformed frames from it)" if self.imu.malformed else ""
+            raise RobotError(f"--driver mit_can:{self.address}: cannot {when}: the IMU (CAN id {self.imu_id:#x}) sent "
+                             f"no rate and angle frames in {self.imu_timeout_s:g} s{malformed} (the spec's imu "
+                             f"{self.spec.imu.site if self.spec.imu else ''}; imu=ID names another id, imu=none runs "
+                             f"without one)")

@@ -32,10 +32,15 @@ refuse), `silent` (the motor lost power: no torque, no reply), `overload` and `o
 mode that hears no command for `can_timeout_s` leaves it (Damiao: the communication-lost state),
 as Damiao's TIMEOUT register (which the motors report: `can_timeout_s` / 50 µs) makes it; 0: never.
 
+An IMU on the same bus (`imu_id`, e.g. `can_imu.DEFAULT_IMU_ID`; the plant must have `imu()`,
+as `MujocoPlant` of a spec with an `imu` does) streams one sample every `imu_rate_hz` (200):
+after a plant step, its rate and angle frames (`s2r.hardware.drivers.can_imu`) go on the wire
+like every other frame. `silent ID` with the IMU's id (or `bus_down`) stops them.
+
 One thread does everything, in order (as `serial_bus.PtyBus`): the plant's steps at absolute
 deadlines, frames as they come, replies when due. A reply that falls due within the last plant
-step's duration is sent before the step (which then runs that much late, its deadlines
-unchanged): real motors answer whatever their own loops do, and a reply held back behind a
+step's duration is sent before the step (which then runs that much late, half a step at most,
+its deadlines unchanged): real motors answer whatever their own loops do, and a reply held back behind a
 MuJoCo step would be the emulator's lateness, not the bus's. `realtime_priority` runs the
 thread under SCHED_FIFO where permitted (`s2r emulate`: 60, as the serial buses). numpy and
 python-can only.
@@ -72,11 +77,14 @@ from s2r.hardware.drivers.mit_can_protocol import (
 )
 from s2r.hardware.emulators.plant import Plant
 from s2r.hardware.deadline import set_realtime_priority
+from s2r.hardware.drivers.can_imu import pack_imu
 from s2r.hardware.emulators.serial_bus import BusFaults
 from s2r.hardware.motors import RobotCalibration
 
 HOST_ID = 0x000
 """Arbitration id of cheetah-layout replies."""
+IMU_RATE_HZ = 200.0
+"""Samples per second the emulated IMU streams (WitMotion's return rate 0x0b)."""
 DAMIAO_MASTER_OFFSET = 0x10
 """Damiao's advice: master (reply) id = the motor's id + 0x10."""
 AMBIENT_C = 30.0
@@ -148,7 +156,8 @@ class MitCanBus:
     def __init__(self, plant: Plant, calibration: RobotCalibration, *, interface: str = "virtual",
                  channel: str = "s2r", port: int | None = None, bitrate: int = 1_000_000,
                  faults: CanFaults | None = None,
-                 can_timeout_s: float = 0.1, realtime_priority: int = 0) -> None:
+                 can_timeout_s: float = 0.1, realtime_priority: int = 0, imu_id: int | None = None,
+                 imu_rate_hz: float = IMU_RATE_HZ) -> None:
         if interface not in ("virtual", "udp_multicast"):
             raise ValueError(f"MitCanBus: interface: {interface!r} (expected virtual or udp_multicast)")
         if not (isinstance(bitrate, int) and bitrate > 0):
@@ -167,9 +176,17 @@ class MitCanBus:
             reply_id = HOST_ID if model.reply == "cheetah" else m.id + DAMIAO_MASTER_OFFSET
             self.motors.append(EmulatedMitMotor(m.id, model, reply_id))
         self._by_id = {m.id: m for m in self.motors}
-        taken = set(self._by_id) & ({m.reply_id for m in self.motors} | {REGISTER_ID})
+        taken = set(self._by_id) & ({m.reply_id for m in self.motors} | {REGISTER_ID} | {imu_id})
         if taken:
-            raise ValueError(f"MitCanBus: motor ids {sorted(taken)} collide with reply ids (ids + 0x10, 0, 0x7FF)")
+            raise ValueError(f"MitCanBus: motor ids {sorted(taken)} collide with reply ids (ids + 0x10, 0, 0x7FF) or "
+                             f"the IMU's ({imu_id})")
+        if imu_id is not None and (not callable(getattr(plant, "imu", None)) or imu_id in
+                                   {m.reply_id for m in self.motors}):
+            raise ValueError(f"MitCanBus: imu_id {imu_id}: the plant has no imu() or the id is a motor's reply id")
+        self.imu_id = imu_id
+        """Arbitration id of the emulated IMU's frames (`s2r.hardware.drivers.can_imu`); None: no IMU."""
+        self.imu_every = max(1, round(1.0 / (imu_rate_hz * plant.timestep)))
+        """Plant steps between IMU samples (the IMU samples the plant after its step)."""
         self._joints = plant_index(calibration, plant)
         self._plant_joints = len(plant.q)
         self._shaft_q = self._shaft_dq = np.zeros(len(self.motors))
@@ -182,7 +199,7 @@ class MitCanBus:
         """(due time, arbitration id, data) of replies on the wire, in order."""
         self._wire_free = 0.0
         self._stats = {"frames_in": 0, "commands_lost": 0, "replies": 0, "replies_lost": 0, "replies_corrupted": 0,
-                       "physics_steps": 0, "physics_overruns": 0, "wire_bits": 0}
+                       "physics_steps": 0, "physics_overruns": 0, "wire_bits": 0, "imu_frames": 0}
         self._lateness: list[float] = []
 
     # --- lifetime -------------------------------------------------------------------------------------------
@@ -235,10 +252,12 @@ class MitCanBus:
             now = time.monotonic()
             self._flush(now)
             reply_due = self._outbox[0][0] if self._outbox else math.inf
-            if now >= next_step and reply_due > now + step_s:
+            if now >= next_step and (reply_due > now + step_s or now >= next_step + timestep / 2):
                 self._advance(now)
                 step_s = time.monotonic() - now
                 self._stats["physics_steps"] += 1
+                if self.imu_id is not None and self._stats["physics_steps"] % self.imu_every == 0:
+                    self._send_imu(time.monotonic())
                 next_step += timestep
                 if time.monotonic() > next_step:
                     self._stats["physics_overruns"] += 1
@@ -266,6 +285,18 @@ class MitCanBus:
         joint_tau[self._joints] = self.calibration.joint_torque(tau)
         self.plant.step(joint_tau)
         self._sample_plant()
+
+    def _send_imu(self, now: float) -> None:
+        """Put one IMU sample of the plant (rate frame, angle frame) on the wire; none while silent or the bus is down."""
+        if self.faults.bus_down or self.imu_id in self.faults.silent:
+            return
+        quat, gyro = self.plant.imu()
+        for data in pack_imu(quat, gyro):
+            bits = frame_bits(self.imu_id, data)
+            self._stats["wire_bits"] += bits
+            self._stats["imu_frames"] += 1
+            self._wire_free = max(self._wire_free, now) + bits / self.bitrate
+            self._outbox.append((self._wire_free, self.imu_id, data))
 
     def _check_faults(self, motor: EmulatedMitMotor) -> None:
         if motor.id in self.faults.overheating:

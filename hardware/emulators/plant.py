@@ -8,6 +8,9 @@ any object with these members will do:
     plant = MujocoPlant(spec)             # from s2r.sim.motor_plant
     q, dq = plant.q, plant.dq             # (num_joints,) rad, rad/s, spec order
     plant.step(tau)                       # tau: (num_joints,) N·m applied for plant.timestep s
+
+A plant whose robot has an IMU also has `imu()` → (quat (4,) w, x, y, z in the world, angular
+velocity (3,) rad/s in the IMU's axes), which an emulated IMU streams (`MitCanBus(imu_id=...)`).
 """
 
 from __future__ import annotations
