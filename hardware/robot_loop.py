@@ -79,8 +79,9 @@ class LoopConfig:
     warmup_steps: int = 20
     """Policy steps on the first state before the first tick (then the runtime is reset)."""
     rehearse_s: float = 0.001
-    """Seconds before each state is due that the policy rehearses its step on the previous one
-    (`Runtime.rehearse`: nothing kept), so that the step on the new state runs warm; 0: never."""
+    """Seconds before each state is due that the loop rehearses the policy's step and the filter on the
+    previous state (`Runtime.rehearse`, `SafetyFilter.rehearse`: nothing kept), so that the tick on the
+    new state runs warm; 0: never."""
     telemetry_depth: int = 256
     """Tick records the hand-off holds before the loop drops new ones (counted)."""
 
@@ -183,8 +184,10 @@ class LoopCounters:
     external_commands: int = 0
     ticks_before_first_command: int = 0
     """Policy steps that returned no command yet (a diffusion policy's first chunk sampling)."""
+    rehearsals: int = 0
+    """Rehearsals of the newest tick before the next state was due (one before nearly every tick)."""
     rehearsal_errors: int = 0
-    """Rehearsals of the policy's step that raised (nothing written: the tick's own step decides)."""
+    """Rehearsals that raised (nothing written: the tick's own step decides)."""
 
 
 class RobotLoop:
@@ -222,7 +225,7 @@ class RobotLoop:
         self.inference = SampleWindow()
         """Seconds of each policy step inside the loop."""
         self.rehearsal = SampleWindow()
-        """Seconds of each rehearsal of the policy's step before a state was due."""
+        """Seconds of each rehearsal (the policy's step and the filter) before a state was due."""
         self.state_to_command = SampleWindow()
         """Seconds from a state's measurement stamp to the write of the command computed from it."""
         self.setup_notes: list[str] = []
@@ -410,14 +413,22 @@ class RobotLoop:
         return command
 
     def _rehearse(self) -> None:
-        """The policy's newest step again with nothing kept (`Runtime.rehearse`), shortly before the next
-        state is due, so that the step on it finds its code and weights in the caches. A rehearsal that
-        raises is counted, never raised: the tick's own step goes safe if the policy is broken."""
+        """The newest tick's policy step and filter again with nothing kept (`Runtime.rehearse`,
+        `SafetyFilter.rehearse`), shortly before the next state is due, so that the tick on it finds
+        their code and data in the caches. Only while states flow (the newest step within two
+        periods). A rehearsal that raises is counted, never raised: the tick's own step goes safe if
+        the policy is broken."""
         if self._stepped is None:
             return
+        state, inputs = self._stepped
+        now = time.time()
+        if now - state.stamp > 2 * self.period:
+            return
+        self.counters.rehearsals += 1
         start = time.perf_counter()
         try:
-            self.runtime.rehearse(*self._stepped)
+            self.runtime.rehearse(state, inputs)
+            self.safety.rehearse(None, state, now)   # on the policy's newest command, which the filter holds
         except Exception:
             self.counters.rehearsal_errors += 1
         self.rehearsal.add(time.perf_counter() - start)
@@ -449,7 +460,6 @@ class RobotLoop:
             **self.deadlines.period_stats(),
             **percentiles_us(self.inference.values(), "inference"),
             **percentiles_us(self.rehearsal.values(), "rehearsal"),
-            "rehearsals": self.deadlines.prepared,
             **percentiles_us(self.state_to_command.values(), "state_to_command"),
             "ticks": self.deadlines.ticks,
             "late_ticks": self.deadlines.late,

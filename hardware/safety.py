@@ -131,6 +131,10 @@ class SafetyFilter:
                            else np.full(len(actuated), float(config.damping_kd)))
         self.kp_max = config.max_gain_ratio * self.spec_kp
         self.kd_max = np.maximum(config.max_gain_ratio * self.spec_kd, self.damping_kd)
+        self._terms_low = np.stack([np.zeros(len(actuated)), np.zeros(len(actuated)), -self.velocity_limit,
+                                    -self.effort_limit])
+        self._terms_high = np.stack([self.kp_max, self.kd_max, self.velocity_limit, self.effort_limit])
+        """Bounds of (kp, kd, dq*, tau_ff), (4, num_actuated): one clip for the four per tick."""
         self._continuous = spec.continuous_mask[actuated]
         self._ramp_s = config.soft_start_s if (self.spec_kp > 0).any() else 0.0
         self._zeros = np.zeros(len(actuated))
@@ -203,6 +207,19 @@ class SafetyFilter:
         else:
             self.mode = "running"
         return self._limited(policy, q_meas)
+
+    def rehearse(self, command: Command | None, state: RobotState | None, now: float) -> None:
+        """`filter`'s work with its result thrown away and the filter left as it was (mode, events, soft
+        start, the held command, the last q*): a control loop runs it shortly before a state is due, so
+        that the filter on that state finds its code and data in the caches. An e-stop or reset meanwhile
+        waits for it (the filter's lock)."""
+        with self._lock:
+            kept, events = dict(vars(self)), dict(self.events)
+            try:
+                self._filter(command, state, now)
+            finally:
+                vars(self).update(kept)
+                self.events.update(events)
 
     def damping_command(self, state: RobotState | None) -> Command:
         """kp = 0, kd = damping kd, q* at the measured pose (else the last q*, else the default), dq* = tau_ff = 0;
@@ -280,47 +297,53 @@ class SafetyFilter:
 
     def _limited(self, command: Command, q_meas: np.ndarray | None, *, motors_off: bool = False) -> Command:
         """The command with every limit applied, in the order that keeps each one true at the end; with
-        `motors_off`, rotors stop at once (no rate limit on the way to the safe state)."""
-        kp = np.clip(command.kp, 0.0, self.kp_max)
-        kd = np.clip(command.kd, 0.0, self.kd_max)
-        self._count("gain_clamp", (kp != command.kp) | (kd != command.kd))
-        dq = np.clip(command.dq, -self.velocity_limit, self.velocity_limit)
-        self._count("velocity_clamp", dq != command.dq)
-        tau_ff = np.clip(command.tau_ff, -self.effort_limit, self.effort_limit)
-        effort_clamped = tau_ff != command.tau_ff
+        `motors_off`, rotors stop at once (no rate limit on the way to the safe state). Each numpy call
+        costs microseconds, and tens when the tick finds the caches cold: kp, kd, dq* and tau_ff are
+        clipped in one call, and a step that changes nothing is skipped."""
+        raw = np.array((command.kp, command.kd, command.dq, command.tau_ff))
+        terms = np.minimum(np.maximum(raw, self._terms_low), self._terms_high)
+        kp_clamped, kd_clamped, velocity_clamped, effort_clamped = (terms != raw).any(axis=1).tolist()
+        kp, kd, dq, tau_ff = terms
+        positioned = kp > 0   # joints where q* matters
         q = command.q
         if q_meas is not None:
             # A continuous joint's target is an angle: take the one within π of the measured angle, so that
             # no target, however large, leaves the range where the rate limit below is exact.
             far = self._continuous & (np.abs(q - q_meas) > np.pi)
-            self._count("position_clamp", far & (kp > 0))
-            q = np.where(far, q_meas + wrap_to_pi(q - q_meas), q)
-            with np.errstate(divide="ignore", over="ignore"):
-                band = np.where(kp > 0, self.effort_limit / kp, np.inf)
-            banded = np.clip(q, q_meas - band, q_meas + band)
-            effort_clamped |= (banded != q) & (kp > 0)
+            if far.any():
+                self._count("position_clamp", far & positioned)
+                q = np.where(far, q_meas + wrap_to_pi(q - q_meas), q)
+            band = self.effort_limit / np.where(positioned, kp, 1.0)
+            band[~positioned] = np.inf
+            banded = np.minimum(np.maximum(q, q_meas - band), q_meas + band)
+            effort_clamped = effort_clamped or bool(((banded != q) & positioned).any())
             q = banded
-        limited = np.clip(q, self.lower, self.upper)
-        self._count("position_clamp", (limited != q) & (kp > 0))
+        limited = np.minimum(np.maximum(q, self.lower), self.upper)
+        self._count("position_clamp", (limited != q) & positioned)
         q = limited
         if self._last_q is not None:
-            limited = np.clip(q, self._last_q - self.max_position_step, self._last_q + self.max_position_step)
-            self._count("rate_limit", (limited != q) & (kp > 0))
+            limited = np.minimum(np.maximum(q, self._last_q - self.max_position_step),
+                                 self._last_q + self.max_position_step)
+            self._count("rate_limit", (limited != q) & positioned)
             q = limited
         if q_meas is not None:
             error = np.abs(q - q_meas)
             over = kp * error > self.effort_limit
-            kp = np.where(over, self.effort_limit / np.where(over, error, 1.0), kp)
-            effort_clamped |= over
+            if over.any():
+                kp = np.where(over, self.effort_limit / np.where(over, error, 1.0), kp)
+                effort_clamped = True
         thrust = None
         if self._motors_off is not None:
             thrust = np.clip(command.rotor_thrust, 0.0, 1.0)
-            effort_clamped = effort_clamped.any() | (thrust != command.rotor_thrust)
+            effort_clamped = effort_clamped or bool((thrust != command.rotor_thrust).any())
             limited = thrust if motors_off else np.clip(thrust, self._last_thrust - self.max_thrust_step,
                                                         self._last_thrust + self.max_thrust_step)
             self._count("rate_limit", limited != thrust)
             thrust = self._last_thrust = limited
-        self._count("effort_clamp", effort_clamped)
+        for event, acted in (("gain_clamp", kp_clamped or kd_clamped), ("velocity_clamp", velocity_clamped),
+                             ("effort_clamp", effort_clamped)):
+            if acted:
+                self.events[event] += 1
         self._last_q = q
         return Command(q=q, dq=dq, kp=kp, kd=kd, tau_ff=tau_ff, rotor_thrust=thrust)
 
