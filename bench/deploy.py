@@ -28,6 +28,7 @@ command is then what the pipeline adds, which the goal (p99 under 1 ms, one proc
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -52,6 +53,8 @@ FIGURES = ("state_to_command_p50_us", "state_to_command_p99_us", "state_to_comma
            "late_ticks", "stale_ticks", "overruns", "inference_p50_us", "inference_p99_us", "upright_fraction",
            "control_hz_achieved")
 """What each run reports (from `s2r deploy`'s result)."""
+REHEARSAL = ("rehearsals", "rehearsal_p50_us", "rehearsal_p99_us")
+"""And from robot_node's summary: the loop's rehearsals of the policy and filter before each state (none in split)."""
 
 
 class CpuHog:
@@ -158,9 +161,11 @@ def run(policy: str | Path, *, driver: str = DEFAULT_DRIVER, duration: float = 1
                 else:
                     result = deploy(policy, driver=driver, duration=duration, out_dir=out, split=split,
                                     domain_id="random", rt_priority=rt_priority)
+                node = json.loads((Path(out) / "robot_node.json").read_text())
             runs.append({"mode": result["mode"], "cpu_hog": hog, "load_before": load,
                          "rt_priority": result["rt_priority"],
-                         **{key: finite_or_none(float(result[key])) for key in FIGURES}})
+                         **{key: finite_or_none(float(result[key])) for key in FIGURES},
+                         **{key: finite_or_none(float(node[key])) if key in node else None for key in REHEARSAL}})
     synchronous = synchronous_upright_fraction(policy, driver, duration)
     tight = tight_inference_us(policy, rt_priority=rt_priority)
     paced = paced_inference_us(policy, rt_priority=rt_priority)
@@ -200,6 +205,9 @@ def main(args: list[str] | None = None) -> None:
                   f"{x['period_p99_error_us']:.0f} µs, {x['late_ticks']:.0f} / {x['stale_ticks']:.0f}"),
                  (f"{name}: inference p50 / p99, upright",
                   f"{x['inference_p50_us']:.0f} / {x['inference_p99_us']:.0f} µs, {x['upright_fraction']:.3f}")]
+        if x["rehearsals"]:
+            rows.append((f"{name}: rehearsals, their p50 / p99",
+                         f"{x['rehearsals']:.0f}, {x['rehearsal_p50_us']:.0f} / {x['rehearsal_p99_us']:.0f} µs"))
     rows += [("synchronous SimRobot: upright", f"{r['synchronous_upright_fraction']:.3f}"),
              ("PolicyRuntime.step back to back p50 / p99",
               f"{r['tight_inference_p50_us']:.0f} / {r['tight_inference_p99_us']:.0f} µs"),
