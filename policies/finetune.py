@@ -37,7 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
-from s2r.policies.diffusion.chunk_env import CRITIC_OBS, POLICY_OBS, ChunkEnv
+from s2r.policies.diffusion.chunk_env import CRITIC_OBS, POLICY_OBS, REWARDS, ChunkEnv, Reward
 from s2r.policies.diffusion.dppo import DiffusionPPO, DPPOConfig
 from s2r.policies.diffusion.dsrl import DSRLConfig, NoiseEnv, check_noise_policy, export_dsrl
 from s2r.policies.diffusion.export import export_diffusion, export_diffusion_model
@@ -73,6 +73,9 @@ class FinetuneConfig:
     """Budget: control ticks of all worlds (env steps × num_envs); the same for both methods."""
     max_cpu_s: float | None = 1800.0
     """Budget: seconds of process CPU time (`time.process_time()` plus children); None: no limit."""
+    reward: Reward = "success"
+    """What the fine-tuning maximizes (`ChunkEnv`): "success", the fraction of ticks the task's success
+    condition holds (the papers' sparse success reward), or "task", the task's own shaped reward."""
     seed: int = 0
     torch_threads: int = 1
     checkpoint_every_s: float = 120.0
@@ -87,6 +90,8 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"FinetuneConfig.method: {self.method!r} (expected one of {', '.join(METHODS)})")
+        if self.reward not in REWARDS:
+            raise ValueError(f"FinetuneConfig.reward: {self.reward!r} (expected one of {', '.join(REWARDS)})")
         for name in ("num_envs", "control_ticks", "torch_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"FinetuneConfig.{name}: {getattr(self, name)} (expected >= 1)")
@@ -125,7 +130,8 @@ def finetune(cfg: FinetuneConfig, source: Path, out: Path, *, resume: bool = Fal
     model, dcfg, contract, action_norm = load_diffusion(source)
     bc = export_diffusion(source, out / BC_POLICY)
     env = make_env(cfg.task, cfg.num_envs, seed=cfg.seed)
-    chunk_env = ChunkEnv(env, DiffusionRuntime(bc, spec=env.spec, num_envs=cfg.num_envs, seed=cfg.seed))
+    chunk_env = ChunkEnv(env, DiffusionRuntime(bc, spec=env.spec, num_envs=cfg.num_envs, seed=cfg.seed),
+                         reward=cfg.reward)
     (out / "config.yaml").write_text(yaml.safe_dump({**plain_data(asdict(cfg)), "source": str(source)},
                                                     sort_keys=False))
     provenance = {**contract.provenance, "trainer": f"s2r.{cfg.method}", "finetuned_from": str(source),
@@ -206,7 +212,8 @@ def _save(path: Path, checkpoint: dict[str, Any]) -> None:
 def _train_dppo(cfg: FinetuneConfig, model, dcfg, env: ChunkEnv, out: Path, state: dict | None,
                 progress: bool) -> dict[str, Any]:
     """PPO iterations over chunk steps until the budget is spent; the training summary."""
-    dppo = DiffusionPPO(model.train(), dcfg, cfg.dppo, num_envs=env.num_envs,
+    dppo_cfg = replace(cfg.dppo, num_steps_per_env=cfg.dppo.num_steps_per_env or env.steps_per_episode)
+    dppo = DiffusionPPO(model.train(), dcfg, dppo_cfg, num_envs=env.num_envs,
                         num_critic_obs=env.obs_dims[CRITIC_OBS], executed=env.executed)
     iteration, ticks, cpu_s = 0, 0, 0.0
     if state is not None:
@@ -228,7 +235,7 @@ def _train_dppo(cfg: FinetuneConfig, model, dcfg, env: ChunkEnv, out: Path, stat
         while not budget.spent(env.control_ticks):
             dppo.train_actor = iteration >= cfg.dppo.critic_warmup_iterations
             iteration_start, ticks_start = time.perf_counter(), env.control_ticks
-            for _ in range(cfg.dppo.num_steps_per_env):
+            for _ in range(dppo_cfg.num_steps_per_env):
                 chunks = dppo.act(obs[POLICY_OBS], obs[CRITIC_OBS])
                 _check_finite("action chunk", chunks, iteration)
                 obs, rewards, terminated, _, info = env.step(chunks)

@@ -69,6 +69,31 @@ def _windows(n: int, seed: int = 0) -> np.ndarray:
     return np.concatenate([frame, frame], axis=-1).astype(np.float32)
 
 
+def test_fine_tuning_starts_where_behaviour_cloning_is_the_chunk_env_plays_the_bc_policy_as_s2r_eval(
+        bc_run, tmp_path):
+    """Iteration 0 of a fine-tuning is the BC policy as `s2r eval` measures it: the chunk env, its chunks
+    sampled by the BC runtime with eval's seed, gives the same episodes (return and success, world by world)."""
+    from s2r.policies.diffusion.chunk_env import ChunkEnv
+    from s2r.policies.diffusion.export import export_diffusion
+    from s2r.policies.evaluate import evaluate
+    from s2r.sim.env import make_env
+
+    bc = export_diffusion(bc_run, tmp_path / "bc.onnx")
+    expected = evaluate(bc, episodes=4, seed=1, blend_steps=0)
+    env = make_env("push_t", 4, seed=1)
+    chunk_env = ChunkEnv(env, DiffusionRuntime(bc, spec=env.spec, num_envs=4, seed=1), reward="success")
+    chunk_env.reset()
+    held, ended = torch.zeros(4), torch.zeros(4, dtype=torch.bool)
+    while not ended.all():
+        _, reward, ended, _, info = chunk_env.step(torch.from_numpy(chunk_env.runtime.sample(chunk_env.window)))
+        held += reward
+    chunk_env.close()
+    assert ended.all() and chunk_env.control_ticks == 4 * 300
+    assert info["episode"]["return"].mean().item() == pytest.approx(expected["mean_return"], abs=1e-4)
+    assert info["episode"]["success"].mean().item() == expected["success_rate"]
+    assert (held <= 300 / 8 + 1e-6).all() and (held[info["episode"]["success"] > 0] > 0).all()
+
+
 def test_a_dppo_fine_tuned_policy_exports_to_the_same_kind_and_the_runtime_matches_torch_within_1e_5(bc_run, dppo_run):
     model, cfg, contract, _ = load_diffusion(dppo_run)
     bc_model = load_diffusion(bc_run)[0]

@@ -17,7 +17,11 @@ at the planning tick), then clipped by the contract's action mapping.
     obs = env.reset()                         # {"policy": (50, To*D), "critic": (50, C + 1)}
     obs, reward, terminated, truncated, info = env.step(chunks)   # chunks: (50, Tp, A) normalized
 
-- reward (N,): the task's reward summed over the executed ticks.
+- reward (N,): with `reward="task"`, the task's reward summed over the executed ticks; with
+  `reward="success"` (what fine-tuning uses by default), the fraction of the executed ticks at which
+  the task's success condition held (push_t: the block placed, coverage above 95 %), in [0, 1]: the
+  papers' sparse success reward, per tick because push_t's episodes do not end at success. A world
+  whose episode ends at a tick counts that tick as held if the episode succeeded.
 - A step ends early, for every world, at the tick an episode ends (its world restarts and plans
   afresh, as the robot's executor does after a reset); push_t's 300-tick episodes end together,
   so its 38th step is 4 ticks long.
@@ -30,7 +34,7 @@ at the planning tick), then clipped by the contract's action mapping.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -41,15 +45,19 @@ from s2r.runtime.diffusion import DiffusionRuntime
 from s2r.sim.env import BatchEnv
 
 POLICY_OBS, CRITIC_OBS = "policy", "critic"
+Reward = Literal["task", "success"]
+REWARDS: tuple[Reward, ...] = ("task", "success")
 
 
 class ChunkEnv:
     """`env`'s worlds stepped one chunk of `runtime`'s policy at a time (a `VecEnv` over chunk steps)."""
 
-    def __init__(self, env: BatchEnv, runtime: DiffusionRuntime) -> None:
+    def __init__(self, env: BatchEnv, runtime: DiffusionRuntime, *, reward: Reward = "task") -> None:
         if runtime.num_envs != env.num_envs:
             raise ValueError(f"ChunkEnv: the runtime observes {runtime.num_envs} worlds, the env has {env.num_envs}")
-        self.env, self.runtime = env, runtime
+        if reward not in REWARDS:
+            raise ValueError(f"ChunkEnv: reward {reward!r} (expected one of {', '.join(REWARDS)})")
+        self.env, self.runtime, self.reward = env, runtime, reward
         self.num_envs = env.num_envs
         self.chunk_shape = (runtime.pred_horizon, runtime.mapping.num_actions)
         """(Tp, A) of a chunk."""
@@ -61,6 +69,11 @@ class ChunkEnv:
         self.window = np.zeros((self.num_envs, self.obs_dims[POLICY_OBS]), dtype=np.float32)
         """(N, To*D) float32: every world's observation window at the current tick, the one chunks are planned at."""
         self._critic = torch.zeros(self.num_envs, env.obs_dims[CRITIC_OBS])
+
+    @property
+    def steps_per_episode(self) -> int:
+        """Chunk steps of one episode (its last one shorter where action_horizon does not divide it)."""
+        return -(-self.env.max_episode_length // self.runtime.action_horizon)
 
     @property
     def executed(self) -> slice:
@@ -97,12 +110,17 @@ class ChunkEnv:
             obs, reward, terminated, truncated, info = self.env.step(torch.from_numpy(action))
             self.runtime.last_action[:] = action
             self.control_ticks += self.num_envs
-            rewards += reward
             self._critic = obs[CRITIC_OBS]
             ended = terminated | truncated
+            done = ended.nonzero().flatten()
+            if self.reward == "task":
+                rewards += reward
+            else:
+                held = torch.from_numpy(self.env.success_held > 0).float()
+                held[done] = info["episode"]["success"]        # the ended worlds have been reset already
+                rewards += held / self.runtime.action_horizon
             episodes.append(info["episode"])
-            if ended.any():
-                done = ended.nonzero().flatten()
+            if len(done):
                 final_critic[done] = torch.cat([info["final_critic_obs"][done], torch.ones(len(done), 1)], dim=-1)
                 self.runtime.reset(done.numpy())
                 break
