@@ -475,5 +475,5 @@ class MitCanRobot(BusRobot):
         if self.imu.samples == samples:
             malformed = f" ({self.imu.malformed} malformed frames from it)" if self.imu.malformed else ""
             raise RobotError(f"--driver mit_can:{self.address}: cannot {when}: the IMU (CAN id {self.imu_id:#x}) sent "
-                             f"no rate and angle frames in {self.imu_timeout_s:g} s{malformed} (imu=ID names another id, "
-                             f"imu=none runs without one)")
+                             f"no rate and angle frames in {self.imu_timeout_s:g} s{malformed} (imu=ID names another "
+                             f"id, imu=none runs without one)")

@@ -287,7 +287,7 @@ class MitCanBus:
         self._sample_plant()
 
     def _send_imu(self, now: float) -> None:
-        """Put one IMU sample of the plant (rate frame, angle frame) on the wire; none while silent or the bus is down."""
+        """Put one IMU sample of the plant (rate, then angle frame) on the wire; none while silent or the bus down."""
         if self.faults.bus_down or self.imu_id in self.faults.silent:
             return
         quat, gyro = self.plant.imu()
