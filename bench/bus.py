@@ -7,6 +7,8 @@ emulated arm and the fault matrix.
    Wire limit: the bytes of the tick's packets × 10 bits / baud (sync read instruction 14 + n, n status
    packets of 11 + 10, sync write 14 + 5n: 190 bytes at n = 6, 1.90 ms, 526 Hz). Peer, the same SDK:
    each motor read on its own (readTxRx of the same 10 bytes: 14 + 21 bytes per motor) + the same sync write.
+   Idle, and again with a busy-looping process on every core (the ticking thread and the emulator's bus thread
+   keep their SCHED_FIFO priorities: what a robot computer under load gives its control loop).
 2. reach: the exported reach policy in s2r's RobotLoop (what `s2r deploy` runs in robot_node) on the emulated
    Dynamixel arm at its 50 Hz, targets one after the other; the end effector's distance to each target at the
    end of its hold, the loop's figures (achieved rate, period p99, state→command), stale ticks.
@@ -15,6 +17,7 @@ emulated arm and the fault matrix.
    commands written out of limits (joint limits, effort, gains; must be 0).
 
     PYTHONPATH=. python -m bench.bus --policy runs/reach_dxl/reach.onnx
+    PYTHONPATH=. python -m bench.bus --parts rate       # the tick rate alone, idle and under a CPU hog
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import os
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,7 @@ import mujoco
 import numpy as np
 from dynamixel_sdk import COMM_SUCCESS
 
+from bench.deploy import CpuHog
 from bench.report import machine, report
 from s2r.hardware.deadline import set_realtime_priority
 from s2r.hardware.drivers import open_driver
@@ -45,6 +50,8 @@ from s2r.state import Command
 
 ROOT = Path(__file__).resolve().parent.parent
 ARM_CALIBRATION = ROOT / "hardware" / "configs" / "arm_dynamixel.yaml"
+PARTS = ("rate", "reach", "faults")
+"""The benchmark's parts (the module's 1-3); `rate` runs idle and under a CPU hog."""
 FAULTS = ("drop_next 2 2", "drop 2", "corrupt 3", "silent 1", "bus_down", "overload 2", "overheating 3")
 """The fault matrix's rows: emulator fault switches (s2r.hardware.emulators.serial_bus)."""
 TARGETS = np.array([[0.35, 0.1, 0.3], [0.25, -0.2, 0.4], [0.3, 0.25, 0.15], [0.4, 0.0, 0.25]])
@@ -58,11 +65,35 @@ def wire_bytes(n: int) -> dict[str, int]:
     return {"sync": (14 + n) + n * status + sync_write, "one_by_one": n * (14 + status) + sync_write}
 
 
-def rate(ticks: int = 1500, baud: int = 1_000_000, rt_priority: int = 50) -> dict[str, Any]:
+def rate(ticks: int = 1500, baud: int = 1_000_000, rt_priority: int = 50, hog: bool = False) -> dict[str, Any]:
     """Ticks per second and p99 tick time of sync read+write and of one-by-one reads, on 6 emulated motors; the
-    ticking thread under SCHED_FIFO `rt_priority` where permitted (as robot_node's loop), the emulator at its own."""
+    ticking thread under SCHED_FIFO `rt_priority` where permitted (as robot_node's loop), the emulator at its own;
+    with `hog`, a busy-looping process on every core throughout (bench.deploy's CpuHog)."""
     spec = robot_spec("so101")
-    note = set_realtime_priority(rt_priority)
+    n = spec.num_joints
+    with CpuHog() if hog else nullcontext():  # started first: the hog inherits normal scheduling, not SCHED_FIFO
+        note = set_realtime_priority(rt_priority)
+        try:
+            sync, single, single_missed, faults, bus = _rate_ticks(spec, ticks, baud)
+        finally:
+            if not note:
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    wire = {kind: count * 10 / baud for kind, count in wire_bytes(n).items()}
+    sync_hz, single_hz = 1 / sync.mean(), 1 / single.mean()
+    return {"motors": n, "baud": baud, "ticks_each": ticks, "rt_priority": 0 if note else rt_priority, "cpu_hog": hog,
+            "wire_bytes_per_tick": wire_bytes(n)["sync"], "wire_limit_hz": 1 / wire["sync"],
+            "sync_hz": sync_hz, "sync_p50_ms": float(np.percentile(sync, 50) * 1e3),
+            "sync_p99_ms": float(np.percentile(sync, 99) * 1e3), "sync_fraction_of_wire_limit": sync_hz * wire["sync"],
+            "one_by_one_wire_limit_hz": 1 / wire["one_by_one"], "one_by_one_hz": single_hz,
+            "one_by_one_p99_ms": float(np.percentile(single, 99) * 1e3), "sync_over_one_by_one": sync_hz / single_hz,
+            "missed_replies": int(sum(f.missed for f in faults.values())), "one_by_one_missed_replies": single_missed,
+            "emulator_physics_overruns": bus["physics_overruns"],
+            "emulator_reply_late_us_mean": bus["reply_late_us_total"] / max(bus["replies_written"], 1),
+            "emulator_reply_late_us_max": bus["reply_late_us_max"]}
+
+
+def _rate_ticks(spec, ticks: int, baud: int):
+    """rate's measurement: (sync tick times, one-by-one tick times, one-by-one misses, driver faults, emulator stats)."""
     n = spec.num_joints
     with EmulatorProcess("dynamixel", "so101", baud=baud) as emulator, \
             open_driver(f"dynamixel:{emulator.port}@{baud}", spec) as robot:
@@ -87,18 +118,7 @@ def rate(ticks: int = 1500, baud: int = 1_000_000, rt_priority: int = 50) -> dic
                 sync[(k // 200) * 100 + k % 100] = time.perf_counter() - start
         faults = robot.faults()
         bus = emulator.stats()
-    wire = {kind: count * 10 / baud for kind, count in wire_bytes(n).items()}
-    sync_hz, single_hz = 1 / sync.mean(), 1 / single.mean()
-    if not note:
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    return {"motors": n, "baud": baud, "ticks_each": ticks, "rt_priority": 0 if note else rt_priority,
-            "wire_bytes_per_tick": wire_bytes(n)["sync"], "wire_limit_hz": 1 / wire["sync"],
-            "sync_hz": sync_hz, "sync_p50_ms": float(np.percentile(sync, 50) * 1e3),
-            "sync_p99_ms": float(np.percentile(sync, 99) * 1e3), "sync_fraction_of_wire_limit": sync_hz * wire["sync"],
-            "one_by_one_wire_limit_hz": 1 / wire["one_by_one"], "one_by_one_hz": single_hz,
-            "one_by_one_p99_ms": float(np.percentile(single, 99) * 1e3), "sync_over_one_by_one": sync_hz / single_hz,
-            "missed_replies": int(sum(f.missed for f in faults.values())), "one_by_one_missed_replies": single_missed,
-            "emulator_physics_overruns": bus["physics_overruns"]}
+    return sync, single, single_missed, faults, bus
 
 
 class _Recorder(RobotInterface):
@@ -247,22 +267,31 @@ def plot_faults(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def run(policy: str | Path) -> dict[str, Any]:
+def run(policy: str | Path, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
     load = os.getloadavg()[0]
-    result = {"machine": machine(), "load_average_1min": load, "rate": rate(), "reach": reach(Path(policy)),
-              "faults": fault_matrix(Path(policy))}
-    result["fault_figure"] = str(plot_faults(result["faults"], ROOT / "docs" / "figures" / "dynamixel_faults.png"))
-    r, d = result["rate"], result["reach"]
-    rows = [("6 motors, 1 Mbaud: sync read + sync write", f"{r['sync_hz']:.0f} Hz, p99 {r['sync_p99_ms']:.2f} ms"),
-            ("wire limit (190 B/tick)", f"{r['wire_limit_hz']:.0f} Hz"),
-            ("fraction of the wire limit", f"{r['sync_fraction_of_wire_limit']:.2f}"),
-            ("one by one (same SDK)", f"{r['one_by_one_hz']:.0f} Hz, p99 {r['one_by_one_p99_ms']:.2f} ms "
-                                      f"(wire limit {r['one_by_one_wire_limit_hz']:.0f} Hz)"),
-            ("sync / one by one", f"{r['sync_over_one_by_one']:.2f}"),
-            ("reach: max ee error after each hold", f"{d['ee_error_max_m'] * 100:.1f} cm"),
-            ("reach: achieved rate", f"{d['control_hz_achieved']:.1f} Hz of {d['control_hz_target']:.0f}"),
-            ("reach: commands out of limits", str(d["commands_out_of_limits"]))]
-    for row in result["faults"]:
+    result: dict[str, Any] = {"machine": machine(), "load_average_1min": load}
+    rows = []
+    if "rate" in parts:
+        result["rate"] = rate()
+        result["rate_cpu_hog"] = rate(hog=True)
+        for key, label in (("rate", ""), ("rate_cpu_hog", ", CPU hog")):
+            r = result[key]
+            rows += [(f"6 motors, 1 Mbaud: sync read + sync write{label}",
+                      f"{r['sync_hz']:.0f} Hz, p50 {r['sync_p50_ms']:.2f} ms, p99 {r['sync_p99_ms']:.2f} ms"),
+                     (f"fraction of the wire limit ({r['wire_limit_hz']:.0f} Hz, 190 B/tick){label}",
+                      f"{r['sync_fraction_of_wire_limit']:.2f}"),
+                     (f"one by one (same SDK){label}", f"{r['one_by_one_hz']:.0f} Hz, p99 {r['one_by_one_p99_ms']:.2f} "
+                                                       f"ms (wire limit {r['one_by_one_wire_limit_hz']:.0f} Hz)"),
+                     (f"sync / one by one{label}", f"{r['sync_over_one_by_one']:.2f}")]
+    if "reach" in parts:
+        d = result["reach"] = reach(Path(policy))
+        rows += [("reach: max ee error after each hold", f"{d['ee_error_max_m'] * 100:.1f} cm"),
+                 ("reach: achieved rate", f"{d['control_hz_achieved']:.1f} Hz of {d['control_hz_target']:.0f}"),
+                 ("reach: commands out of limits", str(d["commands_out_of_limits"]))]
+    if "faults" in parts:
+        result["faults"] = fault_matrix(Path(policy))
+        result["fault_figure"] = str(plot_faults(result["faults"], ROOT / "docs" / "figures" / "dynamixel_faults.png"))
+    for row in result.get("faults", []):
         rows.append((f"fault {row['fault']}", f"{row['final_mode']}; driver fault after {row['ticks_to_driver_fault']}, "
                                               f"damping after {row['ticks_to_damping']} ticks; "
                                               f"{row['commands_out_of_limits']} out of limits"))
@@ -275,4 +304,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--policy", default=str(ROOT / "runs" / "reach_dxl" / "reach.onnx"),
                         help="the exported reach policy (s2r train reach; s2r export)")
-    run(parser.parse_args().policy)
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"which parts to run, comma-separated (default {','.join(PARTS)}; rate needs no policy)")
+    args = parser.parse_args()
+    parts = tuple(args.parts.split(","))
+    if set(parts) - set(PARTS):
+        parser.error(f"--parts: expected some of {', '.join(PARTS)}, got {args.parts}")
+    run(args.policy, parts)

@@ -9,7 +9,8 @@ Ticks run back to back, in alternating rounds so that the shared machine's noise
 besides the rate, each mode's CPU time per tick (the process's, `time.process_time`) shows
 what waiting costs: s2r's bus blocks in the kernel, the SDK polls the port. The emulator runs
 in its own process (`s2r emulate feetech --robot so101`), so its timing is not the driver's
-interpreter's.
+interpreter's. The ticking thread runs under SCHED_FIFO (robot_node's loop's priority, 50), and the
+whole run is repeated with a busy-looping process on every core (the benchmark's own CPU hog).
 
 The wire limit is the bytes a tick puts on the wire at the baud rate, 10 bits a byte:
 
@@ -26,12 +27,15 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 
+from bench.deploy import CpuHog
 from bench.report import machine, report
 from bench.ticks import tick_times
+from s2r.hardware.deadline import set_realtime_priority
 from s2r.hardware.drivers.feetech import READ_SPAN, FeetechRobot
 from s2r.hardware.drivers.feetech_bus import BITS_PER_BYTE, NoReply
 from s2r.hardware.drivers.feetech_protocol import STATUS_OVERHEAD, Register, encode_value
@@ -95,8 +99,22 @@ def _one_by_one_ticks(robot: FeetechRobot, goals: dict[int, bytes], ticks: int) 
     return times, missed
 
 
-def run(*, ticks: int = 400, rounds: int = 5) -> dict[str, Any]:
-    """Both modes for `rounds` alternating rounds of `ticks` back-to-back ticks; the figures and their ratios."""
+def run(*, ticks: int = 400, rounds: int = 5, rt_priority: int = 50, hog: bool = False) -> dict[str, Any]:
+    """The three modes for `rounds` alternating rounds of `ticks` back-to-back ticks; the figures and their ratios.
+    The ticking thread runs under SCHED_FIFO `rt_priority` where permitted (robot_node's loop's), the emulator's bus
+    thread at its own; with `hog`, a busy-looping process on every core throughout (bench.deploy's CpuHog)."""
+    with CpuHog() if hog else nullcontext():  # started first: the hog inherits normal scheduling, not SCHED_FIFO
+        note = set_realtime_priority(rt_priority)
+        try:
+            result = _run(ticks, rounds)
+        finally:
+            if not note:
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    result.update(rt_priority=0 if note else rt_priority, cpu_hog=hog)
+    return result
+
+
+def _run(ticks: int, rounds: int) -> dict[str, Any]:
     spec = robot_spec("so101")
     n = spec.num_joints
     sizes = wire_bytes(n)
@@ -152,37 +170,47 @@ def run(*, ticks: int = 400, rounds: int = 5) -> dict[str, Any]:
     result["vendor_sdk_failed_sync_reads"] = missed["vendor_sdk_sync"]
     result["bus_timeouts"] = counts["timeouts"]
     result["emulator_physics_overruns"] = emulator_stats.get("physics_overruns", 0)
+    result["emulator_reply_late_us_mean"] = emulator_stats["reply_late_us_total"] / max(emulator_stats["replies_written"], 1)
+    result["emulator_reply_late_us_max"] = emulator_stats["reply_late_us_max"]
     result["goal_fraction_of_wire_limit"] = 0.8
     result["goal_met"] = result["sync_fraction_of_wire_limit"] >= 0.8
     return result
+
+
+def rows_of(result: dict[str, Any], label: str = "") -> list[tuple[str, str]]:
+    """The report's rows of one run (`label` appended to each name)."""
+    rows = []
+    for mode, name in (("sync", "sync read + write"), ("one_by_one", "one by one"),
+                       ("vendor_sdk_sync", "Feetech's SDK, sync")):
+        rows += [(f"{name}{label}: achieved", f"{result[f'{mode}_hz']:.0f} Hz of {result[f'{mode}_wire_limit_hz']:.0f} "
+                                              f"({result[f'{mode}_wire_bytes']} bytes at 1 Mbaud)"),
+                 (f"{name}{label}: of the wire limit (mean, median tick)",
+                  f"{result[f'{mode}_fraction_of_wire_limit']:.2f}, {result[f'{mode}_fraction_of_wire_limit_at_p50']:.2f}"),
+                 (f"{name}{label}: tick p50 / p99", f"{result[f'{mode}_tick_p50_ms']:.2f} / "
+                                                   f"{result[f'{mode}_tick_p99_ms']:.2f} ms"),
+                 (f"{name}{label}: CPU per tick", f"{result[f'{mode}_cpu_per_tick_ms']:.2f} ms")]
+    rows += [(f"sync / one by one, / SDK (Hz){label}",
+              f"{result['sync_over_one_by_one_hz']:.2f}, {result['sync_over_vendor_sdk_hz']:.2f}"),
+             (f"missed (sync, one by one, SDK){label}",
+              f"{result['sync_missed_replies']}, {result['one_by_one_missed_replies']}, "
+              f"{result['vendor_sdk_failed_sync_reads']}"),
+             (f"goal: sync >= 0.8 of the limit{label}", "met" if result["goal_met"] else "not met")]
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ticks", type=int, default=400, help="ticks per round and mode")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
+    parser.add_argument("--rt-priority", type=int, default=50,
+                        help="SCHED_FIFO priority of the ticking thread where permitted (0: normal scheduling)")
     args = parser.parse_args()
-    result = run(ticks=args.ticks, rounds=args.rounds)
-    rows = []
-    for mode, label in (("sync", "one sync read + one sync write"), ("one_by_one", "servos one by one"),
-                        ("vendor_sdk_sync", "Feetech's SDK, sync read + write")):
-        rows += [(f"{label}: achieved", f"{result[f'{mode}_hz']:.0f} Hz"),
-                 (f"{label}: wire limit", f"{result[f'{mode}_wire_limit_hz']:.0f} Hz "
-                                          f"({result[f'{mode}_wire_bytes']} bytes at 1 Mbaud)"),
-                 (f"{label}: fraction of the wire limit (mean, median tick)",
-                  f"{result[f'{mode}_fraction_of_wire_limit']:.2f}, "
-                  f"{result[f'{mode}_fraction_of_wire_limit_at_p50']:.2f}"),
-                 (f"{label}: tick p50 / p99", f"{result[f'{mode}_tick_p50_ms']:.2f} / "
-                                              f"{result[f'{mode}_tick_p99_ms']:.2f} ms"),
-                 (f"{label}: CPU per tick", f"{result[f'{mode}_cpu_per_tick_ms']:.2f} ms")]
-    rows += [("sync / one by one (Hz)", f"{result['sync_over_one_by_one_hz']:.2f}"),
-             ("sync / Feetech's SDK (Hz)", f"{result['sync_over_vendor_sdk_hz']:.2f}"),
-             ("missed replies (sync, one by one, SDK failed reads)",
-              f"{result['sync_missed_replies']}, {result['one_by_one_missed_replies']}, "
-              f"{result['vendor_sdk_failed_sync_reads']}"),
-             ("goal: sync >= 0.8 of the wire limit", "met" if result["goal_met"] else "not met"),
-             ("load average (1 min)", f"{result['load_average_1min']:.2f}")]
-    report("feetech_bus", "SO-101 (6 × STS3215) on an emulated 1 Mbaud Feetech bus", rows, result)
+    load = os.getloadavg()[0]
+    idle = run(ticks=args.ticks, rounds=args.rounds, rt_priority=args.rt_priority)
+    hog = run(ticks=args.ticks, rounds=args.rounds, rt_priority=args.rt_priority, hog=True)
+    rows = rows_of(idle) + rows_of(hog, ", CPU hog") + [("load average (1 min) before", f"{load:.2f}")]
+    report("feetech_bus", "SO-101 (6 × STS3215) on an emulated 1 Mbaud Feetech bus, idle and under a CPU hog", rows,
+           {"bench": "feetech_bus", "machine": machine(), "load_average_1min": load, "idle": idle, "cpu_hog": hog})
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@
 the serial port the driver or the vendor's SDK opens; the bus reads the host's bytes on the
 master, hands them to a `BusDevice` (the motors: a Dynamixel or Feetech control table and
 packet codec) and writes the replies back on the wire's schedule. One thread does everything,
-in order: the motors' physics at absolute deadlines (`device.timestep`), bytes as they come.
+in order: the motors' physics at absolute deadlines (`device.timestep`), bytes as they come; a
+reply due while a physics step would run (the longest recent step) is written first and the step
+follows it (motors answer whatever their physics; `stats()` counts how late replies went out).
 
 Byte timing: one byte takes 10 / baud s on the wire (8N1: start, 8 data, stop bits). The host's
 bytes reach the motors when the last of them would have crossed; each reply starts after the
@@ -34,6 +36,7 @@ numpy only (no MuJoCo): the plant is the device's business (`s2r.hardware.emulat
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import termios
@@ -44,6 +47,11 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from s2r.hardware.deadline import set_realtime_priority
+
+
+SPIN_S = 100e-6
+"""The last reply of an answer (the one the host waits for) is awaited spinning for its final 100 µs: a timer
+wakes tens of µs late, and the host would see that lateness as the bus's."""
 
 
 class Reply(NamedTuple):
@@ -160,7 +168,11 @@ class PtyBus:
         """(due time, bytes) of replies on the wire, in order."""
         self._wire_free = 0.0
         self._stats = {"bytes_in": 0, "bytes_out": 0, "replies": 0, "replies_lost": 0, "replies_corrupted": 0,
-                       "garbled_bytes": 0, "physics_steps": 0, "physics_overruns": 0}
+                       "garbled_bytes": 0, "physics_steps": 0, "physics_overruns": 0, "replies_written": 0,
+                       "reply_late_us_total": 0, "reply_late_us_max": 0, "replies_late_100us": 0,
+                       "physics_step_us_max": 0}
+        self._step_s = 0.0
+        """How long one physics step took (the longest of the last few): a reply due sooner is written first."""
 
     def start(self) -> PtyBus:
         """Start serving on the bus's thread; returns the bus."""
@@ -188,7 +200,9 @@ class PtyBus:
         self.close()
 
     def stats(self) -> dict[str, int]:
-        """Counters: bytes in and out, replies sent, lost and corrupted, garbled bytes, physics steps and overruns."""
+        """Counters: bytes in and out, replies sent, lost and corrupted, garbled bytes, physics steps and overruns;
+        how late the replies were written after their last byte's wire time (µs: total, max, how many > 100), and
+        the longest physics step (µs)."""
         return dict(self._stats)
 
     # --- the thread ---------------------------------------------------------------------------------------------
@@ -198,16 +212,26 @@ class PtyBus:
         next_step = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
-            if now >= next_step:
+            reply_due = self._outbox[0][0] if self._outbox else math.inf
+            if now >= next_step and reply_due - now > self._step_s:  # a reply due during the step goes out first
                 self.device.advance()
+                done = time.monotonic()
+                took = done - now
+                self._step_s = max(took, 0.9 * self._step_s)
                 self._stats["physics_steps"] += 1
+                self._stats["physics_step_us_max"] = max(self._stats["physics_step_us_max"], round(took * 1e6))
                 next_step += timestep
-                if time.monotonic() > next_step:
+                if done > next_step:
                     self._stats["physics_overruns"] += 1
-                    next_step = time.monotonic()
+                    next_step = done
                 continue
             self._flush(now)
-            wake = min([next_step] + [due for due, _ in self._outbox[:1]])
+            reply_due = self._outbox[0][0] if self._outbox else math.inf
+            wake = min(next_step, reply_due)
+            if len(self._outbox) == 1 and wake == reply_due and reply_due - time.monotonic() < SPIN_S:
+                while time.monotonic() < reply_due:  # the answer's last reply: on its wire time, not the timer's
+                    pass
+                continue
             ready, _, _ = select.select([self._master], [], [], max(wake - time.monotonic(), 0.0))
             if ready:
                 self._read(time.monotonic())
@@ -240,6 +264,12 @@ class PtyBus:
     def _flush(self, now: float) -> None:
         """Write every reply whose last byte has crossed the wire by `now`."""
         while self._outbox and self._outbox[0][0] <= now:
-            _, payload = self._outbox.pop(0)
+            due, payload = self._outbox.pop(0)
             os.write(self._master, payload)
-            self._stats["bytes_out"] += len(payload)
+            late_us = round((time.monotonic() - due) * 1e6)
+            stats = self._stats
+            stats["bytes_out"] += len(payload)
+            stats["replies_written"] += 1
+            stats["reply_late_us_total"] += late_us
+            stats["reply_late_us_max"] = max(stats["reply_late_us_max"], late_us)
+            stats["replies_late_100us"] += late_us > 100
