@@ -101,12 +101,13 @@ def synchronous_upright_fraction(policy: str | Path, driver: str, duration: floa
     return float(np.mean(upright))
 
 
-def runtime_step_us(policy: str | Path, *, iterations: int, pause_s: float = 0.0,
+def runtime_step_us(policy: str | Path, *, iterations: int, pause_s: float = 0.0, rehearse_s: float = 0.0,
                     rt_priority: int = 0) -> tuple[float, float]:
     """p50/p99 µs of `PolicyRuntime.step` on one state of the policy's robot, `pause_s` asleep between
-    calls (0: back to back, bench.inference's measure), on a thread under SCHED_FIFO at
-    `rt_priority` where permitted (the node's loop thread's scheduling; 0: normal); the first
-    tenth of the calls left out."""
+    calls (0: back to back, bench.inference's measure), with `rehearse_s` > 0 rehearsed
+    (`PolicyRuntime.rehearse`) that long before each call as the node's loop does, on a thread under
+    SCHED_FIFO at `rt_priority` where permitted (the node's loop thread's scheduling; 0: normal);
+    the first tenth of the calls left out."""
     from s2r.hardware.deadline import set_realtime_priority
     from s2r.state import RobotState
 
@@ -120,7 +121,10 @@ def runtime_step_us(policy: str | Path, *, iterations: int, pause_s: float = 0.0
         set_realtime_priority(rt_priority)   # refused: normal scheduling, as the node's loop then has
         for i in range(iterations):
             if pause_s:
-                time.sleep(pause_s)
+                time.sleep(pause_s - rehearse_s)
+            if rehearse_s:
+                runtime.rehearse(state)
+                time.sleep(rehearse_s)
             start = time.perf_counter()
             runtime.step(state)
             times[i] = time.perf_counter() - start
@@ -146,6 +150,17 @@ def paced_inference_us(policy: str | Path, iterations: int = 300, rt_priority: i
     return {"paced_inference_p50_us": p50, "paced_inference_p99_us": p99}
 
 
+def rehearsed_inference_us(policy: str | Path, iterations: int = 300, rt_priority: int = 0) -> dict[str, float]:
+    """`PolicyRuntime.step` once per control period, rehearsed 1 ms before each call as the node's loop
+    rehearses it (LoopConfig.rehearse_s), asleep otherwise; p50/p99 in µs."""
+    from s2r.hardware.robot_loop import LoopConfig
+
+    period = robot_spec(read_contract(policy).robot).control_period
+    p50, p99 = runtime_step_us(policy, iterations=iterations, pause_s=period, rehearse_s=LoopConfig().rehearse_s,
+                               rt_priority=rt_priority)
+    return {"rehearsed_inference_p50_us": p50, "rehearsed_inference_p99_us": p99}
+
+
 def run(policy: str | Path, *, driver: str = DEFAULT_DRIVER, duration: float = 10.0,
         rt_priority: int = 50) -> dict[str, Any]:
     """The four deploy runs and the two references; see the module docstring."""
@@ -169,6 +184,7 @@ def run(policy: str | Path, *, driver: str = DEFAULT_DRIVER, duration: float = 1
     synchronous = synchronous_upright_fraction(policy, driver, duration)
     tight = tight_inference_us(policy, rt_priority=rt_priority)
     paced = paced_inference_us(policy, rt_priority=rt_priority)
+    rehearsed = rehearsed_inference_us(policy, rt_priority=rt_priority)
     one_process = [r for r in runs if r["mode"] == "one-process"]
     node_p99 = max(r["inference_p99_us"] for r in one_process)
     return {
@@ -179,6 +195,7 @@ def run(policy: str | Path, *, driver: str = DEFAULT_DRIVER, duration: float = 1
         "synchronous_upright_fraction": synchronous,
         **tight,
         **paced,
+        **rehearsed,
         "node_over_tight_inference_p99": node_p99 / tight["tight_inference_p99_us"],
         "node_over_paced_inference_p99": node_p99 / paced["paced_inference_p99_us"],
         "one_process_p99_under_1ms": all(r["state_to_command_p99_us"] < 1000 for r in one_process),
@@ -213,6 +230,8 @@ def main(args: list[str] | None = None) -> None:
               f"{r['tight_inference_p50_us']:.0f} / {r['tight_inference_p99_us']:.0f} µs"),
              ("PolicyRuntime.step once a period p50 / p99",
               f"{r['paced_inference_p50_us']:.0f} / {r['paced_inference_p99_us']:.0f} µs"),
+             ("PolicyRuntime.step once a period, rehearsed 1 ms before, p50 / p99",
+              f"{r['rehearsed_inference_p50_us']:.0f} / {r['rehearsed_inference_p99_us']:.0f} µs"),
              ("inference p99 in the node / back to back (goal ≤ 2)", f"{r['node_over_tight_inference_p99']:.1f}"),
              ("inference p99 in the node / once a period", f"{r['node_over_paced_inference_p99']:.1f}")]
     report("deploy", "s2r deploy: one process vs --split, idle and under a CPU hog", rows, r)

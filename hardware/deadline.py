@@ -32,7 +32,9 @@ missing input costs `trigger_wait_s`, never a stalled loop:
 A loop whose tick runs cold code (a policy called once a period, its weights evicted from the
 caches by other processes in between) can `prepare` for it: `prepare()` runs once per wait,
 `prepare_s` before the tick is due (the trigger's expected arrival, else the deadline), unless
-the tick's input comes first; `prepared` counts the waits it ran in.
+the tick's input comes first; `prepared` counts the waits it ran in. From `prepare` to the tick
+the loop spins instead of sleeping (`prepare_s` of CPU a tick): a core that sleeps even 1 ms
+after `prepare` is given to other processes or idles, and the tick finds the caches cold again.
 
     loop = DeadlineLoop(0.02, trigger=new_state, trigger_wait_s=0.002, prepare=rehearse, prepare_s=0.001)
 
@@ -121,6 +123,16 @@ class TickTrigger:
         with self._condition:
             return self._condition.wait_for(lambda: self.last >= since, timeout=max(until - time.monotonic(), 0.0))
 
+    def spin(self, since: float, until: float) -> bool:
+        """`wait`, busy: the core stays with the caller (a sleeping core is given to other processes or
+        idles, and either takes what the caller's caches held), the GIL given up on every turn so
+        that the input's thread can fire."""
+        while self.last < since:
+            if time.monotonic() >= until:
+                return False
+            time.sleep(0)
+        return True
+
 
 class DeadlineLoop:
     """Absolute-deadline waits at `period` seconds with a final short spin, or at a `trigger`'s
@@ -190,11 +202,14 @@ class DeadlineLoop:
                     triggered = self.trigger.wait(since=opens, until=due)
                     if not triggered:
                         self._prepare()
+                        triggered = self.trigger.spin(since=opens, until=deadline - self.spin_s)
                 triggered = triggered or self.trigger.wait(since=opens, until=deadline - self.spin_s)
             elif self.prepare is not None and time.monotonic() < deadline - self.prepare_s:
                 if not _sleep(deadline - self.prepare_s - time.monotonic(), stop):
                     return False
                 self._prepare()
+                while time.monotonic() < deadline - self.spin_s:   # then the final spin below
+                    time.sleep(0)
             if not triggered:
                 if not _sleep(deadline - self.spin_s - time.monotonic(), stop):
                     return False
