@@ -105,7 +105,7 @@ def runtime_step_us(policy: str | Path, *, iterations: int, pause_s: float = 0.0
                     rt_priority: int = 0) -> tuple[float, float]:
     """p50/p99 µs of `PolicyRuntime.step` on one state of the policy's robot, `pause_s` asleep between
     calls (0: back to back, bench.inference's measure), with `rehearse_s` > 0 rehearsed
-    (`PolicyRuntime.rehearse`) that long before each call as the node's loop does, on a thread under
+    (`PolicyRuntime.rehearse`) that long before each call and spun until it as the node's loop does, on a thread under
     SCHED_FIFO at `rt_priority` where permitted (the node's loop thread's scheduling; 0: normal);
     the first tenth of the calls left out."""
     from s2r.hardware.deadline import set_realtime_priority
@@ -122,9 +122,11 @@ def runtime_step_us(policy: str | Path, *, iterations: int, pause_s: float = 0.0
         for i in range(iterations):
             if pause_s:
                 time.sleep(pause_s - rehearse_s)
-            if rehearse_s:
+            if rehearse_s:   # then spun, as DeadlineLoop spins from its prepare to the tick
                 runtime.rehearse(state)
-                time.sleep(rehearse_s)
+                end = time.monotonic() + rehearse_s
+                while time.monotonic() < end:
+                    time.sleep(0)
             start = time.perf_counter()
             runtime.step(state)
             times[i] = time.perf_counter() - start
@@ -151,8 +153,8 @@ def paced_inference_us(policy: str | Path, iterations: int = 300, rt_priority: i
 
 
 def rehearsed_inference_us(policy: str | Path, iterations: int = 300, rt_priority: int = 0) -> dict[str, float]:
-    """`PolicyRuntime.step` once per control period, rehearsed 1 ms before each call as the node's loop
-    rehearses it (LoopConfig.rehearse_s), asleep otherwise; p50/p99 in µs."""
+    """`PolicyRuntime.step` once per control period, rehearsed 1 ms before each call and spun until it as
+    the node's loop does (LoopConfig.rehearse_s), asleep otherwise; p50/p99 in µs."""
     from s2r.hardware.robot_loop import LoopConfig
 
     period = robot_spec(read_contract(policy).robot).control_period
