@@ -10,11 +10,12 @@ same run: the upright fraction of the same policy on the same SimRobot config st
 synchronously (SimRobot without its thread, the same SafetyFilter on simulation time: no
 transport, no wall clock), and `PolicyRuntime.step` (the call the node times as its
 inference, the same input size) back to back, bench.inference's measure and the goal's peer,
-and once a control period with a sleep in between, as the node calls it. Both run on a thread
+once a control period with a sleep in between, and once a period rehearsed 1 ms before and
+spun until the step, as the node's loop calls it (`LoopConfig.rehearse_s`). They run on a thread
 under the node's loop's SCHED_FIFO priority, so that neither side's p99 is another process's
-time slice that the other side is spared. On a machine whose other work evicts the policy's
-code and weights from the caches between ticks, the paced figure is what the node can at
-best reach; the gap between the two references is the caches, not the node.
+time slice that the other side is spared. The gap between back to back and once a period is
+the caches (the policy's code and weights evicted between ticks); the rehearsed reference is
+what the node's loop can at best reach.
 
     result = run("runs/demo/cartpole.onnx")
     result["runs"][0]["state_to_command_p99_us"], result["synchronous_upright_fraction"]
