@@ -62,11 +62,11 @@ LOOP_RATE = {
 LOOP = {"rates": [LOOP_RATE], "machine": str}
 DEPLOY_RUN = {
     "mode": str, "cpu_hog": bool, "load_before": float, "rt_priority": int,
-    **{key: float | None for key in deploy.FIGURES},
+    **{key: float | None for key in deploy.FIGURES + deploy.REHEARSAL},
 }
 DEPLOY = {
     "policy": str, "driver": str, "duration_s": float, "runs": [DEPLOY_RUN], "synchronous_upright_fraction": float,
-    **{f"{kind}_inference_{q}_us": float for kind in ("tight", "paced") for q in ("p50", "p99")},
+    **{f"{kind}_inference_{q}_us": float for kind in ("tight", "paced", "rehearsed") for q in ("p50", "p99")},
     "node_over_tight_inference_p99": float, "node_over_paced_inference_p99": float,
     "one_process_p99_under_1ms": bool, "one_process_stale_ticks": float, "machine": str,
 }
