@@ -161,7 +161,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from s2r.policies.runner import TrainingDivergedError
 
     options = (("num_envs", args.num_envs), ("control_ticks", args.control_ticks), ("max_cpu_s", args.max_cpu_s),
-               ("eval_episodes", args.eval_episodes), ("seed", args.seed))
+               ("eval_episodes", args.eval_episodes), ("seed", args.seed), ("reward", args.reward))
     cfg = FinetuneConfig(method=args.method, task=args.task, **{k: v for k, v in options if v is not None})
     out = Path(args.out or f"{args.source.rstrip('/')}_{args.method}")
     try:
@@ -486,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control-ticks", type=int, help="budget: control ticks of all worlds (default 600,000)")
     p.add_argument("--max-cpu-s", type=float, help="budget: process CPU seconds (default 1800)")
     p.add_argument("--eval-episodes", type=int, help="episodes of the final evaluation (default 100; 0: none)")
+    p.add_argument("--reward", choices=["success", "task"],
+                   help="success (default): the fraction of ticks the task's success condition holds; "
+                        "task: the task's shaped reward")
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true", help="continue from OUT/finetune.pt")
     p.add_argument("--json", action="store_true")
