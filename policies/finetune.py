@@ -1,7 +1,7 @@
 """Fine-tune a behaviour-cloned diffusion policy with reinforcement learning in simulation: DPPO or DSRL.
 
 Both start from a diffusion run directory (`s2r train TASK --policy diffusion`), learn on the
-task's reward in the batched env one action chunk at a time (`policies.diffusion.chunk_env`),
+task's success (or reward) in the batched env one action chunk at a time (`policies.diffusion.chunk_env`),
 and stop at a budget of control ticks (of all worlds) or of process CPU seconds, whichever
 comes first. `dppo` fine-tunes the denoiser itself (`policies.diffusion.dppo`); `dsrl` trains a
 SAC noise policy in front of the frozen denoiser (`policies.diffusion.dsrl`). A run directory:
