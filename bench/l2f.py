@@ -1,7 +1,8 @@
 """Learning to Fly: s2r TD3 and s2r PPO on quadrotor_hover vs RLtools' own L2F TD3, in one run, the same budget each.
 
-Each trainer gets `budget_s` seconds of training wall time (compilation and evaluations not
-counted; the process's CPU time is recorded beside it); every `eval_every_s` its deterministic
+Each trainer gets `budget_s` seconds of training (compilation and evaluations not counted):
+wall seconds, or with `--clock cpu` the process's CPU seconds, a budget that other jobs on a
+shared machine do not eat (both are recorded either way); every `eval_every_s` its deterministic
 actor flies `episodes` fresh episodes of s2r's `quadrotor_hover` without guidance
 (`policies.offpolicy.train.rule_task`), and the success rule of docs/quadrotor.md is judged:
 position error < 0.1 m and attitude < 10° through the last 2 s of the 5 s episode, in 95 % of
@@ -15,6 +16,8 @@ RLtools builds with OpenBLAS when `-lblas` links (Debian: libopenblas-dev), else
 generic matrix code; the table says which.
 
     .venv/bin/python -m bench.l2f --budget-s 300 --json bench/l2f.json
+    .venv/bin/python -m bench.l2f --budget-s 300 --clock cpu --json bench/l2f.json   # on a shared machine
+    .venv/bin/python -m bench.l2f --throughput-s 20     # training transitions/s of both TD3s
 """
 
 from __future__ import annotations
@@ -44,11 +47,16 @@ TRAINERS = ("s2r_td3", "s2r_ppo", "rltools_td3")
 
 
 class TrainingClock:
-    """Training wall and CPU seconds, paused while the rule is judged."""
+    """Training wall and CPU seconds, paused while the rule is judged; `spent` is the budget's (`kind`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
         self.wall_s = self.cpu_s = 0.0
         self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    @property
+    def spent(self) -> float:
+        return self.wall_s if self.kind == "wall" else self.cpu_s
 
     def lap(self) -> None:
         """Adds the time since the last lap (or resume) to the training time."""
@@ -70,40 +78,41 @@ def judge(clock: TrainingClock, act: Callable[[torch.Tensor], torch.Tensor], env
     return point
 
 
-def s2r_td3(budget_s: float, eval_every_s: float, episodes: int, seed: int) -> dict:
+def s2r_td3(budget_s: float, eval_every_s: float, episodes: int, seed: int, clock: str) -> dict:
     """s2r TD3 (`s2r train quadrotor_hover --algo td3`'s defaults) for `budget_s` of training; its rule curve."""
     cfg = OffPolicyTrainConfig(task=TASK, env_steps=10**9, seed=seed, evaluate_every_s=eval_every_s,
-                               eval_episodes=episodes, stop_at_success=None, max_train_s=budget_s, save_replay=False)
+                               eval_episodes=episodes, stop_at_success=None, max_train_s=budget_s, save_replay=False,
+                               clock=clock)
     with TemporaryDirectory() as out:
         metrics = train_offpolicy(cfg, Path(out), progress=False)
         curve = json.loads((Path(out) / "curve.json").read_text())
     return {"curve": curve, "env_steps": metrics["env_steps"], "env_steps_per_s": metrics["env_steps"] / curve[-1]["wall_s"]}
 
 
-def s2r_ppo(budget_s: float, eval_every_s: float, episodes: int, seed: int) -> dict:
+def s2r_ppo(budget_s: float, eval_every_s: float, episodes: int, seed: int, clock: str) -> dict:
     """s2r PPO (`s2r train quadrotor_hover`'s defaults, policies.train.TASK_DEFAULTS) for `budget_s` of training."""
     cfg = default_config(TASK, seed=seed)
     torch.set_num_threads(cfg.torch_threads)
     env = make_env(TASK, cfg.num_envs, seed=seed)
     runner = OnPolicyRunner(env, ppo=cfg.ppo, model=cfg.model, log_dir=None, seed=seed, progress=False)
-    clock, curve, next_eval = TrainingClock(), [], eval_every_s
+    timer, curve, next_eval = TrainingClock(clock), [], eval_every_s
 
     def evaluate(summary: dict[str, float]) -> bool:
         nonlocal next_eval
-        clock.lap()
-        if clock.wall_s < next_eval and clock.wall_s < budget_s:
+        timer.lap()
+        if timer.spent < next_eval and timer.spent < budget_s:
             return False
-        next_eval = clock.wall_s + eval_every_s
-        curve.append(judge(clock, runner.policy.act_inference, int(summary["env_steps"]), episodes, seed + 1))
-        return clock.wall_s >= budget_s
+        next_eval = timer.spent + eval_every_s
+        curve.append(judge(timer, runner.policy.act_inference, int(summary["env_steps"]), episodes, seed + 1))
+        return timer.spent >= budget_s
 
     runner.learn(10**9, callback=evaluate)
     runner.close()
     env.close()
-    return {"curve": curve, "env_steps": curve[-1]["env_steps"], "env_steps_per_s": curve[-1]["env_steps"] / clock.wall_s}
+    return {"curve": curve, "env_steps": curve[-1]["env_steps"], "env_steps_per_s": curve[-1]["env_steps"] / timer.wall_s}
 
 
-def rltools_td3(budget_s: float, eval_every_s: float, episodes: int, seed: int) -> dict:
+def rltools_td3(budget_s: float, eval_every_s: float, episodes: int, seed: int, clock: str) -> dict:
     """RLtools' L2F TD3 (its defaults: one environment, 64-unit networks) for `budget_s` of training."""
     os.environ.setdefault("RL_TOOLS_DISABLE_MKL", "1")   # no MKL here; its loader refuses a process with torch
     import rltools
@@ -123,16 +132,59 @@ def rltools_td3(budget_s: float, eval_every_s: float, episodes: int, seed: int) 
         l2f = np.concatenate([policy[:, :18], policy[:, -4 * RLTOOLS_HISTORY:]], axis=-1)   # its last 16 actions
         return torch.from_numpy(np.stack([np.asarray(state.action(row)) for row in l2f]))
 
-    clock, curve, steps = TrainingClock(), [], 0
-    while clock.wall_s < budget_s:
-        deadline = time.perf_counter() + min(eval_every_s, budget_s - clock.wall_s)
-        while time.perf_counter() < deadline:
+    timer, curve, steps = TrainingClock(clock), [], 0
+    while timer.spent < budget_s:
+        until = min(timer.spent + eval_every_s, budget_s)
+        while timer.spent < until:
             for _ in range(100):
                 state.step()
             steps += 100
-        curve.append(judge(clock, act, steps, episodes, seed + 1))
-    return {"curve": curve, "env_steps": steps, "env_steps_per_s": steps / clock.wall_s, "compile_s": compile_s,
+            timer.lap()
+        curve.append(judge(timer, act, steps, episodes, seed + 1))
+    return {"curve": curve, "env_steps": steps, "env_steps_per_s": steps / timer.wall_s, "compile_s": compile_s,
             "blas": blas}
+
+
+def training_throughput(seconds: float, seed: int = 0) -> dict:
+    """Transitions per second of training once updates run (after each trainer's warm-up), s2r TD3 (`HOVER_TD3`,
+    32 worlds) and RLtools' L2F TD3 (one environment), each timed for `seconds` of wall time in this process."""
+    from s2r.policies.offpolicy.runner import OffPolicyRunner
+    from s2r.policies.offpolicy.train import HOVER_TD3
+
+    torch.set_num_threads(1)
+    env = make_env(TASK, 32, seed=seed)
+    runner = OffPolicyRunner(env, algo=HOVER_TD3, log_dir=None, seed=seed, progress=False)
+    runner.learn(HOVER_TD3.learning_starts // 32 + 1)
+    started = time.perf_counter()
+    summary = runner.learn(10**9, callback=lambda _: time.perf_counter() - started > seconds)
+    result = {"s2r_td3": summary["env_steps"] / summary["wall_s"], "s2r_env_only": _env_only(env, seconds / 4)}
+    runner.close()
+    os.environ.setdefault("RL_TOOLS_DISABLE_MKL", "1")
+    import rltools
+
+    model = rltools.TD3({"path": str(RLTOOLS_ENV), "action_dim": 4, "observation_dim": 18 + 4 * RLTOOLS_HISTORY},
+                        STEP_LIMIT=3_000_000, REPLAY_BUFFER_CAP=300_000, N_WARMUP_STEPS=10_000, EPISODE_STEP_LIMIT=500,
+                        enable_evaluation=False, interface_name="l2f_bench")
+    state = model.State(seed)
+    for _ in range(10_001):
+        state.step()
+    steps, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(100):
+            state.step()
+        steps += 100
+    result["rltools_td3"] = steps / (time.perf_counter() - started)
+    return result
+
+
+def _env_only(env, seconds: float) -> float:
+    """Transitions per second of the env alone (zero actions: motors at half thrust), the TD3 run's worlds."""
+    actions = torch.zeros(env.num_envs, env.num_actions)
+    steps, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        env.step(actions)
+        steps += 1
+    return steps * env.num_envs / (time.perf_counter() - started)
 
 
 def first_at_rule(curve: list[dict], clock: str) -> float | None:
@@ -140,33 +192,45 @@ def first_at_rule(curve: list[dict], clock: str) -> float | None:
 
 
 def run(budget_s: float = 300.0, eval_every_s: float = 20.0, episodes: int = 256, seed: int = 0,
-        trainers: tuple[str, ...] = TRAINERS) -> dict:
-    results = {name: globals()[name](budget_s, eval_every_s, episodes, seed) for name in trainers}
+        trainers: tuple[str, ...] = TRAINERS, clock: str = "wall") -> dict:
+    results = {name: globals()[name](budget_s, eval_every_s, episodes, seed, clock) for name in trainers}
     for result in results.values():
         result["wall_s_to_rule"] = first_at_rule(result["curve"], "wall_s")
         result["cpu_s_to_rule"] = first_at_rule(result["curve"], "cpu_s")
         result["success_at_budget"] = result["curve"][-1]["success_rate"]
         result["best_success"] = max(c["success_rate"] for c in result["curve"])
-    return {"budget_s": budget_s, "episodes": episodes, "rule": RULE, "load_average": os.getloadavg(), **results}
+    return {"budget_s": budget_s, "clock": clock, "episodes": episodes, "rule": RULE, "load_average": os.getloadavg(),
+            **results}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-s", type=float, default=300.0, help="training seconds per trainer")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="what the budget and --eval-every-s count: wall seconds or the process's CPU seconds")
     parser.add_argument("--eval-every-s", type=float, default=20.0)
     parser.add_argument("--episodes", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trainers", nargs="+", choices=TRAINERS, default=list(TRAINERS))
+    parser.add_argument("--throughput-s", type=float,
+                        help="instead: time each TD3's training (transitions/s once updates run) for this many seconds")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    result = run(args.budget_s, args.eval_every_s, args.episodes, args.seed, tuple(args.trainers))
+    if args.throughput_s is not None:
+        result = training_throughput(args.throughput_s, args.seed)
+        for name, value in result.items():
+            print(f"{name:<13} {value:>9.0f} transitions/s")
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        return
+    result = run(args.budget_s, args.eval_every_s, args.episodes, args.seed, tuple(args.trainers), args.clock)
     print(f"{'trainer':<13} {'env steps/s':>12} {'to rule: wall s':>16} {'CPU s':>7} "
-          f"{f'success at {args.budget_s:.0f} s':>16} {'best':>6}")
+          f"{f'success at {args.budget_s:.0f} {args.clock} s':>20} {'best':>6}")
     for name in args.trainers:
         r = result[name]
         wall = "not met" if r["wall_s_to_rule"] is None else f"{r['wall_s_to_rule']:.0f}"
         cpu = "-" if r["cpu_s_to_rule"] is None else f"{r['cpu_s_to_rule']:.0f}"
-        print(f"{name:<13} {r['env_steps_per_s']:>12.0f} {wall:>16} {cpu:>7} {r['success_at_budget']:>16.0%} "
+        print(f"{name:<13} {r['env_steps_per_s']:>12.0f} {wall:>16} {cpu:>7} {r['success_at_budget']:>20.0%} "
               f"{r['best_success']:>6.0%}")
     if "rltools_td3" in result:
         print(f"RLtools built {'with' if result['rltools_td3']['blas'] else 'without'} BLAS, "

@@ -86,6 +86,9 @@ class OffPolicyTrainConfig:
     """Stop once the rule's success rate reaches this; None: train all `env_steps`."""
     max_train_s: float | None = 900.0
     """Stop after this many seconds of training (evaluations not counted); None: no limit."""
+    clock: Literal["wall", "cpu"] = "wall"
+    """What `evaluate_every_s` and `max_train_s` count: wall seconds, or the process's CPU seconds (a budget that
+    other jobs on a shared machine do not eat)."""
     td3: TD3Config = field(default_factory=lambda: HOVER_TD3)
     """TD3's hyperparameters (`HOVER_TD3`)."""
     sac: SACConfig = field(default_factory=SACConfig)
@@ -97,6 +100,8 @@ class OffPolicyTrainConfig:
         if self.task not in OFFPOLICY_TASKS:
             raise ValueError(f"task {self.task!r}: off-policy training (--algo td3|sac) takes "
                              f"{', '.join(OFFPOLICY_TASKS)}")
+        if self.clock not in ("wall", "cpu"):
+            raise ValueError(f"OffPolicyTrainConfig.clock: {self.clock!r} (expected 'wall' or 'cpu')")
         if self.algo not in ALGOS:
             raise ValueError(f"algo {self.algo!r}: expected one of {', '.join(ALGOS)}")
         for name in ("num_envs", "env_steps", "eval_episodes"):
@@ -153,10 +158,11 @@ def train_offpolicy(cfg: OffPolicyTrainConfig, out: Path, *, progress: bool = Tr
         clock["train_s"] += now - clock["since"]
         clock["cpu_s"] += time.process_time() - clock["cpu_since"]
         clock["since"], clock["cpu_since"] = now, time.process_time()
-        out_of_time = cfg.max_train_s is not None and clock["train_s"] >= cfg.max_train_s
-        if clock["train_s"] < clock["next"] and summary["env_steps"] < cfg.env_steps and not out_of_time:
+        spent = clock["train_s"] if cfg.clock == "wall" else clock["cpu_s"]
+        out_of_time = cfg.max_train_s is not None and spent >= cfg.max_train_s
+        if spent < clock["next"] and summary["env_steps"] < cfg.env_steps and not out_of_time:
             return False
-        clock["next"] = clock["train_s"] + cfg.evaluate_every_s
+        clock["next"] = spent + cfg.evaluate_every_s
         rate = success_rate(runner, cfg.task, episodes=cfg.eval_episodes, seed=cfg.seed + 1)
         curve.append({"wall_s": clock["train_s"], "cpu_s": clock["cpu_s"], "env_steps": runner.env_steps * cfg.num_envs,
                       "success_rate": rate,
