@@ -63,6 +63,10 @@ PHASE_GAIN = 0.1
 """Fraction of the measured phase error a triggered loop corrects per tick."""
 PHASE_STEP_MAX_S = 0.0005
 """Largest phase correction of one tick, seconds."""
+PHASE_ACQUIRE_TICKS = 5
+"""Ticks over which a triggered loop's deadlines take the whole measured phase error (then PHASE_GAIN of it):
+the first arrival may come late (a process starting up holds the GIL; the input's thread catches up after),
+and at PHASE_GAIN a misplaced first deadline took 10-20 ticks, each late, to reach its place."""
 
 
 def set_realtime_priority(priority: int) -> str | None:
@@ -254,12 +258,16 @@ class DeadlineLoop:
         return True
 
     def _lock_phase(self, deadline: float) -> None:
-        """Move the deadlines toward `trigger_wait_s` after the arrivals (PHASE_GAIN of the error per tick)."""
+        """Move the deadlines toward `trigger_wait_s` after the arrivals (all of the error over the first
+        PHASE_ACQUIRE_TICKS ticks, then PHASE_GAIN of it per tick)."""
         since = deadline - self.trigger.last
         if since < 1.5 * self.period:  # the input is flowing
             error = (since - self.trigger_wait_s + self.period / 2) % self.period - self.period / 2
             self.phase_error.add(error)
-            self.deadline -= float(np.clip(PHASE_GAIN * error, -PHASE_STEP_MAX_S, PHASE_STEP_MAX_S))
+            if self.ticks <= PHASE_ACQUIRE_TICKS:
+                self.deadline -= error
+            else:
+                self.deadline -= float(np.clip(PHASE_GAIN * error, -PHASE_STEP_MAX_S, PHASE_STEP_MAX_S))
 
     def achieved_hz(self) -> float:
         """Ticks per second between the first and the last wake-up."""

@@ -460,6 +460,10 @@ class RobotLoop:
             **self.deadlines.period_stats(),
             **percentiles_us(self.inference.values(), "inference"),
             **percentiles_us(self.rehearsal.values(), "rehearsal"),
+            # Each wake-up after what woke it (a measurement's announcement, else the deadline), and
+            # how far the deadlines sat from their place behind the announcements: where a late tick came from.
+            **percentiles_us(self.deadlines.lateness.values(), "wake_late"),
+            **percentiles_us(np.abs(self.deadlines.phase_error.values()), "phase_error"),
             **percentiles_us(self.state_to_command.values(), "state_to_command"),
             "ticks": self.deadlines.ticks,
             "late_ticks": self.deadlines.late,

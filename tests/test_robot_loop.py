@@ -164,6 +164,38 @@ def test_a_deadline_loop_prepares_once_before_each_tick_unless_the_tick_is_due_f
         DeadlineLoop(0.02, trigger_wait_s=0.002, prepare_s=0.009)
 
 
+def test_a_triggered_deadline_loop_whose_first_input_came_late_locks_onto_the_inputs_within_its_first_ticks():
+    """A robot whose first announcement came 6 ms late (its process was starting up): the loop's
+    deadlines jump to their place behind the arrivals, instead of crawling there tick by tick, each late."""
+    import threading
+
+    from s2r.hardware.deadline import PHASE_ACQUIRE_TICKS, DeadlineLoop, TickTrigger
+
+    trigger, stop = TickTrigger(), threading.Event()
+    start = time.monotonic() + 0.05
+
+    def announce() -> None:   # the first arrival at `start`, then every 20 ms on a phase 6 ms later
+        for k in range(80):
+            due = start + (0.006 + 0.02 * k if k else 0.0)
+            while (left := due - time.monotonic()) > 0 and not stop.wait(left):
+                pass
+            if stop.is_set():
+                return
+            trigger.fire()
+
+    thread = threading.Thread(target=announce)
+    thread.start()
+    loop = DeadlineLoop(0.02, trigger=trigger, trigger_wait_s=0.002)
+    late = []
+    for _ in range(60):
+        loop.wait(stop)
+        late.append(loop.late)
+    stop.set()
+    thread.join()
+    after = late[-1] - late[PHASE_ACQUIRE_TICKS + 2]
+    assert after <= 2, f"{after} late ticks once locked on (of {len(late) - PHASE_ACQUIRE_TICKS - 3})"
+
+
 def test_a_policy_that_raises_sends_the_robot_to_damping_and_the_loop_goes_on():
     runtime = ScriptedRuntime(robot_spec("cartpole"), fail_after=80)
     loop = run_loop(runtime, 2.5)
