@@ -196,22 +196,25 @@ def test_a_busy_port_a_missing_motor_and_corrupted_replies_are_named(bus):
         preflight(f"dynamixel:{bus.port}", ARM)
 
 
-@pytest.fixture(scope="module")
-def reach_onnx() -> Path:
-    """A reach policy after one PPO iteration on 8 worlds, exported: a contract for the arm, not a skill (seconds),
-    cached by source hash as conftest's cartpole."""
+def one_iteration_reach() -> Path:
+    """The run directory of a reach policy after one PPO iteration on 8 worlds, exported as reach.onnx: a contract
+    for the arm, not a skill (seconds), cached by source hash as conftest's cartpole."""
     from conftest import CACHE, _source_hash
 
     from s2r.policies.export import export_onnx
     from s2r.policies.train import default_config, load_policy, train
 
     run = CACHE / f"reach-1-iteration-{_source_hash()}"
-    path = run / "reach.onnx"
-    if not path.is_file():
+    if not (run / "reach.onnx").is_file():
         train(default_config("reach", num_envs=8, iterations=1), run, progress=False)
         policy, contract, _ = load_policy(run)
-        export_onnx(policy, contract, path)
-    return path
+        export_onnx(policy, contract, run / "reach.onnx")
+    return run
+
+
+@pytest.fixture(scope="module")
+def reach_onnx() -> Path:
+    return one_iteration_reach() / "reach.onnx"
 
 
 def test_s2r_deploy_on_a_port_that_does_not_exist_exits_2_with_one_line(reach_onnx, tmp_path):

@@ -101,18 +101,17 @@ def _fit_inverse_kinematics(policy, contract, *, samples: int = 20000, steps: in
 
 @pytest.fixture(scope="module")
 def reach_ik_onnx() -> Path:
-    """The reach task's actor and contract (one PPO iteration on 8 worlds) fitted to the arm's inverse kinematics and
-    exported; seconds, cached by source hash as conftest's cartpole."""
+    """The reach task's actor and contract (test_dynamixel's one PPO iteration on 8 worlds) fitted to the arm's inverse
+    kinematics and exported; seconds, cached by source hash as conftest's cartpole."""
     from conftest import CACHE, _source_hash
+    from test_dynamixel import one_iteration_reach
 
     from s2r.policies.export import export_onnx
-    from s2r.policies.train import default_config, load_policy, train
+    from s2r.policies.train import load_policy
 
-    run = CACHE / f"reach-ik-{_source_hash()}"
-    path = run / "reach.onnx"
+    path = CACHE / f"reach-ik-{_source_hash()}" / "reach.onnx"
     if not path.is_file():
-        train(default_config("reach", num_envs=8, iterations=1), run, progress=False)
-        policy, contract, _ = load_policy(run)
+        policy, contract, _ = load_policy(one_iteration_reach())
         policy.train()
         error = _fit_inverse_kinematics(policy, contract)
         assert error < 0.03, f"the inverse-kinematics fit: the end effector {error:.3f} m from the target (median)"
