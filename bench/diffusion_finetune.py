@@ -1,7 +1,7 @@
-"""push_t success of behaviour cloning alone, DPPO and DSRL at equal control ticks, and their action-chunk latency.
+"""Success of behaviour cloning alone, DPPO and DSRL on the BC run's task (push_t, reach), and their chunk latency.
 
 Given the BC run and the two fine-tuned run directories (`s2r finetune push_t --method dppo|dsrl --from BC`),
-one process run evaluates the three exported policies on the same `--episodes` push_t episodes (seed
+one process run evaluates the three exported policies on the same `--episodes` episodes of its task (seed
 `--seed`, action horizon 8, chunks not cross-faded, as docs/diffusion.md measures BC), reads each
 fine-tuning's control ticks, wall and process CPU seconds from its metrics.json, and times one action
 chunk of each in s2r's runtime (batch 1, one thread, calls alternated; `bench.diffusion_latency.chunk_latency`)
@@ -25,6 +25,7 @@ from bench.report import machine, report
 from s2r.policies.diffusion.export import export_diffusion
 from s2r.policies.evaluate import evaluate
 from s2r.policies.finetune import POLICY
+from s2r.runtime import read_contract
 
 
 def main(args: list[str] | None = None) -> None:
@@ -40,7 +41,8 @@ def main(args: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         policies = {"bc": export_diffusion(opts.run, Path(tmp) / "bc.onnx"),
                     "dppo": opts.dppo / POLICY, "dsrl": opts.dsrl / POLICY}
-        r: dict[str, Any] = {"task": "push_t", "episodes": opts.episodes, "seed": opts.seed, "action_horizon": 8,
+        task = read_contract(policies["bc"]).provenance["task"]
+        r: dict[str, Any] = {"task": task, "episodes": opts.episodes, "seed": opts.seed, "action_horizon": 8,
                              "blend_steps": 0, "machine": machine()}
         for name, path in policies.items():
             result = evaluate(path, episodes=opts.episodes, seed=opts.seed, blend_steps=0)
@@ -52,14 +54,14 @@ def main(args: list[str] | None = None) -> None:
                 r[f"{name}_{key}"] = metrics[key]
         r["latency"] = chunk_latency(policies, iterations=opts.iterations)
     lat = r["latency"]
-    rows = [("policy", "success / reached / mean final coverage; control ticks, CPU s, wall s; chunk p50 (ratio to BC)")]
+    rows = [("policy", "success / reached / mean final reward; control ticks, CPU s, wall s; chunk p50 (ratio to BC)")]
     for name, label in (("bc", "behaviour cloning"), ("dppo", "DPPO"), ("dsrl", "DSRL")):
         figures = "{:.2f} / {:.2f} / {:.3f}".format(r[f"{name}_success_rate"], r[f"{name}_reached_rate"],
                                                     r[f"{name}_mean_final_reward"])
         training = (f"; {r[f'{name}_control_ticks']:,} ticks, {r[f'{name}_train_cpu_s']:.0f} CPU s, "
                     f"{r[f'{name}_train_wall_s']:.0f} s" if name != "bc" else "")
         rows.append((label, f"{figures}{training}; {lat[f'{name}_p50_ms']:.2f} ms ({lat[f'ratio_{name}_p50']:.2f})"))
-    report("diffusion_finetune_push_t", f"push_t, {opts.episodes} episodes at action horizon 8: BC, DPPO, DSRL", rows, r)
+    report(f"diffusion_finetune_{task}", f"{task}, {opts.episodes} episodes at action horizon 8: BC, DPPO, DSRL", rows, r)
 
 
 if __name__ == "__main__":
