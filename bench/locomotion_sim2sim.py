@@ -14,7 +14,8 @@ The same ONNX file drives each one, with tracking error and falls reported the s
   fade-in's end) against the base's true velocity; a fall is the orientation limit tripping.
 
     PYTHONPATH=. python -m bench.locomotion_sim2sim --policy go2.onnx [--episodes 16] [--warp-worlds 1 --warp-seconds 1]
-    PYTHONPATH=. python -m bench.locomotion_sim2sim --policy go2.onnx --rows warp cpu_as_warp --warp-worlds 4 --warp-seconds 8
+    PYTHONPATH=. python -m bench.locomotion_sim2sim --policy go2.onnx --rows cpu_as_warp warp \
+        --warp-worlds 16 --warp-seconds 12
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def main() -> None:
                              "the first time, then a step of 2 worlds takes 0.3-1 s here)")
     parser.add_argument("--warp-seconds", type=float, default=4.0)
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS),
-                        help="rows to run; warp and its cpu twin (the same worlds, seed and seconds) need --warp-worlds")
+                        help="rows to run; warp and cpu_as_warp (the same worlds, seed and seconds) need --warp-worlds")
     parser.add_argument("--out", default="bench/results/locomotion_sim2sim.json")
     args = parser.parse_args()
     policy = Path(args.policy)

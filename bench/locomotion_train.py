@@ -178,11 +178,13 @@ def run(*, iterations: int = 100, budget_s: float = math.inf, num_envs: int | No
                                      "samples per iteration")
     reached = [t.rule_at for t in trainers]
     return {
-        "task": "go2_flat", "num_envs": cfg.num_envs, "max_iterations": iterations, "budget_s": finite_or_none(budget_s),
+        "task": "go2_flat", "num_envs": cfg.num_envs, "max_iterations": iterations,
+        "budget_s": finite_or_none(budget_s),
         "seed": seed, "samples_per_iteration": cfg.num_envs * cfg.ppo.num_steps_per_env,
         "s2r": _finite(outcome["s2r"]), "rsl_rl": _finite(outcome["rsl_rl"]),
         "wall_ratio_to_rule": reached[1]["wall_s"] / reached[0]["wall_s"] if all(reached) else None,
-        "wall_ratio_per_iteration": (trainers[1].wall_s / trainers[1].iterations) / (trainers[0].wall_s / trainers[0].iterations),
+        "wall_ratio_per_iteration": (trainers[1].wall_s / trainers[1].iterations)
+                                    / (trainers[0].wall_s / trainers[0].iterations),
         "load_average": {"min": min(load), "max": max(load), "mean": sum(load) / len(load)},
         "machine": machine(),
     }
@@ -215,9 +217,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for side in ("s2r", "rsl_rl"):
         r = result[side]
         at = r["rule_reached_in_training"]
+        reached = (f"iteration {at['iteration']}, {at['wall_s']:.0f} s wall, {at['cpu_s']:.0f} s CPU" if at
+                   else "not reached")
         rows += [(f"{side}: iterations, wall s, CPU s", f"{r['iterations']}, {r['wall_s']:.0f}, {r['cpu_s']:.0f}"),
-                 (f"{side}: training episodes within the rule at",
-                  f"iteration {at['iteration']}, {at['wall_s']:.0f} s wall, {at['cpu_s']:.0f} s CPU" if at else "not reached"),
+                 (f"{side}: training episodes within the rule at", reached),
                  (f"{side}: lin / yaw error, falls", f"{r['lin_vel_error']:.2f} m/s / {r['yaw_rate_error']:.2f} rad/s, "
                                                      f"{r['fall_rate']:.0%}"),
                  (f"{side}: walks", str(r["walks"]))]
