@@ -235,6 +235,10 @@ class RobotLoop:
         self.state: RobotState | None = None
         """The newest state read (under `lock`)."""
         self._stop = threading.Event()
+        self._ready = threading.Event()
+        """Set by the loop thread once its set-up is done (or failed): what `start` waits for."""
+        self.setup_s: float | None = None
+        """Seconds `start` took: scheduling, memory locking and the warm-up before the first tick."""
         self._thread: threading.Thread | None = None
         self._last_stamp: float | None = None
         self._stepped: tuple[RobotState, dict[str, np.ndarray]] | None = None
@@ -243,13 +247,21 @@ class RobotLoop:
         self._nan = Command(*(np.full(len(self.spec.actuated_index), np.nan) for _ in range(5)))
 
     # --- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Start the loop thread: it sets its scheduling, warms the runtime up, then ticks."""
+    def start(self, *, ready_timeout_s: float = 30.0) -> None:
+        """Start the loop thread and return once it ticks: it sets its scheduling, locks memory, warms the
+        runtime up, then ticks. That set-up can take seconds (mlockall faults in every mapped page: 3.4 s in
+        a process that has trained and loaded torch models), so a caller timing a run from here times ticks.
+        After `ready_timeout_s` without the loop ready, it returns anyway and says so."""
         if self.announces:
             self.robot.set_state_callback(self.measured.fire, period=self.period)
         self._stop.clear()
+        self._ready.clear()
+        started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="s2r robot loop", daemon=True)
         self._thread.start()
+        if not self._ready.wait(ready_timeout_s):
+            self.log(f"control loop not ticking {ready_timeout_s} s after start (set-up still running)")
+        self.setup_s = time.monotonic() - started
 
     def stop(self) -> None:
         """Stop and join the loop thread. Safe to call twice."""
@@ -318,17 +330,18 @@ class RobotLoop:
 
     # --- the thread -----------------------------------------------------------------------------
     def _run(self) -> None:
-        for problem in (set_realtime_priority(self.config.realtime_priority),
-                        lock_memory() if self.config.lock_memory else None):
-            if problem:
-                self.setup_notes.append(problem)
-                self.log(problem)
         try:
+            for problem in (set_realtime_priority(self.config.realtime_priority),
+                            lock_memory() if self.config.lock_memory else None):
+                if problem:
+                    self.setup_notes.append(problem)
+                    self.log(problem)
             self._warm_up()
             # What exists now lives as long as the process: out of the collector's sight, so that a
             # full collection triggered inside a tick walks only what was made since.
             gc.collect()
             gc.freeze()
+            self._ready.set()
             while self.deadlines.wait(self._stop):
                 self._tick()
         except Exception as error:  # outside any tick: the thread itself failed
@@ -336,6 +349,8 @@ class RobotLoop:
             with self.lock:
                 self.robot.write_command(self.safety.damping_command(self.state))
             self.failure = f"{type(error).__name__}: {error}"
+        finally:
+            self._ready.set()
 
     def _warm_up(self) -> None:
         """Run the policy `warmup_steps` times on the first state, then forget it: the first tick's
@@ -457,6 +472,7 @@ class RobotLoop:
         return {
             "control_hz_target": 1 / self.period,
             "control_hz_achieved": self.deadlines.achieved_hz(),
+            "setup_s": self.setup_s,
             **self.deadlines.period_stats(),
             **percentiles_us(self.inference.values(), "inference"),
             **percentiles_us(self.rehearsal.values(), "rehearsal"),
