@@ -77,6 +77,28 @@ def test_contract_round_trips_through_json():
     assert contract.check(robot_spec("arm")) == []
 
 
+def test_a_quadrotor_contract_reads_back_on_the_robot_side_without_the_simulator(tmp_path):
+    """The flight terms (position_error, action_history, ...) are known wherever a contract is read:
+    `s2r export` of a quadrotor run once failed with "unknown term 'position_error'"."""
+    import subprocess
+    import sys
+
+    from s2r.flight import ACTION_HISTORY  # noqa: F401  (the terms, in this process)
+
+    spec = robot_spec("crazyflie")
+    terms = (ObsTerm("position_error"), ObsTerm("base_rotation_matrix"), ObsTerm("action_history"))
+    contract = PolicyContract.build(spec=spec, terms=terms, action=ActionMapping.for_robot(spec, "thrust", 1.0),
+                                    provenance={"task": "quadrotor_hover"})
+    (tmp_path / "contract.json").write_text(contract.to_json())
+    probe = ("import sys; from s2r.contract import PolicyContract; "
+             "c = PolicyContract.from_json(open(sys.argv[1]).read()); "
+             "assert 'mujoco' not in sys.modules and 'torch' not in sys.modules; print(c.observation[0].name)")
+    result = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "contract.json")], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "position_error"
+
+
 def test_a_policy_for_the_arm_refuses_a_robot_whose_joint_order_differs(tmp_path):
     def swap(d):
         d["joints"][0], d["joints"][1] = d["joints"][1], d["joints"][0]
