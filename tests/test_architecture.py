@@ -131,3 +131,17 @@ def test_the_installed_distribution_claims_only_the_s2r_name_and_holds_every_pac
             expected.add(".".join((package, *parts)))
     missing = sorted(p for p in expected if not (site / p.replace(".", "/") / "__init__.py").is_file())
     assert not missing, f"packages not installed (add them to [tool.setuptools] packages in pyproject.toml): {missing}"
+
+    # Every file of the mapped folders that is not Python (robot models, specs, configs) is installed:
+    # a new robot folder is a data-only package that must be listed with its package data.
+    tracked = subprocess.run(["git", "ls-files", *package_dir.values()], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    data = set()
+    for path in tracked:
+        if path.endswith(".py"):
+            continue
+        package, folder = max(((p, f) for p, f in package_dir.items() if path.startswith(f + "/")), key=lambda m: len(m[1]))
+        data.add(package.replace(".", "/") + path[len(folder):])
+    assert data, "no data files found in the mapped folders"
+    missing = sorted(path for path in data if not (site / path).is_file())
+    assert not missing, f"files not installed (list their folder in packages and package-data in pyproject.toml): {missing}"
