@@ -63,6 +63,17 @@ def emulated_go2(*, initial_q=None, calibration=None, faults=(), can_timeout_s=0
         yield bus, plant, f"virtual:{channel},calibration={CALIBRATION}"
 
 
+@contextmanager
+def enabled_go2(*, settle_s: float = 0.0, **emulator):
+    """`emulated_go2(**emulator)` with its driver connected and, after `settle_s`, enabled; yields
+    (bus, plant, robot, a fresh SafetyFilter)."""
+    with emulated_go2(**emulator) as (bus, plant, where):
+        with MitCanRobot(SPEC, where, reply_slack_s=SLACK_S) as robot:
+            time.sleep(settle_s)
+            robot.enable()
+            yield bus, plant, robot, SafetyFilter(SPEC, SPEC.control_period)
+
+
 def run(robot, safety: SafetyFilter, seconds: float, *, command=None, on_tick=None) -> list[Command]:
     """read → safety filter → write at the spec's 50 Hz for `seconds`; the commands written."""
     written = []
@@ -118,22 +129,19 @@ def test_the_soft_start_stands_the_emulated_go2_up_from_lying_through_the_can_bu
     ("bus_down", None, "motors off"),    # nothing crosses: every motor's own CAN timeout switches it off
 ])
 def test_every_bus_fault_ends_in_its_safe_state_with_no_command_out_of_limits(fault, motor, expect):
-    with emulated_go2(initial_q=SPEC.default_q) as (bus, plant, where):
-        with MitCanRobot(SPEC, where, reply_slack_s=SLACK_S) as robot:
-            robot.enable()
-            safety = SafetyFilter(SPEC, SPEC.control_period)
-            injected = {}
+    with enabled_go2(initial_q=SPEC.default_q) as (bus, plant, robot, safety):
+        injected = {}
 
-            def inject(tick: int) -> None:
-                if tick == 40:
-                    bus.faults.apply(f"{fault} {motor} 2" if fault == "drop_next" else
-                                     fault if motor is None else f"{fault} {motor}")
-                    injected["tick"] = tick
-                if "tick" in injected and robot.fault is not None and "fault_tick" not in injected:
-                    injected["fault_tick"] = tick
+        def inject(tick: int) -> None:
+            if tick == 40:
+                bus.faults.apply(f"{fault} {motor} 2" if fault == "drop_next" else
+                                 fault if motor is None else f"{fault} {motor}")
+                injected["tick"] = tick
+            if "tick" in injected and robot.fault is not None and "fault_tick" not in injected:
+                injected["fault_tick"] = tick
 
-            written = run(robot, safety, 1.6, command=hold(SPEC.default_q), on_tick=inject)
-            faults, diagnostics = robot.faults(), robot.diagnostics()
+        written = run(robot, safety, 1.6, command=hold(SPEC.default_q), on_tick=inject)
+        faults, diagnostics = robot.faults(), robot.diagnostics()
         joint = SPEC.joint_names[motor] if motor is not None else None
         assert within_limits(written, safety)
         assert ((plant.q >= SPEC.lower - 0.05) & (plant.q <= SPEC.upper + 0.05)).all()
@@ -283,12 +291,10 @@ def yawed(yaw: float) -> np.ndarray:
 
 
 def test_the_can_imu_gives_the_go2_its_base_orientation_and_rate_as_the_plant_has_them():
-    with emulated_go2(initial_q=SPEC.default_q, base_quat=yawed(1.0)) as (bus, plant, where):
-        with MitCanRobot(SPEC, where, reply_slack_s=SLACK_S) as robot:
-            robot.enable()
-            run(robot, SafetyFilter(SPEC, SPEC.control_period), 1.0, command=hold(SPEC.default_q))  # lands, stands
-            state = robot.read_state()
-            quat, gyro, age = *plant.imu(), time.time() - state.stamp
+    with enabled_go2(initial_q=SPEC.default_q, base_quat=yawed(1.0)) as (bus, plant, robot, safety):
+        run(robot, safety, 1.0, command=hold(SPEC.default_q))  # lands, stands
+        state = robot.read_state()
+        quat, gyro, age = *plant.imu(), time.time() - state.stamp
         assert bus.stats()["imu_frames"] > 300, "200 samples a second, two frames each"
     assert state.base_quat.shape == (4,) and state.base_ang_vel.shape == (3,)
     assert abs(float(yaw_from_quat(state.base_quat)) - 1.0) < 0.05 and float(tilt_from_quat(state.base_quat)) < 0.5
@@ -298,48 +304,39 @@ def test_the_can_imu_gives_the_go2_its_base_orientation_and_rate_as_the_plant_ha
 
 
 def test_a_go2_on_its_back_on_can_motors_is_not_stood_up():
-    with emulated_go2(initial_q=LYING, base_quat=np.array([0.0, 1.0, 0.0, 0.0])) as (_, plant, where):
-        with MitCanRobot(SPEC, where, reply_slack_s=SLACK_S) as robot:
-            time.sleep(0.5)  # lands on its back
-            robot.enable()
-            safety = SafetyFilter(SPEC, SPEC.control_period)
-            written = run(robot, safety, 0.6)
+    # settle_s: it lands on its back before the driver is enabled
+    with enabled_go2(initial_q=LYING, base_quat=np.array([0.0, 1.0, 0.0, 0.0]), settle_s=0.5) as (_, _, robot, safety):
+        written = run(robot, safety, 0.6)
     assert "refuses to stand up a robot lying on its back" in safety.fault
     assert safety.report()["mode"] == "damping" and all((c.kp == 0).all() for c in written)
     assert within_limits(written, safety)
 
 
 def test_a_fall_seen_by_the_can_imu_trips_the_orientation_limit_and_damps():
-    with emulated_go2(initial_q=SPEC.default_q) as (_, plant, where):
+    with enabled_go2(initial_q=SPEC.default_q) as (_, plant, robot, safety):
         base = plant.view.base_body
-        with MitCanRobot(SPEC, where, reply_slack_s=SLACK_S) as robot:
-            robot.enable()
-            safety = SafetyFilter(SPEC, SPEC.control_period)
-            run(robot, safety, 1.0, command=hold(SPEC.default_q))
-            assert safety.fault is None
-            plant.data.xfrc_applied[base, 3] = 150.0  # a shove about the roll axis (N·m) for 0.3 s: it rolls over
-            written = run(robot, safety, 0.3, command=hold(SPEC.default_q))
-            plant.data.xfrc_applied[base, 3] = 0.0
-            written += run(robot, safety, 1.0, command=hold(SPEC.default_q))
+        run(robot, safety, 1.0, command=hold(SPEC.default_q))
+        assert safety.fault is None
+        plant.data.xfrc_applied[base, 3] = 150.0  # a shove about the roll axis (N·m) for 0.3 s: it rolls over
+        written = run(robot, safety, 0.3, command=hold(SPEC.default_q))
+        plant.data.xfrc_applied[base, 3] = 0.0
+        written += run(robot, safety, 1.0, command=hold(SPEC.default_q))
     assert safety.fault is not None and "(a fall)" in safety.fault
     assert safety.events["orientation_limit"] > 0 and safety.report()["mode"] == "damping"
     assert within_limits(written, safety)
 
 
 def test_an_imu_that_goes_silent_latches_the_robots_fault_and_damping():
-    with emulated_go2(initial_q=SPEC.default_q) as (bus, plant, where):
-        with MitCanRobot(SPEC, where, reply_slack_s=SLACK_S) as robot:
-            robot.enable()
-            safety = SafetyFilter(SPEC, SPEC.control_period)
-            ticks = {}
+    with enabled_go2(initial_q=SPEC.default_q) as (bus, _, robot, safety):
+        ticks = {}
 
-            def inject(tick: int) -> None:
-                if tick == 40:
-                    bus.faults.apply(f"silent {DEFAULT_IMU_ID}")
-                if tick > 40 and robot.fault is not None:
-                    ticks.setdefault("fault", tick)
+        def inject(tick: int) -> None:
+            if tick == 40:
+                bus.faults.apply(f"silent {DEFAULT_IMU_ID}")
+            if tick > 40 and robot.fault is not None:
+                ticks.setdefault("fault", tick)
 
-            written = run(robot, safety, 1.2, command=hold(SPEC.default_q), on_tick=inject)
+        written = run(robot, safety, 1.2, command=hold(SPEC.default_q), on_tick=inject)
     assert robot.fault.startswith("imu (CAN id 0x50): lost") and ticks["fault"] - 40 <= 6
     assert safety.report()["mode"] == "damping", "the state's stamp ages with the IMU's: the watchdog damps too"
     assert within_limits(written, safety)
