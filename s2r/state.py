@@ -31,6 +31,11 @@ class RobotState:
     """Base orientation in the world, (..., 4) as w, x, y, z; None without an IMU."""
     base_ang_vel: np.ndarray | None = None
     """Base angular velocity in the base frame, (..., 3) rad/s; None without an IMU."""
+    base_pos_w: np.ndarray | None = None
+    """Base position in the world, (..., 3) m, where motion capture or a state estimator provides it (SimRobot
+    reports the truth for a floating base); None otherwise. A multirotor's flight inputs are computed from it."""
+    base_lin_vel_w: np.ndarray | None = None
+    """Base linear velocity in the world, (..., 3) m/s, from the same source as `base_pos_w`; None otherwise."""
     fault: str | None = None
     """Why the robot's driver latched a fault (a motor lost, or reporting overload or overheating), naming the
     motor; None when it has none. The SafetyFilter damps while it is set."""
@@ -38,7 +43,8 @@ class RobotState:
     def take(self, ids: np.ndarray) -> RobotState:
         """The states of the batch rows `ids`."""
         pick = lambda a: None if a is None else a[ids]  # noqa: E731
-        return RobotState(self.stamp, self.q[ids], self.dq[ids], self.tau[ids], pick(self.base_quat), pick(self.base_ang_vel))
+        return RobotState(self.stamp, self.q[ids], self.dq[ids], self.tau[ids], pick(self.base_quat),
+                          pick(self.base_ang_vel), pick(self.base_pos_w), pick(self.base_lin_vel_w))
 
 
 @dataclass
