@@ -8,7 +8,11 @@ drivers apply the PD law of the last command, clamped to each joint's effort lim
 
 with the very actuators training uses: the model is compiled in position mode and each command
 rewrites its actuators' gains, so with kp = kd = 0 a command is exactly the torque motor of a
-torque-mode policy, and a held PD command is exactly a position-mode one. A YAML file adds what
+torque-mode policy, and a held PD command is exactly a position-mode one. A multirotor (a spec
+with rotors) is compiled in thrust mode instead: `Command.rotor_thrust` drives the rotors' thrust
+actuators (fractions of top thrust through the motors' first-order lag, as in training), and each
+measurement carries the floating base's true position and velocity (`base_pos_w`,
+`base_lin_vel_w`: what motion capture gives a real one). A YAML file adds what
 makes a robot real: command and sensor latency (seconds), sensor noise and model parameters that
 differ from the training model, named as in `s2r.sim.parameters` (damping, armature,
 frictionloss per joint, mass per body, friction per geom), each `{set | scale | add: x}`.
@@ -165,12 +169,14 @@ class SimRobot(RobotInterface):
     def __init__(self, spec: RobotSpec, config: SimRobotConfig | None = None) -> None:
         self.spec = spec
         self.config = config or SimRobotConfig()
-        self.model = compile_model(spec, "position")
+        self.model = compile_model(spec, "thrust" if spec.rotors else "position")
         _apply_overrides(self.model, self.config, spec)
         self._data = mujoco.MjData(self.model)
         self.view = RobotView(self.model, spec)
         """Where the spec's joints, actuators and base are in `model`."""
         self._actuators = self.view.actuator_ids
+        self._rotors = np.array([self.model.actuator(r.name).id for r in spec.rotors], dtype=np.int64)
+        """The rotors' thrust actuators in spec order, (num_rotors,); empty without rotors."""
         self._timestep = self.model.opt.timestep
         self._rng = np.random.default_rng(self.config.seed)
         self._lock = threading.Lock()
@@ -224,7 +230,7 @@ class SimRobot(RobotInterface):
 
     def write_command(self, command: Command) -> None:
         """Queue a command for the actuated joints; it reaches the motors `command_delay_s` later."""
-        checked = _checked_command(command, len(self._actuators))
+        checked = _checked_command(command, len(self._actuators), len(self._rotors))
         with self._lock:
             self._require_connected()
             self._stats["commands_received"] += 1
@@ -285,6 +291,11 @@ class SimRobot(RobotInterface):
         `commands_received`, `commands_ignored` (received while disabled)."""
         with self._lock:
             return dict(self._stats)
+
+    def rotor_thrust(self) -> np.ndarray:
+        """Each rotor's thrust state now (the motor lag's output), (num_rotors,) fractions of top thrust."""
+        with self._lock:
+            return self._data.act[self.model.actuator_actadr[self._rotors]].copy()
 
     def base_pose(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A floating base's ground truth, which the robot itself cannot measure: position (3,) m and
@@ -356,6 +367,8 @@ class SimRobot(RobotInterface):
         self.model.actuator_biasprm[a, 1] = -command.kp
         self.model.actuator_biasprm[a, 2] = -command.kd
         self._data.ctrl[a] = command.q
+        if len(self._rotors):
+            self._data.ctrl[self._rotors] = command.rotor_thrust
 
     def _measure(self) -> None:
         if self.config.realtime:
@@ -363,6 +376,9 @@ class SimRobot(RobotInterface):
         else:
             stamp = measured = self._data.time
         state = self.view.read_state(self._data.qpos, self._data.qvel, self._data.qfrc_actuator, stamp=stamp)
+        if self.view.base_body is not None:
+            state.base_pos_w = self._data.qpos[self._base_qpos:self._base_qpos + 3].copy()
+            state.base_lin_vel_w = self._data.qvel[self._base_dof:self._base_dof + 3].copy()
         if self.config.noise_q:
             state.q += self._rng.normal(0.0, self.config.noise_q, state.q.shape)
         if self.config.noise_dq:
@@ -394,15 +410,17 @@ class SimRobot(RobotInterface):
 
     def _zero_command(self) -> Command:
         zeros = np.zeros(len(self._actuators))
-        return Command(q=zeros, dq=zeros, kp=zeros, kd=zeros, tau_ff=zeros)
+        return Command(q=zeros, dq=zeros, kp=zeros, kd=zeros, tau_ff=zeros,
+                       rotor_thrust=np.zeros(len(self._rotors)) if len(self._rotors) else None)
 
     def _require_connected(self) -> None:
         if not self._connected:
             raise RobotError(f"SimRobot({self.spec.name}): not connected; call connect() or use it as a context manager")
 
 
-def _checked_command(command: Command, size: int) -> Command:
-    """The command as float64 (size,) arrays; RobotError naming the field otherwise."""
+def _checked_command(command: Command, size: int, rotors: int) -> Command:
+    """The command as float64 (size,) arrays, and (rotors,) rotor thrusts in [0, 1] for a multirotor; RobotError
+    naming the field otherwise."""
     fields = {}
     for key in ("q", "dq", "kp", "kd", "tau_ff"):
         value = np.asarray(getattr(command, key), dtype=np.float64)
@@ -411,6 +429,17 @@ def _checked_command(command: Command, size: int) -> Command:
         if not np.isfinite(value).all():
             raise RobotError(f"Command.{key}: non-finite value {value}; commands go through the SafetyFilter")
         fields[key] = value.copy()
+    if rotors:
+        if command.rotor_thrust is None:
+            raise RobotError(f"Command.rotor_thrust: expected shape ({rotors},) for the rotors, got None")
+        thrust = np.asarray(command.rotor_thrust, dtype=np.float64)
+        if thrust.shape != (rotors,):
+            raise RobotError(f"Command.rotor_thrust: expected shape ({rotors},) for the rotors, got {thrust.shape}")
+        if not (np.isfinite(thrust).all() and (thrust >= 0).all() and (thrust <= 1).all()):
+            raise RobotError(f"Command.rotor_thrust: {thrust} outside [0, 1]; commands go through the SafetyFilter")
+        fields["rotor_thrust"] = thrust.copy()
+    elif command.rotor_thrust is not None:
+        raise RobotError("Command.rotor_thrust: this robot has no rotors (expected None)")
     return Command(**fields)
 
 
