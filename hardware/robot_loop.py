@@ -244,7 +244,8 @@ class RobotLoop:
         self._stepped: tuple[RobotState, dict[str, np.ndarray]] | None = None
         """The state and inputs of the policy's newest step: what the next rehearsal runs on."""
         self._commanded_since_tick = False
-        self._nan = Command(*(np.full(len(self.spec.actuated_index), np.nan) for _ in range(5)))
+        self._nan = Command(*(np.full(len(self.spec.actuated_index), np.nan) for _ in range(5)),
+                            rotor_thrust=np.full(len(self.spec.rotors), np.nan) if self.spec.rotors else None)
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self, *, ready_timeout_s: float = 30.0) -> None:
@@ -423,7 +424,8 @@ class RobotLoop:
             self.counters.ticks_before_first_command += 1
             return None
         self.counters.ticks_with_policy += 1
-        if not all(np.isfinite(getattr(command, key)).all() for key in ("q", "dq", "kp", "kd", "tau_ff")):
+        if not all(np.isfinite(value).all() for value in (command.q, command.dq, command.kp, command.kd,
+                                                          command.tau_ff, command.rotor_thrust) if value is not None):
             self.counters.nonfinite_actions += 1
         return command
 
