@@ -311,7 +311,7 @@ class SafetyFilter:
             # no target, however large, leaves the range where the rate limit below is exact.
             far = self._continuous & (np.abs(q - q_meas) > np.pi)
             if far.any():
-                self._count("position_clamp", far & positioned)
+                self._count("position_clamp", bool((far & positioned).any()))
                 q = np.where(far, q_meas + wrap_to_pi(q - q_meas), q)
             band = self.effort_limit / np.where(positioned, kp, 1.0)
             band[~positioned] = np.inf
@@ -319,12 +319,12 @@ class SafetyFilter:
             effort_clamped = effort_clamped or bool(((banded != q) & positioned).any())
             q = banded
         limited = np.minimum(np.maximum(q, self.lower), self.upper)
-        self._count("position_clamp", (limited != q) & positioned)
+        self._count("position_clamp", bool(((limited != q) & positioned).any()))
         q = limited
         if self._last_q is not None:
             limited = np.minimum(np.maximum(q, self._last_q - self.max_position_step),
                                  self._last_q + self.max_position_step)
-            self._count("rate_limit", (limited != q) & positioned)
+            self._count("rate_limit", bool(((limited != q) & positioned).any()))
             q = limited
         if q_meas is not None:
             error = np.abs(q - q_meas)
@@ -338,12 +338,11 @@ class SafetyFilter:
             effort_clamped = effort_clamped or bool((thrust != command.rotor_thrust).any())
             limited = thrust if motors_off else np.clip(thrust, self._last_thrust - self.max_thrust_step,
                                                         self._last_thrust + self.max_thrust_step)
-            self._count("rate_limit", limited != thrust)
+            self._count("rate_limit", bool((limited != thrust).any()))
             thrust = self._last_thrust = limited
-        for event, acted in (("gain_clamp", kp_clamped or kd_clamped), ("velocity_clamp", velocity_clamped),
-                             ("effort_clamp", effort_clamped)):
-            if acted:
-                self.events[event] += 1
+        self._count("gain_clamp", kp_clamped or kd_clamped)
+        self._count("velocity_clamp", velocity_clamped)
+        self._count("effort_clamp", effort_clamped)
         self._last_q = q
         return Command(q=q, dq=dq, kp=kp, kd=kd, tau_ff=tau_ff, rotor_thrust=thrust)
 
@@ -351,8 +350,9 @@ class SafetyFilter:
         """Motors off, (num_rotors,), a fresh array; None without rotors."""
         return None if self._motors_off is None else self._motors_off.copy()
 
-    def _count(self, event: str, changed: np.ndarray) -> None:
-        if changed.any():
+    def _count(self, event: str, acted: bool) -> None:
+        """One `event` for this command where its limit changed any of it."""
+        if acted:
             self.events[event] += 1
 
     def _measured(self, state: RobotState | None) -> np.ndarray | None:
