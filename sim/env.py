@@ -362,9 +362,9 @@ class BatchEnv:
 
 def make_env(task_name: str, num_envs: int, *, seed: int = 0, backend: Backend = "cpu",
              randomize: str | None = None, robot: str | None = None, nconmax: int | None = None,
-             njmax: int | None = None, device: torch.device | str = "cpu") -> BatchEnv:
+             njmax: int | None = None, device: torch.device | str = "cpu", nthread: int = 0) -> BatchEnv:
     """The env for a task on a backend (`cpu` or `warp`; `nconmax`/`njmax`: warp's buffers per world),
-    returning its tensors on `device`.
+    returning its tensors on `device`; `nthread`: the cpu backend's threads (0: all cores).
 
     `randomize`: None for the nominal model, "default" for the task's own randomization
     terms, or the path of a randomization YAML.
@@ -386,4 +386,4 @@ def make_env(task_name: str, num_envs: int, *, seed: int = 0, backend: Backend =
         raise ValueError(f"{robot}: joints {spec.joint_names} are not those of task {task_name}'s robot "
                          f"{task.config.robot!r}")
     return BatchEnv(task, num_envs, seed=seed, randomization=terms, spec=spec, backend=backend,
-                    nconmax=nconmax, njmax=njmax, device=device)
+                    nconmax=nconmax, njmax=njmax, device=device, nthread=nthread)
