@@ -43,13 +43,14 @@ def as_batch(state: RobotState, inputs: Mapping[str, np.ndarray] | None
         return state, inputs, False
     add = lambda a: None if a is None else np.asarray(a)[None]
     batched = RobotState(state.stamp, add(state.q), add(state.dq), add(state.tau), add(state.base_quat),
-                         add(state.base_ang_vel))
+                         add(state.base_ang_vel), add(state.base_pos_w), add(state.base_lin_vel_w))
     return batched, {k: add(v) for k, v in (inputs or {}).items()}, True
 
 
 def first_row(command: Command) -> Command:
     """Row 0 of a batched Command."""
-    return Command(command.q[0], command.dq[0], command.kp[0], command.kd[0], command.tau_ff[0])
+    return Command(command.q[0], command.dq[0], command.kp[0], command.kd[0], command.tau_ff[0],
+                   None if command.rotor_thrust is None else command.rotor_thrust[0])
 
 
 def stacked_observation(runtime: Observer, state: RobotState, inputs: Mapping[str, np.ndarray] | None) -> np.ndarray:

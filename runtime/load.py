@@ -1,6 +1,6 @@
 """load_runtime: the runtime for an exported policy file, picked by its contract's kind, in one place.
 
-`mlp` runs in `PolicyRuntime`; `diffusion` in a `DiffusionRuntime` executed by `ChunkedPolicy`
+`mlp` runs in `PolicyRuntime` (in a `FlightRuntime` when it takes a multirotor's flight inputs); `diffusion` in a `DiffusionRuntime` executed by `ChunkedPolicy`
 (on a planner thread on the robot, synchronously and batched in simulation). Any other kind is
 refused naming the file and the field. policy_node, `s2r eval` and the evaluation use it, so
 the robot and the simulator run the same code for the same file.
@@ -28,6 +28,7 @@ from s2r.contract import ContractError, PolicyContract
 from s2r.runtime.chunking import ChunkedPolicy
 from s2r.runtime.diffusion import (DIFFUSION_KEY, EPS_OUTPUT, NOISE_OUTPUT, SAMPLE_INPUT, TIMESTEP_INPUT,
                                   DiffusionRuntime)
+from s2r.runtime.flight import FlightRuntime, takes_flight_inputs
 from s2r.runtime.mlp import ACTION_OUTPUT, PolicyRuntime
 from s2r.runtime.protocol import Runtime
 from s2r.runtime.session import OBS_INPUT, contract_of, open_session
@@ -56,7 +57,9 @@ def load_runtime(path: str | Path, spec: RobotSpec, *, num_envs: int = 1, synchr
     if kind == "mlp":
         if options and refuse_unused:
             raise ValueError(f"{path}: {', '.join(options)}: options of diffusion policies; this one is an mlp")
-        return PolicyRuntime(path, spec=spec, num_envs=num_envs)
+        runtime = PolicyRuntime(path, spec=spec, num_envs=num_envs)
+        # A multirotor's flight inputs (position error, world velocity, action history) come from the state.
+        return FlightRuntime(runtime) if takes_flight_inputs(runtime) else runtime
     if kind == "diffusion":
         execution = {name: options.pop(name) for name in ("blend_steps", "sampling_ticks") if name in options}
         runtime = DiffusionRuntime(path, spec=spec, num_envs=num_envs, seed=seed, **options)

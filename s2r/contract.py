@@ -161,7 +161,9 @@ class PolicyContract:
         if self.robot != spec.name:
             raise ContractError(f"{where}: robot: policy expects {self.robot!r}, spec is {spec.name!r}")
         _compare_names("joint_names", self.joint_names, spec.joint_names, where)
-        _compare_names("action.joint_names", self.action.joint_names, spec.actuated_joint_names, where)
+        # A multirotor's actions drive its rotors (thrust mode), in the spec's rotor order.
+        commanded = tuple(r.name for r in spec.rotors) if self.action.mode == "thrust" else spec.actuated_joint_names
+        _compare_names("action.joint_names", self.action.joint_names, commanded, where)
         for i, (term, size, expected) in enumerate(zip(self.observation, self.observation_sizes, term_sizes(self.observation, spec))):
             if size != expected:
                 raise ContractError(
