@@ -2,7 +2,8 @@
 
 robot_node's control loop and command callback tell a `RobotReport` what happened; it keeps
 the figures and turns them into a /diagnostics message (~1 Hz), the summary JSON a deploy
-run reads, and the trajectory NPZ (stamp, q, dq and safety mode of every measurement):
+run reads, and the trajectory NPZ (stamp, q, dq and safety mode of every measurement; base_pos_w too
+where the states carry the base's position, a multirotor's):
 
     report = RobotReport(spec, driver="sim", logger=node.get_logger(), keep_trajectory=True)
     report.state_published(stamp_ns, time.time())
@@ -64,8 +65,8 @@ class RobotReport:
         self.publish_to_command = SampleWindow()
         self.diagnosed = 0
         """state_to_command samples at the last diagnostics message: each message covers what came since."""
-        self.trajectory: list[tuple[float, np.ndarray, np.ndarray, int]] = []
-        """(stamp, q, dq, mode code) of every new measurement, kept only with `keep_trajectory`."""
+        self.trajectory: list[tuple[float, np.ndarray, np.ndarray, int, np.ndarray | None]] = []
+        """(stamp, q, dq, mode code, base_pos_w or None) of every new measurement, kept only with `keep_trajectory`."""
 
     def state_published(self, stamp_ns: int, now: float) -> None:
         """A state stamped `stamp_ns` (ns) left at `now` (time.time(), s)."""
@@ -93,7 +94,8 @@ class RobotReport:
     def measured(self, state: RobotState, mode: str) -> None:
         """A new measurement, taken in safety mode `mode`."""
         if self.keep_trajectory:
-            self.trajectory.append((state.stamp, state.q.copy(), state.dq.copy(), MODE_CODES[mode]))
+            base = None if state.base_pos_w is None else np.array(state.base_pos_w, dtype=np.float64)
+            self.trajectory.append((state.stamp, state.q.copy(), state.dq.copy(), MODE_CODES[mode], base))
 
     def track_mode(self, mode: str, events: dict[str, int]) -> str:
         """Note the safety mode ('disabled' while the motors are off) and `events` (the SafetyFilter's
@@ -150,9 +152,10 @@ class RobotReport:
         if summary_path:
             write_json(summary_path, summary)
         if trajectory_path and self.trajectory:
-            stamp, q, dq, mode = zip(*self.trajectory)
+            stamp, q, dq, mode, base = zip(*self.trajectory)
             path = Path(trajectory_path)
             tmp = path.with_name(path.name + ".tmp.npz")
+            positions = {} if any(b is None for b in base) else {"base_pos_w": np.stack(base)}
             np.savez(tmp, stamp=np.array(stamp), q=np.stack(q), dq=np.stack(dq), mode=np.array(mode, dtype=np.int8),
-                     joint_names=np.array(self.spec.joint_names), modes=np.array(list(MODE_CODES)))
+                     joint_names=np.array(self.spec.joint_names), modes=np.array(list(MODE_CODES)), **positions)
             tmp.replace(path)
