@@ -1,15 +1,18 @@
 """Walking on go2_flat: s2r's PPO against rsl_rl's PPO on the same env, and the walking rule.
 
-Both trainers drive `make_env("go2_flat", num_envs)` from the same seed with the task's
-training defaults (`s2r.policies.train.default_config("go2_flat")`: networks, 24 steps per env,
-PPO hyperparameters handed to rsl_rl field by field as `bench.train` does), so the same samples
-per iteration. They take turns, one iteration each, so that the shared machine's load falls on
-both alike; each stops when its last 100 training episodes meet the walking rule, or at
-`--iterations` or `--budget-s` wall seconds of its own iterations. Wall and CPU seconds
-(`time.process_time`: the process's threads, MuJoCo's pool included) count only each trainer's
-own iterations. The curves are the training episodes' tracking errors and fall rate against
-wall time (one PNG, both trainers); each final policy is then judged by the walking rule on
-fresh episodes (`evaluate_walking`).
+Both trainers drive `make_env("go2_flat", num_envs)` from the same seed with the same networks
+and samples per iteration (`s2r.policies.train.default_config("go2_flat")`: its networks, worlds
+and 24 steps per env). s2r's PPO runs s2r's go2_flat defaults; rsl_rl's runs `LEGGED_GYM_PPO`,
+the PPO settings legged_gym and Isaac Lab train quadrupeds with. Each stops when its last 100
+training episodes meet the walking rule, or at `--iterations` or `--budget-s` wall seconds of
+its own iterations. Wall and CPU seconds (`time.process_time`: the process's threads, MuJoCo's
+pool included) count only each trainer's own iterations. The curves are the training episodes'
+tracking errors and fall rate against wall time (one PNG, both trainers); each final policy is
+then judged by the walking rule on fresh episodes (`evaluate_walking`).
+
+Side by side, one core each (`--trainer` runs one side; `--combine` merges the two results into
+one table and PNG), or both in one process taking turns, one iteration each, so that a shared
+machine's load falls on both alike (`--trainer both`, the default).
 
 The walking rule (docs/locomotion.md): over one 20 s episode per world of random commands
 within the trained ranges (±1 m/s in x and y, ±1 rad/s yaw, resampled every 10 s), with the
@@ -17,7 +20,12 @@ policy's mean action and the training observation noise, the mean linear-velocit
 error is under 0.2 m/s, the yaw-rate error under 0.3 rad/s, and under 5 % of episodes end in
 a fall.
 
-    PYTHONPATH=. python -m bench.locomotion_train --iterations 1500 --budget-s 1200   # to the rule, 20 min each
+    PYTHONPATH=. taskset -c 0 python -m bench.locomotion_train --trainer s2r --threads 1 --iterations 3000 \
+        --budget-s 1200 &                                                   # to the rule, 20 min at most
+    PYTHONPATH=. taskset -c 1 python -m bench.locomotion_train --trainer rsl_rl --threads 1 --iterations 3000 \
+        --budget-s 1200; wait
+    PYTHONPATH=. python -m bench.locomotion_train --combine bench/results/locomotion_train_s2r.json \
+        bench/results/locomotion_train_rsl_rl.json                         # the table and the PNG of both
     PYTHONPATH=. python -m bench.locomotion_train --evaluate runs/go2_flat   # the rule on a trained run
 """
 
@@ -33,6 +41,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +52,7 @@ from tensordict import TensorDict
 
 from bench.report import finite_or_none, machine, report
 from bench.train import RslRlEnv, rsl_rl_config
+from s2r.policies.ppo import PPOConfig
 from s2r.policies.runner import EPISODE_WINDOW, OnPolicyRunner
 from s2r.policies.train import LOCOMOTION_CURVE, default_config, load_policy, plot_locomotion_curves
 from s2r.sim.env import make_env
@@ -115,29 +125,36 @@ def _meets_rule(figures: dict[str, float]) -> bool:
     return all(key in figures and figures[key] < RULE[name] for name, key in keys.items())
 
 
-def run(*, iterations: int = 100, budget_s: float = math.inf, num_envs: int | None = None, seed: int = 0,
-        episodes: int = 128, plot: Path | None = Path("bench/results/locomotion_train.png"),
-        progress: Path | None = None) -> dict[str, Any]:
-    """Train go2_flat with both trainers, one iteration each in turn (so the machine's load falls on both
-    alike), each until its training episodes meet the walking rule, `iterations` or `budget_s` wall
-    seconds of its own; their curves, wall and CPU seconds, and walking figures on fresh episodes.
-    `progress`: a JSON file rewritten every 10 iterations with the curves so far."""
-    cfg = default_config("go2_flat", num_envs=num_envs, seed=seed)
-    torch.set_num_threads(cfg.torch_threads)
+LEGGED_GYM_PPO = PPOConfig(num_steps_per_env=24, num_learning_epochs=5, num_mini_batches=4, clip_param=0.2, gamma=0.99,
+                           lam=0.95, value_loss_coef=1.0, entropy_coef=0.01, learning_rate=1e-3, max_grad_norm=1.0,
+                           schedule="adaptive", desired_kl=0.01)
+"""rsl_rl's PPO as legged_gym and Isaac Lab train quadrupeds with it (their base PPO config): what rsl_rl's side
+runs. s2r's side runs s2r's own go2_flat defaults; both get the same networks and samples per iteration."""
 
-    runner = OnPolicyRunner(make_env("go2_flat", cfg.num_envs, seed=seed), ppo=cfg.ppo, model=cfg.model,
-                            log_dir=None, seed=seed, progress=False)
+TRAINERS = ("s2r", "rsl_rl")
 
-    def s2r_step() -> dict[str, float]:
-        summary = runner.learn(1)
-        return {k: summary[k] for k in LOCOMOTION_CURVE if k in summary and math.isfinite(summary[k])}
 
+def _make_trainer(name: str, cfg: Any, *, seed: int, threads: int) -> _Trainer:
+    """One side of the comparison on its own `make_env("go2_flat", cfg.num_envs)`, seeded with `seed`."""
+    env = make_env("go2_flat", cfg.num_envs, seed=seed, nthread=threads)
+    if name == "s2r":
+        runner = OnPolicyRunner(env, ppo=cfg.ppo, model=cfg.model, log_dir=None, seed=seed, progress=False)
+
+        def s2r_step() -> dict[str, float]:
+            summary = runner.learn(1)
+            return {k: summary[k] for k in LOCOMOTION_CURVE if k in summary and math.isfinite(summary[k])}
+
+        def s2r_act(obs: torch.Tensor) -> torch.Tensor:
+            runner.policy.eval()
+            return runner.policy.act_inference(obs)
+
+        return _Trainer("s2r", s2r_step, s2r_act)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    adapter = _CurveEnv(make_env("go2_flat", cfg.num_envs, seed=seed), seed=seed)
+    adapter = _CurveEnv(env, seed=seed)
     with contextlib.redirect_stdout(io.StringIO()):  # rsl_rl prints its models and observation sets
-        peer = RslRlRunner(adapter, rsl_rl_config(cfg.ppo, cfg.model), log_dir=None, device="cpu")
+        peer = RslRlRunner(adapter, rsl_rl_config(LEGGED_GYM_PPO, cfg.model), log_dir=None, device="cpu")
 
     def rsl_rl_step() -> dict[str, float]:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -148,9 +165,22 @@ def run(*, iterations: int = 100, budget_s: float = math.inf, num_envs: int | No
         act = peer.get_inference_policy()        # rsl_rl 5: the actor on the observation groups, its mean action
         return act(TensorDict({"policy": obs}, batch_size=[len(obs)]))
 
-    trainers = [_Trainer("s2r", s2r_step, runner.policy.act_inference), _Trainer("rsl_rl", rsl_rl_step, rsl_rl_act)]
+    return _Trainer("rsl_rl", rsl_rl_step, rsl_rl_act)
+
+
+def run(*, trainers: tuple[str, ...] = TRAINERS, iterations: int = 100, budget_s: float = math.inf,
+        num_envs: int | None = None, seed: int = 0, episodes: int = 128, threads: int = 0,
+        progress: Path | None = None) -> dict[str, Any]:
+    """Train go2_flat with each of `trainers` in this process, one iteration each in turn (so a shared machine's
+    load falls on all alike), each until its training episodes meet the walking rule, `iterations` or `budget_s`
+    wall seconds of its own; their curves, wall and CPU seconds, and walking figures on fresh episodes.
+    `threads`: MuJoCo's threads and torch's (0: all cores for MuJoCo, the task's default for torch).
+    `progress`: a JSON file rewritten every 10 rounds with the curves so far."""
+    cfg = default_config("go2_flat", num_envs=num_envs, seed=seed)
+    torch.set_num_threads(threads or cfg.torch_threads)
+    sides = [_make_trainer(name, cfg, seed=seed, threads=threads) for name in trainers]
     load = [os.getloadavg()[0]]
-    running = list(trainers)
+    running = list(sides)
     rounds = 0
     while running:
         rounds += 1
@@ -160,61 +190,62 @@ def run(*, iterations: int = 100, budget_s: float = math.inf, num_envs: int | No
                 running.remove(trainer)
         load.append(os.getloadavg()[0])
         if progress is not None and rounds % 10 == 0:
-            progress.write_text(json.dumps({t.name: t.curve for t in trainers}))
-
+            progress.write_text(json.dumps({t.name: t.curve for t in sides}))
     outcome: dict[str, Any] = {}
-    for trainer in trainers:
-        if trainer is trainers[0]:
-            runner.policy.eval()
+    for trainer in sides:
         with torch.no_grad():
             walking = evaluate_walking(trainer.act, episodes=episodes)
-        outcome[trainer.name] = {
+        outcome[trainer.name] = _finite({
             "wall_s": trainer.wall_s, "cpu_s": trainer.cpu_s, "iterations": trainer.iterations,
-            "rule_reached_in_training": trainer.rule_at, "last_training_figures": trainer.curve[-1], **walking}
-    if plot is not None:
-        plot.parent.mkdir(exist_ok=True)
-        plot_locomotion_curves({f"{t.name} PPO": t.curve for t in trainers}, plot,
-                               title=f"go2_flat, {cfg.num_envs} worlds, {cfg.num_envs * cfg.ppo.num_steps_per_env} "
-                                     "samples per iteration")
-    reached = [t.rule_at for t in trainers]
+            "rule_reached_in_training": trainer.rule_at, "last_training_figures": trainer.curve[-1], **walking,
+            "curve": trainer.curve})
     return {
         "task": "go2_flat", "num_envs": cfg.num_envs, "max_iterations": iterations,
-        "budget_s": finite_or_none(budget_s),
-        "seed": seed, "samples_per_iteration": cfg.num_envs * cfg.ppo.num_steps_per_env,
-        "s2r": _finite(outcome["s2r"]), "rsl_rl": _finite(outcome["rsl_rl"]),
-        "wall_ratio_to_rule": reached[1]["wall_s"] / reached[0]["wall_s"] if all(reached) else None,
-        "wall_ratio_per_iteration": (trainers[1].wall_s / trainers[1].iterations)
-                                    / (trainers[0].wall_s / trainers[0].iterations),
+        "budget_s": finite_or_none(budget_s), "threads": threads, "seed": seed,
+        "samples_per_iteration": cfg.num_envs * cfg.ppo.num_steps_per_env,
+        "ppo": {"s2r": asdict(cfg.ppo), "rsl_rl": asdict(LEGGED_GYM_PPO)}, "networks": asdict(cfg.model),
+        **outcome,
         "load_average": {"min": min(load), "max": max(load), "mean": sum(load) / len(load)},
         "machine": machine(),
     }
+
+
+def combine(results: list[dict[str, Any]], plot: Path | None) -> dict[str, Any]:
+    """One result of both trainers from the results of runs of one trainer each (run side by side, say one per
+    core), with their ratios and the curves' PNG."""
+    merged = {k: v for k, v in results[0].items() if k not in TRAINERS}
+    for result in results:
+        for name in TRAINERS:
+            if name in result:
+                merged[name] = result[name]
+    missing = [name for name in TRAINERS if name not in merged]
+    if missing:
+        raise ValueError(f"combine: no result of {', '.join(missing)} among the files given")
+    s2r, peer = merged["s2r"], merged["rsl_rl"]
+    reached = [s2r["rule_reached_in_training"], peer["rule_reached_in_training"]]
+    merged["wall_ratio_to_rule"] = reached[1]["wall_s"] / reached[0]["wall_s"] if all(reached) else None
+    merged["wall_ratio_per_iteration"] = (peer["wall_s"] / peer["iterations"]) / (s2r["wall_s"] / s2r["iterations"])
+    merged["load_average"] = {"min": min(r["load_average"]["min"] for r in results),
+                              "max": max(r["load_average"]["max"] for r in results),
+                              "mean": sum(r["load_average"]["mean"] for r in results) / len(results)}
+    if plot is not None:
+        plot.parent.mkdir(exist_ok=True)
+        curves = {f"{name} PPO": [{"wall_s": c["wall_s"], **{k: c[k] for k in LOCOMOTION_CURVE if c.get(k) is not None}}
+                                  for c in merged[name]["curve"]] for name in TRAINERS}
+        plot_locomotion_curves(curves, plot, title=f"go2_flat, {merged['num_envs']} worlds, "
+                                                   f"{merged['samples_per_iteration']} samples per iteration")
+    return merged
 
 
 def _finite(values: dict[str, Any]) -> dict[str, Any]:
     return {k: finite_or_none(v) if isinstance(v, float) else v for k, v in values.items()}
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=100, help="most iterations per trainer")
-    parser.add_argument("--budget-s", type=float, default=math.inf, help="most wall seconds per trainer")
-    parser.add_argument("--progress", type=Path, help="a JSON file of the curves so far, rewritten as it runs")
-    parser.add_argument("--num-envs", type=int)
-    parser.add_argument("--episodes", type=int, default=128)
-    parser.add_argument("--evaluate", metavar="RUN_DIR", help="only judge a trained run by the walking rule")
-    args = parser.parse_args(argv)
-    if args.evaluate:
-        policy, _, _ = load_policy(Path(args.evaluate), task="go2_flat")
-        result = {"run": args.evaluate, **evaluate_walking(policy.act_inference, episodes=args.episodes),
-                  "machine": machine()}
-        rows = [(k, f"{result[k]:.3f}" if isinstance(result[k], float) else str(result[k]))
-                for k in ("lin_vel_error", "yaw_rate_error", "fall_rate", "walks")]
-        report("locomotion_walking", f"walking rule on {args.evaluate}", rows, result)
-        return result
-    result = run(iterations=args.iterations, budget_s=args.budget_s, num_envs=args.num_envs, episodes=args.episodes,
-                 progress=args.progress)
+def _rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     rows = []
-    for side in ("s2r", "rsl_rl"):
+    for side in TRAINERS:
+        if side not in result:
+            continue
         r = result[side]
         at = r["rule_reached_in_training"]
         reached = (f"iteration {at['iteration']}, {at['wall_s']:.0f} s wall, {at['cpu_s']:.0f} s CPU" if at
@@ -224,11 +255,50 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  (f"{side}: lin / yaw error, falls", f"{r['lin_vel_error']:.2f} m/s / {r['yaw_rate_error']:.2f} rad/s, "
                                                      f"{r['fall_rate']:.0%}"),
                  (f"{side}: walks", str(r["walks"]))]
-    ratio = result["wall_ratio_to_rule"]
-    rows += [("rsl_rl / s2r wall time to the rule (goal ≥ 2)", f"{ratio:.2f}" if ratio else "not both reached"),
-             ("rsl_rl / s2r wall time per iteration", f"{result['wall_ratio_per_iteration']:.2f}"),
-             ("load average (min, mean, max)", "{min:.1f}, {mean:.1f}, {max:.1f}".format(**result["load_average"]))]
-    report("locomotion_train", "go2_flat: s2r PPO vs rsl_rl PPO, same env and samples", rows, result)
+    if "wall_ratio_per_iteration" in result:
+        ratio = result["wall_ratio_to_rule"]
+        rows += [("rsl_rl / s2r wall time to the rule (goal ≥ 2)", f"{ratio:.2f}" if ratio else "not both reached"),
+                 ("rsl_rl / s2r wall time per iteration", f"{result['wall_ratio_per_iteration']:.2f}")]
+    rows.append(("load average (min, mean, max)", "{min:.1f}, {mean:.1f}, {max:.1f}".format(**result["load_average"])))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trainer", choices=(*TRAINERS, "both"), default="both",
+                        help="train one side only (run the other in a second process), or both in turns")
+    parser.add_argument("--iterations", type=int, default=100, help="most iterations per trainer")
+    parser.add_argument("--budget-s", type=float, default=math.inf, help="most wall seconds per trainer")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="MuJoCo's and torch's threads (0: all cores for MuJoCo, the task's default for torch)")
+    parser.add_argument("--progress", type=Path, help="a JSON file of the curves so far, rewritten as it runs")
+    parser.add_argument("--num-envs", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--episodes", type=int, default=128)
+    parser.add_argument("--evaluate", metavar="RUN_DIR", help="only judge a trained run by the walking rule")
+    parser.add_argument("--combine", nargs="+", type=Path, metavar="RESULT",
+                        help="only merge the result JSON files of one-trainer runs into one result and PNG")
+    args = parser.parse_args(argv)
+    if args.evaluate:
+        policy, _, _ = load_policy(Path(args.evaluate), task="go2_flat")
+        result = {"run": args.evaluate, **evaluate_walking(policy.act_inference, episodes=args.episodes),
+                  "machine": machine()}
+        rows = [(k, f"{result[k]:.3f}" if isinstance(result[k], float) else str(result[k]))
+                for k in ("lin_vel_error", "yaw_rate_error", "fall_rate", "walks")]
+        report("locomotion_walking", f"walking rule on {args.evaluate}", rows, result)
+        return result
+    if args.combine:
+        result = combine([json.loads(path.read_text()) for path in args.combine],
+                         Path("bench/results/locomotion_train.png"))
+        report("locomotion_train", "go2_flat: s2r PPO vs rsl_rl PPO, same env and samples", _rows(result), result)
+        return result
+    trainers = TRAINERS if args.trainer == "both" else (args.trainer,)
+    result = run(trainers=trainers, iterations=args.iterations, budget_s=args.budget_s, num_envs=args.num_envs,
+                 seed=args.seed, episodes=args.episodes, threads=args.threads, progress=args.progress)
+    if args.trainer == "both":
+        result = combine([result], Path("bench/results/locomotion_train.png"))
+    name = "locomotion_train" if args.trainer == "both" else f"locomotion_train_{args.trainer}"
+    report(name, f"go2_flat: {' and '.join(trainers)} PPO", _rows(result), result)
     return result
 
 
