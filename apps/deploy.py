@@ -85,6 +85,23 @@ def upright_fraction(trajectory: dict[str, np.ndarray], metric: UprightMetric, *
     return float(np.mean(np.abs(angle) < metric.threshold)) if len(angle) else math.nan
 
 
+HOVER_SETTLE_S = 3.0
+"""Seconds after the first command before a multirotor's hover is judged (the hover rule's 3 s)."""
+
+
+def position_error(trajectory: dict[str, np.ndarray], *, start: float, end: float) -> dict[str, float]:
+    """A multirotor's distance to the hover target (the origin, FlightRuntime's default) over the samples stamped
+    in [start, end): its largest (`position_error_max_m`, the recovery from the start included) and, from
+    HOVER_SETTLE_S after `start`, its median and p99 (m)."""
+    keep = (trajectory["stamp"] >= start) & (trajectory["stamp"] < end)
+    distance = np.linalg.norm(trajectory["base_pos_w"][keep], axis=-1)
+    settled = distance[trajectory["stamp"][keep] >= start + HOVER_SETTLE_S]
+    figures = {"position_error_max_m": float(distance.max()) if len(distance) else math.nan}
+    for name, q in (("p50", 50), ("p99", 99)):
+        figures[f"position_error_{name}_m"] = float(np.percentile(settled, q)) if len(settled) else math.nan
+    return figures
+
+
 def realtime_permitted() -> bool:
     """Whether this user may start processes under SCHED_FIFO (chrt present and allowed)."""
     chrt = shutil.which("chrt")
@@ -200,6 +217,11 @@ def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver
                 announce(f"Foxglove: open ws://127.0.0.1:{foxglove} with the layout docs/foxglove/s2r_layout.json")
         robot_params = {"robot": spec, "driver": driver, "realtime_priority": rt,
                         "summary_path": out / "robot_node.json", "trajectory_path": out / "trajectory.npz"}
+        period = robot_spec(spec).control_period
+        if period < 0.008:  # a 500 Hz loop has 1 ms of half-period: the wait for a late state takes 0.4 ms of it
+            robot_params["state_wait_s"] = period / 5
+        if robot_spec(spec).rotors:  # a multirotor in the air cannot fade its thrust in from motors off over 1 s
+            robot_params["fade_in_s"] = 0.0
         if split:
             # The policy first: it checks its contract against the robot while the robot starts,
             # and a refusal is the error a user needs to see.
@@ -297,6 +319,11 @@ def _report(out: Path, contract: PolicyContract, driver: Driver, duration: float
             start = robot_side["first_command_time"] or -math.inf
             result["upright_fraction"] = upright_fraction(dict(trajectory), TASK_METRICS[task], start=start,
                                                           end=start + duration)
+    if trajectory_path.exists():
+        with np.load(trajectory_path) as trajectory:
+            if "base_pos_w" in trajectory:   # a multirotor: its distance to the hover target (the origin)
+                start = robot_side["first_command_time"] or -math.inf
+                result.update(position_error(dict(trajectory), start=start, end=start + duration))
     if record:
         from s2r.ros.recorder import is_closed, recover_recording
 

@@ -75,6 +75,9 @@ class SimRobotConfig:
     initial_base: dict[str, list[float]] = field(default_factory=dict)
     """A floating base's pose at start: {position: [x, y, z] m in the world, rpy: [roll, pitch, yaw] rad};
     left out: the MJCF's (upright). E.g. lying on its back: {position: [0, 0, 0.15], rpy: [3.1416, 0, 0]}."""
+    held_until_thrust: bool = False
+    """A multirotor is held at its initial pose, at rest (in a hand), until a command with rotor thrust reaches its
+    motors: it does not fall while the robot's node starts up."""
     command_delay_s: float = 0.0
     """Seconds from `write_command` until the motors apply the command."""
     state_delay_s: float = 0.0
@@ -115,8 +118,9 @@ class SimRobotConfig:
                 self._fail(key, f"expected >= 0, got {getattr(self, key)}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             self._fail("seed", f"expected an integer, got {self.seed!r}")
-        if not isinstance(self.realtime, bool):
-            self._fail("realtime", f"expected true or false, got {self.realtime!r}")
+        for key in ("realtime", "held_until_thrust"):
+            if not isinstance(getattr(self, key), bool):
+                self._fail(key, f"expected true or false, got {getattr(self, key)!r}")
         for section, names in OVERRIDES.items():
             self._check_overrides(section, getattr(self, section), names)
 
@@ -200,6 +204,12 @@ class SimRobot(RobotInterface):
         if self.config.initial_base:
             self._place_base(self.config.initial_base)
         self._apply(self._zero_command())
+        self._held = None
+        """The held base's initial qpos (see `held_until_thrust`); None once released, or never held."""
+        if self.config.held_until_thrust:
+            if not len(self._rotors):
+                self.config._fail("held_until_thrust", f"{spec.name} has no rotors")
+            self._held = self._data.qpos[self._base_qpos:self._base_qpos + 7].copy()
         mujoco.mj_forward(self.model, self._data)
         self._measure()
 
@@ -354,8 +364,14 @@ class SimRobot(RobotInterface):
     def _step_once(self) -> None:
         """Apply the commands now due, step the physics and measure. Holds the lock."""
         while self._pending and self._pending[0][0] <= self._data.time + 0.5 * self._timestep:
-            self._apply(self._pending.popleft()[1])
+            command = self._pending.popleft()[1]
+            self._apply(command)
+            if self._held is not None and command.rotor_thrust is not None and (command.rotor_thrust > 0).any():
+                self._held = None   # the motors spin: the hand lets go
         mujoco.mj_step(self.model, self._data)
+        if self._held is not None:
+            self._data.qpos[self._base_qpos:self._base_qpos + 7] = self._held
+            self._data.qvel[self._base_dof:self._base_dof + 6] = 0.0
         self._stats["physics_steps"] += 1
         self._measure()
 

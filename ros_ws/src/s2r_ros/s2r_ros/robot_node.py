@@ -173,7 +173,9 @@ class RobotNode(LifecycleNode):
             config = SafetyConfig(watchdog_periods=p["watchdog_periods"], damping_kd=p["damping_kd"] or None,
                                   soft_start_s=p["soft_start_s"], fade_in_s=p["fade_in_s"])
             safety = SafetyFilter(self.spec, self.spec.control_period, config)
-            loop_config = LoopConfig(state_wait_s=p["state_wait_s"], stale_state_periods=p["stale_state_periods"],
+            # The rehearsal 1 ms before each state, or a quarter period before it in a faster loop (500 Hz: 0.5 ms).
+            loop_config = LoopConfig(rehearse_s=min(LoopConfig.rehearse_s, self.spec.control_period / 4),
+                                     state_wait_s=p["state_wait_s"], stale_state_periods=p["stale_state_periods"],
                                      realtime_priority=p["realtime_priority"], lock_memory=p["lock_memory"])
             if not p["state_wait_s"] < self.spec.control_period / 2:
                 raise ValueError(f"parameter 'state_wait_s': expected below half the control period "
