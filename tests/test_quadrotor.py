@@ -154,40 +154,17 @@ def test_the_reward_curriculum_ramps_position_velocity_and_action_weights_up_to_
     assert env.task.stage == 3 and weights()["position_error_sq"] == -6.0                       # held at its limit
 
 
-def geometric_controller(obs: torch.Tensor) -> torch.Tensor:
-    """A hand-written hover controller reading only the actor's observation (146,): position and velocity PD to a
-    desired thrust direction, attitude PD on the rotation matrix, the motors' lag led from the action history."""
-    o = obs.numpy().astype(np.float64)
-    p, rot, v, w = o[:, 0:3], o[:, 3:12].reshape(-1, 3, 3), o[:, 12:15], o[:, 15:18]
-    mass, thrust_max, arm, torque_constant = 0.027, 3.16e-10 * 21702.0**2, 0.028, 0.005964552
-    inertia = np.array([3.85e-6, 3.85e-6, 5.9675e-6])
-    accel = np.clip(-4.0 * p - 3.0 * v, -5, 5) + [0.0, 0.0, 9.81]
-    z_desired = accel / np.linalg.norm(accel, axis=1, keepdims=True)
-    thrust = mass * np.linalg.norm(accel, axis=1) * np.clip(np.einsum("ni,ni->n", z_desired, rot[:, :, 2]), 0.3, 1)
-    y_desired = np.cross(z_desired, [1.0, 0.0, 0.0])
-    y_desired /= np.linalg.norm(y_desired, axis=1, keepdims=True)
-    desired = np.stack([np.cross(y_desired, z_desired), y_desired, z_desired], axis=-1)
-    error = np.einsum("nji,njk->nik", desired, rot) - np.einsum("nji,njk->nik", rot, desired)
-    e_rot = 0.5 * np.stack([error[:, 2, 1], error[:, 0, 2], error[:, 1, 0]], axis=-1)
-    torque = inertia * (-(15.0**2) * e_rot - 2 * 0.8 * 15.0 * w)
-    x, y = arm * np.array([1, -1, -1, 1]), arm * np.array([-1, -1, 1, 1])          # rotor0..3, L2F's order
-    mixer = np.stack([np.ones(4), y, -x, torque_constant * np.array([-1, 1, -1, 1])])
-    wanted = np.clip(np.linalg.solve(mixer, np.column_stack([thrust, torque]).T).T / thrust_max, 0, 1)
-    commands = (o[:, 18:].reshape(-1, 32, 4) + 1) / 2
-    motors = commands[:, 0].copy()                         # the motors' state, from the commands they followed
-    for command in commands.transpose(1, 0, 2)[1:]:
-        motors += (1 - math.exp(-0.01 / 0.15)) * (command - motors)
-    return torch.from_numpy(2 * np.clip(motors + 5.0 * (wanted - motors), 0, 1) - 1).float()
-
-
 def test_a_hand_written_controller_reading_the_actors_observation_holds_the_target_by_the_success_rule():
     """The task is solvable from what the actor sees (signs and frames of position error, rotation matrix,
     velocities, the action history), from the rule's initial states without the disturbance force (the
     controller has no integral action: a 5 % push would hold it 0.12 m off)."""
     from s2r.policies.episodes import run_episodes
     from s2r.policies.offpolicy.train import HOVER_RULE
+    from s2r.sim.quadrotor import GeometricHoverController
 
     task = QuadrotorHover(replace(HOVER_RULE, init=replace(HOVER_RULE.init, disturbance_std=0.0)))
-    result = run_episodes(BatchEnv(task, 64, seed=9), "quadrotor_hover",
-                          lambda obs: geometric_controller(obs["policy"]), lambda done: None)
+    controller = GeometricHoverController()
+    with torch.no_grad():
+        result = run_episodes(BatchEnv(task, 64, seed=9), "quadrotor_hover", lambda obs: controller(obs["policy"]),
+                              lambda done: None)
     assert result["success_rate"] > 0.6
