@@ -76,8 +76,8 @@ class SimRobotConfig:
     """A floating base's pose at start: {position: [x, y, z] m in the world, rpy: [roll, pitch, yaw] rad};
     left out: the MJCF's (upright). E.g. lying on its back: {position: [0, 0, 0.15], rpy: [3.1416, 0, 0]}."""
     held_until_thrust: bool = False
-    """A multirotor is held at its initial pose, at rest (in a hand), until a command with rotor thrust reaches its
-    motors: it does not fall while the robot's node starts up."""
+    """A multirotor is held at its initial pose, at rest (in a hand), until its rotors' thrust carries half its
+    weight: it does not fall while the robot's node starts up, nor while its motors spin up."""
     command_delay_s: float = 0.0
     """Seconds from `write_command` until the motors apply the command."""
     state_delay_s: float = 0.0
@@ -210,6 +210,7 @@ class SimRobot(RobotInterface):
             if not len(self._rotors):
                 self.config._fail("held_until_thrust", f"{spec.name} has no rotors")
             self._held = self._data.qpos[self._base_qpos:self._base_qpos + 7].copy()
+            self._weight = float(self.model.body_subtreemass[self.view.base_body] * -self.model.opt.gravity[2])
         mujoco.mj_forward(self.model, self._data)
         self._measure()
 
@@ -364,14 +365,15 @@ class SimRobot(RobotInterface):
     def _step_once(self) -> None:
         """Apply the commands now due, step the physics and measure. Holds the lock."""
         while self._pending and self._pending[0][0] <= self._data.time + 0.5 * self._timestep:
-            command = self._pending.popleft()[1]
-            self._apply(command)
-            if self._held is not None and command.rotor_thrust is not None and (command.rotor_thrust > 0).any():
-                self._held = None   # the motors spin: the hand lets go
+            self._apply(self._pending.popleft()[1])
         mujoco.mj_step(self.model, self._data)
         if self._held is not None:
-            self._data.qpos[self._base_qpos:self._base_qpos + 7] = self._held
-            self._data.qvel[self._base_dof:self._base_dof + 6] = 0.0
+            thrust = self._data.act[self.model.actuator_actadr[self._rotors]] @ self.model.actuator_gainprm[self._rotors, 0]
+            if thrust >= 0.5 * self._weight:
+                self._held = None   # the rotors take the weight: the hand lets go
+            else:
+                self._data.qpos[self._base_qpos:self._base_qpos + 7] = self._held
+                self._data.qvel[self._base_dof:self._base_dof + 6] = 0.0
         self._stats["physics_steps"] += 1
         self._measure()
 
