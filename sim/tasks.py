@@ -23,7 +23,7 @@ from s2r.geometry import wrap_to_pi, yaw_from_quat
 from s2r.observations import OBJECT_POSE, TARGET, ObsTerm
 from s2r.sim.locomotion import Go2Flat, Go2Rough
 from s2r.sim.push_t import GOAL_POSE, PUSHER_RADIUS, coverage, t_distance, to_block_frame
-from s2r.sim.quadrotor import QuadrotorHover
+from s2r.sim.quadrotor import QuadrotorHover, QuadrotorTrack
 from s2r.sim.randomization import Dist, Randomize
 from s2r.sim.task import Task, TaskConfig
 from s2r.sim.terms import NoParams, Reward, StepContext, Termination, reward_term
@@ -292,11 +292,12 @@ def _planar_pose_input(pose: np.ndarray) -> np.ndarray:
 
 TASKS: dict[str, type[Task]] = {"pendulum": PendulumSwingUp, "cartpole": CartpoleSwingUp, "reach": ArmReach,
                                 "push_t": PushT, "go2_flat": Go2Flat, "go2_rough": Go2Rough,
-                                "quadrotor_hover": QuadrotorHover}
+                                "quadrotor_hover": QuadrotorHover, "quadrotor_track": QuadrotorTrack}
 
 
 def make_task(name: str) -> Task:
-    """A fresh task by name: `pendulum`, `cartpole`, `reach`, `push_t`, `go2_flat`, `go2_rough` or `quadrotor_hover`."""
+    """A fresh task by name: `pendulum`, `cartpole`, `reach`, `push_t`, `go2_flat`, `go2_rough`, `quadrotor_hover` or
+    `quadrotor_track`."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
     return TASKS[name]()
