@@ -219,6 +219,11 @@ class PPOConfig:
     """Floor of the adaptive learning rate."""
     max_learning_rate: float = 1e-2
     """Ceiling of the adaptive learning rate."""
+    symmetry: bool = False
+    """Train on every minibatch and its mirror image under the task's symmetry (the task's `symmetry(env)`: a
+    legged robot's left-right mirror), with the rollout's log-probabilities, values, returns and advantages:
+    twice the samples for the env's cost, and a policy that treats mirrored situations alike (rsl_rl's symmetry
+    data augmentation)."""
 
     def __post_init__(self) -> None:
         if self.schedule not in ("adaptive", "fixed"):
@@ -228,13 +233,41 @@ class PPOConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
 
 
+class MinibatchMirror:
+    """Mirrors minibatches: signed permutations of policy observations (P,), critic observations (C,) and actions
+    (A,), each given as `(index, sign)` arrays (`x[:, index] * sign`); anything with `policy`, `critic` and
+    `action` fields holding `index` and `sign` (`sim.locomotion.Mirror`)."""
+
+    def __init__(self, mirror, device: torch.device | str = "cpu") -> None:
+        def pair(part) -> tuple[Tensor, Tensor]:
+            return (torch.as_tensor(part.index, dtype=torch.long, device=device),
+                    torch.as_tensor(part.sign, dtype=torch.float32, device=device))
+
+        self.policy, self.critic, self.action = pair(mirror.policy), pair(mirror.critic), pair(mirror.action)
+
+    def augment(self, mb: Minibatch) -> Minibatch:
+        """`mb` followed by its mirror image: 2B rows; log-probabilities, values, returns and advantages repeat."""
+        def both(x: Tensor, index_sign: tuple[Tensor, Tensor]) -> Tensor:
+            index, sign = index_sign
+            return torch.cat([x, x[:, index] * sign])
+
+        return Minibatch(both(mb.policy_obs, self.policy), both(mb.critic_obs, self.critic),
+                         both(mb.actions, self.action), mb.log_probs.repeat(2), mb.values.repeat(2),
+                         mb.returns.repeat(2), mb.advantages.repeat(2))
+
+
 class PPO:
     """Collects transitions into a `RolloutStorage` and updates an `ActorCritic` with clipped PPO."""
 
     def __init__(self, policy: ActorCritic, cfg: PPOConfig, *, num_envs: int,
-                 distributed: Distributed = Distributed()) -> None:
-        """`distributed`: average gradients and the adaptive-rate KL over its ranks (a no-op for one)."""
+                 distributed: Distributed = Distributed(), mirror=None) -> None:
+        """`distributed`: average gradients and the adaptive-rate KL over its ranks (a no-op for one);
+        `mirror`: the task's symmetry (`sim.locomotion.Mirror`), required with `cfg.symmetry`."""
+        if cfg.symmetry and mirror is None:
+            raise ValueError("PPOConfig.symmetry: the task gives no mirror (its symmetry(env)) to augment with")
         self.policy, self.cfg, self.distributed = policy, cfg, distributed
+        device = next(policy.parameters()).device
+        self.mirror = MinibatchMirror(mirror, device) if cfg.symmetry else None
         self.learning_rate = cfg.learning_rate
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
         self.storage = RolloutStorage(cfg.num_steps_per_env, num_envs, num_policy_obs=policy.num_policy_obs,
@@ -271,6 +304,8 @@ class PPO:
         cfg, sums, num_updates = self.cfg, defaultdict(float), 0
         explained_variance = 1.0 - (self.storage.returns - self.storage.values).var() / self.storage.returns.var()
         for mb in self.storage.minibatches(cfg.num_mini_batches, cfg.num_learning_epochs):
+            if self.mirror is not None:
+                mb = self.mirror.augment(mb)
             log_probs, entropy = self.policy.log_prob_and_entropy(mb.policy_obs, mb.actions)
             values = self.policy.evaluate(mb.critic_obs)
             log_ratio = log_probs - mb.log_probs

@@ -76,6 +76,16 @@ def _shorten(ids: list[int], limit: int = 10) -> str:
     return str(ids) if len(ids) <= limit else f"{ids[:limit]} and {len(ids) - limit} more"
 
 
+def _symmetry(env: VecEnv, ppo: PPOConfig) -> Any:
+    """The env's task's mirror for `PPOConfig.symmetry` (None without it)."""
+    if not ppo.symmetry:
+        return None
+    symmetry = getattr(getattr(env, "task", None), "symmetry", None)
+    if symmetry is None:
+        raise ValueError("PPOConfig.symmetry: the env's task defines no symmetry(env) (a legged robot's mirror)")
+    return symmetry(env)
+
+
 def seed_everything(seed: int) -> None:
     """Seeds Python's, NumPy's and torch's global generators."""
     random.seed(seed)
@@ -100,7 +110,7 @@ class OnPolicyRunner:
         policy = ActorCritic(model, num_policy_obs=env.obs_dims[POLICY_OBS], num_critic_obs=env.obs_dims[CRITIC_OBS],
                              num_actions=env.num_actions).to(device)
         distributed.broadcast_parameters(policy)
-        self.alg = PPO(policy, ppo, num_envs=env.num_envs, distributed=distributed)
+        self.alg = PPO(policy, ppo, num_envs=env.num_envs, distributed=distributed, mirror=_symmetry(env, ppo))
         self.current_iteration = 0
         self.episode_returns: deque[float] = deque(maxlen=EPISODE_WINDOW)
         self.episode_lengths: deque[float] = deque(maxlen=EPISODE_WINDOW)

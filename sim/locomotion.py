@@ -1,10 +1,12 @@
-"""Legged locomotion: velocity-tracking terms and the `go2_flat` task (legged_gym's base config).
+"""Legged locomotion: velocity-tracking terms and the `go2_flat` task (legged_gym's base config, Isaac Lab's Go2 rewards).
 
 The policy sees what the robot measures (IMU angular velocity, projected gravity, the
 velocity command, joint positions relative to the default pose, joint velocities, the
 last action; with noise) and no base linear velocity; the critic adds the true base
 linear velocity, the feet's contact forces, the base height and the randomized
-parameters (friction, added mass, pushes, ...). Rewards are legged_gym's, per second.
+parameters (friction, added mass, pushes, ...). Rewards are per second (legged_gym's convention), with
+Isaac Lab's Go2 flat weights. `Locomotion.symmetry(env)` gives the robot's left-right mirror of
+observations and actions, for PPO's symmetry augmentation.
 
     env = make_env("go2_flat", 1024, randomize="default")
     # info["episode"]: lin_vel_error (m/s), yaw_rate_error (rad/s), fell (0/1), reward/NAME per episode
@@ -20,9 +22,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from s2r.observations import CMD_VEL, ObsTerm, projected_gravity
+from s2r.observations import CMD_VEL, ObsTerm, projected_gravity, term_sizes
 from s2r.sim.commands import VelocityCommandConfig
 from s2r.sim.floating_base import FloatingBase
+from s2r.sim.privileged import PRIVILEGED
 from s2r.sim.randomization import Dist, Randomize
 from s2r.sim.task import Task, TaskConfig
 from s2r.sim.terms import NoParams, Reward, SoftLimits, StepContext, Termination, reward_term, termination_term
@@ -133,16 +136,98 @@ def bad_orientation(ctx: StepContext, p: TiltLimit) -> np.ndarray:
     return -ctx.quantities["projected_gravity"][:, 2] < np.cos(p.limit_rad)
 
 
+# --- left-right symmetry ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SignedPermutation:
+    """A map of vectors that picks and negates entries: `x[..., index] * sign`; both (D,)."""
+
+    index: np.ndarray
+    sign: np.ndarray
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return x[..., self.index] * self.sign
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """The robot's left-right mirror image (y → -y in the base frame) as signed permutations of the policy
+    observation (P,), the critic observation (C,) and the action (A,): a transition mirrored is one the robot
+    could equally have made, for PPO's data augmentation (`PPOConfig.symmetry`)."""
+
+    policy: SignedPermutation
+    critic: SignedPermutation
+    action: SignedPermutation
+
+
+_VECTOR_SIGNS = {
+    "base_ang_vel": (-1.0, 1.0, -1.0),          # roll and yaw rates turn, pitch rate stays
+    "projected_gravity": (1.0, -1.0, 1.0),
+    "cmd_vel": (1.0, -1.0, -1.0),               # vx stays, vy and the yaw rate turn
+    "base_lin_vel": (1.0, -1.0, 1.0),
+    "base_height": (1.0,),
+}
+_JOINT_TERMS = ("joint_pos", "joint_vel", "last_action")
+
+
+def _other_side(name: str) -> str:
+    """FL_hip_joint → FR_hip_joint: the side letter (the last of the prefix before the first '_') L ↔ R."""
+    prefix, _, rest = name.partition("_")
+    swapped = prefix[:-1] + {"L": "R", "R": "L"}.get(prefix[-1:], prefix[-1:])
+    return f"{swapped}_{rest}" if rest else swapped
+
+
+def joint_mirror(spec, model) -> SignedPermutation:
+    """The mirror of joint vectors (num_joints,) in spec order: each joint's value goes to its other-side partner
+    (name with L ↔ R), negated for joints turning about the base's x or z axis (hips: abduction), kept for those
+    turning about y (thighs, calves). Refuses a robot whose joints or default pose are not mirror images."""
+    names = list(spec.joint_names)
+    index, sign = [], []
+    for name in names:
+        partner = _other_side(name)
+        if partner not in names:
+            raise ValueError(f"{spec.source}: joint {name!r} has no mirror partner {partner!r}")
+        axis = model.jnt_axis[model.joint(name).id]
+        index.append(names.index(partner))
+        sign.append(1.0 if abs(axis[1]) > 0.99 else -1.0)
+    mirror = SignedPermutation(np.array(index), np.array(sign))
+    if not np.allclose(mirror(spec.default_q), spec.default_q, atol=1e-6):
+        raise ValueError(f"{spec.source}: the default pose is not its own mirror image ({spec.default_q.tolist()})")
+    return mirror
+
+
+def _group_mirror(terms: list[tuple[str, int]], joints: SignedPermutation, feet: SignedPermutation,
+                  where: str) -> SignedPermutation:
+    index, sign, offset = [], [], 0
+    for name, size in terms:
+        if name in _JOINT_TERMS:
+            part = SignedPermutation(joints.index + offset, joints.sign)
+        elif name == "foot_contact_forces":
+            part = SignedPermutation(feet.index + offset, feet.sign)
+        elif name in _VECTOR_SIGNS and len(_VECTOR_SIGNS[name]) == size:
+            part = SignedPermutation(np.arange(size) + offset, np.array(_VECTOR_SIGNS[name]))
+        else:
+            raise ValueError(f"{where}: observation term {name!r} has no mirror image (mirrored: "
+                             f"{', '.join([*_VECTOR_SIGNS, *_JOINT_TERMS, 'foot_contact_forces'])})")
+        index.append(part.index)
+        sign.append(part.sign)
+        offset += size
+    return SignedPermutation(np.concatenate(index), np.concatenate(sign))
+
+
 # --- the task -----------------------------------------------------------------------------------
 
 class Locomotion(Task):
     """Base of the velocity-tracking tasks: quantities from the floating base, feet air time, the command,
     tracking errors and falls per episode. Subclasses set `config`."""
 
-    reset_joint_scale = (0.5, 1.5)
-    """Initial joint positions: the default pose times a uniform factor per joint (legged_gym)."""
-    reset_base_speed = 0.5
-    """Initial base velocity: uniform in ±this per axis, m/s and rad/s (legged_gym)."""
+    reset_joint_scale = (1.0, 1.0)
+    """Initial joint positions: the default pose times a uniform factor per joint in this range (Isaac Lab's Go2:
+    1, the default pose; legged_gym's 0.5 to 1.5 made 11 of 256 worlds fall within 60 zero-action steps)."""
+    reset_base_speed = 0.0
+    """Initial base velocity: uniform in ±this per axis, m/s and rad/s (Isaac Lab's Go2: 0; legged_gym: 0.5)."""
+    only_positive_rewards = False
+    """Clip each step's total reward at 0 (legged_gym's only_positive_rewards; Isaac Lab does not)."""
 
     def bind(self, env):
         super().bind(env)
@@ -200,7 +285,7 @@ class Locomotion(Task):
         self.lin_vel_error += np.linalg.norm(command[:, :2] - self.base.lin_vel_b()[:, :2], axis=-1)
         self.yaw_rate_error += np.abs(command[:, 2] - state.base_ang_vel[:, 2])
         self.last_dq = state.dq.copy()
-        return np.maximum(reward, 0.0), terminated, parts
+        return (np.maximum(reward, 0.0) if self.only_positive_rewards else reward), terminated, parts
 
     def episode_metrics(self, env, done):
         steps = np.maximum(env.episode_length[done], 1)
@@ -218,10 +303,27 @@ class Locomotion(Task):
         return ((np.linalg.norm(command[:, :2] - self.base.lin_vel_b()[:, :2], axis=-1) < 0.2)
                 & (np.abs(command[:, 2] - state.base_ang_vel[:, 2]) < 0.3))
 
+    def symmetry(self, env) -> Mirror:
+        """The left-right mirror of this task's observations and actions on `env` (`Mirror`); refuses a task
+        whose observations hold a term without one (the height scan, the randomization terms, history)."""
+        cfg, spec = self.config, env.spec
+        where = f"task {cfg.name}"
+        if cfg.history_length != 1:
+            raise ValueError(f"{where}: history_length {cfg.history_length}: the mirror covers one frame")
+        if env.randomizer is not None:
+            raise ValueError(f"{where}: the randomization terms in the critic observation have no mirror image")
+        joints = joint_mirror(spec, env.model)
+        feet = list(spec.feet)
+        feet_mirror = SignedPermutation(np.array([feet.index(_other_side(f)) for f in feet]), np.ones(len(feet)))
+        policy = list(zip([t.name for t in cfg.policy_terms], term_sizes(cfg.policy_terms, spec)))
+        privileged = [(name, PRIVILEGED[name](env).shape[-1]) for name in cfg.privileged_terms]
+        return Mirror(_group_mirror(policy, joints, feet_mirror, where),
+                      _group_mirror(policy + privileged, joints, feet_mirror, where), joints)
+
 
 class Go2Flat(Locomotion):
     """The Go2 tracks random planar velocity and yaw-rate commands on flat ground (legged_gym's base config:
-    ±1 m/s, ±1 rad/s, resampled every 10 s; only positive rewards)."""
+    ±1 m/s, ±1 rad/s, resampled every 10 s), with Isaac Lab's Go2 flat reward weights, reset and no clipping."""
 
     config = TaskConfig(
         name="go2_flat",
@@ -237,17 +339,21 @@ class Go2Flat(Locomotion):
             ObsTerm("joint_vel", scale=0.05, noise=1.5),
             ObsTerm("last_action"),
         ),
+        # Isaac Lab's Go2 flat velocity task (UnitreeGo2FlatEnvCfg) and legged_gym's Go2 joint limits; legged_gym's
+        # base config has tracking 1.0 and 0.5, torques -1e-5, feet air time 1.0, no orientation term, and clips
+        # each step's total at 0
         rewards=(
-            Reward("track_lin_vel_xy_exp", 1.0, {"sigma": 0.25}),
-            Reward("track_ang_vel_z_exp", 0.5, {"sigma": 0.25}),
+            Reward("track_lin_vel_xy_exp", 1.5, {"sigma": 0.25}),
+            Reward("track_ang_vel_z_exp", 0.75, {"sigma": 0.25}),
             Reward("lin_vel_z_l2", -2.0),
             Reward("ang_vel_xy_l2", -0.05),
-            Reward("joint_torques_l2", -1e-5),
+            Reward("joint_torques_l2", -2e-4),
             Reward("joint_acc_l2", -2.5e-7),
-            Reward("feet_air_time", 1.0, {"threshold_s": 0.5}),
+            Reward("feet_air_time", 0.25, {"threshold_s": 0.5}),
             Reward("undesired_contacts", -1.0),
             Reward("action_rate_l2", -0.01),
-            Reward("joint_pos_limits", -10.0, {"soft_fraction": 0.9}),
+            Reward("flat_orientation_l2", -2.5),
+            Reward("joint_pos_limits", -10.0, {"soft_fraction": 0.9}),   # legged_gym's Go2
         ),
         rewards_per_second=True,
         terminations=(Termination("base_contact"), Termination("bad_orientation", {"limit_rad": 1.0})),

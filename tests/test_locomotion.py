@@ -172,3 +172,47 @@ def test_go2_flat_trains_to_the_walking_rule(tmp_path):
     policy, _, _ = load_policy(tmp_path, task="go2_flat")
     result = evaluate_walking(policy.eval().act_inference, episodes=128)
     assert result["walks"], result
+
+
+def test_a_go2_started_as_the_mirror_image_of_another_observes_the_mirror_image_of_its_observations():
+    env = make_env("go2_flat", 2, seed=0)
+    env.reset()
+    mirror = env.task.symmetry(env)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        env.step(torch.from_numpy(rng.normal(0, 0.5, (2, 12))))
+    qpos, qvel = env.data_field("qpos"), env.data_field("qvel")
+    q, v, joints = qpos[0].copy(), qvel[0].copy(), mirror.action
+    qpos[1] = [q[0], -q[1], q[2], q[3], -q[4], q[5], -q[6], *joints(q[7:])]      # y → -y, quaternion reflected
+    qvel[1] = [v[0], -v[1], v[2], -v[3], v[4], -v[5], *joints(v[6:])]
+    env.inputs["cmd_vel"][1] = env.inputs["cmd_vel"][0] * [1, -1, -1]
+    env.inputs["last_action"][1] = joints(env.inputs["last_action"][0])
+    action = rng.normal(0, 0.5, 12)
+    for _ in range(5):
+        obs, *_ = env.step(torch.from_numpy(np.stack([action, joints(action)])))
+        critic = obs["critic"].numpy()
+        assert np.allclose(mirror.critic(critic[0]), critic[1], atol=1e-4)
+    assert np.abs(critic[0] - critic[1]).max() > 0.1          # the two worlds differ: it is the mirror that matches
+    with pytest.raises(ValueError, match="randomization terms in the critic observation have no mirror image"):
+        randomized = make_env("go2_flat", 1, randomize="default")
+        randomized.task.symmetry(randomized)
+
+
+def test_ppo_with_symmetry_trains_on_each_minibatch_and_its_mirror_image(tmp_path):
+    from dataclasses import replace
+
+    from s2r.policies.ppo import MinibatchMirror
+    from s2r.policies.train import default_config, train
+
+    env = make_env("go2_flat", 4, seed=0)
+    env.reset()
+    augment = MinibatchMirror(env.task.symmetry(env)).augment
+    cfg = default_config("go2_flat", num_envs=8, iterations=2)
+    metrics = train(replace(cfg, ppo=replace(cfg.ppo, symmetry=True)), tmp_path, progress=False)
+    assert metrics["env_steps"] == 2 * 8 * 24
+    from s2r.policies.ppo import Minibatch
+
+    rows = [torch.randn(3, n) for n in (45, env.obs_dims["critic"], 12)]
+    mb = augment(Minibatch(*rows, *(torch.randn(3) for _ in range(4))))
+    assert mb.policy_obs.shape == (6, 45) and torch.equal(mb.advantages[:3], mb.advantages[3:])
+    assert torch.equal(mb.actions[3:, 0], -rows[2][:, 3])            # FR's hip is FL's, negated
