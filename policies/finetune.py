@@ -41,7 +41,8 @@ from s2r.policies.diffusion.chunk_env import CRITIC_OBS, POLICY_OBS, REWARDS, Ch
 from s2r.policies.diffusion.dppo import DiffusionPPO, DPPOConfig
 from s2r.policies.diffusion.dsrl import DSRLConfig, NoiseEnv, check_noise_policy, export_dsrl
 from s2r.policies.diffusion.export import export_diffusion, export_diffusion_model
-from s2r.policies.diffusion.train import load_diffusion
+from s2r.policies.diffusion.model import FinetunedDiffusionModel
+from s2r.policies.diffusion.train import FINETUNED_BASE, FINETUNED_TIMESTEP, load_diffusion
 from s2r.policies.runner import EPISODE_WINDOW, TrainingDivergedError, seed_everything
 from s2r.policies.train import plain_data, s2r_version
 from s2r.runtime.diffusion import CHECKPOINT as DIFFUSION_CHECKPOINT
@@ -124,10 +125,13 @@ def finetune(cfg: FinetuneConfig, source: Path, out: Path, *, resume: bool = Fal
     source, out = Path(source), Path(out)
     check_source(source, cfg.task)
     state = _resume_state(out, cfg) if resume else None
-    out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.torch_threads)
     seed_everything(cfg.seed)
     model, dcfg, contract, action_norm = load_diffusion(source)
+    if cfg.method == "dppo" and isinstance(model, FinetunedDiffusionModel):
+        raise FinetuneError(f"{source}: a DPPO fine-tuning already; DPPO starts from a BC run (continue this one "
+                            f"with --from {contract.provenance.get('finetuned_from')} --out {source} --resume)")
+    out.mkdir(parents=True, exist_ok=True)
     bc = export_diffusion(source, out / BC_POLICY)
     env = make_env(cfg.task, cfg.num_envs, seed=cfg.seed)
     chunk_env = ChunkEnv(env, DiffusionRuntime(bc, spec=env.spec, num_envs=cfg.num_envs, seed=cfg.seed),
@@ -139,8 +143,8 @@ def finetune(cfg: FinetuneConfig, source: Path, out: Path, *, resume: bool = Fal
     started_wall, started_cpu = time.perf_counter(), cpu_seconds()
     try:
         if cfg.method == "dppo":
-            summary = _train_dppo(cfg, model, dcfg, chunk_env, out, state, progress)
-            path = _write_dppo(source, out, model, dcfg, replace(contract, provenance={**provenance, **_done(summary)}),
+            summary, dppo = _train_dppo(cfg, model, dcfg, chunk_env, out, state, progress)
+            path = _write_dppo(source, out, dppo, dcfg, replace(contract, provenance={**provenance, **_done(summary)}),
                                action_norm)
         else:
             summary, agent = _train_dsrl(cfg, dcfg, model, chunk_env, out, state, progress)
@@ -210,8 +214,8 @@ def _save(path: Path, checkpoint: dict[str, Any]) -> None:
 
 # --- DPPO ------------------------------------------------------------------------------------------
 def _train_dppo(cfg: FinetuneConfig, model, dcfg, env: ChunkEnv, out: Path, state: dict | None,
-                progress: bool) -> dict[str, Any]:
-    """PPO iterations over chunk steps until the budget is spent; the training summary."""
+                progress: bool) -> tuple[dict[str, Any], DiffusionPPO]:
+    """PPO iterations over chunk steps until the budget is spent; the training summary and the trainer."""
     dppo_cfg = replace(cfg.dppo, num_steps_per_env=cfg.dppo.num_steps_per_env or env.steps_per_episode)
     dppo = DiffusionPPO(model.train(), dcfg, dppo_cfg, num_envs=env.num_envs,
                         num_critic_obs=env.obs_dims[CRITIC_OBS], executed=env.executed)
@@ -255,17 +259,20 @@ def _train_dppo(cfg: FinetuneConfig, model, dcfg, env: ChunkEnv, out: Path, stat
                 save()
     save()
     writer.close()
-    return {"iterations": iteration, "control_ticks": env.control_ticks, "train_cpu_s": budget.cpu_s(),
-            "train_wall_s": time.perf_counter() - started, "train_success_rate": episodes.success_rate,
-            "train_mean_return": episodes.mean_return}
+    return ({"iterations": iteration, "control_ticks": env.control_ticks, "train_cpu_s": budget.cpu_s(),
+             "train_wall_s": time.perf_counter() - started, "train_success_rate": episodes.success_rate,
+             "train_mean_return": episodes.mean_return}, dppo)
 
 
-def _write_dppo(source: Path, out: Path, model, dcfg, contract, action_norm) -> Path:
-    """The fine-tuned model in BC's checkpoint format (OUT/diffusion.pt) and exported (OUT/policy.onnx)."""
+def _write_dppo(source: Path, out: Path, dppo: DiffusionPPO, dcfg, contract, action_norm) -> Path:
+    """The fine-tuned model in BC's checkpoint format (OUT/diffusion.pt: the fine-tuned network as `model`, the
+    frozen BC one and the timestep they switch at beside it) and exported (OUT/policy.onnx)."""
     checkpoint = torch.load(Path(source) / DIFFUSION_CHECKPOINT, weights_only=True)
-    checkpoint.update(model=model.state_dict(), contract=contract.to_dict())
+    checkpoint.update(model=dppo.model.state_dict(), contract=contract.to_dict())
+    if dppo.first_finetuned:
+        checkpoint.update({FINETUNED_BASE: dppo.base.state_dict(), FINETUNED_TIMESTEP: dppo.finetuned_timestep})
     _save(out / DIFFUSION_CHECKPOINT, checkpoint)
-    return export_diffusion_model(model, dcfg, contract, action_norm, out / POLICY)
+    return export_diffusion_model(dppo.policy(), dcfg, contract, action_norm, out / POLICY)
 
 
 # --- DSRL ------------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Fine-tuning a behaviour-cloned diffusion policy with RL (DPPO, DSRL): exports that match torch, run on the robot's
 runtime and in policy_node, and refuse bad input in one line."""
 
+import json
 import os
-import subprocess
-import sys
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from s2r.policies.diffusion.config import DiffusionConfig
 from s2r.policies.diffusion.dppo import DPPOConfig
 from s2r.policies.diffusion.dsrl import DSRLConfig, DSRLPolicy, export_dsrl
 from s2r.policies.diffusion.export import export_diffusion_model
+from s2r.policies.diffusion.model import FinetunedDiffusionModel
 from s2r.policies.diffusion.sampler import NoiseSchedule, ddim_sample
 from s2r.policies.diffusion.train import load_diffusion, train_diffusion
 from s2r.policies.finetune import STATE, FinetuneConfig, FinetuneError, finetune
@@ -69,16 +70,15 @@ def _windows(n: int, seed: int = 0) -> np.ndarray:
     return np.concatenate([frame, frame], axis=-1).astype(np.float32)
 
 
-def test_fine_tuning_starts_where_behaviour_cloning_is_the_chunk_env_plays_the_bc_policy_as_s2r_eval(
-        bc_run, tmp_path):
+def test_fine_tuning_starts_where_behaviour_cloning_is_the_chunk_env_plays_the_bc_policy_as_s2r_eval(dppo_run):
     """Iteration 0 of a fine-tuning is the BC policy as `s2r eval` measures it: the chunk env, its chunks
     sampled by the BC runtime with eval's seed, gives the same episodes (return and success, world by world)."""
     from s2r.policies.diffusion.chunk_env import ChunkEnv
-    from s2r.policies.diffusion.export import export_diffusion
     from s2r.policies.evaluate import evaluate
+    from s2r.policies.finetune import BC_POLICY
     from s2r.sim.env import make_env
 
-    bc = export_diffusion(bc_run, tmp_path / "bc.onnx")
+    bc = dppo_run / BC_POLICY                                   # the BC run as the fine-tuning exported it
     expected = evaluate(bc, episodes=4, seed=1, blend_steps=0)
     env = make_env("push_t", 4, seed=1)
     chunk_env = ChunkEnv(env, DiffusionRuntime(bc, spec=env.spec, num_envs=4, seed=1), reward="success")
@@ -99,7 +99,11 @@ def test_a_dppo_fine_tuned_policy_exports_to_the_same_kind_and_the_runtime_match
     bc_model = load_diffusion(bc_run)[0]
     assert contract.kind == "diffusion" and contract.initial_noise == "gaussian"
     assert contract.provenance["trainer"] == "s2r.dppo" and contract.provenance["control_ticks"] >= 400
-    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), bc_model.state_dict().values()))
+    # The last K = 3 DDIM steps (timesteps 20, 10, 0) run the fine-tuned network, the steps before them BC's.
+    assert isinstance(model, FinetunedDiffusionModel) and model.finetuned_timestep == 20
+    bc_weights = bc_model.state_dict().values()
+    assert all(torch.equal(a, b) for a, b in zip(model.base.state_dict().values(), bc_weights))
+    assert any(not torch.equal(a, b) for a, b in zip(model.finetuned.state_dict().values(), bc_weights))
     runtime = DiffusionRuntime(dppo_run / "policy.onnx", spec=robot_spec("pusher"), num_envs=5)
     obs = _windows(5)
     noise = np.random.default_rng(1).standard_normal((5, cfg.pred_horizon, 2)).astype(np.float32)
@@ -181,18 +185,22 @@ def test_a_contract_without_a_noise_policy_reads_and_writes_as_before(bc_run):
         PolicyContract.from_dict({**data, "initial_noise": "uniform"})
 
 
-def test_s2r_finetune_refuses_a_run_that_is_not_a_diffusion_policy_or_of_another_task_in_one_line(bc_run, tmp_path):
-    def s2r(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "s2r.apps.cli", *args], capture_output=True, text=True)
+def test_s2r_finetune_refuses_a_run_that_is_not_a_diffusion_policy_or_of_another_task_in_one_line(
+        bc_run, tmp_path, capsys):
+    from s2r.apps.cli import main
 
     (tmp_path / "ppo").mkdir()
     (tmp_path / "ppo" / "checkpoint.pt").write_bytes(b"")
-    result = s2r("finetune", "push_t", "--method", "dppo", "--from", str(tmp_path / "ppo"))
-    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-    assert "not a diffusion policy run (no diffusion.pt; it holds checkpoint.pt)" in result.stderr
-    result = s2r("finetune", "reach", "--method", "dsrl", "--from", str(bc_run))
-    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-    assert "task: the policy was trained for 'push_t', asked to fine-tune 'reach'" in result.stderr
+    for argv, message in (
+            (["push_t", "--method", "dppo", "--from", str(tmp_path / "ppo")],
+             "not a diffusion policy run (no diffusion.pt; it holds checkpoint.pt)"),
+            (["reach", "--method", "dsrl", "--from", str(bc_run)],
+             "task: the policy was trained for 'push_t', asked to fine-tune 'reach'")):
+        assert main(["finetune", *argv, "--out", str(tmp_path / "out")]) == 2
+        stderr = capsys.readouterr().err
+        assert stderr.startswith("s2r finetune: error: ") and stderr.count("\n") == 1, stderr
+        assert message in stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_fine_tuning_that_turns_non_finite_stops_with_the_iteration_and_the_worlds(bc_run, tmp_path):
@@ -208,9 +216,10 @@ def test_fine_tuning_that_turns_non_finite_stops_with_the_iteration_and_the_worl
 
 def test_a_fine_tuning_resumes_from_its_checkpoint_and_refuses_another_methods(bc_run, dppo_run, tmp_path):
     out = tmp_path / "resumed"
-    first = finetune(quick("dppo", control_ticks=200), bc_run, out, progress=False)
-    resumed = finetune(quick("dppo", control_ticks=400), bc_run, out, resume=True, progress=False)
-    assert resumed["control_ticks"] >= 400 > first["control_ticks"] >= 200
+    shutil.copytree(dppo_run, out)                              # a finished 400-tick run, continued to 800
+    first = json.loads((dppo_run / "metrics.json").read_text())
+    resumed = finetune(quick("dppo", control_ticks=800), bc_run, out, resume=True, progress=False)
+    assert resumed["control_ticks"] >= 800 > first["control_ticks"] >= 400
     assert resumed["iterations"] > first["iterations"]
     with pytest.raises(FinetuneError, match="method: the checkpoint is 'dppo', asked for 'dsrl'"):
         finetune(quick("dsrl"), bc_run, out, resume=True, progress=False)

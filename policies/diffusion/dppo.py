@@ -4,7 +4,9 @@ The last K DDIM steps of the sampler become a Gaussian policy over the denoising
 x_k the step draws x_{k-1} ~ N(μ_θ(x_k, k, o), σ_k²), with μ_θ the deterministic DDIM update
 (η = 0, x̂0 clipped to [-1, 1]) the robot's numpy sampler takes, so the fine-tuned network,
 sampled without noise, is exactly what the unchanged runtime runs. The earlier steps stay
-deterministic. The paper's safeguards:
+deterministic and run the frozen BC network (the paper's `actor`; the fine-tuned copy is its `actor_ft`):
+a network shared by both would move the early steps too, where no likelihood ratio bounds it. Exported,
+`FinetunedDiffusionModel` picks the network by timestep. The paper's safeguards:
 
     σ_k = max(η σ_DDIM(k), min_std)                           the sampling std, clipped from below
     z ~ N(0, I) clipped to ±noise_clip                         the noise draws
@@ -26,6 +28,7 @@ trains alone for the first `critic_warmup_iterations`. Verbs as `policies.ppo.PP
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import defaultdict
 from collections.abc import Iterator
@@ -35,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from s2r.policies.diffusion.config import DiffusionConfig
-from s2r.policies.diffusion.model import DiffusionModel
+from s2r.policies.diffusion.model import DiffusionModel, FinetunedDiffusionModel
 from s2r.policies.diffusion.sampler import NoiseSchedule, ddim_step
 from s2r.policies.normalization import EmpiricalNormalization
 from s2r.policies.ppo import Minibatch, RolloutStorage, build_mlp
@@ -145,11 +148,15 @@ class DiffusionPPO:
             raise ValueError(f"DPPOConfig.finetune_steps: {cfg.finetune_steps} > the sampler's "
                              f"{diffusion.num_inference_steps} DDIM steps")
         self.model, self.diffusion, self.cfg, self.executed = model, diffusion, cfg, executed
+        self.base = copy.deepcopy(model).eval().requires_grad_(False)
+        """The BC network as it was, frozen: the denoising steps before the fine-tuned ones."""
         self.critic = ValueFunction(num_critic_obs, cfg.critic_hidden)
         self.timesteps = NoiseSchedule(diffusion.num_train_timesteps).ddim_timesteps(diffusion.num_inference_steps)
         self.abar = NoiseSchedule(diffusion.num_train_timesteps).alphas_cumprod.tolist()
         k = cfg.finetune_steps
         self.first_finetuned = len(self.timesteps) - k
+        self.finetuned_timestep = self.timesteps[self.first_finetuned]
+        """The DDIM timestep from which on (down to 0) the fine-tuned network runs."""
         sigmas = [cfg.eta * self._ddim_sigma(i) for i in range(self.first_finetuned, len(self.timesteps))]
         self.stds = [max(sigma, cfg.min_std) for sigma in sigmas]
         """σ_k of the K fine-tuned steps, in sampling order."""
@@ -181,7 +188,8 @@ class DiffusionPPO:
         """The deterministic DDIM update μ_θ of sampling step i from x `(B, Tp, A)` given raw windows `(B, To*D)`."""
         t = self.timesteps[i]
         a_prev = self.abar[self.timesteps[i + 1]] if i + 1 < len(self.timesteps) else 1.0
-        output = self.model(obs, x, torch.full((len(x),), t, dtype=torch.int64))
+        network = self.model if i >= self.first_finetuned else self.base
+        output = network(obs, x, torch.full((len(x),), t, dtype=torch.int64))
         return ddim_step(x, output, self.abar[t], a_prev, self.diffusion.prediction)
 
     @torch.no_grad()
@@ -274,6 +282,12 @@ class DiffusionPPO:
                    **{name: total / actor_updates for name, total in sums.items()},
                    "losses/explained_variance": explained_variance.item()}
         return metrics
+
+    def policy(self) -> FinetunedDiffusionModel | DiffusionModel:
+        """The fine-tuned denoiser as the robot runs it (the BC network before the fine-tuned steps)."""
+        if self.first_finetuned == 0:
+            return self.model.eval()
+        return FinetunedDiffusionModel(self.base, self.model, finetuned_timestep=self.finetuned_timestep).eval()
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "critic": self.critic.state_dict(),

@@ -178,3 +178,27 @@ class DiffusionModel(nn.Module):
 
     def forward(self, obs: torch.Tensor, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         return self.denoiser(sample, timestep, self.encode(obs))
+
+
+class FinetunedDiffusionModel(nn.Module):
+    """A DPPO fine-tuning as one denoiser: the fine-tuned network at the DDIM timesteps ≤ `finetuned_timestep`
+    (the last K steps of the sampler), the frozen BC network before them, as in DPPO (Ren et al.: `actor_ft`
+    for the fine-tuned steps, the original `actor` for the others). Same call as `DiffusionModel`; every row of
+    a call shares its timestep (as the samplers call it). Exported, the choice is an ONNX `If`: one network runs
+    per step, so a chunk costs what the BC policy's does.
+
+        model = FinetunedDiffusionModel(bc_model, finetuned_model, finetuned_timestep=20)
+        eps = model(obs, sample, timestep)     # finetuned(...) where timestep <= 20, else bc_model(...)
+    """
+
+    def __init__(self, base: DiffusionModel, finetuned: DiffusionModel, *, finetuned_timestep: int) -> None:
+        super().__init__()
+        self.base, self.finetuned, self.finetuned_timestep = base, finetuned, int(finetuned_timestep)
+        self.obs_dim, self.action_dim, self.obs_horizon = finetuned.obs_dim, finetuned.action_dim, finetuned.obs_horizon
+
+    def forward(self, obs: torch.Tensor, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_exporting():
+            return torch.cond(timestep[0] <= self.finetuned_timestep, lambda o, s, t: self.finetuned(o, s, t),
+                              lambda o, s, t: self.base(o, s, t), (obs, sample, timestep))
+        network = self.finetuned if int(timestep[0]) <= self.finetuned_timestep else self.base
+        return network(obs, sample, timestep)

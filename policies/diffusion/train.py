@@ -34,12 +34,15 @@ import yaml
 from s2r.contract import PolicyContract
 from s2r.dataset import ACTION, ACTION_PLAN, INFO_PATH, Dataset, DatasetError, load_dataset, policy_observation
 from s2r.policies.diffusion.config import DiffusionConfig
-from s2r.policies.diffusion.model import DiffusionModel
+from s2r.policies.diffusion.model import DiffusionModel, FinetunedDiffusionModel
 from s2r.policies.diffusion.processing import RangeNormalizer
 from s2r.policies.diffusion.sampler import NoiseSchedule
 from s2r.policies.train import plain_data, s2r_version
 from s2r.runtime.diffusion import CHECKPOINT, ActionReference
 
+FINETUNED_BASE, FINETUNED_TIMESTEP = "base_model", "finetuned_timestep"
+"""Checkpoint keys of a DPPO run: the frozen BC network, and the DDIM timestep from which on (down to 0) the
+fine-tuned network `model` runs instead."""
 
 
 def check_dataset_fits(dataset: Dataset, task: str, plan_steps: int = 1) -> None:
@@ -176,8 +179,10 @@ def is_diffusion_run(path: Path) -> bool:
     return (Path(path) / CHECKPOINT).is_file()
 
 
-def load_diffusion(run_dir: Path) -> tuple[DiffusionModel, DiffusionConfig, PolicyContract, RangeNormalizer]:
-    """The EMA model (eval mode), config, contract and action normalizer of a run directory."""
+def load_diffusion(run_dir: Path) -> tuple[DiffusionModel | FinetunedDiffusionModel, DiffusionConfig, PolicyContract,
+                                          RangeNormalizer]:
+    """The EMA model (eval mode), config, contract and action normalizer of a run directory; of a DPPO run
+    (`s2r finetune --method dppo`), the fine-tuned network and its frozen BC one as a `FinetunedDiffusionModel`."""
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: no {CHECKPOINT} (train one with `s2r train TASK --policy diffusion`)")
@@ -188,5 +193,10 @@ def load_diffusion(run_dir: Path) -> tuple[DiffusionModel, DiffusionConfig, Poli
     model = DiffusionModel(cfg, obs_dim=checkpoint["obs_dim"], action_dim=checkpoint["action_dim"],
                            obs_norm=obs_norm.module())
     model.load_state_dict(checkpoint["model"])
+    if FINETUNED_BASE in checkpoint:
+        base = DiffusionModel(cfg, obs_dim=checkpoint["obs_dim"], action_dim=checkpoint["action_dim"],
+                              obs_norm=obs_norm.module())
+        base.load_state_dict(checkpoint[FINETUNED_BASE])
+        model = FinetunedDiffusionModel(base, model, finetuned_timestep=checkpoint[FINETUNED_TIMESTEP])
     return (model.eval(), cfg, PolicyContract.from_dict(checkpoint["contract"]),
             RangeNormalizer.from_dict(checkpoint["action_norm"]))
