@@ -13,9 +13,15 @@ table, and write them through it, so a name means the same field, index and unit
     motor_strength  actuator   actuator_gear[0]           × (1 is the spec's motor)
     mass            body       body_mass                  kg; the body's inertia scales with it
     com             body       body_ipos                  m, (x, y, z) in the body frame
+    inertia         body       body_inertia               kg·m², the principal moments (3); after a mass term, replaces
+                                                          the inertia it scaled
     friction        geom       geom_friction[0]           sliding coefficient
+    thrust_max      rotor      actuator_gainprm[0]        N, a rotor's top thrust (thrust coefficient × rpm_max²: scaling
+                                                          it scales the thrust coefficient, and the yaw torque with it)
+    time_constant   rotor      actuator_dynprm[0]         s, a rotor's first-order motor lag
 
-Actuators are named by their joint (the actuated joints, as `compile_model` adds them).
+Actuators are named by their joint (the actuated joints, as `compile_model` adds them); a multirotor's
+rotor actuators by their rotor (thrust mode).
 A value combines with the nominal one by an `Operation`: `set` (the value), `scale`
 (nominal × value) or `add` (nominal + value).
 
@@ -38,9 +44,9 @@ from s2r.spec import RobotSpec
 
 Operation = Literal["set", "scale", "add"]
 OPERATIONS: tuple[str, ...] = Operation.__args__
-Per = Literal["joint", "actuator", "body", "geom"]
+Per = Literal["joint", "actuator", "body", "geom", "rotor"]
 _OBJECTS = {"joint": mujoco.mjtObj.mjOBJ_JOINT, "actuator": mujoco.mjtObj.mjOBJ_ACTUATOR,
-            "body": mujoco.mjtObj.mjOBJ_BODY, "geom": mujoco.mjtObj.mjOBJ_GEOM}
+            "body": mujoco.mjtObj.mjOBJ_BODY, "geom": mujoco.mjtObj.mjOBJ_GEOM, "rotor": mujoco.mjtObj.mjOBJ_ACTUATOR}
 
 
 class ParameterError(ValueError):
@@ -53,7 +59,8 @@ class ModelParameter:
 
     name: str
     per: Per
-    """What `names` select: joints (their dofs), actuated joints (their actuators), bodies or geoms."""
+    """What `names` select: joints (their dofs), actuated joints (their actuators), bodies, geoms or rotors (their
+    thrust actuators)."""
     field: str
     """The MjModel field, indexed by the resolved ids on its first axis."""
     column: int | None
@@ -68,8 +75,8 @@ class ModelParameter:
 
     @property
     def width(self) -> int:
-        """Values per object: 3 for com, else 1."""
-        return 3 if self.name == "com" else 1
+        """Values per object: 3 for com and inertia, else 1."""
+        return 3 if self.name in ("com", "inertia") else 1
 
     def resolve(self, model: mujoco.MjModel, spec: RobotSpec, names: Sequence[str], *, where: str,
                 error: type[Exception] = ParameterError) -> np.ndarray:
@@ -125,24 +132,28 @@ PARAMETERS: dict[str, ModelParameter] = {p.name: p for p in (
     ModelParameter("motor_strength", "actuator", "actuator_gear", 0, "×"),
     ModelParameter("mass", "body", "body_mass", None, "kg", set_const=True),
     ModelParameter("com", "body", "body_ipos", None, "m", set_const=True),
+    ModelParameter("inertia", "body", "body_inertia", None, "kg·m²", set_const=True),
     ModelParameter("friction", "geom", "geom_friction", 0, "1", spec_attribute="friction"),
+    ModelParameter("thrust_max", "rotor", "actuator_gainprm", 0, "N"),
+    ModelParameter("time_constant", "rotor", "actuator_dynprm", 0, "s"),
 )}
 """Every parameter by name; see the module docstring."""
 
 
 def object_ids(model: mujoco.MjModel, spec: RobotSpec, per: Per, names: Sequence[str], *, where: str,
                error: type[Exception] = ParameterError) -> np.ndarray:
-    """MuJoCo ids of the named joints, actuators (named by their joints), bodies or geoms, (k,) in the order
-    given; empty `names`: the spec's joints, its actuated joints, every body but the world and mocap bodies,
-    or every geom. Raises `error` naming `where` and the missing object."""
+    """MuJoCo ids of the named joints, actuators (named by their joints), bodies, geoms or rotors' actuators, (k,)
+    in the order given; empty `names`: the spec's joints, its actuated joints, every body but the world and mocap
+    bodies, every geom, or the spec's rotors. Raises `error` naming `where` and the missing object."""
     if not names:
         names = {"joint": spec.joint_names, "actuator": spec.actuated_joint_names,
+                 "rotor": tuple(rotor.name for rotor in spec.rotors),
                  "body": tuple(model.body(i).name for i in range(1, model.nbody) if not model.body_mocapid[i] >= 0),
                  "geom": tuple(model.geom(i).name for i in range(model.ngeom))}[per]
     ids = []
     for name in names:
         index = mujoco.mj_name2id(model, _OBJECTS[per], name)
-        if index < 0 or (per == "body" and index == 0):
+        if index < 0 or (per == "body" and index == 0) or (per == "rotor" and name not in [r.name for r in spec.rotors]):
             what = "actuated joint" if per == "actuator" else per
             raise error(f"{where}: no {what} {name!r} in {spec.mjcf.name}")
         ids.append(index)

@@ -39,6 +39,7 @@ import torch
 from s2r.flight import ACTION_HISTORY, ACTION_HISTORY_LENGTH, BASE_LIN_VEL_W, POSITION_ERROR
 from s2r.observations import ObsTerm
 from s2r.sim.privileged import PRIVILEGED
+from s2r.sim.randomization import Dist, Randomize
 from s2r.sim.task import Task, TaskConfig
 from s2r.sim.terms import NoParams, Reward, StepContext, Termination, reward_term, termination_term
 
@@ -168,6 +169,8 @@ def random_rotations(rng: np.random.Generator, n: int, max_angle: float) -> np.n
 # --- the task -----------------------------------------------------------------------------------
 
 HOVER = HoverConfig()
+MAX_SENSOR_DELAY_STEPS = 10
+"""The longest motion-capture delay a world can be given, control periods (100 ms at 100 Hz)."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,22 @@ class RewardCurriculum:
 HOVER_CURRICULUM = RewardCurriculum()
 
 
+QUADROTOR_RANDOMIZATION = (
+    Randomize("mass", Dist("uniform", 0.9, 1.1), names=("base",)),         # the inertia scales with it
+    Randomize("inertia", Dist("uniform", 0.9, 1.1), names=("base",)),      # then each moment on its own
+    Randomize("thrust_max", Dist("uniform", 0.9, 1.1)),                    # the thrust coefficient, per rotor
+    Randomize("time_constant", Dist("uniform", 0.8, 1.25)),                # the motor lag, per rotor
+    Randomize("command_delay_s", Dist("uniform", 0.0, 0.004), "set"),      # the motor delay
+    Randomize("sensor_delay_s", Dist("uniform", 0.0, 0.02), "set"),        # motion capture's latency
+    Randomize("push", Dist("uniform", 0.0, 0.027 * G * 0.1), mode="interval", names=("base",),
+              interval_s=(0.5, 2.0), duration_s=0.3),                      # wind gusts, up to 10 % of the weight
+)
+"""The quadrotor tasks' randomization (`make_env(..., randomize="default")`): each world's mass, inertia, thrust
+coefficient and motor time constant ±10-25 % per episode, a motor delay up to 4 ms, a motion-capture delay up
+to 20 ms, and wind gusts (0.3 s pushes on top of the constant disturbance). Sensor noise is the observation
+terms' (the paper's σ per term), the same in every world."""
+
+
 class QuadrotorHover(Task):
     """Recover from any attitude and hold the position at the origin; see the module docstring."""
 
@@ -214,6 +233,7 @@ class QuadrotorHover(Task):
         episode_length_s=5.0,
         success_window_s=2.0,
         inputs={POSITION_ERROR: 3, BASE_LIN_VEL_W: 3, ACTION_HISTORY: ACTION_HISTORY_LENGTH * 4},
+        randomization=QUADROTOR_RANDOMIZATION,
     )
     success_position_m = 0.1
     success_attitude_rad = math.radians(10)
@@ -238,6 +258,7 @@ class QuadrotorHover(Task):
         if env.view.base_body is None or not env.spec.rotors:
             raise ValueError(f"{env.spec.source}: quadrotor_hover needs a floating base with rotors")
         self.base_body = env.view.base_body
+        self.env_control_period = env.spec.control_period
         joint = int(model.body_jntadr[self.base_body])
         self._qpos_adr, self._dof_adr = int(model.jnt_qposadr[joint]), int(model.jnt_dofadr[joint])
         self._qpos, self._qvel, self._act = env.data_field("qpos"), env.data_field("qvel"), env.data_field("act")
@@ -248,6 +269,14 @@ class QuadrotorHover(Task):
         self.nan_actions = np.zeros(env.num_envs, dtype=np.int64)
         """NaN actions each world received this episode (MuJoCo turned its motors off for that step)."""
         self.nan_actions_total = 0
+        self.position_error_w = np.zeros((env.num_envs, 3))
+        """Each world's true position error to its target, (num_envs, 3) m (the rewards, the box, success)."""
+        self.lin_vel_error_w = np.zeros((env.num_envs, 3))
+        """Each world's true linear velocity relative to its target's, (num_envs, 3) m/s."""
+        self._sensor_delay = np.zeros(env.num_envs, dtype=np.int64)
+        """Control periods each world's motion-capture inputs lag the truth (`set_sensor_delay`)."""
+        self._measured = np.zeros((env.num_envs, MAX_SENSOR_DELAY_STEPS + 1, 6))
+        """The last measurements of (position error, linear velocity) per world, newest first."""
         mass = float(model.body_subtreemass[self.base_body])
         self.hover_thrust = np.full(env.num_envs, mass * G / sum(r.thrust_max for r in env.spec.rotors))
         """Each world's thrust fraction that holds its weight, (num_envs,)."""
@@ -259,6 +288,20 @@ class QuadrotorHover(Task):
     def lin_vel_w(self) -> np.ndarray:
         """The base linear velocity in the world, (num_envs, 3) m/s."""
         return self._qvel[:, self._dof_adr:self._dof_adr + 3]
+
+    def target_velocity(self, env) -> np.ndarray:
+        """The target's velocity, (num_envs, 3) m/s in the world: at rest."""
+        return np.zeros((env.num_envs, 3))
+
+    def set_sensor_delay(self, worlds: np.ndarray, delay_s: np.ndarray) -> np.ndarray:
+        """Delay the motion-capture inputs (position error, linear velocity) of `worlds` (n,) by `delay_s` (n,) s,
+        rounded to whole control periods and held within [0, MAX_SENSOR_DELAY_STEPS]; the delays applied, (n,) s.
+        The rewards, the box and the success rule keep judging the truth. (The IMU's attitude and rate are not
+        delayed: on a Crazyflie they come from the board.)"""
+        period = self.env_control_period
+        steps = np.clip(np.rint(np.asarray(delay_s) / period), 0, MAX_SENSOR_DELAY_STEPS).astype(np.int64)
+        self._sensor_delay[worlds] = steps
+        return steps * period
 
     def motor_thrust(self) -> np.ndarray:
         """Each rotor's thrust state (the motor lag's output), (num_envs, num_rotors) fractions of top thrust."""
@@ -284,6 +327,8 @@ class QuadrotorHover(Task):
         self._act[ids] = motors
         self.disturbance[ids] = rng.normal(0.0, init.disturbance_std, (n, 3))
         env.apply_force(ids, self.base_body, self.disturbance[ids])
+        self.position_error_w[ids], self.lin_vel_error_w[ids] = pos, lin_vel
+        self._measured[ids] = np.concatenate([pos, lin_vel], axis=1)[:, None]
         env.inputs[POSITION_ERROR][ids] = pos
         env.inputs[BASE_LIN_VEL_W][ids] = lin_vel
         # The motors were commanded to their initial state: the history says so (L2F's), as on the robot
@@ -292,11 +337,16 @@ class QuadrotorHover(Task):
         return np.zeros((n, 0)), np.zeros((n, 0))
 
     def update(self, env):
-        env.inputs[POSITION_ERROR][:] = self.position_w() - self.target_w
-        env.inputs[BASE_LIN_VEL_W][:] = self.lin_vel_w()
+        self.position_error_w[:] = self.position_w() - self.target_w
+        self.lin_vel_error_w[:] = self.lin_vel_w() - self.target_velocity(env)
+        self._measured[:, 1:] = self._measured[:, :-1]
+        self._measured[:, 0, :3], self._measured[:, 0, 3:] = self.position_error_w, self.lin_vel_error_w
+        measured = self._measured[np.arange(env.num_envs), self._sensor_delay]
+        env.inputs[POSITION_ERROR][:] = measured[:, :3]
+        env.inputs[BASE_LIN_VEL_W][:] = measured[:, 3:]
 
     def quantities(self, env):
-        return {"position_error_w": env.inputs[POSITION_ERROR], "lin_vel_w": env.inputs[BASE_LIN_VEL_W],
+        return {"position_error_w": self.position_error_w, "lin_vel_w": self.lin_vel_error_w,
                 "hover_thrust": self.hover_thrust}
 
     def evaluate(self, env, state, action):
@@ -329,13 +379,13 @@ class QuadrotorHover(Task):
         self.config = replace(self.config, rewards=tuple(ramped(term) for term in self.config.rewards))
 
     def episode_metrics(self, env, done):
-        return {"position_error": np.linalg.norm(env.inputs[POSITION_ERROR][done], axis=-1).astype(np.float32),
+        return {"position_error": np.linalg.norm(self.position_error_w[done], axis=-1).astype(np.float32),
                 "attitude_error_deg": np.degrees(attitude_error(env.read_state().base_quat[done])).astype(np.float32),
                 "nan_actions": self.nan_actions[done].astype(np.float32)}
 
     def success_condition(self, env, state):
         """Within 0.1 m of the target and 10° of level this step."""
-        return ((np.linalg.norm(env.inputs[POSITION_ERROR], axis=-1) < self.success_position_m)
+        return ((np.linalg.norm(self.position_error_w, axis=-1) < self.success_position_m)
                 & (attitude_error(state.base_quat) < self.success_attitude_rad))
 
 
@@ -399,14 +449,21 @@ class QuadrotorTrack(QuadrotorHover):
         return result   # the initial velocity drawn is relative to the reference's, as the observation sees it
 
     def update(self, env):
-        t = (env.episode_length + 1) * env.spec.control_period    # the step being evaluated ends at this time
-        self.target_w[:] = self.reference.position(t, self.phase)
+        self.target_w[:] = self.reference.position(self._time(env), self.phase)
         super().update(env)
-        env.inputs[BASE_LIN_VEL_W][:] -= self.reference.velocity(t, self.phase)
+
+    def target_velocity(self, env) -> np.ndarray:
+        """The reference's velocity, (num_envs, 3) m/s."""
+        return self.reference.velocity(self._time(env), self.phase)
+
+    @staticmethod
+    def _time(env) -> np.ndarray:
+        """Each world's episode time at the end of the step being evaluated, (num_envs,) s."""
+        return (env.episode_length + 1) * env.spec.control_period
 
     def success_condition(self, env, state):
         """Within 0.1 m of the reference this step."""
-        return np.linalg.norm(env.inputs[POSITION_ERROR], axis=-1) < self.success_position_m
+        return np.linalg.norm(self.position_error_w, axis=-1) < self.success_position_m
 
 
 def rotor_thrust_state(env) -> np.ndarray:

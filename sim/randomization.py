@@ -5,7 +5,10 @@ how it combines the sample with the nominal value (set, scale, add) and when
 (`startup`, every `reset`, or every `interval`). Model parameters are the names of
 `s2r.sim.parameters` (the vocabulary SimRobot configs and sysid share), written
 into the env's per-world model fields; the command latency (seconds), encoder
-bias and pushes go through the env's own setters. Every world's current values
+bias and pushes go through the env's own setters, a sensor delay (seconds) through the
+task's (`set_sensor_delay`: the quadrotor tasks delay their motion-capture inputs). A push
+adds its force to what else acts on the body (a quadrotor's constant disturbance), so an
+interval push of a few tenths of a second is a wind gust. Every world's current values
 are kept for the critic (the privileged term `randomization`) and for
 TensorBoard histograms. Sampling uses its own generator seeded from the env's
 seed, so a run is reproducible.
@@ -33,8 +36,9 @@ from s2r.yaml_file import check_fields, read_yaml
 if TYPE_CHECKING:
     from s2r.sim.env import BatchEnv
 
-Target = Literal["friction", "mass", "com", "damping", "armature", "frictionloss", "kp", "kd", "motor_strength",
-                 "encoder_offset", "command_delay_s", "push"]
+Target = Literal["friction", "mass", "com", "inertia", "damping", "armature", "frictionloss", "kp", "kd",
+                 "motor_strength", "thrust_max", "time_constant", "encoder_offset", "command_delay_s",
+                 "sensor_delay_s", "push"]
 TARGETS: tuple[str, ...] = Target.__args__
 Mode = Literal["startup", "reset", "interval"]
 
@@ -65,14 +69,15 @@ class Randomize:
 
     target: Target
     """What it perturbs: a model parameter (`s2r.sim.parameters`, in its unit), the command latency (seconds,
-    applied in whole physics steps), encoder offsets (rad or m) or pushes (N)."""
+    applied in whole physics steps), the sensor delay (seconds, in whole control periods; tasks with
+    `set_sensor_delay`), encoder offsets (rad or m) or pushes (N)."""
     dist: Dist
     operation: Operation = "scale"
     """How the sample combines with the nominal value."""
     mode: Mode = "reset"
     names: tuple[str, ...] = ()
-    """Bodies (mass, com, push), geoms (friction), actuated joints (kp, kd, motor_strength) or joints
-    (the rest) it applies to; empty for all."""
+    """Bodies (mass, com, inertia, push), geoms (friction), actuated joints (kp, kd, motor_strength), rotors
+    (thrust_max, time_constant) or joints (the rest) it applies to; empty for all."""
     interval_s: tuple[float, float] = (1.0, 3.0)
     """Interval mode: seconds between two applications, drawn uniformly per world."""
     duration_s: float = 0.1
@@ -170,10 +175,15 @@ class Randomizer:
             if term.target == "push":
                 ended = np.flatnonzero((self.time >= self.push_until) & np.any(self.values[k] != 0, axis=1))
                 if len(ended):
+                    self._push(ended, self.ids[k][0], -self.values[k][ended])
                     self.values[k][ended] = 0.0
-                    self.env.apply_force(ended, self.ids[k][0], 0.0)
 
     # --- internals ---------------------------------------------------------------------------
+    def _push(self, worlds: np.ndarray, body: int, change: np.ndarray) -> None:
+        """Add `change` (n, 3) N to the world-frame force on `body` of `worlds`: pushes compose with the rest."""
+        xfrc = self.env.data_field("xfrc_applied")
+        xfrc[worlds, body, :3] += change
+
     def _resolve(self, term: Randomize) -> np.ndarray:
         env, where = self.env, f"randomization {term.target}: names"
         if term.target in PARAMETERS:
@@ -186,7 +196,10 @@ class Randomizer:
             if missing:
                 raise RandomizationError(f"{where}: no joint {missing[0]!r} in {env.spec.name}'s spec")
             return np.array([env.spec.joint_names.index(n) for n in term.names or env.spec.joint_names])
-        return np.zeros(1, dtype=np.int64)  # command_delay_s: one value per world
+        if term.target == "sensor_delay_s" and getattr(env.task, "set_sensor_delay", None) is None:
+            raise RandomizationError(f"randomization sensor_delay_s: task {env.task.config.name} delays no sensors "
+                                     "(the quadrotor tasks delay their motion-capture inputs)")
+        return np.zeros(1, dtype=np.int64)  # command_delay_s, sensor_delay_s: one value per world
 
     def _identity(self, term: Randomize, ids: np.ndarray) -> np.ndarray:
         shape = (self.env.num_envs, len(ids))
@@ -198,7 +211,8 @@ class Randomizer:
 
     @staticmethod
     def _width(term: Randomize, ids: np.ndarray) -> int:
-        return {"com": 3 * len(ids), "push": 3, "command_delay_s": 1}.get(term.target, len(ids))
+        return {"com": 3 * len(ids), "inertia": 3 * len(ids), "push": 3, "command_delay_s": 1,
+                "sensor_delay_s": 1}.get(term.target, len(ids))
 
     def _apply(self, k: int, worlds: np.ndarray) -> None:
         term, ids, env, n = self.terms[k], self.ids[k], self.env, len(worlds)
@@ -207,9 +221,13 @@ class Randomizer:
             direction = self.rng.normal(size=(n, 3))
             direction /= np.linalg.norm(direction, axis=1, keepdims=True)
             force = direction * term.dist.sample(self.rng, (n, 1))
+            self._push(worlds, ids[0], force - self.values[k][worlds])   # a push still on is replaced
             self.values[k][worlds] = force
-            env.apply_force(worlds, ids[0], force)
             self.push_until[worlds] = self.time[worlds] + term.duration_s
+            return
+        if term.target == "sensor_delay_s":
+            delay = combine(term.operation, np.zeros((n, 1)), term.dist.sample(self.rng, (n, 1)))
+            self.values[k][worlds] = env.task.set_sensor_delay(worlds, delay[:, 0])[:, None]
             return
         if term.target == "command_delay_s":
             delay = combine(term.operation, np.zeros((n, 1)), term.dist.sample(self.rng, (n, 1)))
@@ -221,7 +239,7 @@ class Randomizer:
             self.values[k][worlds] = value
             return
         parameter = PARAMETERS[term.target]
-        if term.target == "com":
+        if parameter.width == 3:   # com, inertia: three values per body
             nominal = np.broadcast_to(parameter.nominal(model, ids), (n, len(ids), 3))
             value = combine(term.operation, nominal, term.dist.sample(self.rng, (n, len(ids), 3)))
             parameter.write(env.model_field, worlds, ids, value, model)

@@ -199,3 +199,75 @@ def test_a_hover_controller_follows_the_figure_eight_on_quadrotor_track():
         result = run_episodes(BatchEnv(task, 32, seed=4), "quadrotor_track", lambda obs: controller(obs["policy"]),
                               lambda done: None)
     assert result["success_rate"] > 0.6
+
+
+def still_at_the_target(**init) -> QuadrotorHover:
+    """The hover task starting every world at the target, level, at rest, without the disturbance force (unless
+    `init` says otherwise)."""
+    fields = {"position_m": 0.0, "max_angle_rad": 0.0, "lin_vel": 0.0, "ang_vel": 0.0, "at_target_fraction": 0.0,
+              "disturbance_std": 0.0, **init}
+    return QuadrotorHover(HoverConfig(init=HoverInit(**fields)))
+
+
+def test_randomized_motor_lags_and_thrust_coefficients_act_per_world():
+    from s2r.sim.randomization import Dist, Randomize
+
+    terms = (Randomize("time_constant", Dist("uniform", 0.5, 2.0)), Randomize("thrust_max", Dist("uniform", 0.8, 1.2)))
+    env = BatchEnv(still_at_the_target(motor_thrust=(0.0, 0.0)), 16, seed=3, randomization=terms)
+    env.reset()
+    env.step(torch.ones(16, 4))                                   # full thrust from motors off, one 10 ms period
+    tau, thrust_max = env.randomizer.values                       # each world's values (s, N) per rotor
+    assert tau.min() < 0.1 < 0.2 < tau.max() and 0.8 * 0.1488 < thrust_max.min() < thrust_max.max() < 1.2 * 0.1489
+    assert np.allclose(env.task.motor_thrust(), 1 - np.exp(-0.01 / tau), rtol=0.02)   # the lag of each motor
+    assert np.allclose(env.model_field("actuator_gainprm")[:, :, 0], thrust_max)
+    with pytest.raises(ValueError, match="no rotor 'rotor9'"):
+        BatchEnv(still_at_the_target(), 2, randomization=(Randomize("thrust_max", Dist("uniform", 1, 1),
+                                                                    names=("rotor9",)),))
+
+
+def test_a_randomized_inertia_replaces_the_one_a_mass_term_scaled():
+    from s2r.sim.randomization import Dist, Randomize
+
+    terms = (Randomize("mass", Dist("uniform", 1.5, 1.5), names=("base",)),
+             Randomize("inertia", Dist("uniform", 2.0, 2.0), names=("base",)))
+    env = BatchEnv(still_at_the_target(), 2, randomization=terms)
+    env.reset()
+    base = env.task.base_body
+    assert np.allclose(env.model_field("body_mass")[:, base], 0.027 * 1.5)
+    assert np.allclose(env.model_field("body_inertia")[:, base], 2 * np.array([3.85e-6, 3.85e-6, 5.9675e-6]))
+
+
+def test_the_motion_capture_delay_lags_the_policys_inputs_while_the_rewards_judge_the_truth():
+    from s2r.flight import POSITION_ERROR
+    from s2r.sim.randomization import Dist, Randomize
+
+    env = BatchEnv(still_at_the_target(), 2, randomization=(Randomize("sensor_delay_s", Dist("uniform", 0.03, 0.03),
+                                                                      "set"),))
+    env.reset()
+    truth, seen = [], []
+    for _ in range(10):                                              # motors at a quarter thrust: it sinks
+        env.step(-0.5 * torch.ones(2, 4))
+        truth.append(env.task.position_error_w[0, 2])
+        seen.append(env.inputs[POSITION_ERROR][0, 2])
+    assert env.randomizer.values[0][0, 0] == pytest.approx(0.03)
+    assert np.allclose(seen[3:], truth[:-3]) and truth[-1] < truth[-4] < 0
+    with pytest.raises(ValueError, match="task pendulum delays no sensors"):
+        make_env("pendulum", 2).__class__(make_env("pendulum", 1).task, 1,
+                                          randomization=(Randomize("sensor_delay_s", Dist("uniform", 0, 0.01)),))
+
+
+def test_a_wind_gust_adds_to_the_constant_disturbance_and_leaves_it_when_it_ends():
+    from s2r.sim.randomization import Dist, Randomize
+
+    gust = Randomize("push", Dist("uniform", 0.01, 0.01), mode="interval", names=("base",), interval_s=(0.05, 0.05),
+                     duration_s=0.03)
+    env = BatchEnv(still_at_the_target(disturbance_std=0.01), 4, randomization=(gust,))
+    env.reset()
+    xfrc = env.data_field("xfrc_applied")
+    base, hover = env.task.base_body, env.task.hover_thrust[0]
+    forces = []
+    for _ in range(9):
+        env.step(torch.full((4, 4), 2 * hover - 1))
+        forces.append(xfrc[:, base, :3] - env.task.disturbance)
+    assert np.allclose(forces[3], 0) and np.allclose(np.linalg.norm(forces[5], axis=1), 0.01)   # on at 50 ms
+    assert np.allclose(forces[8], 0)                                                            # off 30 ms later
