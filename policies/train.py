@@ -69,6 +69,12 @@ class TrainConfig:
     """Intra-op threads for the networks; small MLPs lose badly to a busy core with more."""
     video_every: int = 0
     """A clip of the policy (4 fresh worlds, 5 s) every this many iterations, in videos/ and TensorBoard; 0: none."""
+    evaluate_every: int = 0
+    """Judge the task's success rule (`policies.offpolicy.train.rule_success_rate`: the deterministic actor on
+    `eval_episodes` fresh episodes) every this many iterations, and keep the best judged policy: the checkpoint's
+    `extra["best_model"]`, what `load_policy` (s2r export, s2r eval) returns; 0: never (the last policy)."""
+    eval_episodes: int = 128
+    """Fresh episodes per judgement of the rule (`evaluate_every`)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     model: ActorCriticConfig = field(default_factory=ActorCriticConfig)
 
@@ -88,10 +94,11 @@ TASK_DEFAULTS: dict[str, TrainConfig] = {
     "go2_rough": TrainConfig(task="go2_rough", num_envs=512, iterations=1500,
                              ppo=PPOConfig(learning_rate=1e-3, desired_kl=0.01, entropy_coef=0.01),
                              model=ActorCriticConfig(actor_hidden=(256, 128), critic_hidden=(256, 128))),
-    # PPO beside Learning to Fly's TD3 (bench/l2f.py): its 64-unit networks, 256 worlds, noise 0.5 of the ±1 range
+    # PPO beside Learning to Fly's TD3 (bench/l2f.py): its 64-unit networks, 256 worlds, noise 0.5 of the ±1 range;
+    # the hover rule judged every 25 iterations (about 150k transitions), the best judged policy kept
     "quadrotor_hover": TrainConfig(task="quadrotor_hover", num_envs=256, iterations=500, ppo=_STABLE_PPO,
                                    model=ActorCriticConfig(actor_hidden=(64, 64), critic_hidden=(64, 64),
-                                                           init_noise_std=0.5)),
+                                                           init_noise_std=0.5), evaluate_every=25),
 }
 
 
@@ -133,10 +140,28 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool =
         (out / "config.yaml").write_text(yaml.safe_dump(plain_data(asdict(cfg)), sort_keys=False))
     curve: list[dict[str, float]] = []
     start = time.perf_counter()
+    best: dict[str, Any] = {"rule_success_rate": -1.0}
+    """The best judged policy (`evaluate_every`): its rule success rate, iteration and state dict."""
+
+    def judge() -> float:
+        from s2r.policies.offpolicy.train import rule_success_rate   # (it imports this module)
+
+        runner.policy.eval()
+        rate = rule_success_rate(runner.policy.act_inference, cfg.task, episodes=cfg.eval_episodes, seed=cfg.seed + 1)
+        runner.policy.train()
+        if rate > best["rule_success_rate"]:
+            best.update(rule_success_rate=rate, iteration=runner.current_iteration,
+                        model={k: v.detach().clone() for k, v in runner.policy.state_dict().items()})
+        if runner.writer is not None:
+            runner.writer.add_scalar("charts/rule_success_rate", rate, runner.current_iteration)
+        return rate
 
     def record(summary: dict[str, float]) -> bool:
+        judged = {}
+        if main and cfg.evaluate_every and summary["iteration"] % cfg.evaluate_every == 0:
+            judged = {"rule_success_rate": judge()}
         curve.append({"iteration": summary["iteration"], "mean_return": summary["mean_return"],
-                      "success_rate": summary["success_rate"], "wall_s": time.perf_counter() - start,
+                      "success_rate": summary["success_rate"], "wall_s": time.perf_counter() - start, **judged,
                       **{k: v for k, v in summary.items() if k in LOCOMOTION_CURVE}})
         if main and cfg.video_every and summary["iteration"] % cfg.video_every == 0:
             film_training(runner, cfg.task, out / "videos" / f"iteration_{summary['iteration']:05d}.mp4",
@@ -157,9 +182,17 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool =
     metrics["env_steps_per_s"] *= distributed.world_size
     metrics["iterations"] = runner.current_iteration
     metrics["ranks"] = distributed.world_size
+    kept = {}
+    if main and cfg.evaluate_every:
+        if curve[-1]["iteration"] % cfg.evaluate_every:      # the last policy judged too
+            curve[-1]["rule_success_rate"] = judge()
+        metrics.update(final_rule_success_rate=curve[-1]["rule_success_rate"],
+                       best_rule_success_rate=best["rule_success_rate"], best_iteration=best["iteration"])
+        kept = {"best_model": best["model"], "best_rule_success_rate": best["rule_success_rate"],
+                "best_iteration": best["iteration"]}
     if main:
         runner.save(out / CHECKPOINT, extra={"task": cfg.task, "config": plain_data(asdict(cfg)),
-                                             "contract": contract.to_dict()})
+                                             "contract": contract.to_dict(), **kept})
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         worlds = f"{distributed.world_size} × {cfg.num_envs}" if distributed.enabled else str(cfg.num_envs)
         plot_training_curve(curve, out / "training_curve.png", title=f"{cfg.task}: PPO, {worlds} worlds")
@@ -199,7 +232,8 @@ def add_video(writer: Any, tag: str, frames: Any, step: int, *, fps: float) -> N
 
 
 def load_policy(run_dir: Path, *, task: str | None = None) -> tuple[ActorCritic, PolicyContract, TrainConfig]:
-    """The trained policy, its contract and config from a run directory; refuses another task's checkpoint."""
+    """The trained policy (the best judged one where the run judged its rule, `evaluate_every`), its contract and
+    config from a run directory; refuses another task's checkpoint."""
     checkpoint = torch.load(_checkpoint_path(run_dir), weights_only=True, map_location="cpu")
     extra = checkpoint["extra"]
     if task is not None and extra["task"] != task:
@@ -209,7 +243,7 @@ def load_policy(run_dir: Path, *, task: str | None = None) -> tuple[ActorCritic,
     sizes = checkpoint["model"]
     policy = ActorCritic(cfg.model, num_policy_obs=sizes["actor_normalizer.mean"].shape[0],
                          num_critic_obs=sizes["critic_normalizer.mean"].shape[0], num_actions=contract.action.num_actions)
-    policy.load_state_dict(checkpoint["model"])
+    policy.load_state_dict(extra.get("best_model", checkpoint["model"]))
     return policy.eval(), contract, cfg
 
 

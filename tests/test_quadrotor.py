@@ -271,3 +271,18 @@ def test_a_wind_gust_adds_to_the_constant_disturbance_and_leaves_it_when_it_ends
         forces.append(xfrc[:, base, :3] - env.task.disturbance)
     assert np.allclose(forces[3], 0) and np.allclose(np.linalg.norm(forces[5], axis=1), 0.01)   # on at 50 ms
     assert np.allclose(forces[8], 0)                                                            # off 30 ms later
+
+
+def test_a_ppo_run_keeps_the_best_judged_policy_and_exports_it(tmp_path):
+    from s2r.policies.train import default_config, load_policy, train
+
+    cfg = default_config("quadrotor_hover", num_envs=16, iterations=3, evaluate_every=1, eval_episodes=4)
+    metrics = train(cfg, tmp_path, progress=False)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    best = checkpoint["extra"]["best_model"]
+    assert metrics["best_iteration"] == checkpoint["extra"]["best_iteration"] >= 1
+    assert metrics["best_rule_success_rate"] >= metrics["final_rule_success_rate"]
+    policy, _, _ = load_policy(tmp_path)
+    assert all(torch.equal(value, best[key]) for key, value in policy.state_dict().items())
+    if metrics["best_iteration"] < 3:                               # not the last policy
+        assert not all(torch.equal(value, checkpoint["model"][key]) for key, value in best.items())
