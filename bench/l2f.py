@@ -18,6 +18,7 @@ generic matrix code; the table says which.
     .venv/bin/python -m bench.l2f --budget-s 300 --json bench/l2f.json
     .venv/bin/python -m bench.l2f --budget-s 300 --clock cpu --json bench/l2f.json   # on a shared machine
     .venv/bin/python -m bench.l2f --throughput-s 20     # training transitions/s of both TD3s
+    .venv/bin/python -m bench.l2f --update-cost 2000    # s2r TD3's gradient step: eager, compiled, larger batches
 """
 
 from __future__ import annotations
@@ -203,6 +204,60 @@ def run(budget_s: float = 300.0, eval_every_s: float = 20.0, episodes: int = 256
             **results}
 
 
+def update_cost(updates: int, seed: int = 0) -> dict:
+    """The cost of s2r TD3's gradient step on quadrotor_hover's shapes (146 actor, 153 critic inputs, 4 actions,
+    HOVER_TD3's 64-unit networks; random transitions: the arithmetic does not depend on the values), `updates`
+    critic steps (every second with an actor step) per variant, in this process:
+
+    - eager, batch 256 (HOVER_TD3's) and batch 1024 (a quarter of the steps for the same samples);
+    - the actor and critic under `torch.compile` (batch 256), its compilation timed apart and counted in the
+      wall time of the run's updates (a 300k-transition HOVER_TD3 run makes about 37k of them).
+
+    Each variant: ms per gradient step (median of 10 blocks), transitions learned from per second, and for the
+    compiled one its compile (first steps) seconds."""
+    from s2r.policies.offpolicy.replay import Transition
+    from s2r.policies.offpolicy.td3 import TD3
+    from s2r.policies.offpolicy.train import HOVER_TD3
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)
+    run_updates = round(300_000 / 32 * HOVER_TD3.updates_per_step)
+    results = {}
+
+    def batch_of(n: int) -> Transition:
+        return Transition(policy_obs=torch.randn(n, 146), critic_obs=torch.randn(n, 153), actions=torch.rand(n, 4) * 2 - 1,
+                          rewards=torch.randn(n), next_policy_obs=torch.randn(n, 146), next_critic_obs=torch.randn(n, 153),
+                          terminated=torch.zeros(n))
+
+    for name, batch_size, compiled in (("eager_256", 256, False), ("eager_1024", 1024, False),
+                                        ("compiled_256", 256, True)):
+        agent = HOVER_TD3.build_agent(num_policy_obs=146, num_critic_obs=153, num_actions=4)
+        td3 = TD3(agent, HOVER_TD3)
+        batch = batch_of(batch_size)
+        compile_s = 0.0
+        if compiled:
+            agent.actor, agent.critic = torch.compile(agent.actor), torch.compile(agent.critic)
+            td3.target_actor, td3.target_critic = torch.compile(td3.target_actor), torch.compile(td3.target_critic)
+            started = time.perf_counter()
+            for _ in range(4):                        # both graphs (with and without the actor step), compiled
+                td3.update(batch)
+            compile_s = time.perf_counter() - started
+        for _ in range(20):
+            td3.update(batch)
+        blocks = []
+        for _ in range(10):
+            started = time.perf_counter()
+            for _ in range(max(updates // 10, 1)):
+                td3.update(batch)
+            blocks.append((time.perf_counter() - started) / max(updates // 10, 1))
+        step_s = float(np.median(blocks))
+        results[name] = {"batch_size": batch_size, "ms_per_step": step_s * 1e3,
+                         "transitions_per_s": batch_size / step_s, "compile_s": compile_s,
+                         "run_updates_wall_s": compile_s + step_s * run_updates * 256 / batch_size}
+    results["run_updates"] = run_updates
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-s", type=float, default=300.0, help="training seconds per trainer")
@@ -214,8 +269,21 @@ def main() -> None:
     parser.add_argument("--trainers", nargs="+", choices=TRAINERS, default=list(TRAINERS))
     parser.add_argument("--throughput-s", type=float,
                         help="instead: time each TD3's training (transitions/s once updates run) for this many seconds")
+    parser.add_argument("--update-cost", type=int, metavar="UPDATES",
+                        help="instead: time s2r TD3's gradient step (eager, compiled, batch 1024) over UPDATES steps")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if args.update_cost is not None:
+        result = update_cost(args.update_cost, args.seed)
+        last = f"wall s of {result['run_updates']} updates of 256"
+        print(f"{'variant':<13} {'ms/step':>8} {'samples/s':>10} {'compile s':>10} {last:>32}")
+        for name, r in result.items():
+            if name != "run_updates":
+                print(f"{name:<13} {r['ms_per_step']:>8.2f} {r['transitions_per_s']:>10.0f} {r['compile_s']:>10.1f} "
+                      f"{r['run_updates_wall_s']:>32.1f}")
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        return
     if args.throughput_s is not None:
         result = training_throughput(args.throughput_s, args.seed)
         for name, value in result.items():
