@@ -54,7 +54,8 @@ from bench.report import finite_or_none, machine, report
 from bench.train import RslRlEnv, rsl_rl_config
 from s2r.policies.ppo import PPOConfig
 from s2r.policies.runner import EPISODE_WINDOW, OnPolicyRunner
-from s2r.policies.train import LOCOMOTION_CURVE, default_config, load_policy, plot_locomotion_curves
+from s2r.policies.train import (CHECKPOINT, LOCOMOTION_CURVE, default_config, load_policy, plain_data,
+                                plot_locomotion_curves)
 from s2r.sim.env import make_env
 
 RULE = {"lin_vel_error": 0.2, "yaw_rate_error": 0.3, "fall_rate": 0.05}
@@ -100,8 +101,9 @@ class _Trainer:
     """One side of the comparison: `step()` runs one PPO iteration and returns its locomotion figures (the
     last `EPISODE_WINDOW` training episodes); wall and CPU seconds accumulate over its own iterations only."""
 
-    def __init__(self, name: str, step: Callable[[], dict[str, float]], act: Callable[[torch.Tensor], torch.Tensor]):
-        self.name, self._step, self.act = name, step, act
+    def __init__(self, name: str, step: Callable[[], dict[str, float]], act: Callable[[torch.Tensor], torch.Tensor],
+                 save: Callable[[], None] | None = None):
+        self.name, self._step, self.act, self.save = name, step, act, save
         self.wall_s = self.cpu_s = 0.0
         self.iterations = 0
         self.curve: list[dict[str, float]] = []
@@ -134,11 +136,19 @@ runs. s2r's side runs s2r's own go2_flat defaults; both get the same networks an
 TRAINERS = ("s2r", "rsl_rl")
 
 
-def _make_trainer(name: str, cfg: Any, *, seed: int, threads: int) -> _Trainer:
-    """One side of the comparison on its own `make_env("go2_flat", cfg.num_envs)`, seeded with `seed`."""
+def _make_trainer(name: str, cfg: Any, *, seed: int, threads: int, out: Path | None = None) -> _Trainer:
+    """One side of the comparison on its own `make_env("go2_flat", cfg.num_envs)`, seeded with `seed`; `out`: a run
+    directory the s2r side's policy is saved to after each iteration's rule check (`load_policy` reads it)."""
     env = make_env("go2_flat", cfg.num_envs, seed=seed, nthread=threads)
     if name == "s2r":
         runner = OnPolicyRunner(env, ppo=cfg.ppo, model=cfg.model, log_dir=None, seed=seed, progress=False)
+
+        def s2r_save() -> None:
+            out.mkdir(parents=True, exist_ok=True)
+            contract = env.contract(provenance={"task": "go2_flat", "seed": seed, "num_envs": cfg.num_envs,
+                                                "iterations": runner.current_iteration, "trainer": "s2r.ppo"})
+            runner.save(out / CHECKPOINT, extra={"task": "go2_flat", "config": plain_data(asdict(cfg)),
+                                                 "contract": contract.to_dict()})
 
         def s2r_step() -> dict[str, float]:
             summary = runner.learn(1)
@@ -148,7 +158,7 @@ def _make_trainer(name: str, cfg: Any, *, seed: int, threads: int) -> _Trainer:
             runner.policy.eval()
             return runner.policy.act_inference(obs)
 
-        return _Trainer("s2r", s2r_step, s2r_act)
+        return _Trainer("s2r", s2r_step, s2r_act, save=s2r_save if out is not None else None)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -170,15 +180,16 @@ def _make_trainer(name: str, cfg: Any, *, seed: int, threads: int) -> _Trainer:
 
 def run(*, trainers: tuple[str, ...] = TRAINERS, iterations: int = 100, budget_s: float = math.inf,
         num_envs: int | None = None, seed: int = 0, episodes: int = 128, threads: int = 0,
-        progress: Path | None = None) -> dict[str, Any]:
+        progress: Path | None = None, out: Path | None = None) -> dict[str, Any]:
     """Train go2_flat with each of `trainers` in this process, one iteration each in turn (so a shared machine's
     load falls on all alike), each until its training episodes meet the walking rule, `iterations` or `budget_s`
     wall seconds of its own; their curves, wall and CPU seconds, and walking figures on fresh episodes.
     `threads`: MuJoCo's threads and torch's (0: all cores for MuJoCo, the task's default for torch).
-    `progress`: a JSON file rewritten every 10 rounds with the curves so far."""
+    `progress`: a JSON file rewritten every 10 rounds with the curves so far. `out`: the s2r side's run directory
+    (its final policy, outside the timed iterations)."""
     cfg = default_config("go2_flat", num_envs=num_envs, seed=seed)
     torch.set_num_threads(threads or cfg.torch_threads)
-    sides = [_make_trainer(name, cfg, seed=seed, threads=threads) for name in trainers]
+    sides = [_make_trainer(name, cfg, seed=seed, threads=threads, out=out) for name in trainers]
     load = [os.getloadavg()[0]]
     running = list(sides)
     rounds = 0
@@ -193,6 +204,8 @@ def run(*, trainers: tuple[str, ...] = TRAINERS, iterations: int = 100, budget_s
             progress.write_text(json.dumps({t.name: t.curve for t in sides}))
     outcome: dict[str, Any] = {}
     for trainer in sides:
+        if trainer.save is not None:
+            trainer.save()
         with torch.no_grad():
             walking = evaluate_walking(trainer.act, episodes=episodes)
         outcome[trainer.name] = _finite({
@@ -273,6 +286,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="MuJoCo's and torch's threads (0: all cores for MuJoCo, the task's default for torch)")
     parser.add_argument("--progress", type=Path, help="a JSON file of the curves so far, rewritten as it runs")
     parser.add_argument("--num-envs", type=int)
+    parser.add_argument("--out", type=Path, help="a run directory for the s2r side's final policy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--episodes", type=int, default=128)
     parser.add_argument("--evaluate", metavar="RUN_DIR", help="only judge a trained run by the walking rule")
@@ -294,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return result
     trainers = TRAINERS if args.trainer == "both" else (args.trainer,)
     result = run(trainers=trainers, iterations=args.iterations, budget_s=args.budget_s, num_envs=args.num_envs,
-                 seed=args.seed, episodes=args.episodes, threads=args.threads, progress=args.progress)
+                 seed=args.seed, episodes=args.episodes, threads=args.threads, progress=args.progress, out=args.out)
     if args.trainer == "both":
         result = combine([result], Path("bench/results/locomotion_train.png"))
     name = "locomotion_train" if args.trainer == "both" else f"locomotion_train_{args.trainer}"
