@@ -138,7 +138,7 @@ class _Process:
 def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver = "sim", duration: float = 10.0,
            record: str | Path | None = None, out_dir: str | Path | None = None, rt_priority: int = 50,
            domain_id: int | str | None = None, split: bool = False, foxglove: int | None = None,
-           view: str = "auto", view_port: int = 8080, startup_timeout: float = 60.0,
+           view: str = "auto", view_port: int = 8080, startup_timeout: float = 60.0, trace: bool = False,
            announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run `policy` on the robot for `duration` seconds after its first command; the figures.
 
@@ -149,8 +149,9 @@ def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver
     domain and the run directory at start. `foxglove`: serve the topics to Foxglove on this port
     (ValueError naming the port and a free one when it is taken). `view` (auto, viewer, web on
     `view_port`, none): the robot's model following its joint_states, drawn in this process, away
-    from the nodes (s2r.apps.live_view). Raises DeployError when a node refuses to start (a
-    contract mismatch names the field) or the robot or policy node dies.
+    from the nodes (s2r.apps.live_view). `trace`: robot_node keeps its loop's per-tick timeline in
+    the run directory's `trace.npz` (one process; see `RobotLoop.trace`). Raises DeployError when a
+    node refuses to start (a contract mismatch names the field) or the robot or policy node dies.
     """
     from s2r.ros import environment, resolve_domain_id
     from s2r.runtime.load import check_policy_file
@@ -172,7 +173,7 @@ def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver
     preflight(driver, robot_spec(spec))  # a bus robot's port, motors and calibration: refused here, in one line
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="s2r-deploy-"))
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("robot_node.json", "policy_node.json", "trajectory.npz", "ready"):
+    for stale in ("robot_node.json", "policy_node.json", "trajectory.npz", "trace.npz", "ready"):
         (out / stale).unlink(missing_ok=True)
     env = {**os.environ, **environment(domain)}
     if announce is not None:
@@ -229,7 +230,8 @@ def deploy(policy: str | Path, *, robot: str | None = None, driver: str | Driver
                 "policy": policy, "robot": spec, "realtime_priority": rt, "summary_path": out / "policy_node.json",
                 "ready_path": out / "ready"}), env, out / "policy_node.log"))
         else:
-            robot_params.update(policy=policy, ready_path=out / "ready")
+            robot_params.update(policy=policy, ready_path=out / "ready",
+                                trace_path=out / "trace.npz" if trace else "")
         processes.append(_Process("robot_node", node("robot_node", robot_params), env, out / "robot_node.log"))
         commander = "policy_node" if split else "robot_node"
         if not _watch(processes, startup_timeout, recorder_failures, until=lambda: (out / "ready").exists()):

@@ -30,13 +30,17 @@ missing input costs `trigger_wait_s`, never a stalled loop:
     loop = DeadlineLoop(0.02, trigger=new_state, trigger_wait_s=0.002)
 
 A loop whose tick runs cold code (a policy called once a period, its weights evicted from the
-caches by other processes in between) can `prepare` for it: `prepare()` runs once per wait,
-`prepare_s` before the tick is due (the trigger's expected arrival, else the deadline), unless
-the tick's input comes first; `prepared` counts the waits it ran in. From `prepare` to the tick
-the loop spins instead of sleeping (`prepare_s` of CPU a tick): a core that sleeps even 1 ms
-after `prepare` is given to other processes or idles, and the tick finds the caches cold again.
+caches by other processes in between) can `prepare` for it: `prepare()` runs once per wait so
+that it ends `prepare_s` before the tick is due (the trigger's expected arrival, else the
+deadline): it starts its own duration earlier, as measured on its recent runs
+(`prepare_estimate`: the longest, decaying slowly), unless the tick's input comes first;
+`prepared` counts the waits it ran in. From `prepare` to the tick the loop spins instead of
+sleeping (`prepare_s` of CPU a tick): a core that sleeps even 1 ms after `prepare` is given to
+other processes or idles, and the tick finds the caches cold again. A `prepare` that started at
+a fixed time before the tick ran past it whenever it took longer (a cold policy step and filter:
+1.2 ms on a loaded host), and the tick waited for it.
 
-    loop = DeadlineLoop(0.02, trigger=new_state, trigger_wait_s=0.002, prepare=rehearse, prepare_s=0.001)
+    loop = DeadlineLoop(0.02, trigger=new_state, trigger_wait_s=0.002, prepare=rehearse, prepare_s=0.0003)
 
 No rclpy: it runs on the robot computer.
 """
@@ -59,6 +63,8 @@ from s2r.reports import SampleWindow, percentiles_us
 DEFAULT_SPIN_S = 0.0003
 """Seconds spun before each deadline: above the p99 oversleep of a 2-core Linux box under
 load (see docs/deploy.md), small enough to cost little CPU at 1 kHz."""
+PREPARE_DECAY = 0.05
+"""Fraction of the gap to a shorter `prepare` run by which the planned duration comes down each run."""
 PHASE_GAIN = 0.1
 """Fraction of the measured phase error a triggered loop corrects per tick."""
 PHASE_STEP_MAX_S = 0.0005
@@ -161,6 +167,9 @@ class DeadlineLoop:
         self.prepare_s = prepare_s
         self.prepared = 0
         """Waits in which `prepare` ran (the others' tick came first, or overran)."""
+        self.prepare_estimate = 0.0
+        """Seconds `prepare` takes, as the loop plans it: its longest recent run, decaying by PREPARE_DECAY
+        of the difference per run toward shorter ones. `prepare` starts that much before `prepare_s`."""
         self.trigger = trigger
         self.trigger_wait_s = trigger_wait_s
         self.deadline: float | None = None
@@ -180,6 +189,12 @@ class DeadlineLoop:
         """With a trigger: seconds the deadline was off its place, `trigger_wait_s` after the newest arrival."""
         self.first_wake: float | None = None
         self.last_wake: float | None = None
+        self._unrecorded: tuple[float, float | None, float, float | None] | None = None
+        """The newest wake-up, its predecessor, the deadline it served and the newest arrival then, until `_record`."""
+        self.served: float | None = None
+        """The deadline the newest wake-up served (before the phase correction moved the next one)."""
+        self.last_triggered = False
+        """Whether the newest wake-up was the trigger's (else its deadline's)."""
 
     def wait(self, stop: threading.Event | None = None) -> bool:
         """Block until the next deadline, or the trigger's arrival before it; False once `stop` is set
@@ -188,6 +203,7 @@ class DeadlineLoop:
         With a trigger, the first wait lasts until the next arrival and ticks at it."""
         if self.deadline is None and not self._place_first_deadline(stop):
             return False
+        self._record()
         now = time.monotonic()
         deadline = self.deadline
         triggered = False
@@ -201,15 +217,15 @@ class DeadlineLoop:
                 opens = deadline - self.period / 2
                 if not _sleep(opens - now, stop):
                     return False
-                due = deadline - self.trigger_wait_s - self.prepare_s
+                due = max(deadline - self.trigger_wait_s - self.prepare_s - self.prepare_estimate, opens)
                 if self.prepare is not None and time.monotonic() < due:
                     triggered = self.trigger.wait(since=opens, until=due)
                     if not triggered:
                         self._prepare()
                         triggered = self.trigger.spin(since=opens, until=deadline - self.spin_s)
                 triggered = triggered or self.trigger.wait(since=opens, until=deadline - self.spin_s)
-            elif self.prepare is not None and time.monotonic() < deadline - self.prepare_s:
-                if not _sleep(deadline - self.prepare_s - time.monotonic(), stop):
+            elif self.prepare is not None and time.monotonic() < deadline - self.prepare_s - self.prepare_estimate:
+                if not _sleep(deadline - self.prepare_s - self.prepare_estimate - time.monotonic(), stop):
                     return False
                 self._prepare()
                 while time.monotonic() < deadline - self.spin_s:   # then the final spin below
@@ -222,23 +238,38 @@ class DeadlineLoop:
         if stop is not None and stop.is_set():
             return False
         wake = time.monotonic()
+        # Only what the next wait needs now; the figures and the phase correction wait for it (`_record`):
+        # the tick this returns to runs first.
+        self._unrecorded = (wake, self.last_wake, deadline, self.trigger.last if self.trigger is not None else None)
         if triggered:
             self.triggered += 1
-        self.lateness.add(wake - (self.trigger.last if triggered else deadline))
-        if self.last_wake is not None:
-            self.periods.add(wake - self.last_wake)
-        else:
+        if self.last_wake is None:
             self.first_wake = wake
         self.last_wake = wake
         self.ticks += 1
+        self.served, self.last_triggered = deadline, triggered
         self.deadline = deadline + self.period
-        if self.trigger is not None:
-            self._lock_phase(deadline)
         return True
 
+    def _record(self) -> None:
+        """The newest wake-up's lateness, period and phase correction (see `wait`)."""
+        if self._unrecorded is None:
+            return
+        wake, previous, deadline, arrival = self._unrecorded
+        self._unrecorded = None
+        self.lateness.add(wake - (arrival if self.last_triggered else deadline))
+        if previous is not None:
+            self.periods.add(wake - previous)
+        if arrival is not None:
+            self._lock_phase(deadline, arrival)
+
     def _prepare(self) -> None:
+        start = time.monotonic()
         self.prepare()
+        took = time.monotonic() - start
         self.prepared += 1
+        # Rises at once to a longer prepare, decays slowly after: the next one still ends in time.
+        self.prepare_estimate = max(took, self.prepare_estimate + PREPARE_DECAY * (took - self.prepare_estimate))
 
     @property
     def late(self) -> int:
@@ -257,17 +288,17 @@ class DeadlineLoop:
             self.deadline = time.monotonic()
         return True
 
-    def _lock_phase(self, deadline: float) -> None:
+    def _lock_phase(self, deadline: float, arrival: float) -> None:
         """Move the deadlines toward `trigger_wait_s` after the arrivals (all of the error over the first
-        PHASE_ACQUIRE_TICKS ticks, then PHASE_GAIN of it per tick)."""
-        since = deadline - self.trigger.last
+        PHASE_ACQUIRE_TICKS ticks, then PHASE_GAIN of it per tick); `arrival`: the newest when `deadline` was served."""
+        since = deadline - arrival
         if since < 1.5 * self.period:  # the input is flowing
             error = (since - self.trigger_wait_s + self.period / 2) % self.period - self.period / 2
             self.phase_error.add(error)
             if self.ticks <= PHASE_ACQUIRE_TICKS:
                 self.deadline -= error
             else:
-                self.deadline -= float(np.clip(PHASE_GAIN * error, -PHASE_STEP_MAX_S, PHASE_STEP_MAX_S))
+                self.deadline -= min(max(PHASE_GAIN * error, -PHASE_STEP_MAX_S), PHASE_STEP_MAX_S)
 
     def achieved_hz(self) -> float:
         """Ticks per second between the first and the last wake-up."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 import gc
 import math
 import queue
+import resource
 import threading
 import time
 import traceback
@@ -78,19 +79,23 @@ class LoopConfig:
     """Seconds spun (not slept) before each deadline."""
     warmup_steps: int = 20
     """Policy steps on the first state before the first tick (then the runtime is reset)."""
-    rehearse_s: float = 0.001
-    """Seconds before each state is due that the loop rehearses the policy's step and the filter on the
-    previous state (`Runtime.rehearse`, `SafetyFilter.rehearse`: nothing kept), so that the tick on the
-    new state runs warm; 0: never."""
+    rehearse_s: float = 0.0003
+    """Seconds before each state is due that the loop's rehearsal of the policy's step and the filter on the
+    previous state ends (`Runtime.rehearse`, `SafetyFilter.rehearse`: nothing kept), so that the tick on the
+    new state runs warm; it starts as long before that as recent rehearsals took, and the loop spins from its
+    end to the state (this much CPU a period: 1.5 % of a core at 50 Hz, 15 % at 500 Hz). 0: never rehearse
+    (nor for a runtime whose `rehearses` is False)."""
     telemetry_depth: int = 256
     """Tick records the hand-off holds before the loop drops new ones (counted)."""
+    trace_ticks: int = 0
+    """Ticks whose timeline the loop keeps (`TickTrace`: where each tick's time went); 0: none."""
 
     def __post_init__(self) -> None:
         for key in ("state_wait_s", "spin_s", "rehearse_s"):
             value = getattr(self, key)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"LoopConfig.{key}: expected seconds >= 0, got {value!r}")
-        for key, low in (("stale_state_periods", 1), ("warmup_steps", 0), ("telemetry_depth", 1)):
+        for key, low in (("stale_state_periods", 1), ("warmup_steps", 0), ("telemetry_depth", 1), ("trace_ticks", 0)):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"LoopConfig.{key}: expected an integer >= {low}, got {value!r}")
@@ -166,6 +171,84 @@ class TickRecord:
     """time.time() when the filtered command was written."""
 
 
+class TickTrace:
+    """The timeline of the loop's first `capacity` ticks: where each tick's time went.
+
+    One row per tick, `FIELDS` its columns; times are time.monotonic() seconds (the clock of
+    `perf record -k CLOCK_MONOTONIC`, so a scheduler trace lines up with it), NaN where a tick had
+    none (no rehearsal, woken by the deadline, no new state). The loop thread's own counters
+    (`resource.getrusage(RUSAGE_THREAD)`, cumulative) are read at the rehearsal, the wake-up and the
+    write: a voluntary context switch between wake-up and write is the loop waiting (the GIL,
+    a lock), an involuntary one a preemption, a fault a page the tick touched first. Every
+    garbage collection in the process while tracing, on any thread, is in `collections`.
+
+        loop = RobotLoop(robot, safety, runtime=runtime, config=LoopConfig(trace_ticks=2000))
+        ...
+        loop.trace.arrays()      # {"wake": (ticks,), ..., "gc_start": (collections,), ...}
+    """
+
+    FIELDS = ("rehearse_start", "rehearse_end", "due", "arrival", "wake", "read", "stepped", "written", "stamp",
+              "rehearse_minflt", "rehearse_nvcsw", "rehearse_nivcsw",
+              "wake_minflt", "wake_majflt", "wake_nvcsw", "wake_nivcsw",
+              "written_minflt", "written_majflt", "written_nvcsw", "written_nivcsw")
+    """rehearse_*: the rehearsal before the tick; due: the deadline it served (the arrival's expected time
+    plus state_wait_s); arrival: the announcement that woke it; stamp: its state's measurement time (on
+    time.monotonic(), from time.time() by the offset at the trace's start); *_minflt .. *_nivcsw: the loop
+    thread's minor and major page faults and voluntary and involuntary context switches so far."""
+
+    def __init__(self, capacity: int) -> None:
+        self.rows = np.full((capacity, len(self.FIELDS)), np.nan)
+        self.ticks = 0
+        """Rows filled (at most `capacity`)."""
+        self.clock_offset = time.time() - time.monotonic()
+        """time.time() - time.monotonic(), seconds: what turns a state's stamp into the trace's clock."""
+        self.thread_id = 0
+        """The loop thread's native id (what `perf` and `top -H` show), once it runs."""
+        self.collections: list[tuple[float, float, int, str]] = []
+        """Every collection while tracing: (start, end, generation, thread name)."""
+        self._column = {name: i for i, name in enumerate(self.FIELDS)}
+        self._gc_start = math.nan
+
+    @property
+    def full(self) -> bool:
+        return self.ticks >= len(self.rows)
+
+    def mark(self, field: str, value: float | None = None) -> None:
+        """`field` of the current tick's row: `value`, else time.monotonic() now."""
+        if not self.full:
+            self.rows[self.ticks, self._column[field]] = time.monotonic() if value is None else value
+
+    def usage(self, prefix: str) -> None:
+        """The loop thread's fault and context-switch counters so far, as `prefix`_minflt ...  (the calling thread)."""
+        if not self.full:
+            usage = resource.getrusage(resource.RUSAGE_THREAD)
+            row, column = self.rows[self.ticks], self._column
+            for key in ("minflt", "majflt", "nvcsw", "nivcsw"):
+                name = f"{prefix}_{key}"
+                if name in column:
+                    row[column[name]] = getattr(usage, f"ru_{key}")
+
+    def next_tick(self) -> None:
+        self.ticks += 1
+
+    def on_gc(self, phase: str, info: dict[str, int]) -> None:
+        """gc.callbacks hook: each collection's start, end, generation and thread."""
+        if phase == "start":
+            self._gc_start = time.monotonic()
+        elif len(self.collections) < len(self.rows):
+            self.collections.append((self._gc_start, time.monotonic(), info["generation"],
+                                     threading.current_thread().name))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Each field over the traced ticks, (ticks,); and gc_start, gc_end, gc_generation, (collections,)."""
+        rows = self.rows[:self.ticks]
+        out = {name: rows[:, i].copy() for i, name in enumerate(self.FIELDS)}
+        gcs = np.array([c[:3] for c in self.collections]).reshape(-1, 3)
+        out.update(gc_start=gcs[:, 0], gc_end=gcs[:, 1], gc_generation=gcs[:, 2],
+                   gc_thread=np.array([c[3] for c in self.collections], dtype=str))
+        return out
+
+
 @dataclass
 class LoopCounters:
     """What the loop counts; every field an int."""
@@ -214,8 +297,7 @@ class RobotLoop:
         self.enabled = False
         self.announces = isinstance(robot, AnnouncesStates)
         self.measured = TickTrigger()
-        # A runtime without a rehearsal (teleop's LeaderFollower, whose step reads the leader arm) is not rehearsed.
-        rehearses = runtime is not None and hasattr(runtime, "rehearse") and config.rehearse_s > 0
+        rehearses = runtime is not None and runtime.rehearses and config.rehearse_s > 0
         self.deadlines = DeadlineLoop(self.period, spin_s=config.spin_s,
                                       trigger=self.measured if self.announces else None,
                                       trigger_wait_s=config.state_wait_s,
@@ -228,6 +310,8 @@ class RobotLoop:
         """Seconds of each rehearsal (the policy's step and the filter) before a state was due."""
         self.state_to_command = SampleWindow()
         """Seconds from a state's measurement stamp to the write of the command computed from it."""
+        self.trace = TickTrace(config.trace_ticks) if config.trace_ticks else None
+        """The first `trace_ticks` ticks' timeline (None: not traced)."""
         self.setup_notes: list[str] = []
         """Why SCHED_FIFO or mlockall could not be had, as the loop thread found it."""
         self.failure: str | None = None
@@ -342,6 +426,9 @@ class RobotLoop:
             # full collection triggered inside a tick walks only what was made since.
             gc.collect()
             gc.freeze()
+            if self.trace is not None:
+                self.trace.thread_id = threading.get_native_id()
+                gc.callbacks.append(self.trace.on_gc)
             self._ready.set()
             while self.deadlines.wait(self._stop):
                 self._tick()
@@ -351,6 +438,8 @@ class RobotLoop:
                 self.robot.write_command(self.safety.damping_command(self.state))
             self.failure = f"{type(error).__name__}: {error}"
         finally:
+            if self.trace is not None and self.trace.on_gc in gc.callbacks:
+                gc.callbacks.remove(self.trace.on_gc)
             self._ready.set()
 
     def _warm_up(self) -> None:
@@ -368,6 +457,9 @@ class RobotLoop:
 
     def _tick(self) -> None:
         """One control period: read → policy (on a new, fresh state) → filter → write → hand-off."""
+        trace = self.trace
+        if trace is not None:
+            self._trace_wake(trace)
         try:
             try:
                 state = self.robot.read_state()
@@ -375,11 +467,15 @@ class RobotLoop:
                 state = None
                 self.counters.read_errors += 1
             new = state is not None and state.stamp != self._last_stamp
+            if trace is not None:
+                trace.mark("read")
             command = None
             if self.runtime is not None:
                 fresh = new and time.time() - state.stamp <= self.config.stale_state_periods * self.period
                 if fresh:
                     command = self._policy(state)
+                    if trace is not None:
+                        trace.mark("stepped")
                 else:
                     self.counters.stale_ticks += 1
             with self.lock:
@@ -388,11 +484,17 @@ class RobotLoop:
                     self.counters.stale_ticks += 1
                 if self.runtime is not None or not self._commanded_since_tick:
                     self._write(command, time.time())
+                written = time.time()   # the command is the robot's: what comes after is not its latency
+                if trace is not None:
+                    trace.mark("written")
                 self._commanded_since_tick = False
                 mode, events = self.mode(), dict(self.safety.events)
-            written = time.time()
+            if trace is not None:
+                self._trace_written(trace, state if new else None)
         except Exception as error:
             self._failed_tick(error)
+            if trace is not None:
+                trace.next_tick()
             return
         if new:
             self._last_stamp = state.stamp
@@ -404,6 +506,20 @@ class RobotLoop:
             self.telemetry.put(TickRecord(state if new else None, command, mode, events, written))
         else:
             self.counters.telemetry_dropped += 1
+
+    def _trace_wake(self, trace: TickTrace) -> None:
+        deadlines = self.deadlines
+        trace.mark("wake", deadlines.last_wake)
+        trace.mark("due", deadlines.served)
+        if deadlines.last_triggered:
+            trace.mark("arrival", self.measured.last)
+        trace.usage("wake")
+
+    def _trace_written(self, trace: TickTrace, state: RobotState | None) -> None:
+        trace.usage("written")
+        if state is not None:
+            trace.mark("stamp", state.stamp - trace.clock_offset)
+        trace.next_tick()
 
     def _policy(self, state: RobotState) -> Command | None:
         """The runtime's command for `state`; NaN when it raises or returns a non-finite one. Timed:
@@ -442,6 +558,9 @@ class RobotLoop:
         if now - state.stamp > 2 * self.period:
             return
         self.counters.rehearsals += 1
+        if self.trace is not None:
+            self.trace.mark("rehearse_start")
+            self.trace.usage("rehearse")
         start = time.perf_counter()
         try:
             self.runtime.rehearse(state, inputs)
@@ -449,6 +568,8 @@ class RobotLoop:
         except Exception:
             self.counters.rehearsal_errors += 1
         self.rehearsal.add(time.perf_counter() - start)
+        if self.trace is not None:
+            self.trace.mark("rehearse_end")
 
     def _write(self, command: Command | None, now: float) -> None:
         """Filter and write (the motors only while enabled). Holds the lock."""

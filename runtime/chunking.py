@@ -85,6 +85,9 @@ class Chunk:
 class ChunkedPolicy:
     """Executes a DiffusionRuntime's chunks with a receding horizon (a `Runtime` of kind "diffusion")."""
 
+    rehearses = False
+    """A tick's step looks up the current chunk: nothing to warm up (see `rehearse`)."""
+
     def __init__(self, runtime: DiffusionRuntime, *, blend_steps: int = DEFAULT_BLEND_STEPS,
                  synchronous: bool = False, sampling_ticks: int = 0) -> None:
         horizon = runtime.action_horizon

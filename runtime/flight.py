@@ -44,6 +44,9 @@ def takes_flight_inputs(runtime: PolicyRuntime) -> bool:
 class FlightRuntime:
     """A PolicyRuntime whose flight inputs come from the state (a `Runtime`); see the module docstring."""
 
+    rehearses = True
+    """`rehearse` runs the wrapped PolicyRuntime's rehearsal on the flight inputs."""
+
     def __init__(self, runtime: PolicyRuntime, *, target_w: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> None:
         self.runtime = runtime
         self.path, self.contract, self.spec = runtime.path, runtime.contract, runtime.spec

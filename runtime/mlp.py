@@ -33,6 +33,9 @@ ACTION_OUTPUT = "action"
 class PolicyRuntime:
     """One exported mlp policy, ready to turn robot states into commands (a `Runtime`)."""
 
+    rehearses = True
+    """`rehearse` runs the step's observation, inference and mapping: worth running before a state is due."""
+
     def __init__(self, path: str | Path, *, spec: RobotSpec, num_envs: int = 1) -> None:
         self.path = Path(path)
         self.session = open_session(self.path)

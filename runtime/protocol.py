@@ -39,6 +39,10 @@ class Runtime(Protocol):
     warnings: list[str]
     """What the contract check found acceptable but worth saying (the node logs them)."""
     num_envs: int
+    rehearses: bool
+    """Whether `rehearse` does the work of `step` (a control loop then runs it before each state: CPU
+    each period); False where `step` is a lookup that needs no warming up (a chunk executed from a
+    planner thread) or must not be repeated (a leader arm read)."""
 
     def reset(self, ids: np.ndarray | None = None) -> None:
         """Forget the history, last action and plans of worlds `ids` (all for None), at an episode start."""

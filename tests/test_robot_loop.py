@@ -26,6 +26,8 @@ TEST_LOOP = LoopConfig(realtime_priority=0, lock_memory=False)
 class ScriptedRuntime:
     """A runtime that pushes the cart with a constant effort, raising or returning NaN when told to."""
 
+    rehearses = False
+
     def __init__(self, spec, *, fail_after: int | None = None, nan_after: int | None = None) -> None:
         self.spec, self.fail_after, self.nan_after, self.steps, self.resets = spec, fail_after, nan_after, 0, 0
         self.seen_inputs = []
@@ -48,6 +50,8 @@ class ScriptedRuntime:
 
 class RehearsingRuntime(ScriptedRuntime):
     """The scripted runtime with a rehearsal that notes the state it ran on and how many steps came before."""
+
+    rehearses = True
 
     def __init__(self, spec, *, rehearsal_fails: bool = False) -> None:
         super().__init__(spec)
@@ -165,6 +169,59 @@ def test_a_deadline_loop_prepares_once_before_each_tick_unless_the_tick_is_due_f
         DeadlineLoop(0.02, trigger_wait_s=0.002, prepare_s=0.009)
 
 
+def test_a_deadline_loop_starts_a_slow_preparation_early_enough_that_it_ends_before_the_tick():
+    """A preparation that takes 4 ms (a cold policy step and filter on a loaded machine), to end 0.5 ms before
+    each deadline: after the first, it starts as early as it takes, so the ticks do not wait for it."""
+    import threading
+
+    from s2r.hardware.deadline import DeadlineLoop
+
+    ends, ticks = [], []
+
+    def slow_prepare() -> None:
+        end = time.monotonic() + 0.004
+        while time.monotonic() < end:
+            pass
+        ends.append(time.monotonic())
+
+    loop = DeadlineLoop(0.02, prepare=slow_prepare, prepare_s=0.0005)
+    stop = threading.Event()
+    while len(ticks) < 25 and loop.wait(stop):
+        ticks.append(loop.served)
+    assert loop.prepare_estimate >= 0.004
+    pairs = list(zip(ends[1:], ticks[2:]))   # the first ran at the fixed 0.5 ms, not knowing its duration yet
+    before = sum(end < tick for end, tick in pairs)
+    # Started 0.5 ms before each tick, every one would run into it; a loaded machine delays a few.
+    assert before >= len(pairs) // 2, f"{len(pairs) - before} of {len(pairs)} preparations ran into their tick"
+    longest = loop.prepare_estimate
+    loop.prepare = lambda: None   # shorter ones from now on: the plan comes down slowly, not at once
+    loop.wait(stop)
+    loop.wait(stop)
+    assert 0.8 * longest < loop.prepare_estimate < longest
+
+
+def test_a_loop_traces_where_each_tick_went_and_a_runtime_that_needs_no_rehearsal_is_not_rehearsed():
+    runtime = ScriptedRuntime(robot_spec("cartpole"))
+    runtime.rehearse = lambda state, inputs=None: pytest.fail("rehearsed a runtime whose rehearses is False")
+    spec = robot_spec("cartpole")
+    with SimRobot(spec, load_sim_robot_config(HANGING)) as robot:
+        loop = RobotLoop(robot, SafetyFilter(spec, spec.control_period), runtime=runtime,
+                         config=LoopConfig(realtime_priority=0, lock_memory=False, trace_ticks=30),
+                         log=lambda message: None)
+        loop.enable()
+        loop.start()
+        time.sleep(1.0)
+        loop.stop()
+    trace = loop.trace.arrays()
+    assert loop.stats()["rehearsals"] == 0 and loop.trace.ticks == 30 == len(trace["wake"])
+    assert loop.trace.thread_id > 0
+    acted = np.isfinite(trace["stepped"])
+    assert acted.sum() >= 25
+    for earlier, later in (("stamp", "wake"), ("wake", "read"), ("read", "stepped"), ("stepped", "written")):
+        assert (trace[earlier][acted] <= trace[later][acted]).all(), f"{earlier} after {later}"
+    assert (np.diff(trace["wake_nvcsw"]) >= 0).all() and np.isnan(trace["rehearse_start"]).all()
+
+
 def test_a_triggered_deadline_loop_whose_first_input_came_late_locks_onto_the_inputs_within_its_first_ticks():
     """A robot whose first announcement came 6 ms late (its process was starting up): the loop's
     deadlines jump to their place behind the arrivals, instead of crawling there tick by tick, each late."""
@@ -237,6 +294,8 @@ def test_a_loop_config_with_a_bad_field_is_refused_naming_it():
         LoopConfig(stale_state_periods=0)
     with pytest.raises(ValueError, match="LoopConfig.rehearse_s: expected seconds >= 0"):
         LoopConfig(rehearse_s=-0.001)
+    with pytest.raises(ValueError, match="LoopConfig.trace_ticks: expected an integer >= 0"):
+        LoopConfig(trace_ticks=-1)
 
 
 # --- a policy file checked whole at load --------------------------------------------------------

@@ -64,6 +64,9 @@ class LeaderArm:
     `watchdog_periods` periods without a command, damps the follower.
     """
 
+    rehearses = False
+    """A step reads the leader arm off the bus: the loop must not run it twice a period."""
+
     def __init__(self, leader: RobotInterface, follower: RobotInterface, *, stale_periods: int = 3,
                  frames_depth: int = 10_000) -> None:
         if leader.spec.joint_names != follower.spec.joint_names:

@@ -50,6 +50,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Imu, JointState
@@ -83,6 +84,8 @@ from .qos import COMMAND_QOS, DIAGNOSTICS_QOS, SENSOR_QOS, TELEMETRY_QOS
 from .robot_report import RobotReport
 from .spin import StartupError, reported, run_node
 
+TRACE_TICKS = 1 << 15
+"""Ticks a trace (`trace_path`) holds: 65 s at 500 Hz, 5 MB."""
 PARAMS = (
     Param("robot", "cartpole", "Robot spec: a robot shipped with s2r or a spec YAML path.", non_empty),
     Param("driver", "sim", f"The RobotInterface, KIND[:WHERE]: {help_text()}.", driver),
@@ -90,6 +93,9 @@ PARAMS = (
           "(the two-process mode)."),
     Param("state_wait_s", 0.002, "Seconds the loop waits past a measurement's expected time before it ticks "
           "without it (robots that announce their measurements; below half the control period).", non_negative),
+    Param("rehearse_s", LoopConfig.rehearse_s, "Hosted policy: seconds before each state is due that the rehearsal "
+          "of the policy's step and the filter ends (it starts as long before as recent ones took); the loop spins "
+          "them, so they are CPU each period. 0: no rehearsal.", non_negative),
     Param("stale_state_periods", 3, "Hosted policy: a state older than this many periods is not acted on.", positive),
     Param("input_timeout_s", 0.5, "Hosted policy: cmd_vel older than this falls back to zero.", positive),
     Param("blend_steps", DEFAULT_BLEND_STEPS, "Hosted diffusion policies: ticks over which a new chunk is "
@@ -110,6 +116,8 @@ PARAMS = (
     Param("summary_path", "", "JSON written at shutdown: safety report, latencies, counters (empty: none)."),
     Param("trajectory_path", "", "NPZ written at shutdown: stamp, q, dq and mode of every tick (empty: none)."),
     Param("ready_path", "", "Hosted policy: file created at its first command, for supervisors (empty: none)."),
+    Param("trace_path", "", f"NPZ written at shutdown: the timeline of the loop's first {TRACE_TICKS} ticks "
+          "(RobotLoop's TickTrace: wake-up, read, step, write, faults, context switches, collections; empty: none)."),
 )
 TELEMETRY_POLL_S = 0.1
 """Seconds the telemetry thread waits for a tick record before it checks for a stop."""
@@ -173,13 +181,15 @@ class RobotNode(LifecycleNode):
             config = SafetyConfig(watchdog_periods=p["watchdog_periods"], damping_kd=p["damping_kd"] or None,
                                   soft_start_s=p["soft_start_s"], fade_in_s=p["fade_in_s"])
             safety = SafetyFilter(self.spec, self.spec.control_period, config)
-            # The rehearsal 1 ms before each state, or a quarter period before it in a faster loop (500 Hz: 0.5 ms).
-            loop_config = LoopConfig(rehearse_s=min(LoopConfig.rehearse_s, self.spec.control_period / 4),
-                                     state_wait_s=p["state_wait_s"], stale_state_periods=p["stale_state_periods"],
-                                     realtime_priority=p["realtime_priority"], lock_memory=p["lock_memory"])
+            loop_config = LoopConfig(state_wait_s=p["state_wait_s"], stale_state_periods=p["stale_state_periods"],
+                                     rehearse_s=p["rehearse_s"], realtime_priority=p["realtime_priority"],
+                                     lock_memory=p["lock_memory"], trace_ticks=TRACE_TICKS if p["trace_path"] else 0)
             if not p["state_wait_s"] < self.spec.control_period / 2:
                 raise ValueError(f"parameter 'state_wait_s': expected below half the control period "
                                  f"{self.spec.control_period / 2} s (got {p['state_wait_s']})")
+            if not p["rehearse_s"] < self.spec.control_period / 2 - p["state_wait_s"]:
+                raise ValueError(f"parameter 'rehearse_s': expected below half the control period less state_wait_s, "
+                                 f"{self.spec.control_period / 2 - p['state_wait_s']:g} s (got {p['rehearse_s']})")
             self.report = RobotReport(self.spec, driver=p["driver"], logger=self.get_logger(),
                                       keep_trajectory=bool(p["trajectory_path"]))
             self.robot = open_driver(p["driver"], self.spec)
@@ -411,6 +421,10 @@ class RobotNode(LifecycleNode):
                                       safety_fault=self.loop.safety.fault if self.loop else None,
                                       shutdown_damping_s=self.params["shutdown_damping_s"], **loop)
         self.report.write(self.params["summary_path"], self.params["trajectory_path"], summary)
+        if self.params["trace_path"] and self.loop is not None and self.loop.trace is not None:
+            trace = self.loop.trace
+            np.savez(self.params["trace_path"], clock_offset=trace.clock_offset, thread_id=trace.thread_id,
+                     **trace.arrays())
 
 
 def main(args: list[str] | None = None) -> int:
