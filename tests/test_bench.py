@@ -62,7 +62,7 @@ LOOP_RATE = {
 LOOP = {"rates": [LOOP_RATE], "machine": str}
 DEPLOY_RUN = {
     "mode": str, "cpu_hog": bool, "load_before": float, "rt_priority": int,
-    **{key: float | None for key in deploy.FIGURES + deploy.REHEARSAL},
+    **{key: float | None for key in deploy.FIGURES + deploy.REHEARSAL + deploy.TRACE_FIGURES},
 }
 DEPLOY = {
     "policy": str, "driver": str, "duration_s": float, "runs": [DEPLOY_RUN], "synchronous_upright_fraction": float,
