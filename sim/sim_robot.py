@@ -62,6 +62,10 @@ OVERRIDES = {section: tuple(p.name for p in PARAMETERS.values() if p.per == per 
 among them: every command sets the motors' gains."""
 
 
+HELD_RELEASE = 0.8
+"""A held multirotor (`held_until_thrust`) is let go once its rotors carry this fraction of its weight."""
+
+
 class SimRobotConfigError(ValueError):
     """A SimRobot config is malformed; the message names the file and the field."""
 
@@ -75,9 +79,10 @@ class SimRobotConfig:
     initial_base: dict[str, list[float]] = field(default_factory=dict)
     """A floating base's pose at start: {position: [x, y, z] m in the world, rpy: [roll, pitch, yaw] rad};
     left out: the MJCF's (upright). E.g. lying on its back: {position: [0, 0, 0.15], rpy: [3.1416, 0, 0]}."""
-    held_until_thrust: bool = False
-    """A multirotor is held at its initial pose, at rest (in a hand), until its rotors' thrust carries half its
-    weight: it does not fall while the robot's node starts up, nor while its motors spin up."""
+    held_until_thrust: bool | None = None
+    """A multirotor is held at its initial pose, at rest (in a hand), until its rotors' thrust carries 80 % of
+    its weight (`HELD_RELEASE`): it does not fall while the robot's node starts up, nor while its motors spin up. None: held for a
+    robot with rotors (false for the others)."""
     command_delay_s: float = 0.0
     """Seconds from `write_command` until the motors apply the command."""
     state_delay_s: float = 0.0
@@ -118,9 +123,10 @@ class SimRobotConfig:
                 self._fail(key, f"expected >= 0, got {getattr(self, key)}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             self._fail("seed", f"expected an integer, got {self.seed!r}")
-        for key in ("realtime", "held_until_thrust"):
-            if not isinstance(getattr(self, key), bool):
-                self._fail(key, f"expected true or false, got {getattr(self, key)!r}")
+        if not isinstance(self.realtime, bool):
+            self._fail("realtime", f"expected true or false, got {self.realtime!r}")
+        if self.held_until_thrust is not None and not isinstance(self.held_until_thrust, bool):
+            self._fail("held_until_thrust", f"expected true or false, got {self.held_until_thrust!r}")
         for section, names in OVERRIDES.items():
             self._check_overrides(section, getattr(self, section), names)
 
@@ -206,7 +212,8 @@ class SimRobot(RobotInterface):
         self._apply(self._zero_command())
         self._held = None
         """The held base's initial qpos (see `held_until_thrust`); None once released, or never held."""
-        if self.config.held_until_thrust:
+        held = self.config.held_until_thrust
+        if held or (held is None and len(self._rotors)):
             if not len(self._rotors):
                 self.config._fail("held_until_thrust", f"{spec.name} has no rotors")
             self._held = self._data.qpos[self._base_qpos:self._base_qpos + 7].copy()
@@ -369,7 +376,7 @@ class SimRobot(RobotInterface):
         mujoco.mj_step(self.model, self._data)
         if self._held is not None:
             thrust = self._data.act[self.model.actuator_actadr[self._rotors]] @ self.model.actuator_gainprm[self._rotors, 0]
-            if thrust >= 0.5 * self._weight:
+            if thrust >= HELD_RELEASE * self._weight:
                 self._held = None   # the rotors take the weight: the hand lets go
             else:
                 self._data.qpos[self._base_qpos:self._base_qpos + 7] = self._held

@@ -37,7 +37,7 @@ def test_the_thrust_that_holds_the_crazyflie_in_hover_equals_its_weight_within_o
     assert abs(data.qacc[2]) < 0.01 * G and np.abs(data.qacc[3:]).max() < 1e-6   # no climb, no spin
     for _ in range(500):   # one second
         mujoco.mj_step(model, data)
-    assert np.abs(data.qpos[:3] - [0, 0, 1]).max() < 1e-3
+    assert np.abs(data.qpos[:3]).max() < 1e-3                            # at the origin, where it started
 
 
 def test_a_thrust_step_reaches_63_percent_after_the_motor_time_constant():

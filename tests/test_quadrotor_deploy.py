@@ -119,3 +119,11 @@ def test_s2r_deploy_hovers_the_crazyflie_at_500hz_through_ros_within_the_box_for
     assert np.abs(positions).max() < BOX_M, "the quadrotor left the box"
     assert result["position_error_max_m"] < BOX_M and result["position_error_p99_m"] < 0.05
     assert result["safety_events"].get("nan_guard", 0) == 0   # the events that happened (stale ticks under load may)
+
+
+def test_with_no_config_the_crazyflie_is_held_at_the_target_until_its_rotors_carry_it(hover_onnx):
+    """`s2r deploy hover.onnx --driver sim`: SimRobot holds a multirotor where its MJCF puts it (the origin, the
+    hover target) until its rotors carry 80 % of its weight; then the policy hovers there."""
+    positions, thrusts, safety = fly(hover_onnx, 2.0, SimRobotConfig())
+    assert (positions[0] == 0).all() and np.abs(positions).max() < 0.1        # a few cm of drop at the release
+    assert np.linalg.norm(positions[-100:], axis=1).max() < 0.02                # back within 2 cm after 2 s
