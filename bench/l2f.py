@@ -4,7 +4,7 @@ Each trainer gets `budget_s` seconds of training (compilation and evaluations no
 wall seconds, or with `--clock cpu` the process's CPU seconds, a budget that other jobs on a
 shared machine do not eat (both are recorded either way); every `eval_every_s` its deterministic
 actor flies `episodes` fresh episodes of s2r's `quadrotor_hover` without guidance
-(`policies.offpolicy.train.rule_task`), and the success rule of docs/quadrotor.md is judged:
+(`policies.rule.rule_task`), and the success rule of docs/quadrotor.md is judged:
 position error < 0.1 m and attitude < 10° through the last 2 s of the 5 s episode, in 95 % of
 episodes. Trainers run one after another in this process, on the same cores.
 
@@ -34,7 +34,8 @@ from tempfile import TemporaryDirectory
 import numpy as np
 import torch
 
-from s2r.policies.offpolicy.train import OffPolicyTrainConfig, rule_success_rate, train_offpolicy
+from s2r.policies.offpolicy.train import OffPolicyTrainConfig, train_offpolicy
+from s2r.policies.rule import rule_success_rate
 from s2r.policies.runner import OnPolicyRunner
 from s2r.policies.train import default_config
 from s2r.sim.env import make_env

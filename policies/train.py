@@ -33,6 +33,7 @@ import yaml
 from s2r.contract import PolicyContract
 from s2r.policies.distributed import Distributed
 from s2r.policies.ppo import ActorCritic, ActorCriticConfig, PPOConfig
+from s2r.policies.rule import rule_success_rate
 from s2r.policies.runner import OnPolicyRunner
 from s2r.sim.env import Backend, make_env
 
@@ -70,7 +71,7 @@ class TrainConfig:
     video_every: int = 0
     """A clip of the policy (4 fresh worlds, 5 s) every this many iterations, in videos/ and TensorBoard; 0: none."""
     evaluate_every: int = 0
-    """Judge the task's success rule (`policies.offpolicy.train.rule_success_rate`: the deterministic actor on
+    """Judge the task's success rule (`policies.rule.rule_success_rate`: the deterministic actor on
     `eval_episodes` fresh episodes) every this many iterations, and keep the best judged policy: the checkpoint's
     `extra["best_model"]`, what `load_policy` (s2r export, s2r eval) returns; 0: never (the last policy)."""
     eval_episodes: int = 128
@@ -144,8 +145,6 @@ def train(cfg: TrainConfig, out: Path, *, resume: bool = False, progress: bool =
     """The best judged policy (`evaluate_every`): its rule success rate, iteration and state dict."""
 
     def judge() -> float:
-        from s2r.policies.offpolicy.train import rule_success_rate   # (it imports this module)
-
         runner.policy.eval()
         rate = rule_success_rate(runner.policy.act_inference, cfg.task, episodes=cfg.eval_episodes, seed=cfg.seed + 1)
         runner.policy.train()

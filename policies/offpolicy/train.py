@@ -15,7 +15,7 @@ The run directory has the layout of PPO's (`s2r.policies.train`):
     DIR/events.*             TensorBoard scalars
 
 Every `evaluate_every_s` seconds of training (the clock paused) the deterministic actor flies
-`eval_episodes` fresh episodes (one per world, `rule_task`: quadrotor_hover without the episodes that
+`eval_episodes` fresh episodes (one per world, `policies.rule.rule_task`: quadrotor_hover without the episodes that
 start at the target); training stops once the success rate reaches `stop_at_success`.
 
     metrics = train_offpolicy(OffPolicyTrainConfig(task="quadrotor_hover", algo="td3"), Path("runs/hover"))
@@ -27,25 +27,21 @@ import copy
 import json
 import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
 import yaml
 
-from s2r.policies.episodes import run_episodes
 from s2r.policies.export import export_onnx
 from s2r.policies.offpolicy.networks import OffPolicyAgent
 from s2r.policies.offpolicy.runner import OffPolicyRunner
 from s2r.policies.offpolicy.sac import SACConfig
 from s2r.policies.offpolicy.td3 import TD3Config
+from s2r.policies.rule import rule_success_rate
 from s2r.policies.train import CHECKPOINT, plain_data, s2r_version
-from s2r.sim.env import BatchEnv, make_env
-from s2r.sim.quadrotor import HOVER, HoverConfig, QuadrotorHover
-from s2r.sim.task import Task
-from s2r.sim.tasks import make_task
+from s2r.sim.env import make_env
 
 Algo = Literal["td3", "sac"]
 ALGOS: tuple[Algo, ...] = ("td3", "sac")
@@ -111,24 +107,6 @@ class OffPolicyTrainConfig:
     @property
     def algo_config(self) -> TD3Config | SACConfig:
         return self.td3 if self.algo == "td3" else self.sac
-
-
-HOVER_RULE = HoverConfig(init=replace(HOVER.init, at_target_fraction=0.0))
-"""The hover rule's initial states: the training distribution without the episodes started at the target."""
-
-
-def rule_task(name: str) -> Task:
-    """The task whose success rate is the rule: quadrotor_hover from HOVER_RULE, else the task itself."""
-    return QuadrotorHover(HOVER_RULE) if name == "quadrotor_hover" else make_task(name)
-
-
-def rule_success_rate(act: Callable[[torch.Tensor], torch.Tensor], task: str, *, episodes: int, seed: int) -> float:
-    """The rule's success rate over `episodes` fresh episodes (one per world) of `rule_task(task)`, `act` mapping
-    policy observations `(episodes, P)` to actions `(episodes, A)` (any trainer's deterministic actor)."""
-    env = BatchEnv(rule_task(task), episodes, seed=seed)
-    with torch.no_grad():
-        result = run_episodes(env, task, lambda obs: act(obs["policy"]), lambda done: None)
-    return result["success_rate"]
 
 
 def success_rate(runner: OffPolicyRunner, task: str, *, episodes: int, seed: int) -> float:
