@@ -229,7 +229,8 @@ class TickTrace:
                     row[column[name]] = getattr(usage, f"ru_{key}")
 
     def next_tick(self) -> None:
-        self.ticks += 1
+        if not self.full:
+            self.ticks += 1
 
     def on_gc(self, phase: str, info: dict[str, int]) -> None:
         """gc.callbacks hook: each collection's start, end, generation and thread."""
