@@ -28,7 +28,7 @@ from s2r.sim.demos import record_demos
 from s2r.spec import robot_spec
 
 TINY = DiffusionConfig(hidden_dim=64, num_layers=2, time_embed_dim=32, epochs=8, batch_size=64, mirror=False)
-QUICK_DPPO = DPPOConfig(num_steps_per_env=6, critic_warmup_iterations=1, critic_hidden=(32, 32))
+QUICK_DPPO = DPPOConfig(num_steps_per_env=6, critic_warmup_iterations=1, critic_hidden=(32, 32), freeze_base=True)
 QUICK_DSRL = DSRLConfig(sac=SACConfig(actor_hidden=(32, 32), critic_hidden=(32, 32), learning_starts=64,
                                       batch_size=64, updates_per_step=1))
 
@@ -99,7 +99,7 @@ def test_a_dppo_fine_tuned_policy_exports_to_the_same_kind_and_the_runtime_match
     bc_model = load_diffusion(bc_run)[0]
     assert contract.kind == "diffusion" and contract.initial_noise == "gaussian"
     assert contract.provenance["trainer"] == "s2r.dppo" and contract.provenance["control_ticks"] >= 400
-    # The last K = 3 DDIM steps (timesteps 20, 10, 0) run the fine-tuned network, the steps before them BC's.
+    # freeze_base: the last K = 3 DDIM steps (timesteps 20, 10, 0) run the fine-tuned network, those before BC's.
     assert isinstance(model, FinetunedDiffusionModel) and model.finetuned_timestep == 20
     bc_weights = bc_model.state_dict().values()
     assert all(torch.equal(a, b) for a, b in zip(model.base.state_dict().values(), bc_weights))
