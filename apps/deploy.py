@@ -315,17 +315,16 @@ def _report(out: Path, contract: PolicyContract, driver: Driver, duration: float
     }
     task = contract.provenance.get("task", contract.robot)
     trajectory_path = out / "trajectory.npz"
-    if task in TASK_METRICS and trajectory_path.exists():
-        with np.load(trajectory_path) as trajectory:
-            # The run's window, first command to `duration` after it: not the shutdown's damping.
-            start = robot_side["first_command_time"] or -math.inf
-            result["upright_fraction"] = upright_fraction(dict(trajectory), TASK_METRICS[task], start=start,
-                                                          end=start + duration)
     if trajectory_path.exists():
-        with np.load(trajectory_path) as trajectory:
-            if "base_pos_w" in trajectory:   # a multirotor: its distance to the hover target (the origin)
-                start = robot_side["first_command_time"] or -math.inf
-                result.update(position_error(dict(trajectory), start=start, end=start + duration))
+        with np.load(trajectory_path) as loaded:
+            trajectory = dict(loaded)
+        # The run's window, first command to `duration` after it: not the shutdown's damping.
+        start = robot_side["first_command_time"] or -math.inf
+        if task in TASK_METRICS:
+            result["upright_fraction"] = upright_fraction(trajectory, TASK_METRICS[task], start=start,
+                                                          end=start + duration)
+        if "base_pos_w" in trajectory:   # a multirotor: its distance to the hover target (the origin)
+            result.update(position_error(trajectory, start=start, end=start + duration))
     if record:
         from s2r.ros.recorder import is_closed, recover_recording
 
