@@ -211,8 +211,9 @@ class Randomizer:
 
     @staticmethod
     def _width(term: Randomize, ids: np.ndarray) -> int:
-        return {"com": 3 * len(ids), "inertia": 3 * len(ids), "push": 3, "command_delay_s": 1,
-                "sensor_delay_s": 1}.get(term.target, len(ids))
+        if term.target in PARAMETERS:
+            return PARAMETERS[term.target].width * len(ids)   # com and inertia: three values per body
+        return {"push": 3, "command_delay_s": 1, "sensor_delay_s": 1}.get(term.target, len(ids))
 
     def _apply(self, k: int, worlds: np.ndarray) -> None:
         term, ids, env, n = self.terms[k], self.ids[k], self.env, len(worlds)
