@@ -323,7 +323,9 @@ def _report(out: Path, contract: PolicyContract, driver: Driver, duration: float
         if task in TASK_METRICS:
             result["upright_fraction"] = upright_fraction(trajectory, TASK_METRICS[task], start=start,
                                                           end=start + duration)
-        if "base_pos_w" in trajectory:   # a multirotor: its distance to the hover target (the origin)
+        # A multirotor's distance to the hover target (the origin); a walking robot's base position (SimRobot
+        # reports any floating base's) is no error.
+        if contract.action.mode == "thrust" and "base_pos_w" in trajectory:
             result.update(position_error(trajectory, start=start, end=start + duration))
     if record:
         from s2r.ros.recorder import is_closed, recover_recording
