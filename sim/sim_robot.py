@@ -313,7 +313,11 @@ class SimRobot(RobotInterface):
     def rotor_thrust(self) -> np.ndarray:
         """Each rotor's thrust state now (the motor lag's output), (num_rotors,) fractions of top thrust."""
         with self._lock:
-            return self._data.act[self.model.actuator_actadr[self._rotors]].copy()
+            return self._rotor_state().copy()
+
+    def _rotor_state(self) -> np.ndarray:
+        """The rotors' thrust states, (num_rotors,) fractions of top thrust (a view of the data; lock held)."""
+        return self._data.act[self.model.actuator_actadr[self._rotors]]
 
     def base_pose(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A floating base's ground truth, which the robot itself cannot measure: position (3,) m and
@@ -375,7 +379,7 @@ class SimRobot(RobotInterface):
             self._apply(self._pending.popleft()[1])
         mujoco.mj_step(self.model, self._data)
         if self._held is not None:
-            thrust = self._data.act[self.model.actuator_actadr[self._rotors]] @ self.model.actuator_gainprm[self._rotors, 0]
+            thrust = self._rotor_state() @ self.model.actuator_gainprm[self._rotors, 0]
             if thrust >= HELD_RELEASE * self._weight:
                 self._held = None   # the rotors take the weight: the hand lets go
             else:
