@@ -269,7 +269,7 @@ def _write_dppo(source: Path, out: Path, dppo: DiffusionPPO, dcfg, contract, act
     frozen BC one and the timestep they switch at beside it) and exported (OUT/policy.onnx)."""
     checkpoint = torch.load(Path(source) / DIFFUSION_CHECKPOINT, weights_only=True)
     checkpoint.update(model=dppo.model.state_dict(), contract=contract.to_dict())
-    if dppo.base is not dppo.model and dppo.first_finetuned:
+    if dppo.frozen_base_runs:
         checkpoint.update({FINETUNED_BASE: dppo.base.state_dict(), FINETUNED_TIMESTEP: dppo.finetuned_timestep})
     _save(out / DIFFUSION_CHECKPOINT, checkpoint)
     return export_diffusion_model(dppo.policy(), dcfg, contract, action_norm, out / POLICY)

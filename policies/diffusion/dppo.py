@@ -289,9 +289,14 @@ class DiffusionPPO:
                    "losses/explained_variance": explained_variance.item()}
         return metrics
 
+    @property
+    def frozen_base_runs(self) -> bool:
+        """Whether a frozen BC network runs steps of the sampler (`freeze_base`, and steps before the fine-tuned)."""
+        return self.base is not self.model and self.first_finetuned > 0
+
     def policy(self) -> FinetunedDiffusionModel | DiffusionModel:
         """The fine-tuned denoiser as the robot runs it (the BC network before the fine-tuned steps)."""
-        if self.base is self.model or self.first_finetuned == 0:
+        if not self.frozen_base_runs:
             return self.model.eval()
         return FinetunedDiffusionModel(self.base, self.model, finetuned_timestep=self.finetuned_timestep).eval()
 
