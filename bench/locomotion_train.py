@@ -41,7 +41,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -180,14 +180,17 @@ def _make_trainer(name: str, cfg: Any, *, seed: int, threads: int, out: Path | N
 
 def run(*, trainers: tuple[str, ...] = TRAINERS, iterations: int = 100, budget_s: float = math.inf,
         num_envs: int | None = None, seed: int = 0, episodes: int = 128, threads: int = 0,
-        progress: Path | None = None, out: Path | None = None) -> dict[str, Any]:
+        progress: Path | None = None, out: Path | None = None, ppo: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train go2_flat with each of `trainers` in this process, one iteration each in turn (so a shared machine's
     load falls on all alike), each until its training episodes meet the walking rule, `iterations` or `budget_s`
     wall seconds of its own; their curves, wall and CPU seconds, and walking figures on fresh episodes.
     `threads`: MuJoCo's threads and torch's (0: all cores for MuJoCo, the task's default for torch).
     `progress`: a JSON file rewritten every 10 rounds with the curves so far. `out`: the s2r side's run directory
-    (its final policy, outside the timed iterations)."""
+    (its final policy, outside the timed iterations). `ppo`: PPOConfig fields that replace s2r's go2_flat
+    defaults on the s2r side (rsl_rl's side always runs `LEGGED_GYM_PPO`)."""
     cfg = default_config("go2_flat", num_envs=num_envs, seed=seed)
+    if ppo:
+        cfg = replace(cfg, ppo=replace(cfg.ppo, **ppo))
     torch.set_num_threads(threads or cfg.torch_threads)
     sides = [_make_trainer(name, cfg, seed=seed, threads=threads, out=out) for name in trainers]
     load = [os.getloadavg()[0]]
@@ -250,6 +253,27 @@ def combine(results: list[dict[str, Any]], plot: Path | None) -> dict[str, Any]:
     return merged
 
 
+def parse_ppo(items: list[str]) -> dict[str, Any]:
+    """`--ppo KEY=VALUE` items as PPOConfig fields of their declared types (bool: true/false)."""
+    types = {f.name: type(getattr(PPOConfig(), f.name)) for f in fields(PPOConfig)}
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in types:
+            raise SystemExit(f"--ppo {item}: expected KEY=VALUE with KEY a PPOConfig field ({', '.join(types)})")
+        kind = types[key]
+        if kind is bool:
+            if text.lower() not in ("true", "false"):
+                raise SystemExit(f"--ppo {item}: {key} is a bool: true or false")
+            parsed[key] = text.lower() == "true"
+        else:
+            try:
+                parsed[key] = kind(text)
+            except ValueError:
+                raise SystemExit(f"--ppo {item}: {key} is {kind.__name__}, got {text!r}") from None
+    return parsed
+
+
 def _finite(values: dict[str, Any]) -> dict[str, Any]:
     return {k: finite_or_none(v) if isinstance(v, float) else v for k, v in values.items()}
 
@@ -288,6 +312,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--num-envs", type=int)
     parser.add_argument("--out", type=Path, help="a run directory for the s2r side's final policy")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ppo", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="PPOConfig fields replacing s2r's go2_flat defaults on the s2r side, e.g. symmetry=true")
+    parser.add_argument("--name", help="the result's name in bench/results (default: locomotion_train[_TRAINER])")
     parser.add_argument("--episodes", type=int, default=128)
     parser.add_argument("--evaluate", metavar="RUN_DIR", help="only judge a trained run by the walking rule")
     parser.add_argument("--combine", nargs="+", type=Path, metavar="RESULT",
@@ -308,10 +335,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return result
     trainers = TRAINERS if args.trainer == "both" else (args.trainer,)
     result = run(trainers=trainers, iterations=args.iterations, budget_s=args.budget_s, num_envs=args.num_envs,
-                 seed=args.seed, episodes=args.episodes, threads=args.threads, progress=args.progress, out=args.out)
+                 seed=args.seed, episodes=args.episodes, threads=args.threads, progress=args.progress, out=args.out,
+                 ppo=parse_ppo(args.ppo))
     if args.trainer == "both":
         result = combine([result], Path("bench/results/locomotion_train.png"))
-    name = "locomotion_train" if args.trainer == "both" else f"locomotion_train_{args.trainer}"
+    name = args.name or ("locomotion_train" if args.trainer == "both" else f"locomotion_train_{args.trainer}")
     report(name, f"go2_flat: {' and '.join(trainers)} PPO", _rows(result), result)
     return result
 
