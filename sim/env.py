@@ -141,9 +141,10 @@ class BatchEnv:
         self.batch.set_const(worlds)
 
     def apply_force(self, worlds: np.ndarray, body: int, force: np.ndarray) -> None:
-        """Push body `body` of `worlds` (n,) with world-frame forces (n, 3) N at its centre of mass, until
-        changed (zeros end it)."""
-        self._xfrc_applied[worlds, body, :3] = force
+        """Add world-frame forces (n, 3) N at the centre of mass of body `body` of `worlds` (n,) to those already
+        on it, until changed: forces from several sources (a task's disturbance, randomization's pushes) compose,
+        each source ends its own by applying its negative, and resetting a world clears every force on it."""
+        self._xfrc_applied[worlds, body, :3] += force
 
     def set_command_delay(self, worlds: np.ndarray, delay_s: np.ndarray) -> np.ndarray:
         """Delay the actions of `worlds` (n,) by `delay_s` (n,) seconds: each world applies its previous action

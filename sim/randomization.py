@@ -154,9 +154,13 @@ class Randomizer:
         return {f"randomization/{k}_{t.target}": v.ravel() for k, (t, v) in enumerate(zip(self.terms, self.values))}
 
     def on_reset(self, ids: np.ndarray) -> None:
-        """Resample the `reset` terms of worlds `ids` and restart their interval clocks."""
+        """Resample the `reset` terms of worlds `ids` and restart their interval clocks; their pushes end with the
+        reset, which cleared every force on them."""
         self.time[ids] = 0.0
+        self.push_until[ids] = 0.0
         for k, term in enumerate(self.terms):
+            if term.target == "push":
+                self.values[k][ids] = 0.0
             if term.mode == "reset":
                 self._apply(k, ids)
             elif term.mode == "interval":
@@ -175,15 +179,10 @@ class Randomizer:
             if term.target == "push":
                 ended = np.flatnonzero((self.time >= self.push_until) & np.any(self.values[k] != 0, axis=1))
                 if len(ended):
-                    self._push(ended, self.ids[k][0], -self.values[k][ended])
+                    self.env.apply_force(ended, self.ids[k][0], -self.values[k][ended])
                     self.values[k][ended] = 0.0
 
     # --- internals ---------------------------------------------------------------------------
-    def _push(self, worlds: np.ndarray, body: int, change: np.ndarray) -> None:
-        """Add `change` (n, 3) N to the world-frame force on `body` of `worlds`: pushes compose with the rest."""
-        xfrc = self.env.data_field("xfrc_applied")
-        xfrc[worlds, body, :3] += change
-
     def _resolve(self, term: Randomize) -> np.ndarray:
         env, where = self.env, f"randomization {term.target}: names"
         if term.target in PARAMETERS:
@@ -222,7 +221,7 @@ class Randomizer:
             direction = self.rng.normal(size=(n, 3))
             direction /= np.linalg.norm(direction, axis=1, keepdims=True)
             force = direction * term.dist.sample(self.rng, (n, 1))
-            self._push(worlds, ids[0], force - self.values[k][worlds])   # a push still on is replaced
+            env.apply_force(worlds, ids[0], force - self.values[k][worlds])   # a push still on is replaced
             self.values[k][worlds] = force
             self.push_until[worlds] = self.time[worlds] + term.duration_s
             return

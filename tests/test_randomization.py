@@ -68,6 +68,23 @@ def test_pushes_apply_a_force_for_their_duration_then_stop():
     assert np.all(xfrc == 0)
 
 
+def test_a_push_cut_short_by_a_reset_leaves_nothing_behind_in_the_next_episode():
+    env = arm((Randomize("push", Dist("uniform", 10, 10), "set", mode="interval", names=("link3",),
+                         interval_s=(0.06, 0.06), duration_s=0.04),), n=2)
+    xfrc = env.data_field("xfrc_applied")[:, env.model.body("link3").id, :3]
+    for _ in range(3):
+        env.step(torch.zeros(2, 3))
+    assert np.all(np.linalg.norm(xfrc, axis=1) > 0)
+    env.reset()                                    # the push is on: the reset clears it
+    assert np.all(xfrc == 0) and np.all(env.randomizer.observation() == 0)
+    for _ in range(3):                             # the next episode's push is the push drawn, alone
+        env.step(torch.zeros(2, 3))
+    np.testing.assert_allclose(np.linalg.norm(xfrc, axis=1), 10.0)
+    for _ in range(2):
+        env.step(torch.zeros(2, 3))
+    assert np.all(xfrc == 0)
+
+
 def test_encoder_bias_shifts_what_the_policy_measures_not_the_truth():
     terms = (Randomize("encoder_offset", Dist("uniform", 0.1, 0.1), "add", names=("shoulder",)),)
     biased, clean = arm(terms), arm(())
