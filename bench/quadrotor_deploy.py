@@ -11,8 +11,8 @@ its thread, the same SafetyFilter on simulation time: no transport, no wall cloc
 error is the dynamics' own.
 
 The policy is `--policy FILE.onnx` (a crazyflie_500hz policy), or by default the hand-written geometric
-controller (`s2r.sim.quadrotor.GeometricHoverController`, 500 Hz, lead 2) exported through the hover task's
-contract, as tests/test_quadrotor_deploy.py does.
+controller (`s2r.policies.hover_controller.GeometricHoverController`, 500 Hz, lead 2) exported through the
+hover task's contract, as tests/test_quadrotor_deploy.py does.
 
     PYTHONPATH=. python -m bench.quadrotor_deploy [--policy FILE.onnx] [--duration 10]
 """
@@ -48,7 +48,8 @@ def export_controller(path: Path) -> Path:
     """The geometric hover controller at 500 Hz, exported for crazyflie_500hz with the hover task's contract."""
     from s2r.policies.export import export_onnx
     from s2r.sim.env import BatchEnv
-    from s2r.sim.quadrotor import GeometricHoverController, QuadrotorHover
+    from s2r.policies.hover_controller import GeometricHoverController
+    from s2r.sim.quadrotor import QuadrotorHover
 
     env = BatchEnv(QuadrotorHover(), 1, spec=robot_spec("crazyflie_500hz"))
     return export_onnx(GeometricHoverController(control_period=0.002, lead=2.0),
@@ -70,7 +71,7 @@ def synchronous_position_error(policy: Path, duration: float) -> dict[str, float
         state = robot.read_state()
         robot.write_command(safety.filter(runtime.step(state), state, state.stamp))
         robot.step(1)
-        distance.append(float(np.linalg.norm(robot.base_pose()[0])))
+        distance.append(float(np.linalg.norm(robot.read_state().base_pos_w)))
     robot.close()
     settled = np.array(distance[round(HOVER_SETTLE_S / spec.control_period):])
     return {"position_error_max_m": max(distance), "position_error_p50_m": float(np.percentile(settled, 50)),

@@ -16,7 +16,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from s2r import flight  # noqa: F401  (registers the floating-base flight terms, so a quadrotor contract reads anywhere)
 from s2r.actions import ActionMapping
 from s2r.observations import INPUT_SIZES, TERMS, ObsTerm, required_inputs, term_sizes
 from s2r.spec import RobotSpec

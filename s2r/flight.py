@@ -5,7 +5,8 @@ its linear velocity (world frame), its angular velocity (body frame, `base_ang_v
 `ACTION_HISTORY_LENGTH` actions. Position and linear velocity are not in `RobotState` (an IMU does
 not measure them): a motion-capture system or a state estimator provides them as task inputs,
 `POSITION_ERROR` and `BASE_LIN_VEL_W`, as a tracker provides push-T's `object_pose`; the simulator
-writes the truth into them. Importing this module registers the terms in `s2r.observations.TERMS`.
+writes the truth into them. `s2r.observations.TERMS` lists these terms with the robot's others, and
+`INPUT_SIZES` these inputs: every reader of a contract knows them, whatever it imported first.
 
     from s2r import flight
     inputs = {flight.POSITION_ERROR: p_w - target_w, flight.BASE_LIN_VEL_W: v_w,
@@ -15,9 +16,10 @@ writes the truth into them. Importing this module registers the terms in `s2r.ob
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
-from s2r.observations import INPUT_SIZES, TERMS, Inputs, TermDef
 from s2r.spec import RobotSpec
 from s2r.state import RobotState
 
@@ -41,36 +43,23 @@ def rotation_matrix(quat: np.ndarray) -> np.ndarray:
     ], axis=-2)
 
 
-def position_error(state: RobotState, inputs: Inputs, spec: RobotSpec) -> np.ndarray:
+def position_error(state: RobotState, inputs: Mapping[str, np.ndarray], spec: RobotSpec) -> np.ndarray:
     """Base position minus target, world frame, (..., 3) m."""
     return inputs[POSITION_ERROR]
 
 
-def base_rotation_matrix(state: RobotState, inputs: Inputs, spec: RobotSpec) -> np.ndarray:
+def base_rotation_matrix(state: RobotState, inputs: Mapping[str, np.ndarray], spec: RobotSpec) -> np.ndarray:
     """The base's attitude as its rotation matrix (body to world), row-major, (..., 9), from the IMU."""
     matrix = rotation_matrix(state.base_quat)
     return matrix.reshape(*matrix.shape[:-2], 9)
 
 
-def base_lin_vel_w(state: RobotState, inputs: Inputs, spec: RobotSpec) -> np.ndarray:
+def base_lin_vel_w(state: RobotState, inputs: Mapping[str, np.ndarray], spec: RobotSpec) -> np.ndarray:
     """Base linear velocity, world frame, (..., 3) m/s."""
     return inputs[BASE_LIN_VEL_W]
 
 
-def action_history(state: RobotState, inputs: Inputs, spec: RobotSpec) -> np.ndarray:
+def action_history(state: RobotState, inputs: Mapping[str, np.ndarray], spec: RobotSpec) -> np.ndarray:
     """The last ACTION_HISTORY_LENGTH raw actions, oldest first, (..., 32 * num_rotors)."""
     return inputs[ACTION_HISTORY]
 
-
-INPUT_SIZES.update({
-    POSITION_ERROR: lambda spec: 3,
-    BASE_LIN_VEL_W: lambda spec: 3,
-    ACTION_HISTORY: lambda spec: ACTION_HISTORY_LENGTH * len(spec.rotors),
-})
-TERMS.update({
-    "position_error": TermDef(position_error, lambda spec: 3, (POSITION_ERROR,)),
-    "base_rotation_matrix": TermDef(base_rotation_matrix, lambda spec: 9),
-    "base_lin_vel_w": TermDef(base_lin_vel_w, lambda spec: 3, (BASE_LIN_VEL_W,)),
-    "action_history": TermDef(action_history, lambda spec: ACTION_HISTORY_LENGTH * len(spec.rotors),
-                              (ACTION_HISTORY,)),
-})

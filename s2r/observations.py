@@ -3,8 +3,9 @@
 The simulator and the robot runtime call these very functions, so an
 observation is written once. Each term takes `(state, inputs, spec)` and
 returns `(..., size)` float64, batched or not. `inputs` maps task input names
-(`TARGET`, `CMD_VEL`, `OBJECT_POSE`, `LAST_ACTION`) to arrays. Terms are looked up by name
-from `TERMS`; a policy's contract lists the terms it was trained on.
+(`TARGET`, `CMD_VEL`, `OBJECT_POSE`, `LAST_ACTION`; a multirotor's, `s2r.flight`) to arrays. Terms are
+looked up by name from `TERMS`, which holds every family (a multirotor's are written in `s2r.flight` and
+listed here); a policy's contract lists the terms it was trained on.
 
     obs = build_observation(contract_terms, state, {LAST_ACTION: a}, spec)
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from s2r import flight
 from s2r.geometry import wrap_to_pi
 from s2r.spec import RobotSpec
 from s2r.state import RobotState
@@ -34,6 +36,9 @@ INPUT_SIZES: dict[str, Callable[[RobotSpec], int]] = {
     TARGET: lambda spec: 3,
     CMD_VEL: lambda spec: 3,
     OBJECT_POSE: lambda spec: 4,
+    flight.POSITION_ERROR: lambda spec: 3,
+    flight.BASE_LIN_VEL_W: lambda spec: 3,
+    flight.ACTION_HISTORY: lambda spec: flight.ACTION_HISTORY_LENGTH * len(spec.rotors),
 }
 
 Inputs = Mapping[str, np.ndarray]
@@ -123,6 +128,14 @@ def last_action(state: RobotState, inputs: Inputs, spec: RobotSpec) -> np.ndarra
     return inputs[LAST_ACTION]
 
 
+# A multirotor's (s2r.flight: Learning to Fly's policy inputs)
+_term(size=lambda spec: 3, inputs=(flight.POSITION_ERROR,))(flight.position_error)
+_term(size=lambda spec: 9)(flight.base_rotation_matrix)
+_term(size=lambda spec: 3, inputs=(flight.BASE_LIN_VEL_W,))(flight.base_lin_vel_w)
+_term(size=lambda spec: flight.ACTION_HISTORY_LENGTH * len(spec.rotors), inputs=(flight.ACTION_HISTORY,))(
+    flight.action_history)
+
+
 @dataclass(frozen=True)
 class ObsTerm:
     """One term of an observation group: a registered term, its scale and (sim-only) noise."""
@@ -163,7 +176,7 @@ def build_observation(
         value = TERMS[t.name].fn(state, inputs, spec)
         if rng is not None and t.noise > 0:
             value = value + rng.normal(0.0, t.noise, size=value.shape)
-        parts.append(value * t.scale)
+        parts.append(value * t.scale if t.scale != 1.0 else value)
     return np.concatenate(parts, axis=-1)
 
 

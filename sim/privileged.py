@@ -52,6 +52,16 @@ def height_scan(env: BatchEnv) -> np.ndarray:
     return env.task.height_scan(env)
 
 
+def rotor_thrust_state(env: BatchEnv) -> np.ndarray:
+    """Each rotor's thrust state, (num_envs, num_rotors) fractions of top thrust (quadrotor tasks)."""
+    return env.task.motor_thrust()
+
+
+def disturbance_force(env: BatchEnv) -> np.ndarray:
+    """The constant disturbance force on the base, (num_envs, 3) N, world frame (quadrotor tasks)."""
+    return env.task.disturbance
+
+
 PRIVILEGED: dict[str, Callable[[BatchEnv], np.ndarray]] = {
     "joint_damping": joint_damping,
     "body_mass": body_mass,
@@ -60,4 +70,6 @@ PRIVILEGED: dict[str, Callable[[BatchEnv], np.ndarray]] = {
     "foot_contact_forces": foot_contact_forces,
     "base_height": base_height,
     "height_scan": height_scan,
+    "rotor_thrust_state": rotor_thrust_state,
+    "disturbance_force": disturbance_force,
 }

@@ -160,7 +160,7 @@ def test_a_hand_written_controller_reading_the_actors_observation_holds_the_targ
     controller has no integral action: a 5 % push would hold it 0.12 m off)."""
     from s2r.policies.episodes import run_episodes
     from s2r.policies.rule import HOVER_RULE
-    from s2r.sim.quadrotor import GeometricHoverController
+    from s2r.policies.hover_controller import GeometricHoverController
 
     task = QuadrotorHover(replace(HOVER_RULE, init=replace(HOVER_RULE.init, disturbance_std=0.0)))
     controller = GeometricHoverController()
@@ -189,7 +189,8 @@ def test_a_hover_controller_follows_the_figure_eight_on_quadrotor_track():
     track: the hand-written controller stays within 0.1 m of the reference through the last 5 s."""
     from s2r.policies.episodes import run_episodes
     from s2r.policies.rule import HOVER_RULE
-    from s2r.sim.quadrotor import GeometricHoverController, QuadrotorTrack
+    from s2r.policies.hover_controller import GeometricHoverController
+    from s2r.sim.quadrotor import QuadrotorTrack
 
     env = make_env("quadrotor_track", 32, seed=4)
     assert isinstance(env.task, QuadrotorTrack) and env.max_episode_length == 1000

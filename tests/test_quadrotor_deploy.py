@@ -32,7 +32,8 @@ def hover_onnx(tmp_path_factory):
     0.15 s lag), exported for crazyflie_500hz with the hover task's contract."""
     from s2r.policies.export import export_onnx
     from s2r.sim.env import BatchEnv
-    from s2r.sim.quadrotor import GeometricHoverController, QuadrotorHover
+    from s2r.policies.hover_controller import GeometricHoverController
+    from s2r.sim.quadrotor import QuadrotorHover
 
     env = BatchEnv(QuadrotorHover(), 1, spec=robot_spec("crazyflie_500hz"))
     controller = GeometricHoverController(control_period=0.002, lead=2.0)
@@ -56,7 +57,7 @@ def fly(policy: Path, seconds: float, config: SimRobotConfig, *, nan_position_at
             state.base_pos_w = np.full(3, math.nan)   # the motion capture's glitch: the policy's action is NaN
         robot.write_command(safety.filter(runtime.step(state), state, state.stamp + config.state_delay_s))
         robot.step(1)
-        positions.append(robot.base_pose()[0])
+        positions.append(robot.read_state().base_pos_w)
         thrusts.append(robot.rotor_thrust())
     robot.close()
     return np.array(positions), np.array(thrusts), safety
