@@ -100,13 +100,13 @@ def on_sim_robot(policy: Path, offsets: str | None, episodes: int, seconds: floa
             robot.write_command(safety.filter(runtime.step(state, {"cmd_vel": command}), state, state.stamp))
             robot.step(decimation)
             if safety.mode == "running":
-                _, velocity, quat = robot.base_pose()
-                v_b = rotate_inverse(quat, velocity)
+                measured = robot.read_state()
+                v_b = rotate_inverse(measured.base_quat, measured.base_lin_vel_w)
                 lin.append(np.linalg.norm(command[:2] - v_b[:2]))
-                yaw.append(abs(command[2] - robot.read_state().base_ang_vel[2]))
+                yaw.append(abs(command[2] - measured.base_ang_vel[2]))
             if safety.fault is not None:
                 break
-        heights.append(float(robot.base_pose()[0][2]))
+        heights.append(float(robot.read_state().base_pos_w[2]))
         falls += safety.fault is not None
         lin_errors.append(np.mean(lin) if lin else np.nan)
         yaw_errors.append(np.mean(yaw) if yaw else np.nan)

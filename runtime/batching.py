@@ -54,13 +54,18 @@ def first_row(command: Command) -> Command:
 
 
 def stacked_observation(runtime: Observer, state: RobotState, inputs: Mapping[str, np.ndarray] | None) -> np.ndarray:
-    """The runtime's observation of a batched state (num_envs, num_joints), pushed into its history:
-    (num_envs, obs_dim * history) float32. Task inputs (num_envs, size) are checked against the contract."""
-    task_inputs = {LAST_ACTION: runtime.last_action, **(inputs or {})}
+    """The runtime's observation of a batched state (num_envs, num_joints), or of one robot's unbatched state
+    (num_joints,) in a runtime of one world, pushed into its history: (num_envs, obs_dim * history) float32.
+    Task inputs (num_envs, size), or (size,) with an unbatched state, are checked against the contract.
+    An unbatched state's terms run on it as it is (the terms take any leading shape): no batch of one is
+    built around it, which on the robot is a tick's worth of small allocations saved."""
+    single = state.q.ndim == 1
+    last_action = runtime.last_action[0] if single else runtime.last_action
+    task_inputs = {LAST_ACTION: last_action, **inputs} if inputs else {LAST_ACTION: last_action}
     for name, size in runtime.contract.inputs.items():
         value = task_inputs.get(name)
         if value is None or np.shape(value)[-1] != size:
             raise ContractError(f"{runtime.path}: input {name!r}: the policy needs {size} values per step, "
                                 f"got {None if value is None else np.shape(value)}")
     frame = build_observation(runtime.contract.observation, state, task_inputs, runtime.spec)
-    return runtime.history.push(frame).astype(np.float32)
+    return runtime.history.push(frame[None] if single else frame).astype(np.float32)

@@ -87,6 +87,8 @@ class ChunkedPolicy:
 
     rehearses = False
     """A tick's step looks up the current chunk: nothing to warm up (see `rehearse`)."""
+    computed_inputs = ()
+    """Every task input comes from the caller."""
 
     def __init__(self, runtime: DiffusionRuntime, *, blend_steps: int = DEFAULT_BLEND_STEPS,
                  synchronous: bool = False, sampling_ticks: int = 0) -> None:

@@ -55,8 +55,8 @@ class FlightRuntime:
         """The position target, (3,) m in the world, where the caller passes no `target` input."""
         if self.target_w.shape != (3,) or not np.isfinite(self.target_w).all():
             raise ValueError(f"FlightRuntime target_w: expected 3 finite numbers (m), got {target_w!r}")
-        self.computed = tuple(name for name in STATE_INPUTS if name in self.contract.inputs)
-        """The policy's inputs this runtime computes (the others come from the caller)."""
+        self.computed_inputs = tuple(name for name in STATE_INPUTS if name in self.contract.inputs)
+        """The policy's inputs this runtime computes from the state (the others come from the caller)."""
         size = ACTION_HISTORY_LENGTH * len(self.spec.rotors)
         self.history = np.full((self.num_envs, size), -1.0)
         """The last ACTION_HISTORY_LENGTH raw actions per world, oldest first, (num_envs, 32 * num_rotors)."""
@@ -71,12 +71,12 @@ class FlightRuntime:
         RobotError when the state lacks the base's position or velocity."""
         values = dict(inputs or {})
         single = np.ndim(state.q) == 1
-        if POSITION_ERROR in self.computed and POSITION_ERROR not in values:
+        if POSITION_ERROR in self.computed_inputs and POSITION_ERROR not in values:
             target = values.get(TARGET, self.target_w)
             values[POSITION_ERROR] = self._base(state.base_pos_w, "base_pos_w") - target
-        if BASE_LIN_VEL_W in self.computed and BASE_LIN_VEL_W not in values:
+        if BASE_LIN_VEL_W in self.computed_inputs and BASE_LIN_VEL_W not in values:
             values[BASE_LIN_VEL_W] = self._base(state.base_lin_vel_w, "base_lin_vel_w")
-        if ACTION_HISTORY in self.computed and ACTION_HISTORY not in values:
+        if ACTION_HISTORY in self.computed_inputs and ACTION_HISTORY not in values:
             values[ACTION_HISTORY] = self.history[0] if single else self.history
         return values
 

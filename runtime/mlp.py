@@ -22,7 +22,7 @@ import numpy as np
 
 from s2r.contract import ContractError
 from s2r.observations import ObservationHistory
-from s2r.runtime.batching import as_batch, first_row, stacked_observation
+from s2r.runtime.batching import stacked_observation
 from s2r.runtime.session import OBS_INPUT, contract_of, open_session
 from s2r.spec import RobotSpec
 from s2r.state import Command, RobotState
@@ -35,6 +35,8 @@ class PolicyRuntime:
 
     rehearses = True
     """`rehearse` runs the step's observation, inference and mapping: worth running before a state is due."""
+    computed_inputs = ()
+    """Every task input comes from the caller."""
 
     def __init__(self, path: str | Path, *, spec: RobotSpec, num_envs: int = 1) -> None:
         self.path = Path(path)
@@ -56,7 +58,8 @@ class PolicyRuntime:
         self.history.reset(ids)
 
     def observe(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
-        """The policy's input for a batched state (num_envs, num_joints): (num_envs, obs_dim * history) float32."""
+        """The policy's input for a batched state (num_envs, num_joints), or one robot's (num_joints,):
+        (num_envs, obs_dim * history) float32."""
         return stacked_observation(self, state, inputs)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -65,12 +68,12 @@ class PolicyRuntime:
 
     def step(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> Command:
         """Observation → inference → action mapping. Unbatched states give an unbatched Command."""
-        state, inputs, single = as_batch(state, inputs)
-        command = self.mapping.to_command(self.action(state, inputs))
-        return first_row(command) if single else command
+        action = self.action(state, inputs)
+        return self.mapping.to_command(action[0] if state.q.ndim == 1 else action)
 
     def action(self, state: RobotState, inputs: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
-        """The clipped raw action for a batched state, (num_envs, num_actions); remembered as the last action."""
+        """The clipped raw action for a batched state (num_envs, num_joints) or one robot's (num_joints,) with
+        unbatched inputs, (num_envs, num_actions); remembered as the last action."""
         action = self.mapping.clip_action(self.act(self.observe(state, inputs)))
         self.last_action[:] = action
         return action

@@ -43,6 +43,9 @@ class Runtime(Protocol):
     """Whether `rehearse` does the work of `step` (a control loop then runs it before each state: CPU
     each period); False where `step` is a lookup that needs no warming up (a chunk executed from a
     planner thread) or must not be repeated (a leader arm read)."""
+    computed_inputs: tuple[str, ...]
+    """The contract's task inputs the runtime computes from the state itself (a multirotor's position error,
+    world velocity and action history: `FlightRuntime`), which its caller need not pass; () for the others."""
 
     def reset(self, ids: np.ndarray | None = None) -> None:
         """Forget the history, last action and plans of worlds `ids` (all for None), at an episode start."""

@@ -319,16 +319,6 @@ class SimRobot(RobotInterface):
         """The rotors' thrust states, (num_rotors,) fractions of top thrust (a view of the data; lock held)."""
         return self._data.act[self.model.actuator_actadr[self._rotors]]
 
-    def base_pose(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A floating base's ground truth, which the robot itself cannot measure: position (3,) m and
-        linear velocity (3,) m/s in the world, orientation (4,) (w, x, y, z)."""
-        if self.view.base_body is None:
-            raise RobotError(f"SimRobot({self.spec.name}).base_pose: {self.spec.name} has no floating base")
-        with self._lock:
-            qpos = self._data.qpos[self._base_qpos:self._base_qpos + 7].copy()
-            velocity = self._data.qvel[self._base_dof:self._base_dof + 3].copy()
-        return qpos[:3], velocity, qpos[3:]
-
     @property
     def timestep(self) -> float:
         """Seconds of physics per step."""

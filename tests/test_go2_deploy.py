@@ -55,11 +55,11 @@ def soft_start(config: str, ticks: int) -> tuple[SimRobot, SafetyFilter]:
 
 def test_a_go2_lying_on_its_belly_is_stood_up_by_the_soft_start():
     robot, safety = soft_start("go2_lying.yaml", 0)
-    assert robot.base_pose()[0][2] < 0.08
+    assert robot.read_state().base_pos_w[2] < 0.08
     robot, safety = soft_start("go2_lying.yaml", 100)
-    position, _, quat = robot.base_pose()
-    assert position[2] > 0.18, "the base did not rise to standing height"
-    assert tilt_from_quat(quat) < 0.5
+    state = robot.read_state()
+    assert state.base_pos_w[2] > 0.18, "the base did not rise to standing height"
+    assert tilt_from_quat(state.base_quat) < 0.5
     assert safety.events["orientation_limit"] == 0 and safety.fault is None
     robot.close()
 

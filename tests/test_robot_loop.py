@@ -27,6 +27,7 @@ class ScriptedRuntime:
     """A runtime that pushes the cart with a constant effort, raising or returning NaN when told to."""
 
     rehearses = False
+    computed_inputs = ()
 
     def __init__(self, spec, *, fail_after: int | None = None, nan_after: int | None = None) -> None:
         self.spec, self.fail_after, self.nan_after, self.steps, self.resets = spec, fail_after, nan_after, 0, 0

@@ -66,6 +66,8 @@ class LeaderArm:
 
     rehearses = False
     """A step reads the leader arm off the bus: the loop must not run it twice a period."""
+    computed_inputs = ()
+    """It takes no task inputs."""
 
     def __init__(self, leader: RobotInterface, follower: RobotInterface, *, stale_periods: int = 3,
                  frames_depth: int = 10_000) -> None:

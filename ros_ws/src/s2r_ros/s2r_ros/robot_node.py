@@ -65,7 +65,6 @@ from s2r.interface import RobotError, RobotInterface
 from s2r.observations import LAST_ACTION
 from s2r.runtime import load_runtime
 from s2r.runtime.chunking import DEFAULT_BLEND_STEPS
-from s2r.runtime.flight import FlightRuntime
 from s2r.runtime.protocol import Runtime
 from s2r.spec import RobotSpec, SpecError, robot_spec
 
@@ -169,8 +168,8 @@ class RobotNode(LifecycleNode):
                 self.runtime = load_runtime(p["policy"], self.spec, warm_start=p["warm_start"],
                                             blend_steps=p["blend_steps"], refuse_unused=False)
                 check_gains(self.runtime.contract.action, self.spec)
-                computed = self.runtime.computed if isinstance(self.runtime, FlightRuntime) else ()  # from the state
-                names = [n for n in self.runtime.contract.inputs if n != LAST_ACTION and n not in computed]
+                names = [n for n in self.runtime.contract.inputs
+                         if n != LAST_ACTION and n not in self.runtime.computed_inputs]   # the others: topics
                 unknown = [n for n in names if n not in INPUT_TOPICS]
                 if unknown:
                     raise ContractError(f"{p['policy']}: inputs.{unknown[0]}: no topic feeds this task input "
