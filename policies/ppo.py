@@ -178,11 +178,12 @@ class RolloutStorage:
         b_policy_obs, b_critic_obs = self.policy_obs.flatten(0, 1), self.critic_obs.flatten(0, 1)
         b_actions, b_log_probs, b_values = self.actions.flatten(0, 1), self.log_probs.flatten(), self.values.flatten()
         b_returns, b_advantages = self.returns.flatten(), self.advantages.flatten()
+        fields = (b_policy_obs, b_critic_obs, b_actions, b_log_probs, b_values, b_returns, b_advantages)
         for _ in range(num_epochs):
             # Drawn from the CPU generator on every device, so a seed gives the same minibatches everywhere.
             for mb_inds in torch.randperm(b_values.shape[0]).to(self.device).tensor_split(num_mini_batches):
-                yield Minibatch(b_policy_obs[mb_inds], b_critic_obs[mb_inds], b_actions[mb_inds],
-                                b_log_probs[mb_inds], b_values[mb_inds], b_returns[mb_inds], b_advantages[mb_inds])
+                # index_select gathers the same rows as x[mb_inds], about 3x faster on a CPU
+                yield Minibatch(*(field.index_select(0, mb_inds) for field in fields))
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,9 @@ class PPO:
         device = next(policy.parameters()).device
         self.mirror = MinibatchMirror(mirror, device) if cfg.symmetry else None
         self.learning_rate = cfg.learning_rate
-        self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate)
+        # foreach: one multi-tensor kernel per Adam operation instead of one per parameter (the default on a CPU);
+        # the same arithmetic, bit for bit
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, foreach=True)
         self.storage = RolloutStorage(cfg.num_steps_per_env, num_envs, num_policy_obs=policy.num_policy_obs,
                                       num_critic_obs=policy.num_critic_obs, num_actions=policy.num_actions,
                                       device=next(policy.parameters()).device)

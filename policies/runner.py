@@ -152,7 +152,7 @@ class OnPolicyRunner:
                     for _ in range(self.cfg.num_steps_per_env):
                         actions = self.alg.act(obs[POLICY_OBS], obs[CRITIC_OBS])
                         obs, rewards, terminated, truncated, info = self._step_env(actions)
-                        final_values = self.policy.evaluate(info["final_critic_obs"])
+                        final_values = self._final_values(info["final_critic_obs"], terminated, truncated)
                         self.alg.process_env_step(rewards, terminated, truncated, final_values)
                         self._record_episodes(info["episode"])
                     self.alg.compute_returns(obs[CRITIC_OBS])
@@ -182,6 +182,14 @@ class OnPolicyRunner:
             "iteration": self.current_iteration,
             **{f"episode/{name}": _mean(values) for name, values in self.episode_extras.items()},
         }
+
+    def _final_values(self, final_critic_obs: Tensor, terminated: Tensor, truncated: Tensor) -> Tensor:
+        """The critic's values `(N,)` of the states the worlds ended in (`final_critic_obs` `(N, C)`), which PPO
+        reads only where a world timed out (`truncated & ~terminated`, `(N,)`): in a step without a time-out the
+        critic is not run and the values are zeros."""
+        if (truncated & ~terminated).any():
+            return self.policy.evaluate(final_critic_obs)
+        return torch.zeros(truncated.shape, device=truncated.device)
 
     def save(self, path: Path, extra: dict[str, Any]) -> None:
         """Writes model, optimizer, iteration and `extra` to `path` atomically.
@@ -244,6 +252,8 @@ class OnPolicyRunner:
 
     def _check_finite(self, what: str, x: Tensor, rows: Tensor | None = None) -> None:
         """Raises `TrainingDivergedError` if `x` `(N,)` or `(N, D)` is non-finite in the `rows` `(N,)` selected."""
+        if torch.isfinite(x.sum()):    # a NaN or inf anywhere makes the sum non-finite (so does an overflow)
+            return
         bad = ~torch.isfinite(x)
         if rows is not None:
             bad &= rows.reshape(-1, *([1] * (x.dim() - 1)))

@@ -200,3 +200,41 @@ def test_two_runs_with_the_same_seed_end_with_identical_parameters():
     for name in same:
         torch.testing.assert_close(also_same[name], same[name], rtol=0, atol=0, msg=name)
     assert any(not torch.equal(other[name], same[name]) for name in same)
+
+
+def test_time_outs_are_bootstrapped_from_the_critic_only_in_steps_where_a_world_timed_out():
+    runner = make_runner()
+    critic_obs = torch.randn(4, 2)
+    no = torch.zeros(4, dtype=torch.bool)
+    timed_out = torch.tensor([False, True, False, False])
+    with torch.no_grad():
+        torch.testing.assert_close(runner._final_values(critic_obs, no, timed_out),
+                                   runner.policy.evaluate(critic_obs), rtol=0, atol=0)
+        # a world that failed in its last step is no time-out: nothing to bootstrap, the critic does not run
+        critic_obs[:] = torch.nan
+        assert runner._final_values(critic_obs, timed_out, timed_out).tolist() == [0.0] * 4
+        assert runner._final_values(critic_obs, no, no).tolist() == [0.0] * 4
+
+
+def test_finite_observations_whose_sum_overflows_do_not_stop_training():
+    runner = make_runner()
+    runner._check_finite("critic observation", torch.full((4, 2), 3e38))   # the sum is inf in float32
+    with pytest.raises(TrainingDivergedError, match=r"critic observation at iteration 0: env ids \[2\], columns \[1\]"):
+        runner._check_finite("critic observation", torch.zeros(4, 2).index_put_((torch.tensor(2), torch.tensor(1)),
+                                                                                 torch.tensor(torch.inf)))
+
+
+def test_every_epoch_trains_on_each_transition_once_with_its_own_fields():
+    storage = PPO(ActorCritic(SMALL_MODEL, num_policy_obs=1, num_critic_obs=2, num_actions=1),
+                  PPOConfig(num_steps_per_env=3, num_mini_batches=2, num_learning_epochs=2), num_envs=5).storage
+    ids = torch.arange(15, dtype=torch.float32).reshape(3, 5)      # transition t·5 + env, in every field
+    storage.policy_obs[:], storage.critic_obs[:], storage.actions[:] = ids[..., None], ids[..., None], ids[..., None]
+    storage.log_probs[:], storage.values[:], storage.returns[:], storage.advantages[:] = ids, ids, ids, ids
+    batches = list(storage.minibatches(num_mini_batches=2, num_epochs=2))
+    assert [len(mb.values) for mb in batches] == [8, 7, 8, 7]
+    for epoch in (batches[:2], batches[2:]):
+        assert sorted(torch.cat([mb.values for mb in epoch]).tolist()) == list(range(15))
+    for mb in batches:
+        for field in (mb.policy_obs[:, 0], mb.critic_obs[:, 0], mb.critic_obs[:, 1], mb.actions[:, 0], mb.log_probs,
+                      mb.returns, mb.advantages):
+            assert torch.equal(field, mb.values)
