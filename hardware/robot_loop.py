@@ -36,7 +36,7 @@ import resource
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -110,17 +110,23 @@ class TaskInputs:
     A value is one reference swapped under the GIL, never a lock. Inputs in SAFE_INPUTS fall back
     to their safe value when their newest message is older than `timeout_s` (a stalled
     publisher), and so does a message with a non-finite value (counted in `rejected`; the others
-    ignore it); every input is zero until its first message.
+    ignore it); every input is zero until its first message, except the `optional` ones, which
+    `read` leaves out until then (the runtime's own value holds: a multirotor's target).
 
         inputs = TaskInputs({"cmd_vel": 3}, timeout_s=0.5)
         inputs.set("cmd_vel", np.array([0.5, 0.0, 0.0]))    # subscriber thread
         inputs.read()                                         # {"cmd_vel": (3,) array}, the loop
     """
 
-    def __init__(self, sizes: Mapping[str, int], *, timeout_s: float = 0.5) -> None:
+    def __init__(self, sizes: Mapping[str, int], *, timeout_s: float = 0.5, optional: Iterable[str] = ()) -> None:
         if not (math.isfinite(timeout_s) and timeout_s > 0):
             raise ValueError(f"TaskInputs timeout_s: expected seconds > 0, got {timeout_s!r}")
         self.sizes = dict(sizes)
+        self.optional = frozenset(optional)
+        """Inputs left out of `read` until their first message."""
+        if not self.optional <= self.sizes.keys():
+            raise ValueError(f"TaskInputs optional: {sorted(self.optional - self.sizes.keys())} not among the inputs "
+                             f"{sorted(self.sizes)}")
         self.timeout_s = timeout_s
         self._safe = {name: np.full(size, SAFE_INPUTS.get(name, 0.0)) for name, size in self.sizes.items()}
         self._newest: dict[str, tuple[float, np.ndarray]] = {name: (-math.inf, value)
@@ -143,10 +149,12 @@ class TaskInputs:
         self._newest[name] = (time.monotonic(), value)
 
     def read(self) -> dict[str, np.ndarray]:
-        """Each input's newest value, or its safe value where that is too old."""
+        """Each input's newest value, or its safe value where that is too old; an optional one once it came."""
         now = time.monotonic()
         values = {}
         for name, (arrived, value) in self._newest.items():
+            if arrived == -math.inf and name in self.optional:
+                continue
             if name in SAFE_INPUTS and now - arrived > self.timeout_s:
                 if arrived > -math.inf:
                     self.fallbacks[name] += 1

@@ -60,6 +60,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -89,6 +90,8 @@ class ChunkedPolicy:
     """A tick's step looks up the current chunk: nothing to warm up (see `rehearse`)."""
     computed_inputs = ()
     """Every task input comes from the caller."""
+    optional_inputs: Mapping[str, int] = MappingProxyType({})
+    """None beyond the contract's."""
 
     def __init__(self, runtime: DiffusionRuntime, *, blend_steps: int = DEFAULT_BLEND_STEPS,
                  synchronous: bool = False, sampling_ticks: int = 0) -> None:

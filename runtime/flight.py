@@ -57,6 +57,8 @@ class FlightRuntime:
             raise ValueError(f"FlightRuntime target_w: expected 3 finite numbers (m), got {target_w!r}")
         self.computed_inputs = tuple(name for name in STATE_INPUTS if name in self.contract.inputs)
         """The policy's inputs this runtime computes from the state (the others come from the caller)."""
+        self.optional_inputs: Mapping[str, int] = {TARGET: 3} if TARGET not in self.contract.inputs else {}
+        """`target` (3 values, m in the world): where the caller has one, the position error is to it."""
         size = ACTION_HISTORY_LENGTH * len(self.spec.rotors)
         self.history = np.full((self.num_envs, size), -1.0)
         """The last ACTION_HISTORY_LENGTH raw actions per world, oldest first, (num_envs, 32 * num_rotors)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,8 @@ class PolicyRuntime:
     """`rehearse` runs the step's observation, inference and mapping: worth running before a state is due."""
     computed_inputs = ()
     """Every task input comes from the caller."""
+    optional_inputs: Mapping[str, int] = MappingProxyType({})
+    """None beyond the contract's."""
 
     def __init__(self, path: str | Path, *, spec: RobotSpec, num_envs: int = 1) -> None:
         self.path = Path(path)

@@ -46,6 +46,10 @@ class Runtime(Protocol):
     computed_inputs: tuple[str, ...]
     """The contract's task inputs the runtime computes from the state itself (a multirotor's position error,
     world velocity and action history: `FlightRuntime`), which its caller need not pass; () for the others."""
+    optional_inputs: Mapping[str, int]
+    """Task inputs outside the contract that the runtime takes when its caller passes them, name → values
+    per step (a multirotor's `target`, 3: `FlightRuntime` holds its own target until one comes); {} for the
+    others."""
 
     def reset(self, ids: np.ndarray | None = None) -> None:
         """Forget the history, last action and plans of worlds `ids` (all for None), at an episode start."""

@@ -5,7 +5,9 @@ the same contract and ONNX path as a trained actor: it hovers without a training
 
 import json
 import math
+import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -126,6 +128,64 @@ def test_s2r_deploy_hovers_the_crazyflie_at_500hz_through_ros_within_the_box_for
     assert np.abs(positions).max() < BOX_M, "the quadrotor left the box"
     assert result["position_error_max_m"] < BOX_M and result["position_error_p99_m"] < 0.05
     assert result["safety_events"].get("nan_guard", 0) == 0   # the events that happened (stale ticks under load may)
+
+
+def test_flight_inputs_left_out_until_their_first_message_keep_the_runtimes_own_target():
+    from s2r.hardware.robot_loop import TaskInputs
+
+    inputs = TaskInputs({"target": 3}, timeout_s=0.1, optional=["target"])
+    assert inputs.read() == {}                       # no message yet: FlightRuntime flies to its target_w
+    inputs.set("target", np.array([0.2, 0.0, 0.1]))
+    assert inputs.read()["target"].tolist() == [0.2, 0.0, 0.1]
+    inputs.set("target", np.array([math.nan, 0.0, 0.0]))   # a bad message is ignored: the newest stays
+    assert inputs.read()["target"].tolist() == [0.2, 0.0, 0.1] and inputs.rejected["target"] == 1
+    with pytest.raises(ValueError, match=r"TaskInputs optional: \['cmd_vel'\] not among the inputs \['target'\]"):
+        TaskInputs({"target": 3}, optional=["cmd_vel"])
+
+
+def test_robot_node_flies_a_hover_policy_to_the_target_published_on_its_topic(tmp_path, monkeypatch):
+    """A user's node publishes geometry_msgs/PointStamped on /target (real rclpy); the 100 Hz hover policy hosted
+    in robot_node flies the released Crazyflie there and holds it after the messages stop."""
+    pytest.importorskip("rclpy")
+    from geometry_msgs.msg import PointStamped
+    from test_ros_nodes import FAST, Client, Node, summary
+
+    from s2r.policies.export import export_onnx
+    from s2r.policies.hover_controller import GeometricHoverController
+    from s2r.ros import environment
+    from s2r.ros.qos import SENSOR_QOS
+    from s2r.sim.env import BatchEnv
+    from s2r.sim.quadrotor import QuadrotorHover
+
+    env = BatchEnv(QuadrotorHover(), 1, spec=robot_spec("crazyflie"))
+    policy = export_onnx(GeometricHoverController(), env.contract({"task": "quadrotor_hover"}), tmp_path / "hover.onnx")
+    settings = environment()
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    client = Client(int(settings["ROS_DOMAIN_ID"]))
+    publisher = client.node.create_publisher(PointStamped, "target", SENSOR_QOS)
+    robot = Node("robot_node", {"robot": "crazyflie", "driver": f"sim:{HOVER}", "policy": policy,
+                                "summary_path": tmp_path / "robot.json", "trajectory_path": tmp_path / "trajectory.npz",
+                                **FAST}, dict(os.environ), tmp_path / "robot.log")
+    target = np.array([0.25, -0.15, 0.2])
+    try:
+        client.wait_for(lambda: client.mode() == "running", timeout=60, what="the policy to take over")
+        message = PointStamped()
+        message.point.x, message.point.y, message.point.z = target.tolist()
+        for _ in range(20):        # 1 s of messages, then none: the target is held
+            publisher.publish(message)
+            time.sleep(0.05)
+        time.sleep(3.0)
+    finally:
+        code = robot.stop()
+        client.close()
+    assert code == 0, robot.output()
+    with np.load(tmp_path / "trajectory.npz") as trajectory:
+        positions, stamps = trajectory["base_pos_w"], trajectory["stamp"]
+    last = positions[stamps > stamps[-1] - 0.5]
+    assert len(last) > 10 and np.linalg.norm(last - target, axis=1).max() < 0.03, (last[-1], robot.output()[-2000:])
+    report = summary(tmp_path / "robot.json")
+    assert report["safety_events"].get("nan_guard", 0) == 0 and report["input_rejected"]["target"] == 0
 
 
 def test_with_no_config_the_crazyflie_is_held_at_the_target_until_its_rotors_carry_it(hover_onnx):

@@ -28,6 +28,7 @@ class ScriptedRuntime:
 
     rehearses = False
     computed_inputs = ()
+    optional_inputs = {}
 
     def __init__(self, spec, *, fail_after: int | None = None, nan_after: int | None = None) -> None:
         self.spec, self.fail_after, self.nan_after, self.steps, self.resets = spec, fail_after, nan_after, 0, 0

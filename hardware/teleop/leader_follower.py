@@ -29,6 +29,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,8 @@ class LeaderArm:
     """A step reads the leader arm off the bus: the loop must not run it twice a period."""
     computed_inputs = ()
     """It takes no task inputs."""
+    optional_inputs: Mapping[str, int] = MappingProxyType({})
+    """None beyond the contract's."""
 
     def __init__(self, leader: RobotInterface, follower: RobotInterface, *, stale_periods: int = 3,
                  frames_depth: int = 10_000) -> None:

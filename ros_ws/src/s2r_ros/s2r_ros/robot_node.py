@@ -27,6 +27,7 @@ namespace can hold several robots; at the root they are /joint_states, ...):
     joint_command  sensor_msgs/JointState  out  hosted policy: its command each tick (stamp = its state's)
                                            in   two-process mode: see s2r.ros.messages (names checked)
     cmd_vel, target, object_pose           in   hosted policy: its task inputs (s2r.ros.messages.INPUT_TOPICS)
+                                           (a multirotor's `target`: optional, it holds its own until one comes)
     /diagnostics   diagnostic_msgs/DiagnosticArray  out  ~1 Hz: safety mode and events, loop figures
     enable, disable, estop, reset_estop    std_srvs/Trigger
 
@@ -168,13 +169,14 @@ class RobotNode(LifecycleNode):
                 self.runtime = load_runtime(p["policy"], self.spec, warm_start=p["warm_start"],
                                             blend_steps=p["blend_steps"], refuse_unused=False)
                 check_gains(self.runtime.contract.action, self.spec)
-                names = [n for n in self.runtime.contract.inputs
-                         if n != LAST_ACTION and n not in self.runtime.computed_inputs]   # the others: topics
-                unknown = [n for n in names if n not in INPUT_TOPICS]
+                sizes = {n: size for n, size in self.runtime.contract.inputs.items()
+                         if n != LAST_ACTION and n not in self.runtime.computed_inputs}   # the others: topics
+                unknown = [n for n in sizes if n not in INPUT_TOPICS]
                 if unknown:
                     raise ContractError(f"{p['policy']}: inputs.{unknown[0]}: no topic feeds this task input "
                                         f"(supported: {', '.join(INPUT_TOPICS)})")
-                inputs = TaskInputs({n: self.runtime.contract.inputs[n] for n in names}, timeout_s=p["input_timeout_s"])
+                optional = {n: size for n, size in self.runtime.optional_inputs.items() if n in INPUT_TOPICS}
+                inputs = TaskInputs({**sizes, **optional}, timeout_s=p["input_timeout_s"], optional=optional)
                 for warning in self.runtime.warnings:
                     self.get_logger().warning(warning)
             config = SafetyConfig(watchdog_periods=p["watchdog_periods"], damping_kd=p["damping_kd"] or None,
