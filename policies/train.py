@@ -97,7 +97,9 @@ TASK_DEFAULTS: dict[str, TrainConfig] = {
                              model=ActorCriticConfig(actor_hidden=(256, 128), critic_hidden=(256, 128))),
     # PPO beside Learning to Fly's TD3 (bench/l2f.py): its 64-unit networks, 256 worlds, noise 0.5 of the ±1 range;
     # the hover rule judged every 25 iterations (about 150k transitions), the best judged policy kept
-    "quadrotor_hover": TrainConfig(task="quadrotor_hover", num_envs=256, iterations=500, ppo=_STABLE_PPO,
+    # no entropy bonus: with 0.005 the best judged was 89 %, with 0 it met 95 % at iteration 240 (docs/quadrotor.md)
+    "quadrotor_hover": TrainConfig(task="quadrotor_hover", num_envs=256, iterations=500,
+                                   ppo=replace(_STABLE_PPO, entropy_coef=0.0),
                                    model=ActorCriticConfig(actor_hidden=(64, 64), critic_hidden=(64, 64),
                                                            init_noise_std=0.5), evaluate_every=25),
 }
