@@ -122,13 +122,7 @@ class FeetechRobot(BusRobot):
 
     def _check_motors(self) -> None:
         where = f"{self.bus.port} at {self.bus.baudrate} baud"
-        answered = []
-        for motor_id in self.ids:
-            try:
-                self.bus.ping(motor_id)
-                answered.append(motor_id)
-            except NoReply:
-                pass
+        answered = [motor_id for motor_id in self.ids if self._answers(motor_id)]
         if not answered:
             raise RobotError(f"{where}: no motor answers (expected ids {', '.join(map(str, self.ids))}; wrong baud "
                              f"rate? Feetech servos ship at {DEFAULT_BAUD})")
@@ -143,6 +137,16 @@ class FeetechRobot(BusRobot):
                 raise RobotError(f"{self.calibration.where}: motors[{i}].model: {motor.model}, but id {motor.id} "
                                  f"on {self.bus.port} is a {found} (joint {motor.joint})")
             self.homing[i] = self._read_one(motor.id, Register.HOMING_OFFSET, 2)
+
+    def _answers(self, motor_id: int) -> bool:
+        """Whether a servo answers one of 1 + retries pings (a reply can miss its deadline on a busy computer)."""
+        for _ in range(1 + self.fault_config.retries):
+            try:
+                self.bus.ping(motor_id)
+                return True
+            except NoReply:
+                pass
+        return False
 
     def _read_one(self, motor_id: int, register: Register, length: int) -> int:
         """One register of one servo, tried 1 + retries times; RobotError naming the servo and register otherwise."""
