@@ -139,9 +139,11 @@ TRAINERS = ("s2r", "rsl_rl")
 def _make_trainer(name: str, cfg: Any, *, seed: int, threads: int, out: Path | None = None) -> _Trainer:
     """One side of the comparison on its own `make_env("go2_flat", cfg.num_envs)`, seeded with `seed`; `out`: a run
     directory the s2r side's policy is saved to after each iteration's rule check (`load_policy` reads it)."""
-    env = make_env("go2_flat", cfg.num_envs, seed=seed, nthread=threads)
+    device = torch.device(cfg.device)
+    env = make_env("go2_flat", cfg.num_envs, seed=seed, nthread=threads, backend=cfg.backend, device=device)
     if name == "s2r":
-        runner = OnPolicyRunner(env, ppo=cfg.ppo, model=cfg.model, log_dir=None, seed=seed, progress=False)
+        runner = OnPolicyRunner(env, ppo=cfg.ppo, model=cfg.model, log_dir=None, seed=seed, progress=False,
+                                device=device)
 
         def s2r_save() -> None:
             out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +158,7 @@ def _make_trainer(name: str, cfg: Any, *, seed: int, threads: int, out: Path | N
 
         def s2r_act(obs: torch.Tensor) -> torch.Tensor:
             runner.policy.eval()
-            return runner.policy.act_inference(obs)
+            return runner.policy.act_inference(obs.to(device)).cpu()
 
         return _Trainer("s2r", s2r_step, s2r_act, save=s2r_save if out is not None else None)
     random.seed(seed)
@@ -164,7 +166,7 @@ def _make_trainer(name: str, cfg: Any, *, seed: int, threads: int, out: Path | N
     torch.manual_seed(seed)
     adapter = _CurveEnv(env, seed=seed)
     with contextlib.redirect_stdout(io.StringIO()):  # rsl_rl prints its models and observation sets
-        peer = RslRlRunner(adapter, rsl_rl_config(LEGGED_GYM_PPO, cfg.model), log_dir=None, device="cpu")
+        peer = RslRlRunner(adapter, rsl_rl_config(LEGGED_GYM_PPO, cfg.model), log_dir=None, device=cfg.device)
 
     def rsl_rl_step() -> dict[str, float]:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -173,22 +175,25 @@ def _make_trainer(name: str, cfg: Any, *, seed: int, threads: int, out: Path | N
 
     def rsl_rl_act(obs: torch.Tensor) -> torch.Tensor:
         act = peer.get_inference_policy()        # rsl_rl 5: the actor on the observation groups, its mean action
-        return act(TensorDict({"policy": obs}, batch_size=[len(obs)]))
+        return act(TensorDict({"policy": obs.to(device)}, batch_size=[len(obs)])).cpu()
 
     return _Trainer("rsl_rl", rsl_rl_step, rsl_rl_act)
 
 
 def run(*, trainers: tuple[str, ...] = TRAINERS, iterations: int = 100, budget_s: float = math.inf,
         num_envs: int | None = None, seed: int = 0, episodes: int = 128, threads: int = 0,
-        progress: Path | None = None, out: Path | None = None, ppo: dict[str, Any] | None = None) -> dict[str, Any]:
+        progress: Path | None = None, out: Path | None = None, ppo: dict[str, Any] | None = None,
+        backend: str = "cpu", device: str = "cpu") -> dict[str, Any]:
     """Train go2_flat with each of `trainers` in this process, one iteration each in turn (so a shared machine's
     load falls on all alike), each until its training episodes meet the walking rule, `iterations` or `budget_s`
     wall seconds of its own; their curves, wall and CPU seconds, and walking figures on fresh episodes.
     `threads`: MuJoCo's threads and torch's (0: all cores for MuJoCo, the task's default for torch).
     `progress`: a JSON file rewritten every 10 rounds with the curves so far. `out`: the s2r side's run directory
     (its final policy, outside the timed iterations). `ppo`: PPOConfig fields that replace s2r's go2_flat
-    defaults on the s2r side (rsl_rl's side always runs `LEGGED_GYM_PPO`)."""
-    cfg = default_config("go2_flat", num_envs=num_envs, seed=seed)
+    defaults on the s2r side (rsl_rl's side always runs `LEGGED_GYM_PPO`). `backend`, `device`: the training
+    env's simulator (`cpu` or `warp`) and where the networks run (`cpu` or `cuda`); the walking figures on fresh
+    episodes are always judged on the `cpu` backend."""
+    cfg = default_config("go2_flat", num_envs=num_envs, seed=seed, backend=backend, device=device)
     if ppo:
         cfg = replace(cfg, ppo=replace(cfg.ppo, **ppo))
     torch.set_num_threads(threads or cfg.torch_threads)
@@ -217,7 +222,7 @@ def run(*, trainers: tuple[str, ...] = TRAINERS, iterations: int = 100, budget_s
             "curve": trainer.curve})
     return {
         "task": "go2_flat", "num_envs": cfg.num_envs, "max_iterations": iterations,
-        "budget_s": finite_or_none(budget_s), "threads": threads, "seed": seed,
+        "budget_s": finite_or_none(budget_s), "threads": threads, "seed": seed, "backend": backend, "device": device,
         "samples_per_iteration": cfg.num_envs * cfg.ppo.num_steps_per_env,
         "ppo": {"s2r": asdict(cfg.ppo), "rsl_rl": asdict(LEGGED_GYM_PPO)}, "networks": asdict(cfg.model),
         **outcome,
@@ -312,6 +317,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--num-envs", type=int)
     parser.add_argument("--out", type=Path, help="a run directory for the s2r side's final policy")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", choices=("cpu", "warp"), default="cpu", help="the training env's simulator")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the networks run")
     parser.add_argument("--ppo", nargs="+", default=[], metavar="KEY=VALUE",
                         help="PPOConfig fields replacing s2r's go2_flat defaults on the s2r side, e.g. symmetry=true")
     parser.add_argument("--name", help="the result's name in bench/results (default: locomotion_train[_TRAINER])")
@@ -336,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     trainers = TRAINERS if args.trainer == "both" else (args.trainer,)
     result = run(trainers=trainers, iterations=args.iterations, budget_s=args.budget_s, num_envs=args.num_envs,
                  seed=args.seed, episodes=args.episodes, threads=args.threads, progress=args.progress, out=args.out,
-                 ppo=parse_ppo(args.ppo))
+                 ppo=parse_ppo(args.ppo), backend=args.backend, device=args.device)
     if args.trainer == "both":
         result = combine([result], Path("bench/results/locomotion_train.png"))
     name = args.name or ("locomotion_train" if args.trainer == "both" else f"locomotion_train_{args.trainer}")
