@@ -287,3 +287,12 @@ def test_a_ppo_run_keeps_the_best_judged_policy_and_exports_it(tmp_path):
     assert all(torch.equal(value, best[key]) for key, value in policy.state_dict().items())
     if metrics["best_iteration"] < 3:                               # not the last policy
         assert not all(torch.equal(value, checkpoint["model"][key]) for key, value in best.items())
+
+
+@pytest.mark.slow
+def test_ppo_trains_quadrotor_hover_to_the_hover_rule(tmp_path):
+    """`s2r train quadrotor_hover`'s defaults: about 7 min on an idle 2-core machine (docs/quadrotor.md)."""
+    from s2r.policies.train import default_config, train
+
+    metrics = train(default_config("quadrotor_hover"), tmp_path, progress=False)
+    assert metrics["best_rule_success_rate"] >= 0.95, metrics
