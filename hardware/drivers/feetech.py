@@ -30,6 +30,8 @@ lies within half a turn of its offset, so the angle is unwrapped around the offs
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 
@@ -54,6 +56,8 @@ from s2r.hardware.motors import (
 from s2r.interface import RobotError
 from s2r.spec import RobotSpec
 from s2r.state import Command
+
+T = TypeVar("T")
 
 DEFAULT_BAUD = 1_000_000
 RAD_PER_TICK = 2 * math.pi / TICKS_PER_TURN
@@ -122,7 +126,7 @@ class FeetechRobot(BusRobot):
 
     def _check_motors(self) -> None:
         where = f"{self.bus.port} at {self.bus.baudrate} baud"
-        answered = [motor_id for motor_id in self.ids if self._answers(motor_id)]
+        answered = [motor_id for motor_id in self.ids if self._tried(lambda: self.bus.ping(motor_id)) is not None]
         if not answered:
             raise RobotError(f"{where}: no motor answers (expected ids {', '.join(map(str, self.ids))}; wrong baud "
                              f"rate? Feetech servos ship at {DEFAULT_BAUD})")
@@ -138,26 +142,23 @@ class FeetechRobot(BusRobot):
                                  f"on {self.bus.port} is a {found} (joint {motor.joint})")
             self.homing[i] = self._read_one(motor.id, Register.HOMING_OFFSET, 2)
 
-    def _answers(self, motor_id: int) -> bool:
-        """Whether a servo answers one of 1 + retries pings (a reply can miss its deadline on a busy computer)."""
+    def _tried(self, call: Callable[[], T]) -> T | None:
+        """`call`'s result from the first of 1 + retries tries that a servo answers (a reply can miss its deadline
+        on a busy computer); None when none is answered."""
         for _ in range(1 + self.fault_config.retries):
             try:
-                self.bus.ping(motor_id)
-                return True
+                return call()
             except NoReply:
                 pass
-        return False
+        return None
 
     def _read_one(self, motor_id: int, register: Register, length: int) -> int:
         """One register of one servo, tried 1 + retries times; RobotError naming the servo and register otherwise."""
-        tries = 1 + self.fault_config.retries
-        for _ in range(tries):
-            try:
-                return self.bus.read_register(motor_id, register, length)
-            except NoReply:
-                pass
-        raise RobotError(f"{self.bus.port}: id {motor_id} does not answer a read of register "
-                         f"{register.name.lower()} ({tries} tries)")
+        value = self._tried(lambda: self.bus.read_register(motor_id, register, length))
+        if value is None:
+            raise RobotError(f"{self.bus.port}: id {motor_id} does not answer a read of register "
+                             f"{register.name.lower()} ({1 + self.fault_config.retries} tries)")
+        return value
 
     def _read_bus(self) -> BusReading:
         n = len(self.ids)
