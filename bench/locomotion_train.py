@@ -324,12 +324,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--name", help="the result's name in bench/results (default: locomotion_train[_TRAINER])")
     parser.add_argument("--episodes", type=int, default=128)
     parser.add_argument("--evaluate", metavar="RUN_DIR", help="only judge a trained run by the walking rule")
+    parser.add_argument("--randomize", nargs="?", const="default", metavar="FILE.yaml",
+                        help="with --evaluate: judge on randomized worlds (the task's terms, or a randomization YAML)")
     parser.add_argument("--combine", nargs="+", type=Path, metavar="RESULT",
                         help="only merge the result JSON files of one-trainer runs into one result and PNG")
     args = parser.parse_args(argv)
     if args.evaluate:
         policy, _, _ = load_policy(Path(args.evaluate), task="go2_flat")
-        result = {"run": args.evaluate, **evaluate_walking(policy.act_inference, episodes=args.episodes),
+        result = {"run": args.evaluate, "randomize": args.randomize,
+                  **evaluate_walking(policy.act_inference, episodes=args.episodes, randomize=args.randomize),
                   "machine": machine()}
         rows = [(k, f"{result[k]:.3f}" if isinstance(result[k], float) else str(result[k]))
                 for k in ("lin_vel_error", "yaw_rate_error", "fall_rate", "walks")]
